@@ -1,0 +1,92 @@
+"""/api/ endpoints for people and personal tokens."""
+from __future__ import annotations
+
+from django.db.models import Count, ProtectedError
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+
+from access import services
+from access.choices import Role
+from access.models import Department, PersonalToken, User
+from access.permissions import ANY_ROLE, HasRole
+from access.serializers import DepartmentSerializer, NewTokenSerializer, TokenSerializer, UserSerializer
+
+
+class DepartmentViewSet(viewsets.ModelViewSet):
+    permission_classes = [IsAuthenticated, HasRole.of(Role.ADMIN)]
+    serializer_class = DepartmentSerializer
+    queryset = Department.objects.annotate(member_count=Count("members")).order_by("name")
+    search_fields = ["name", "slug"]
+
+    def perform_create(self, serializer: DepartmentSerializer) -> None:
+        try:
+            serializer.instance = services.create_department(**serializer.validated_data)
+        except services.ServiceError as exc:
+            raise ValidationError({exc.field or "detail": exc.message}) from None
+
+    def destroy(self, request, *args, **kwargs) -> Response:
+        department = self.get_object()
+        try:
+            department.delete()
+        except ProtectedError:
+            return Response(
+                {"detail": "This department still has members; move them first.", "status": 409},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                  mixins.UpdateModelMixin, viewsets.GenericViewSet):
+    """Users are deactivated (is_active=false), not deleted, so their history stays readable."""
+
+    permission_classes = [IsAuthenticated, HasRole.of(Role.ADMIN)]
+    serializer_class = UserSerializer
+    queryset = User.objects.select_related("department").order_by("username")
+
+    def get_queryset(self):
+        qs = super().get_queryset()
+        role = self.request.query_params.get("role")
+        if role:
+            if role not in Role.values:
+                raise ValidationError({"role": f"Unknown role {role!r}; use one of {', '.join(Role.values)}."})
+            qs = qs.filter(role=role)
+        q = self.request.query_params.get("q")
+        if q:
+            qs = qs.filter(username__icontains=q)
+        return qs
+
+
+class TokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
+                   viewsets.GenericViewSet):
+    """Your personal API tokens. DELETE revokes (the row stays, for the record)."""
+
+    permission_classes = [IsAuthenticated, HasRole.of(*ANY_ROLE)]
+    serializer_class = TokenSerializer
+
+    def get_queryset(self):
+        return PersonalToken.objects.filter(user=self.request.user)
+
+    @extend_schema(responses={201: NewTokenSerializer})
+    def create(self, request, *args, **kwargs) -> Response:
+        serializer = TokenSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            token, plaintext = services.create_token(
+                request.user, name=serializer.validated_data["name"],
+                expires_in_days=serializer.validated_data.get("expires_in_days"),
+            )
+        except services.ServiceError as exc:
+            raise ValidationError({"detail": exc.message}) from None
+        data = NewTokenSerializer(token).data | {"token": plaintext}
+        return Response(data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, *args, **kwargs) -> Response:
+        try:
+            services.revoke_token(request.user, self.get_object())
+        except services.ServiceError as exc:
+            raise ValidationError({"detail": exc.message}) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,77 @@
+"""People: users with one role, departments, personal API tokens."""
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+
+from access.choices import Role
+
+
+class Department(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=50, unique=True, help_text="Short name used in URLs and reports.")
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class User(AbstractUser):
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.NONE, db_index=True)
+    department = models.ForeignKey(
+        Department, null=True, blank=True, on_delete=models.PROTECT, related_name="members"
+    )
+
+    class Meta:
+        ordering = ["username"]
+
+    def clean(self) -> None:
+        super().clean()
+        if self.role == Role.DEPT_USER and self.department_id is None:
+            raise ValidationError({"department": "A department user must belong to a department."})
+
+    def save(self, *args, **kwargs) -> None:
+        # Django admin access follows the role, so there is one source of truth for "who is IT".
+        self.is_staff = self.role == Role.ADMIN
+        if self.is_superuser and self.role != Role.ADMIN:
+            self.role = Role.ADMIN
+            self.is_staff = True
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "role" in update_fields:
+            kwargs["update_fields"] = set(update_fields) | {"is_staff"}
+        super().save(*args, **kwargs)
+
+    def has_role(self, *roles: str) -> bool:
+        return self.is_authenticated and self.is_active and self.role in roles
+
+    @property
+    def is_fleet_admin(self) -> bool:
+        return self.has_role(Role.ADMIN)
+
+
+class PersonalToken(models.Model):
+    """A token for automation against /api/. Only its SHA-256 is stored; the prefix finds it."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="tokens")
+    name = models.CharField(
+        max_length=64,
+        validators=[RegexValidator(r"^[\w .:-]+$", "Use letters, digits, spaces and . : - _ only.")],
+    )
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

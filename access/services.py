@@ -1,0 +1,59 @@
+"""Side effects for people and tokens: the UI and the API both call these."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+import audit
+from access import tokens
+from access.models import Department, PersonalToken, User
+
+MAX_TOKENS_PER_USER = 20
+
+
+class ServiceError(Exception):
+    """A refusal the caller shows to the person as it is (a 400 in the API)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def create_department(*, name: str, slug: str, description: str = "") -> Department:
+    # The audit event is written by access.signals (it also covers Django admin edits).
+    with transaction.atomic():
+        if Department.objects.filter(name__iexact=name).exists():
+            raise ServiceError(f"A department named {name!r} already exists.", "name")
+        if Department.objects.filter(slug=slug).exists():
+            raise ServiceError(f"The short name {slug!r} is taken.", "slug")
+        return Department.objects.create(name=name, slug=slug, description=description)
+
+
+def create_token(user: User, *, name: str, expires_in_days: int | None) -> tuple[PersonalToken, str]:
+    """Returns the row and the plaintext, which is shown once and never stored."""
+    with transaction.atomic():
+        active = PersonalToken.objects.filter(user=user, revoked_at__isnull=True).count()
+        if active >= MAX_TOKENS_PER_USER:
+            raise ServiceError(f"You already have {active} active tokens; revoke one first.")
+        new = tokens.generate()
+        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+        token = PersonalToken.objects.create(
+            user=user, name=name, prefix=new.prefix, digest=new.digest, expires_at=expires_at
+        )
+        audit.record(user, "token.create", token,
+                     after={"name": name, "prefix": new.prefix, "expires_at": expires_at})
+    return token, new.plaintext
+
+
+def revoke_token(actor: User, token: PersonalToken) -> PersonalToken:
+    with transaction.atomic():
+        token = PersonalToken.objects.select_for_update().get(pk=token.pk)
+        if token.revoked_at is not None:
+            raise ServiceError("This token is already revoked.")
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit.record(actor, "token.revoke", token, after={"revoked_at": token.revoked_at})
+    return token

@@ -1,0 +1,50 @@
+"""Audit of sign-ins and of every change to people (UI, API, Django admin, shell alike)."""
+from __future__ import annotations
+
+from typing import Any
+
+from axes.signals import user_locked_out
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.dispatch import receiver
+
+import audit
+from access.models import Department, User
+from audit import context as audit_context
+from audit.tracking import track
+
+
+@receiver(user_logged_in)
+def _logged_in(sender: Any, request: Any, user: User, **kwargs: Any) -> None:
+    audit.record(user, "auth.login", user)
+
+
+@receiver(user_logged_out)
+def _logged_out(sender: Any, request: Any, user: User | None, **kwargs: Any) -> None:
+    if user is not None:
+        audit.record(user, "auth.logout", user)
+
+
+@receiver(user_login_failed)
+def _login_failed(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
+    # Django already masks the password in ``credentials``; only the attempted name is kept.
+    audit.record(None, "auth.login_failed", None, username=str(credentials.get("username", ""))[:150])
+
+
+@receiver(user_locked_out)
+def _locked_out(sender: Any, request: Any, username: str | None, ip_address: str | None, **kwargs: Any) -> None:
+    audit.record(None, "auth.lockout", None, username=(username or "")[:150])
+
+
+def _actor() -> Any:
+    return audit_context.current().user
+
+
+track(
+    User,
+    prefix="user",
+    fields=["username", "first_name", "last_name", "email", "role", "department_id", "is_active",
+            "is_superuser", "password"],
+    secret_fields=["password"],
+    actor=_actor,
+)
+track(Department, prefix="department", fields=["name", "slug", "description"], actor=_actor)

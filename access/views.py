@@ -1,0 +1,91 @@
+"""UI pages for people and personal tokens, and the lockout response."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from access import services
+from access.choices import Role
+from access.forms import DepartmentForm, TokenForm
+from access.models import Department, PersonalToken, User
+from access.permissions import ANY_ROLE, role_required
+
+PAGE_SIZE = 25
+
+
+def lockout(request: HttpRequest, credentials: dict | None = None, *args, **kwargs) -> HttpResponse:
+    """django-axes calls this once an account/address has too many failed sign-ins."""
+    from django.conf import settings
+
+    minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    return render(request, "registration/locked.html", {"minutes": minutes}, status=429)
+
+
+@role_required(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def people(request: HttpRequest) -> HttpResponse:
+    form = DepartmentForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            department = services.create_department(**form.cleaned_data)
+        except services.ServiceError as exc:
+            form.add_error(exc.field, exc.message)
+        else:
+            messages.success(request, f"Department “{department.name}” created.")
+            return redirect("people")
+    users = User.objects.select_related("department").order_by("username")
+    q, role, dept = request.GET.get("q", "").strip(), request.GET.get("role", ""), request.GET.get("department", "")
+    if q:
+        users = users.filter(Q(username__icontains=q) | Q(first_name__icontains=q) |
+                             Q(last_name__icontains=q) | Q(email__icontains=q))
+    if role in Role.values:
+        users = users.filter(role=role)
+    if dept:
+        users = users.filter(department__slug=dept)
+    page = Paginator(users, PAGE_SIZE).get_page(request.GET.get("page"))
+    departments = Department.objects.annotate(member_count=Count("members")).order_by("name")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "people/index.html", {
+        "page": page, "departments": departments, "form": form, "roles": Role.choices,
+        "q": q, "role": role, "department": dept,
+    }, status=status)
+
+
+@role_required(*ANY_ROLE)
+@require_http_methods(["GET", "POST"])
+def tokens(request: HttpRequest) -> HttpResponse:
+    form = TokenForm(request.POST or None)
+    created = None
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                token, plaintext = services.create_token(request.user, **form.cleaned_data)
+            except services.ServiceError as exc:
+                form.add_error(None, exc.message)
+                status = 400
+            else:
+                created = {"token": token, "plaintext": plaintext}
+                form = TokenForm()
+                status = 201
+        else:
+            status = 400
+    rows = PersonalToken.objects.filter(user=request.user)
+    return render(request, "account/tokens.html", {"form": form, "tokens": rows, "created": created}, status=status)
+
+
+@role_required(*ANY_ROLE)
+@require_POST
+def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(PersonalToken, pk=pk, user=request.user)
+    try:
+        services.revoke_token(request.user, token)
+    except services.ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Token “{token.name}” revoked.")
+    return redirect("tokens")

@@ -1,0 +1,77 @@
+"""One filter for the trail, shared by the UI page and the API (keyset pagination on seq)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.timezone import get_current_timezone, make_aware
+
+from audit.models import AuditEvent
+
+PAGE_SIZE = 50
+
+
+class FilterError(ValueError):
+    pass
+
+
+def _when(name: str, value: str, end_of_day: bool = False) -> datetime:
+    parsed = parse_datetime(value)
+    if parsed is None:
+        day = parse_date(value)
+        if day is None:
+            raise FilterError(f"{name}: use a date like 2026-11-25 or 2026-11-25T14:00, not {value!r}.")
+        parsed = datetime.combine(day, datetime.max.time() if end_of_day else datetime.min.time())
+    if parsed.tzinfo is None:
+        parsed = make_aware(parsed, get_current_timezone())
+    return parsed
+
+
+@dataclass
+class TrailFilter:
+    actor: str = ""
+    department: str = ""
+    action: str = ""
+    target: str = ""
+    q: str = ""
+    since: str = ""
+    until: str = ""
+    before: str = ""  # keyset cursor: show events with seq < before
+
+    @classmethod
+    def from_params(cls, params) -> TrailFilter:
+        return cls(**{f: params.get(f, "").strip()[:200] for f in cls.__dataclass_fields__})
+
+    def active(self) -> bool:
+        return any(getattr(self, f) for f in self.__dataclass_fields__ if f != "before")
+
+    def apply(self, qs: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+        if self.actor:
+            qs = qs.filter(actor_name__iexact=self.actor)
+        if self.department:
+            qs = qs.filter(actor_department__iexact=self.department)
+        if self.action:
+            qs = qs.filter(action__startswith=self.action)
+        if self.target:
+            qs = qs.filter(target_type=self.target)
+        if self.q:
+            qs = qs.filter(Q(actor_name__icontains=self.q) | Q(action__icontains=self.q) |
+                           Q(target_repr__icontains=self.q) | Q(request_id=self.q))
+        if self.since:
+            qs = qs.filter(created_at__gte=_when("since", self.since))
+        if self.until:
+            qs = qs.filter(created_at__lte=_when("until", self.until, end_of_day=True))
+        if self.before:
+            if not self.before.isdigit():
+                raise FilterError(f"before: give an event number, not {self.before!r}.")
+            qs = qs.filter(seq__lt=int(self.before))
+        return qs.order_by("-seq")
+
+    def page(self, size: int = PAGE_SIZE) -> tuple[list[AuditEvent], int | None]:
+        """One page, newest first, and the cursor for the next (older) page, if any."""
+        rows = list(self.apply(AuditEvent.objects.all())[: size + 1])
+        more = len(rows) > size
+        rows = rows[:size]
+        return rows, (rows[-1].seq if more and rows else None)

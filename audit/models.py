@@ -1,0 +1,55 @@
+"""AuditEvent: append-only (a database trigger refuses UPDATE and DELETE) and hash-chained."""
+from __future__ import annotations
+
+from django.db import models
+
+
+class AuditEvent(models.Model):
+    seq = models.BigIntegerField(unique=True, help_text="Position in the chain, from 1, without gaps.")
+    created_at = models.DateTimeField(db_index=True)
+    # Copied, not foreign keys: the trail must outlive (and never be rewritten by) user deletion.
+    actor_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    actor_name = models.CharField(max_length=150)
+    actor_role = models.CharField(max_length=16, blank=True)
+    actor_department = models.CharField(max_length=100, blank=True, db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True, db_index=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=200, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    source_ip = models.CharField(max_length=45, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    channel = models.CharField(max_length=16, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-seq"]
+        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_audit_target__idx")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} by {self.actor_name}"
+
+    def as_dict(self) -> dict:
+        """The hashed content (everything but the event's own hash and row id)."""
+        return {
+            "seq": self.seq,
+            "created_at": self.created_at.isoformat(timespec="microseconds"),
+            "actor_id": self.actor_id,
+            "actor_name": self.actor_name,
+            "actor_role": self.actor_role,
+            "actor_department": self.actor_department,
+            "action": self.action,
+            "target_type": self.target_type,
+            "target_id": self.target_id,
+            "target_repr": self.target_repr,
+            "before": self.before,
+            "after": self.after,
+            "context": self.context,
+            "source_ip": self.source_ip,
+            "request_id": self.request_id,
+            "channel": self.channel,
+            "prev_hash": self.prev_hash,
+        }

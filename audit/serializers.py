@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from audit.models import AuditEvent
+
+_FIELDS = [
+    "seq", "created_at", "actor_id", "actor_name", "actor_role", "actor_department", "action",
+    "target_type", "target_id", "target_repr", "before", "after", "context", "source_ip",
+    "request_id", "channel", "prev_hash", "hash",
+]
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEvent
+        fields = _FIELDS
+        read_only_fields = _FIELDS
+
+
+def public_event(event: AuditEvent) -> dict:
+    """The JSON an auditor's browser receives, live or from the API."""
+    return dict(AuditEventSerializer(event).data)

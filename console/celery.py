@@ -1,0 +1,28 @@
+"""The Celery app: queue "console" for the web side; agents get "node.<name>" (later issues)."""
+import os
+
+from celery import Celery
+from celery.signals import task_prerun, task_postrun
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+
+app = Celery("console")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@task_prerun.connect
+def _bind_audit_context(task_id=None, task=None, **_kwargs) -> None:
+    # Events recorded inside a task say so and carry the task id as their request id.
+    from audit import context
+
+    task.request.audit_token = context.push(user=None, source_ip=None, channel="task", request_id=task_id or "")
+
+
+@task_postrun.connect
+def _unbind_audit_context(task=None, **_kwargs) -> None:
+    from audit import context
+
+    token = getattr(task.request, "audit_token", None)
+    if token is not None:
+        context.pop(token)

@@ -1,0 +1,31 @@
+"""Navigation per role, for the base template."""
+from __future__ import annotations
+
+from django.http import HttpRequest
+from django.urls import reverse
+
+from access.choices import Role
+
+# (label, url name, roles that see it)
+NAV: list[tuple[str, str, tuple[str, ...]]] = [
+    ("Home", "home", (Role.ADMIN, Role.DEPT_USER, Role.AUDITOR, Role.NONE)),
+    ("People", "people", (Role.ADMIN,)),
+    ("Audit trail", "audit-trail", (Role.ADMIN, Role.AUDITOR)),
+    ("API tokens", "tokens", (Role.ADMIN, Role.DEPT_USER, Role.AUDITOR)),
+    ("API docs", "api-docs", (Role.ADMIN, Role.DEPT_USER, Role.AUDITOR)),
+    ("Django admin", "admin:index", (Role.ADMIN,)),
+]
+
+
+def navigation(request: HttpRequest) -> dict:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"nav": []}
+    path = request.path
+    items = []
+    for label, name, roles in NAV:
+        if user.role in roles:
+            url = reverse(name)
+            active = path == url if url == "/" else path.startswith(url)
+            items.append({"label": label, "url": url, "active": active})
+    return {"nav": items, "role_label": Role(user.role).label}

@@ -1,0 +1,84 @@
+"""The two commands (and a helper), behind ``make run`` / ``make test``.
+
+    python -m console.launch run [--host H] [--port P]   # the whole product, under one supervisor
+    python -m console.launch test [pytest args]          # the test suite
+    python -m console.launch manage <command> [args]     # manage.py with the same servers
+
+With DATABASE_URL / REDIS_URL unset, each starts (or joins) the embedded PostgreSQL and Redis
+under FLEET_DATA_DIR and stops them when done.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from console.config import BASE_DIR, data_dir
+from console import embedded
+from console.supervisor import Program, Supervisor
+
+PY = sys.executable
+
+
+def _manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([PY, str(BASE_DIR / "manage.py"), *args], env=env, check=True, cwd=BASE_DIR)
+
+
+def run(host: str, port: int) -> int:
+    data = data_dir()
+    with embedded.services(data) as extra:
+        env = os.environ | extra
+        _manage(env, "migrate", "--noinput")
+        _manage(env, "ensure_admin")
+        programs = [
+            Program("web", [PY, "-m", "uvicorn", "console.asgi:application", "--host", host, "--port", str(port),
+                            "--lifespan", "off", "--proxy-headers"]),
+            Program("worker", [PY, "-m", "celery", "-A", "console", "worker", "-Q", "console", "-n", "console@%h",
+                               "--concurrency", os.environ.get("FLEET_WORKER_CONCURRENCY", "2"), "-l", "INFO"]),
+            Program("beat", [PY, "-m", "celery", "-A", "console", "beat", "-l", "INFO",
+                             "-s", str(data / "celerybeat-schedule")]),
+        ]
+        print(f"Fleet Console: http://{host}:{port}/  (Ctrl-C stops everything)", flush=True)
+        return Supervisor(programs, env).run()
+
+
+def test(pytest_args: list[str]) -> int:
+    with embedded.services(data_dir()) as extra:
+        env = os.environ | extra | {"FLEET_FAST_PASSWORD_HASHER": "1"}
+        proc = subprocess.Popen([PY, "-m", "pytest", *pytest_args], env=env, cwd=BASE_DIR)
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # pytest got it too; let it finish its report
+                continue
+
+
+def manage(args: list[str]) -> int:
+    with embedded.services(data_dir()) as extra:
+        return subprocess.run([PY, str(BASE_DIR / "manage.py"), *args], env=os.environ | extra, cwd=BASE_DIR).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The two commands serve one machine over plain HTTP unless told otherwise.
+    os.environ.setdefault("FLEET_MODE", "local")
+    parser = argparse.ArgumentParser(prog="python -m console.launch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run web, worker and beat")
+    run_p.add_argument("--host", default=os.environ.get("FLEET_HOST", "127.0.0.1"))
+    run_p.add_argument("--port", type=int, default=int(os.environ.get("FLEET_PORT", "8000")))
+    sub.add_parser("test", help="run the test suite", add_help=False)
+    sub.add_parser("manage", help="run a manage.py command", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "run":
+        if rest:
+            parser.error(f"unknown arguments: {' '.join(rest)}")
+        return run(args.host, args.port)
+    if args.command == "test":
+        return test(rest)
+    return manage(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""The one way to push live data to browsers: a message to a topic's channel group."""
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+__all__ = ["publish", "apublish", "MESSAGE_TYPE"]
+
+MESSAGE_TYPE = "live.message"  # handled by LiveConsumer.live_message
+
+
+def _message(topic: str, payload: Any) -> dict:
+    return {"type": MESSAGE_TYPE, "topic": topic, "payload": payload}
+
+
+async def apublish(topic: str, payload: Any) -> None:
+    await get_channel_layer().group_send(topic, _message(topic, payload))
+
+
+def publish(topic: str, payload: Any) -> None:
+    async_to_sync(apublish)(topic, payload)

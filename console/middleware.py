@@ -1,0 +1,60 @@
+"""Request id and audit context for every HTTP request."""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+
+from django.http import HttpRequest, HttpResponse
+
+from audit import context as audit_context
+
+_request_id: ContextVar[str] = ContextVar("request_id", default="-")
+# A caller-supplied id is kept only if it looks like one (no log injection through the header).
+_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def current_request_id() -> str:
+    return _request_id.get()
+
+
+class RequestIdMiddleware:
+    """Sets ``request.id`` (the caller's X-Request-ID if well-formed, else a new UUID) and echoes it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        request.id = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex  # type: ignore[attr-defined]
+        token = _request_id.set(request.id)  # type: ignore[attr-defined]
+        try:
+            response = self.get_response(request)
+        finally:
+            _request_id.reset(token)
+        response["X-Request-ID"] = request.id  # type: ignore[attr-defined]
+        return response
+
+
+class AuditContextMiddleware:
+    """Binds who/where for ``audit.record`` calls made while serving this request."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with audit_context.bound(
+            user=request.user if request.user.is_authenticated else None,
+            source_ip=request.META.get("REMOTE_ADDR"),
+            request_id=getattr(request, "id", ""),
+            channel="api" if request.path.startswith("/api/") else "web",
+        ):
+            return self.get_response(request)
+
+
+class RequestIdLogFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = _request_id.get()
+        return True

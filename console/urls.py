@@ -1,0 +1,45 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from access import api as access_api
+from access import views as access_views
+from audit import api as audit_api
+from audit import views as audit_views
+from console import api as console_api
+from console import views
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("departments", access_api.DepartmentViewSet, basename="department")
+router.register("users", access_api.UserViewSet, basename="user")
+router.register("tokens", access_api.TokenViewSet, basename="token")
+
+api_patterns = [
+    path("me/", console_api.me, name="api-me"),
+    path("audit/events/", audit_api.events, name="api-audit-events"),
+    path("audit/verify/", audit_api.verify_chain, name="api-audit-verify"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include(router.urls)),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("people/", access_views.people, name="people"),
+    path("account/tokens/", access_views.tokens, name="tokens"),
+    path("account/tokens/<int:pk>/revoke/", access_views.revoke_token, name="token-revoke"),
+    path("audit/", audit_views.trail, name="audit-trail"),
+    path("api/", include(api_patterns)),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = views.bad_request
+handler403 = views.permission_denied
+handler404 = views.page_not_found
+handler500 = views.server_error

@@ -1,0 +1,84 @@
+"""Home per role, health check, error pages (JSON under /api/)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from access.choices import Role
+from access.models import Department, PersonalToken, User
+from audit.models import AuditEvent
+
+RECENT_EVENTS = 25
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    if user.role == Role.ADMIN:
+        by_role = dict(User.objects.values_list("role").annotate(n=Count("id")).order_by())
+        context = {
+            "users_by_role": [(Role(r).label, by_role.get(r, 0)) for r in Role.values],
+            "user_count": sum(by_role.values()),
+            "department_count": Department.objects.count(),
+            "events_24h": AuditEvent.objects.filter(created_at__gte=timezone.now() - timedelta(hours=24)).count(),
+            "active_tokens": PersonalToken.objects.filter(revoked_at__isnull=True).count(),
+        }
+        return render(request, "home/admin.html", context)
+    if user.role == Role.DEPT_USER:
+        context = {
+            "department": user.department,
+            "colleagues": user.department.members.count() if user.department else 0,
+            "tokens": PersonalToken.objects.filter(user=user, revoked_at__isnull=True).count(),
+        }
+        return render(request, "home/dept_user.html", context)
+    if user.role == Role.AUDITOR:
+        events = AuditEvent.objects.all()[:RECENT_EVENTS]
+        return render(request, "home/auditor.html", {"events": events})
+    return render(request, "home/no_role.html", status=200)
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness for load balancers and compose: database and Redis answer."""
+    from django.core.cache import cache
+
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        cache.set("healthz", "1", 5)
+        checks["redis"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["redis"] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JsonResponse({"status": "ok" if ok else "degraded", **checks}, status=200 if ok else 503)
+
+
+def _error(status: int, title: str, message: str):
+    def view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        detail = message
+        if status == 403 and exception is not None and str(exception):
+            detail = str(exception)
+        if request.path.startswith("/api/") or request.path.startswith("/v1/"):
+            return JsonResponse({"detail": detail, "status": status}, status=status)
+        return render(request, "error.html", {"status": status, "title": title, "message": detail}, status=status)
+
+    return view
+
+
+bad_request = _error(400, "Bad request", "The request could not be understood. Check the address and the form.")
+permission_denied = _error(403, "Not allowed", "Your role does not give access to this page.")
+page_not_found = _error(404, "Not found", "There is nothing at this address. Check it, or go back home.")
+server_error = _error(500, "Something went wrong", "The error was logged. Try again, or tell an admin the request id.")

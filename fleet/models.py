@@ -1,0 +1,1 @@
+"""Nodes, GPUs, models, deployments and jobs arrive with the issues that build them."""

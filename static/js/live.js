@@ -1,0 +1,81 @@
+/* FleetLive: one websocket per page to /ws/, reconnecting with capped exponential backoff.
+ * FleetLive.subscribe(topic, fn) calls fn(data) for each event pushed on that topic; the
+ * subscription is renewed after every reconnect. Any element with data-live-topic="audit"
+ * that holds an events table gets new rows prepended. */
+(function () {
+  "use strict";
+  const handlers = new Map();
+  let socket = null, attempt = 0, timer = null;
+
+  function status(state) {
+    document.querySelectorAll("[data-live-status]").forEach(function (el) {
+      el.classList.toggle("up", state === "up");
+      el.classList.toggle("down", state === "down");
+      el.title = state === "up" ? "Live updates on" : "Live updates reconnecting…";
+    });
+  }
+
+  function send(msg) {
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(msg));
+  }
+
+  function connect() {
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/";
+    socket = new WebSocket(url);
+    socket.onopen = function () {
+      attempt = 0;
+      status("up");
+      handlers.forEach(function (_fns, topic) { send({ action: "subscribe", topic: topic }); });
+    };
+    socket.onmessage = function (ev) {
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch (e) { return; }
+      if (msg.type === "event") (handlers.get(msg.topic) || []).forEach(function (fn) { fn(msg.data); });
+      else if (msg.type === "error") console.warn("live:", msg.message);
+    };
+    socket.onclose = function (ev) {
+      status("down");
+      if (ev.code === 4401) return; // signed out: do not hammer the server
+      const delay = Math.min(30000, 500 * Math.pow(2, attempt++)) * (0.5 + Math.random() / 2);
+      clearTimeout(timer);
+      timer = setTimeout(connect, delay);
+    };
+  }
+
+  const FleetLive = {
+    subscribe: function (topic, fn) {
+      if (!handlers.has(topic)) { handlers.set(topic, []); send({ action: "subscribe", topic: topic }); }
+      handlers.get(topic).push(fn);
+      if (!socket) connect();
+    },
+  };
+  window.FleetLive = FleetLive;
+
+  function cell(text) { const td = document.createElement("td"); td.textContent = text == null ? "" : String(text); return td; }
+
+  function eventRow(e) {
+    const tr = document.createElement("tr");
+    tr.dataset.seq = e.seq;
+    tr.className = "fresh";
+    const when = new Date(e.created_at);
+    const who = e.actor_name + (e.actor_role ? " (" + e.actor_role + ")" : "");
+    const action = document.createElement("td");
+    const code = document.createElement("code"); code.textContent = e.action; action.appendChild(code);
+    tr.append(cell(e.seq), cell(when.toISOString().replace("T", " ").slice(0, 19)), cell(who), action,
+              cell(e.target_repr), cell(e.source_ip || e.channel));
+    return tr;
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll('[data-live-topic="audit"]').forEach(function (box) {
+      const body = box.querySelector("[data-events-body]");
+      FleetLive.subscribe("audit", function (e) {
+        if (!body || body.querySelector('tr[data-seq="' + e.seq + '"]')) return;
+        const empty = body.querySelector("tr.empty");
+        if (empty) empty.remove();
+        body.prepend(eventRow(e));
+        while (body.rows.length > 200) body.deleteRow(-1);
+      });
+    });
+  });
+})();
