@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from access import services
 from access.choices import Role
 from access.models import Department, PersonalToken, User
-from access.permissions import ANY_ROLE, HasRole
+from access.permissions import AnyRole, HasRole
 from access.serializers import DepartmentSerializer, NewTokenSerializer, TokenSerializer, UserSerializer
 
 
@@ -64,7 +64,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Destro
                    viewsets.GenericViewSet):
     """Your personal API tokens. DELETE revokes (the row stays, for the record)."""
 
-    permission_classes = [IsAuthenticated, HasRole.of(*ANY_ROLE)]
+    permission_classes = [IsAuthenticated, AnyRole]
     serializer_class = TokenSerializer
 
     def get_queryset(self):

@@ -45,3 +45,9 @@ class HasRole(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return bool(request.user and request.user.is_authenticated and request.user.has_role(*self.roles))
+
+
+class AnyRole(HasRole):
+    """Signed in and holding a role (not an outsider)."""
+
+    roles = ANY_ROLE

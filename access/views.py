@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
@@ -89,3 +90,14 @@ def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, f"Token “{token.name}” revoked.")
     return redirect("tokens")
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login page; a refused sign-in answers 401, not 200, so clients can tell."""
+
+    redirect_authenticated_user = True
+
+    def form_invalid(self, form) -> HttpResponse:
+        response = super().form_invalid(form)
+        response.status_code = 401
+        return response

@@ -1,0 +1,47 @@
+"""Personas and helpers shared by every test. Real Postgres and Redis (see console.launch)."""
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from access.choices import Role
+from access.models import Department, User
+
+PASSWORD = "Fleet-test-passw0rd!"
+PERSONAS = ("admin", "dept_user", "auditor", "outsider")
+
+
+@pytest.fixture
+def department(db) -> Department:
+    return Department.objects.create(name="Radiology", slug="radiology")
+
+
+def make_user(username: str, role: str, department: Department | None = None) -> User:
+    user = User(username=username, role=role, department=department, email=f"{username}@example.org")
+    user.set_password(PASSWORD)
+    user.save()
+    return user
+
+
+@pytest.fixture
+def people(db, department) -> dict[str, User]:
+    """The four personas: IT admin, a department member, an auditor, and a user with no role."""
+    return {
+        "admin": make_user("admin", Role.ADMIN),
+        "dept_user": make_user("dept_user", Role.DEPT_USER, department),
+        "auditor": make_user("auditor", Role.AUDITOR),
+        "outsider": make_user("outsider", Role.NONE),
+    }
+
+
+@pytest.fixture
+def client_for(people):
+    """client_for("auditor") → a Django test client signed in as that persona (None: anonymous)."""
+
+    def make(persona: str | None) -> Client:
+        client = Client()
+        if persona is not None:
+            client.force_login(people[persona])
+        return client
+
+    return make
