@@ -66,6 +66,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Destro
 
     permission_classes = [IsAuthenticated, AnyRole]
     serializer_class = TokenSerializer
+    queryset = PersonalToken.objects.none()  # narrowed per user below; typed for the schema
 
     def get_queryset(self):
         return PersonalToken.objects.filter(user=self.request.user)

@@ -6,4 +6,4 @@ class AccessConfig(AppConfig):
     verbose_name = "People and access"
 
     def ready(self) -> None:
-        from access import signals  # noqa: F401  (audit of logins and people changes)
+        from access import schema, signals  # noqa: F401  (OpenAPI auth scheme; audit of people changes)

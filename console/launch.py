@@ -45,6 +45,8 @@ def run(host: str, port: int) -> int:
 
 def test(pytest_args: list[str]) -> int:
     with embedded.services(data_dir()) as extra:
+        if "REDIS_URL" in extra:  # keep test traffic off the database a running `make run` uses
+            extra["REDIS_URL"] = extra["REDIS_URL"].rsplit("/", 1)[0] + "/1"
         env = os.environ | extra | {"FLEET_FAST_PASSWORD_HASHER": "1"}
         proc = subprocess.Popen([PY, "-m", "pytest", *pytest_args], env=env, cwd=BASE_DIR)
         while True:

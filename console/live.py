@@ -1,6 +1,8 @@
 """The one way to push live data to browsers: a message to a topic's channel group."""
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -20,4 +22,13 @@ async def apublish(topic: str, payload: Any) -> None:
 
 
 def publish(topic: str, payload: Any) -> None:
-    async_to_sync(apublish)(topic, payload)
+    """From synchronous code. If this thread also hosts a running event loop (sync code called
+    from inside one), async_to_sync cannot be used here, so a short-lived thread sends it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        async_to_sync(apublish)(topic, payload)
+        return
+    sender = threading.Thread(target=async_to_sync(apublish), args=(topic, payload))
+    sender.start()
+    sender.join()

@@ -1,0 +1,120 @@
+"""Real processes for end-to-end tests: an ASGI server (uvicorn) and a Celery worker, both on
+the test database, and Chromium for browser tests. Tests using them commit their data
+(``transactional_db``) so the other processes can see it."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+from django.db import connection
+
+from console.config import BASE_DIR
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls the tests make around it
+# are ordinary blocking calls, which Django would otherwise refuse.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_database_url() -> str:
+    """DATABASE_URL with the database name swapped for pytest-django's test database."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + quote(connection.settings_dict["NAME"])))
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early with status {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def process_env(django_db_setup, django_db_blocker) -> Iterator[dict[str, str]]:
+    with django_db_blocker.unblock():
+        yield os.environ | {"DATABASE_URL": test_database_url(), "FLEET_MODE": "local"}
+        _wait_for_other_sessions_to_leave()
+
+
+def _wait_for_other_sessions_to_leave(timeout: float = 3) -> None:
+    """The test database cannot be dropped while other sessions remain: the stopped servers'
+    backends take a moment to exit, and Playwright's greenlets give Django connections of their
+    own (asgiref locals follow the greenlet's context) that nothing closes. End what is left."""
+    others_sql = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(f"SELECT count(*) {others_sql}")
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.1)
+        cursor.execute(f"SELECT pg_terminate_backend(pid) {others_sql}")
+
+
+@pytest.fixture(scope="session")
+def live_server_url(process_env) -> Iterator[str]:
+    """The real ASGI app under uvicorn: HTTP and websockets, as `make run` serves them."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "console.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--lifespan", "off", "--log-level", "warning"],
+        env=process_env, cwd=BASE_DIR,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(process_env) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "console", "worker", "-Q", "console", "--pool", "solo",
+         "-n", f"test-{os.getpid()}@%h", "-l", "WARNING"],
+        env=process_env, cwd=BASE_DIR,
+    )
+    yield proc
+    stop(proc)
+
+
+@pytest.fixture(scope="module")  # module: Playwright's loop must not outlive the browser tests
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

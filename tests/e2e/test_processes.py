@@ -1,0 +1,112 @@
+"""The real processes: Celery worker, ASGI server with websockets, and the run command itself."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import websockets
+import websockets.exceptions
+from django.test import Client
+
+import audit
+from access.choices import Role
+from audit.tasks import verify_chain_task
+from console.config import BASE_DIR
+from tests.conftest import make_user
+from tests.e2e.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _record_and_close(actor) -> None:
+    from django.db import connection
+
+    audit.record(actor, "test.live", None)
+    connection.close()
+
+
+def _session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+def test_a_real_celery_worker_verifies_the_chain(transactional_db, celery_worker_process):
+    make_user("someone", Role.AUDITOR)
+    audit.record(None, "test.event", None)
+    result = verify_chain_task.delay().get(timeout=60)
+    assert result["ok"] is True and result["checked"] == 2
+
+
+def test_the_server_refuses_an_anonymous_websocket(transactional_db, live_server_url):
+    async def go():
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            async with websockets.connect(live_server_url.replace("http", "ws") + "/ws/",
+                                          origin="http://127.0.0.1"):
+                pass
+        assert refused.value.response.status_code == 403
+    asyncio.run(go())
+
+
+def test_a_signed_in_user_gets_live_events_only_on_allowed_topics(transactional_db, live_server_url):
+    admin = make_user("admin", Role.ADMIN)
+    dept = make_user("nurse", Role.NONE)
+
+    async def go():
+        url = live_server_url.replace("http", "ws") + "/ws/"
+        async with websockets.connect(url, origin="http://127.0.0.1",
+                                      additional_headers={"Cookie": _session_cookie(dept)}) as ws:
+            await ws.send(json.dumps({"action": "subscribe", "topic": "audit"}))
+            assert json.loads(await ws.recv())["error"] == "forbidden"
+        async with websockets.connect(url, origin="http://127.0.0.1",
+                                      additional_headers={"Cookie": _session_cookie(admin)}) as ws:
+            await ws.send(json.dumps({"action": "subscribe", "topic": "audit"}))
+            assert json.loads(await ws.recv()) == {"type": "subscribed", "topic": "audit"}
+            await asyncio.to_thread(_record_and_close, admin)
+            message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert message["topic"] == "audit" and message["data"]["action"] == "test.live"
+    asyncio.run(go())
+
+
+def test_the_run_command_serves_the_login_page_and_ctrl_c_leaves_nothing(tmp_path: Path):
+    """`make run` on a fresh data directory with no DATABASE_URL/REDIS_URL: embedded servers."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env |= {"FLEET_DATA_DIR": str(tmp_path / "data"), "FLEET_ADMIN_PASSWORD": "Run-command-test-pass-1",
+            "FLEET_WORKER_CONCURRENCY": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "console.launch", "run", "--port", str(port)], env=env,
+                            cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        body, deadline = "", time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login/", timeout=2) as response:
+                    body = response.read().decode()
+                    break
+            except OSError:
+                time.sleep(0.3)
+        assert "Sign in" in body, proc.stdout.read() if proc.poll() is not None else "no login page"
+        # the tree: launcher → web, worker (+ pool), beat; embedded postgres and redis are daemons
+        family = psutil.Process(proc.pid).children(recursive=True)
+        data_procs = [p for p in psutil.process_iter(["cmdline"])
+                      if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+        assert len(family) >= 3 and data_procs, "web/worker/beat and the embedded servers should run"
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, output
+        survivors = [p for p in family + data_procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert survivors == [], [p.cmdline() for p in survivors]
+        assert "First admin 'admin' created" in output
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
