@@ -60,15 +60,16 @@ def test_the_server_refuses_an_anonymous_websocket(transactional_db, live_server
 def test_a_signed_in_user_gets_live_events_only_on_allowed_topics(transactional_db, live_server_url):
     admin = make_user("admin", Role.ADMIN)
     dept = make_user("nurse", Role.NONE)
+    admin_cookie, dept_cookie = _session_cookie(admin), _session_cookie(dept)
 
     async def go():
         url = live_server_url.replace("http", "ws") + "/ws/"
         async with websockets.connect(url, origin="http://127.0.0.1",
-                                      additional_headers={"Cookie": _session_cookie(dept)}) as ws:
+                                      additional_headers={"Cookie": dept_cookie}) as ws:
             await ws.send(json.dumps({"action": "subscribe", "topic": "audit"}))
             assert json.loads(await ws.recv())["error"] == "forbidden"
         async with websockets.connect(url, origin="http://127.0.0.1",
-                                      additional_headers={"Cookie": _session_cookie(admin)}) as ws:
+                                      additional_headers={"Cookie": admin_cookie}) as ws:
             await ws.send(json.dumps({"action": "subscribe", "topic": "audit"}))
             assert json.loads(await ws.recv()) == {"type": "subscribed", "topic": "audit"}
             await asyncio.to_thread(_record_and_close, admin)

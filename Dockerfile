@@ -1,0 +1,17 @@
+# One image for web, worker and beat (docker-compose.yml picks the command).
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 FLEET_DATA_DIR=/var/lib/fleet
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY console console
+COPY fleet fleet
+COPY access access
+COPY audit audit
+RUN pip install --no-cache-dir .
+COPY manage.py ./
+COPY templates templates
+COPY static static
+RUN useradd --system --home /var/lib/fleet fleet && mkdir -p /var/lib/fleet && chown fleet /var/lib/fleet
+USER fleet
+EXPOSE 8000
+CMD ["uvicorn", "console.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--lifespan", "off", "--proxy-headers"]
