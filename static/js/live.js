@@ -1,7 +1,7 @@
 /* FleetLive: one websocket per page to /ws/, reconnecting with capped exponential backoff.
  * FleetLive.subscribe(topic, fn) calls fn(data) for each event pushed on that topic; the
  * subscription is renewed after every reconnect. Any element with data-live-topic="audit"
- * that holds an events table gets new rows prepended. */
+ * that holds an events table gets new rows prepended (see bindAudit). */
 (function () {
   "use strict";
   const handlers = new Map();
@@ -66,16 +66,21 @@
     return tr;
   }
 
-  document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll('[data-live-topic="audit"]').forEach(function (box) {
-      const body = box.querySelector("[data-events-body]");
-      FleetLive.subscribe("audit", function (e) {
-        if (!body || body.querySelector('tr[data-seq="' + e.seq + '"]')) return;
-        const empty = body.querySelector("tr.empty");
-        if (empty) empty.remove();
-        body.prepend(eventRow(e));
-        while (body.rows.length > 200) body.deleteRow(-1);
-      });
+  // Live audit rows: any [data-live-topic="audit"] box holding an events table (looked up per
+  // event, so tables swapped in by HTMX filters are served too; filtered views omit the box).
+  let auditBound = false;
+  function bindAudit() {
+    if (auditBound || !document.querySelector('[data-live-topic="audit"]')) return;
+    auditBound = true;
+    FleetLive.subscribe("audit", function (e) {
+      const body = document.querySelector('[data-live-topic="audit"] [data-events-body]');
+      if (!body || body.querySelector('tr[data-seq="' + e.seq + '"]')) return;
+      const empty = body.querySelector("tr.empty");
+      if (empty) empty.remove();
+      body.prepend(eventRow(e));
+      while (body.rows.length > 200) body.deleteRow(-1);
     });
-  });
+  }
+  document.addEventListener("DOMContentLoaded", bindAudit);
+  document.addEventListener("htmx:afterSettle", bindAudit);
 })();

@@ -72,3 +72,14 @@ def test_the_auditor_home_shows_a_new_event_live(personas, browser, live_server_
     page.wait_for_selector('[data-events-body] tr.fresh code:text("department.update")', timeout=2_000)
     assert time.monotonic() - started < 2
     page.context.close()
+
+
+def test_people_search_updates_the_table_in_place(personas, browser, live_server_url):
+    page = _sign_in(browser, live_server_url, "admin")
+    page.goto(live_server_url + "/people/")
+    page.evaluate("window.__marker = 'same page'")  # survives only if the page is not reloaded
+    page.get_by_label("Search").fill("dept_")
+    page.wait_for_function("document.querySelectorAll('[data-testid=users] tbody tr').length === 1", timeout=5_000)
+    assert "dept_user" in page.get_by_test_id("users").inner_text()
+    assert page.evaluate("window.__marker") == "same page" and "q=dept_" in page.url
+    page.context.close()
