@@ -106,7 +106,7 @@ class EmbeddedRedis:
         with _locked(self.lock):
             port_file = self.dir / "port"
             if self._running_pid() is None:
-                port = _free_port()
+                port = free_port()
                 self._spawn(port)
                 port_file.write_text(str(port))
             self.users.add(os.getpid())
@@ -148,7 +148,7 @@ class EmbeddedRedis:
                 pass
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

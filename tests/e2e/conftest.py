@@ -15,16 +15,21 @@ import pytest
 from django.db import connection
 
 from console.config import BASE_DIR
+from console.embedded import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def record_in_own_connection(actor, action: str, target=None) -> None:
+    """audit.record from a helper thread (the test's thread may host an event loop); the thread's
+    connection is closed so the test database can be dropped afterwards."""
+    import audit
+    from django.db import connection as thread_connection
+
+    audit.record(actor, action, target)
+    thread_connection.close()
 
 
 def test_database_url() -> str:

@@ -6,17 +6,10 @@ import time
 
 import pytest
 
-import audit
 from access.choices import Role
 from access.models import Department
 from tests.conftest import PASSWORD, make_user
-
-
-def _record_then_close(actor, target) -> None:
-    from django.db import connection
-
-    audit.record(actor, "department.update", target)
-    connection.close()
+from tests.e2e.conftest import record_in_own_connection
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -66,7 +59,8 @@ def test_the_auditor_home_shows_a_new_event_live(personas, browser, live_server_
     page.wait_for_function("document.querySelector('[data-live-status]').classList.contains('up')", timeout=10_000)
     started = time.monotonic()
     # another thread, as in the web process: this one hosts Playwright's event loop
-    writer = threading.Thread(target=_record_then_close, args=(personas["admin"], personas["dept_user"].department))
+    writer = threading.Thread(target=record_in_own_connection,
+                              args=(personas["admin"], "department.update", personas["dept_user"].department))
     writer.start()
     writer.join()
     page.wait_for_selector('[data-events-body] tr.fresh code:text("department.update")', timeout=2_000)

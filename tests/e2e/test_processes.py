@@ -22,16 +22,9 @@ from access.choices import Role
 from audit.tasks import verify_chain_task
 from console.config import BASE_DIR
 from tests.conftest import make_user
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port, record_in_own_connection
 
 pytestmark = pytest.mark.e2e
-
-
-def _record_and_close(actor) -> None:
-    from django.db import connection
-
-    audit.record(actor, "test.live", None)
-    connection.close()
 
 
 def _session_cookie(user) -> str:
@@ -72,7 +65,7 @@ def test_a_signed_in_user_gets_live_events_only_on_allowed_topics(transactional_
                                       additional_headers={"Cookie": admin_cookie}) as ws:
             await ws.send(json.dumps({"action": "subscribe", "topic": "audit"}))
             assert json.loads(await ws.recv()) == {"type": "subscribed", "topic": "audit"}
-            await asyncio.to_thread(_record_and_close, admin)
+            await asyncio.to_thread(record_in_own_connection, admin, "test.live")
             message = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert message["topic"] == "audit" and message["data"]["action"] == "test.live"
     asyncio.run(go())
