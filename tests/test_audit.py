@@ -14,7 +14,7 @@ from access.models import Department, User
 from audit import context as audit_context
 from audit.chain import GENESIS, event_hash, verify
 from audit.models import AuditEvent
-from tests.conftest import PASSWORD, make_user
+from tests.conftest import PASSWORD
 
 
 def _tamper(sql: str, params: list) -> None:

@@ -1,7 +1,6 @@
 """Sign-in: wrong password, lockout, session cookie flags."""
 from __future__ import annotations
 
-from django.test import override_settings
 
 from audit.models import AuditEvent
 from tests.conftest import PASSWORD
