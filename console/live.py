@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid: int | None = None
+_in_order: asyncio.Lock | None = None  # FIFO: messages leave in the order publish() was called
 _loop_lock = threading.Lock()
 
 
@@ -34,12 +35,20 @@ async def apublish(topic: str, payload: Any) -> None:
 
 
 def _background_loop() -> asyncio.AbstractEventLoop:
-    global _loop, _loop_pid
+    global _loop, _loop_pid, _in_order
     with _loop_lock:
         if _loop is None or _loop_pid != os.getpid():  # a forked child (Celery pool) needs its own
-            _loop, _loop_pid = asyncio.new_event_loop(), os.getpid()
+            _loop, _loop_pid, _in_order = asyncio.new_event_loop(), os.getpid(), asyncio.Lock()
             threading.Thread(target=_loop.run_forever, name="live-publish", daemon=True).start()
         return _loop
+
+
+async def _publish_in_order(topic: str, payload: Any) -> None:
+    # group_send awaits Redis several times; without the lock two messages could interleave
+    # and arrive out of order (audit rows would then be prepended in the wrong order).
+    assert _in_order is not None
+    async with _in_order:
+        await apublish(topic, payload)
 
 
 def _report(future: Future) -> None:
@@ -49,6 +58,7 @@ def _report(future: Future) -> None:
 
 def publish(topic: str, payload: Any) -> Future:
     """Queue a message for ``topic``; returns a future for callers that want to wait on it."""
-    future = asyncio.run_coroutine_threadsafe(apublish(topic, payload), _background_loop())
+    loop = _background_loop()
+    future = asyncio.run_coroutine_threadsafe(_publish_in_order(topic, payload), loop)
     future.add_done_callback(_report)
     return future

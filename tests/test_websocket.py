@@ -99,3 +99,17 @@ def test_a_subscriber_receives_what_is_published(people):
         assert await comm.receive_nothing(timeout=0.5)
         await comm.disconnect()
     _run(go)
+
+
+def test_published_messages_arrive_in_the_order_they_were_published(people):
+    async def go():
+        comm = _as(people["admin"])
+        await comm.connect()
+        await comm.send_json_to({"action": "subscribe", "topic": "fleet"})
+        await comm.receive_json_from(timeout=5)
+        for i in range(30):
+            live.publish("fleet", {"n": i})  # the synchronous, fire-and-forget path
+        received = [(await comm.receive_json_from(timeout=5))["data"]["n"] for _ in range(30)]
+        assert received == list(range(30))
+        await comm.disconnect()
+    _run(go)
