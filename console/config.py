@@ -13,8 +13,9 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+CHANNEL_PREFIX = "fleet:asgi"  # the channel layer's Redis key prefix; the agent publishes under it too
 
-__all__ = ["BASE_DIR", "env", "env_bool", "env_int", "env_list", "require", "mode", "data_dir", "local_secret_key"]
+__all__ = ["BASE_DIR", "CHANNEL_PREFIX", "env", "env_bool", "env_int", "env_list", "require", "mode", "data_dir", "local_secret_key"]
 
 
 def env(name: str, default: str | None = None) -> str | None:

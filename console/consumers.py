@@ -1,13 +1,21 @@
-"""/ws/: one websocket per browser tab; it subscribes to topics after a role check."""
+"""/ws/: one websocket per browser tab; it subscribes to topics after a role check.
+
+Messages reach the socket through the process's fan-out hub (console.fanout), which hands this
+consumer ready-encoded frames; a writer task sends them so a slow browser never holds up others.
+"""
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from console import topics
+from console import fanout, topics
 
 CLOSE_UNAUTHENTICATED = 4401
+OUTBOX_FRAMES = 256  # a browser this far behind loses frames (counted) rather than stalling the hub
+log = logging.getLogger(__name__)
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -17,43 +25,59 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if self.user is None or not self.user.is_authenticated or not self.user.is_active:
             await self.close(code=CLOSE_UNAUTHENTICATED)  # before accept: the handshake is refused
             return
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX_FRAMES)
+        self.lost = 0
+        self.writer = asyncio.create_task(self._write())
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
+        hub = fanout.hub()
         for topic in getattr(self, "joined", set()):
-            await self.channel_layer.group_discard(topic, self.channel_name)
+            await hub.leave(topic, self)
+        if getattr(self, "writer", None) is not None:
+            self.writer.cancel()
+
+    def push(self, frame: str) -> None:
+        try:
+            self.outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.lost += 1
+            if self.lost in (1, 100, 10000):
+                log.warning("live: a slow browser of %s has lost %d frames", self.user, self.lost)
+
+    async def _write(self) -> None:
+        while True:
+            frame = await self.outbox.get()
+            await self.send(text_data=frame)
+
+    async def _reply(self, **fields: Any) -> None:
+        await self.send_json(fields)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict):
-            await self.send_json({"type": "error", "error": "bad_request", "message": "send a JSON object"})
+            await self._reply(type="error", error="bad_request", message="send a JSON object")
             return
         action, topic = content.get("action"), content.get("topic")
         if action not in {"subscribe", "unsubscribe"} or not isinstance(topic, str) or len(topic) > 90:
-            await self.send_json({
-                "type": "error", "error": "bad_request",
-                "message": 'send {"action": "subscribe" or "unsubscribe", "topic": "<name>"}',
-            })
+            await self._reply(type="error", error="bad_request",
+                              message='send {"action": "subscribe" or "unsubscribe", "topic": "<name>"}')
             return
         if action == "unsubscribe":
             if topic in self.joined:
                 self.joined.discard(topic)
-                await self.channel_layer.group_discard(topic, self.channel_name)
-            await self.send_json({"type": "unsubscribed", "topic": topic})
+                await fanout.hub().leave(topic, self)
+            await self._reply(type="unsubscribed", topic=topic)
             return
         reason = topics.check(self.user, topic)
         if reason:
-            await self.send_json({"type": "error", "error": "forbidden", "topic": topic, "message": reason})
+            await self._reply(type="error", error="forbidden", topic=topic, message=reason)
             return
-        await self.channel_layer.group_add(topic, self.channel_name)
+        await fanout.hub().join(topic, self)
         self.joined.add(topic)
-        await self.send_json({"type": "subscribed", "topic": topic})
+        await self._reply(type="subscribed", topic=topic)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         try:
             await super().receive(text_data=text_data, bytes_data=bytes_data, **kwargs)
         except ValueError:  # not JSON
-            await self.send_json({"type": "error", "error": "bad_request", "message": "messages must be JSON"})
-
-    async def live_message(self, message: dict) -> None:
-        if message["topic"] in self.joined:
-            await self.send_json({"type": "event", "topic": message["topic"], "data": message["payload"]})
+            await self._reply(type="error", error="bad_request", message="messages must be JSON")

@@ -2,7 +2,8 @@
 
 ``publish`` is fire-and-forget from synchronous code: messages go to one background event loop
 per process, which keeps its Redis connections open between messages, so the caller (an audit
-write, a request) never waits on Redis and no connection is opened per message.
+write, a request, the agent's sampler) never waits on Redis and no connection is opened per
+message. The agent, which has no Django settings, builds its own ``Publisher`` around a layer.
 """
 from __future__ import annotations
 
@@ -10,45 +11,61 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from channels.layers import get_channel_layer
+__all__ = ["publish", "apublish", "Publisher", "MESSAGE_TYPE"]
 
-__all__ = ["publish", "apublish", "MESSAGE_TYPE"]
-
-MESSAGE_TYPE = "live.message"  # handled by LiveConsumer.live_message
+MESSAGE_TYPE = "live.message"  # handled by the fan-out hub (console.fanout)
 log = logging.getLogger(__name__)
 
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_pid: int | None = None
-_in_order: asyncio.Lock | None = None  # FIFO: messages leave in the order publish() was called
-_loop_lock = threading.Lock()
 
-
-def _message(topic: str, payload: Any) -> dict:
+def message(topic: str, payload: Any) -> dict:
     return {"type": MESSAGE_TYPE, "topic": topic, "payload": payload}
 
 
+def _default_layer() -> Any:
+    from channels.layers import get_channel_layer
+
+    return get_channel_layer()
+
+
 async def apublish(topic: str, payload: Any) -> None:
-    await get_channel_layer().group_send(topic, _message(topic, payload))
+    await _default_layer().group_send(topic, message(topic, payload))
 
 
-def _background_loop() -> asyncio.AbstractEventLoop:
-    global _loop, _loop_pid, _in_order
-    with _loop_lock:
-        if _loop is None or _loop_pid != os.getpid():  # a forked child (Celery pool) needs its own
-            _loop, _loop_pid, _in_order = asyncio.new_event_loop(), os.getpid(), asyncio.Lock()
-            threading.Thread(target=_loop.run_forever, name="live-publish", daemon=True).start()
-        return _loop
+class Publisher:
+    def __init__(self, layer: Callable[[], Any] = _default_layer) -> None:
+        self._layer = layer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid: int | None = None
+        self._in_order: asyncio.Lock | None = None  # FIFO: messages leave in publish() order
+        self._lock = threading.Lock()
 
+    def _background_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():  # a forked child (Celery pool) needs its own
+                self._loop, self._pid, self._in_order = asyncio.new_event_loop(), os.getpid(), asyncio.Lock()
+                threading.Thread(target=self._loop.run_forever, name="live-publish", daemon=True).start()
+            return self._loop
 
-async def _publish_in_order(topic: str, payload: Any) -> None:
-    # group_send awaits Redis several times; without the lock two messages could interleave
-    # and arrive out of order (audit rows would then be prepended in the wrong order).
-    assert _in_order is not None
-    async with _in_order:
-        await apublish(topic, payload)
+    async def _send(self, topics: tuple[str, ...], payload: Any) -> None:
+        # group_send awaits Redis several times; without the lock two messages could interleave
+        # and arrive out of order (audit rows would then be prepended in the wrong order).
+        assert self._in_order is not None
+        async with self._in_order:
+            layer = self._layer()
+            for topic in topics:
+                await layer.group_send(topic, message(topic, payload))
+
+    def publish(self, topics: str | tuple[str, ...], payload: Any) -> Future:
+        """Queue ``payload`` for one topic or several; returns a future for callers that want to wait."""
+        loop = self._background_loop()
+        topics = (topics,) if isinstance(topics, str) else tuple(topics)
+        future = asyncio.run_coroutine_threadsafe(self._send(topics, payload), loop)
+        future.add_done_callback(_report)
+        return future
 
 
 def _report(future: Future) -> None:
@@ -56,9 +73,8 @@ def _report(future: Future) -> None:
         log.error("live publish failed: %s", future.exception())
 
 
-def publish(topic: str, payload: Any) -> Future:
-    """Queue a message for ``topic``; returns a future for callers that want to wait on it."""
-    loop = _background_loop()
-    future = asyncio.run_coroutine_threadsafe(_publish_in_order(topic, payload), loop)
-    future.add_done_callback(_report)
-    return future
+_default = Publisher()
+
+
+def publish(topics: str | tuple[str, ...], payload: Any) -> Future:
+    return _default.publish(topics, payload)

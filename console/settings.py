@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import dj_database_url
 
-from console.config import BASE_DIR, data_dir, env, env_bool, env_int, env_list, local_secret_key, mode, require
+from console.config import BASE_DIR, CHANNEL_PREFIX, data_dir, env, env_bool, env_int, env_list, local_secret_key, mode, require
 
 MODE = mode()
 LOCAL = MODE == "local"
@@ -92,18 +92,29 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "fleet:asgi"},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_PREFIX},
     }
 }
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_TASK_DEFAULT_QUEUE = "console"
+CELERY_TASK_IGNORE_RESULT = True  # only tasks whose caller waits (agent registration) keep a result
+CELERY_RESULT_EXPIRES = timedelta(hours=1)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILE = str(DATA_DIR / "celerybeat-schedule")
+# --- fleet: nodes, liveness, telemetry history, /metrics ----------------------------------------
+FLEET_NODE_OFFLINE_AFTER_S = env_int("FLEET_NODE_OFFLINE_AFTER_S", 15)  # silence before Offline
+FLEET_LIVENESS_CHECK_S = env_int("FLEET_LIVENESS_CHECK_S", 5)
+FLEET_ROLLUP_RETENTION_DAYS = env_int("FLEET_ROLLUP_RETENTION_DAYS", 30)
+FLEET_METRICS_TOKEN = env("FLEET_METRICS_TOKEN", "")  # Bearer token for Prometheus scrapers
+FLEET_METRICS_PUBLIC = env_bool("FLEET_METRICS_PUBLIC", False)  # no auth (a trusted scrape network)
+
 CELERY_BEAT_SCHEDULE = {
     "audit-verify": {"task": "audit.tasks.verify_chain_task", "schedule": timedelta(hours=1)},
+    "fleet-liveness": {"task": "fleet.check_liveness", "schedule": timedelta(seconds=FLEET_LIVENESS_CHECK_S)},
+    "fleet-prune-rollups": {"task": "fleet.prune_rollups", "schedule": timedelta(hours=1)},
 }
 
 # --- people -----------------------------------------------------------------------------------

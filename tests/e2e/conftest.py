@@ -63,7 +63,9 @@ def stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def process_env(django_db_setup, django_db_blocker) -> Iterator[dict[str, str]]:
     with django_db_blocker.unblock():
-        yield os.environ | {"DATABASE_URL": test_database_url(), "FLEET_MODE": "local"}
+        # Short liveness window (the worker runs beat): a silent node goes Offline in ~3 s.
+        yield os.environ | {"DATABASE_URL": test_database_url(), "FLEET_MODE": "local",
+                            "FLEET_NODE_OFFLINE_AFTER_S": "3", "FLEET_LIVENESS_CHECK_S": "1"}
         _wait_for_other_sessions_to_leave()
 
 
@@ -99,10 +101,12 @@ def live_server_url(process_env) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(process_env) -> Iterator[subprocess.Popen]:
+def celery_worker_process(process_env, tmp_path_factory) -> Iterator[subprocess.Popen]:
+    """A worker on the "console" queue with beat inside it (liveness sweeps every second)."""
+    schedule = tmp_path_factory.mktemp("beat") / "schedule"
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "console", "worker", "-Q", "console", "--pool", "solo",
-         "-n", f"test-{os.getpid()}@%h", "-l", "WARNING"],
+         "-n", f"test-{os.getpid()}@%h", "-l", "WARNING", "--beat", "-s", str(schedule)],
         env=process_env, cwd=BASE_DIR,
     )
     yield proc

@@ -1,0 +1,40 @@
+"""Tasks on the "console" queue that agents send (they hold no database credentials), and the
+periodic ones. Names are spelled out: the agent sends them by name without importing this module."""
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from fleet import services
+
+
+@shared_task(name="fleet.register_node", ignore_result=False)
+def register_node_task(*, name: Any, secret: Any, facts: Any, join_token: str | None = None,
+                       node_id: int | None = None) -> dict:
+    """The agent waits for this answer: the node id, or the reason it was refused."""
+    try:
+        node = services.register_node(name=name, secret=secret, facts=facts, join_token=join_token, node_id=node_id)
+    except services.ServiceError as exc:
+        return {"ok": False, "error": exc.message}
+    return {"ok": True, "node_id": node.pk, "name": node.name, "kind": node.kind}
+
+
+@shared_task(name="fleet.heartbeat")
+def heartbeat_task(*, node_id: Any, secret: Any, sample: Any = None) -> None:
+    services.heartbeat(node_id=node_id, secret=secret, sample=sample)
+
+
+@shared_task(name="fleet.rollups")
+def rollups_task(*, node_id: Any, secret: Any, minute: Any, rows: Any) -> int:
+    return services.ingest_rollups(node_id=node_id, secret=secret, minute=minute, rows=rows)
+
+
+@shared_task(name="fleet.check_liveness")
+def check_liveness_task() -> int:
+    return len(services.mark_offline())
+
+
+@shared_task(name="fleet.prune_rollups")
+def prune_rollups_task() -> int:
+    return services.prune_rollups()

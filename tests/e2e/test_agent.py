@@ -1,0 +1,129 @@
+"""A real agent process joins through a real Celery worker, streams telemetry to a websocket
+subscriber over real Redis, goes Offline when stopped and Online when it returns."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
+
+from access.choices import Role
+from audit.models import AuditEvent
+from console.config import BASE_DIR
+from console.consumers import LiveConsumer
+from fleet import services
+from fleet.choices import NodeKind, NodeState
+from fleet.models import Node
+from tests.conftest import make_user
+
+pytestmark = pytest.mark.e2e
+
+
+def _wait(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _agent(env: dict, name: str, state_dir, token: str | None = None) -> subprocess.Popen:
+    env = env | {"FLEET_JOIN_TOKEN": token or ""}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fleet.agent", "--name", name, "--interval", "0.5", "--heartbeat", "1",
+         "--state-dir", str(state_dir)],
+        env=env, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def _first_telemetry(admin, node_id: int) -> tuple[dict, float]:
+    """Subscribe as the admin and return the first telemetry message and its age on arrival."""
+    async def go():
+        comm = WebsocketCommunicator(LiveConsumer.as_asgi(), "/ws/")
+        comm.scope["user"] = admin
+        assert (await comm.connect())[0]
+        await comm.send_json_to({"action": "subscribe", "topic": f"telemetry.node.{node_id}"})
+        assert (await comm.receive_json_from(timeout=5))["type"] == "subscribed"
+        subscribed = time.time()
+        frame = await comm.receive_json_from(timeout=2)  # the agent ticks every 0.5 s
+        age = time.time() - frame["data"]["ts"]
+        await comm.disconnect()
+        return frame, age, time.time() - subscribed
+    frame, age, waited = async_to_sync(go)()
+    return frame, age
+
+
+def test_an_agent_joins_streams_goes_offline_and_comes_back(transactional_db, celery_worker_process,
+                                                            process_env, tmp_path):
+    admin = make_user("admin", Role.ADMIN)
+    _token, plaintext = services.create_join_token(admin, label="e2e", expires_in_hours=1)
+    agent = _agent(process_env, "e2e-node", tmp_path / "state", plaintext)
+    try:
+        node = _wait(lambda: Node.objects.filter(name="e2e-node").first(), 60, "the node to register")
+        assert node.kind == NodeKind.CPU and node.state == NodeState.ONLINE  # no NVML here: a CPU node
+        assert node.cpu_cores > 0 and node.ram_bytes > 0 and node.nvml_error
+
+        frame, age = _first_telemetry(admin, node.pk)
+        assert frame["type"] == "event" and frame["topic"] == f"telemetry.node.{node.pk}"
+        assert frame["data"]["node"] == node.pk and frame["data"]["gpus"] == []
+        assert {"cpu", "ram_used", "ram_total", "load1"} <= frame["data"]["host"].keys()
+        assert age < 2.0, f"telemetry took {age:.3f}s to reach the subscriber"
+
+        _wait(lambda: Node.objects.get(pk=node.pk).last_sample.get("host"), 10, "a heartbeat with a sample")
+    finally:
+        out = _stop(agent)
+    assert "joined the fleet as node e2e-node" in out
+
+    stopped = time.monotonic()
+    _wait(lambda: Node.objects.get(pk=node.pk).state == NodeState.OFFLINE, 10, "the node to go Offline")
+    assert time.monotonic() - stopped < 3 + 1 + 2  # window 3 s, sweep every 1 s, slack
+    assert AuditEvent.objects.filter(action="node.offline", target_id=str(node.pk)).count() == 1
+
+    # It comes back with the identity it saved (no token needed), and goes Online again.
+    again = _agent(process_env, "e2e-node", tmp_path / "state")
+    try:
+        _wait(lambda: Node.objects.get(pk=node.pk).state == NodeState.ONLINE, 60, "the node to return")
+        assert AuditEvent.objects.filter(action="node.rejoin", target_id=str(node.pk)).exists()
+    finally:
+        _stop(again)
+
+    # The join token was used once; a second node presenting it is refused, and that is audited.
+    replay = _agent(process_env, "e2e-other", tmp_path / "other", plaintext)
+    out = _stop_when_exited(replay)
+    assert replay.returncode == 2 and "already used" in out
+    refused = AuditEvent.objects.filter(action="node.join.refused").latest("seq")
+    assert refused.target_repr == "e2e-other" and "already used" in refused.context["reason"]
+    assert not Node.objects.filter(name="e2e-other").exists()
+
+
+def _stop_when_exited(proc: subprocess.Popen, timeout: float = 60) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return _stop(proc)
+    return out
+
+
+def test_an_unknown_token_is_refused_with_a_clear_message(transactional_db, celery_worker_process,
+                                                          process_env, tmp_path):
+    proc = _agent(process_env, "stranger", tmp_path, "fjt_000000000000_not-a-real-token")
+    out = _stop_when_exited(proc)
+    assert proc.returncode == 2 and "unknown join token" in out
+    assert AuditEvent.objects.filter(action="node.join.refused", target_repr="stranger").count() == 1
