@@ -10,12 +10,17 @@ from audit import api as audit_api
 from audit import views as audit_views
 from console import api as console_api
 from console import views
+from fleet import api as fleet_api
+from fleet import metrics as fleet_metrics
+from fleet import views as fleet_views
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("departments", access_api.DepartmentViewSet, basename="department")
 router.register("users", access_api.UserViewSet, basename="user")
 router.register("tokens", access_api.TokenViewSet, basename="token")
+router.register("nodes", fleet_api.NodeViewSet, basename="node")
+router.register("join-tokens", fleet_api.JoinTokenViewSet, basename="join-token")
 
 api_patterns = [
     path("me/", console_api.me, name="api-me"),
@@ -35,6 +40,14 @@ urlpatterns = [
     path("account/tokens/", access_views.tokens, name="tokens"),
     path("account/tokens/<int:pk>/revoke/", access_views.revoke_token, name="token-revoke"),
     path("audit/", audit_views.trail, name="audit-trail"),
+    path("nodes/", fleet_views.node_list, name="nodes"),
+    path("nodes/join/", fleet_views.join, name="node-join"),
+    path("nodes/join/<int:pk>/revoke/", fleet_views.join_token_revoke, name="join-token-revoke"),
+    path("nodes/<int:pk>/", fleet_views.node_detail, name="node-detail"),
+    path("nodes/<int:pk>/cordon/", fleet_views.node_cordon, {"cordon": True}, name="node-cordon"),
+    path("nodes/<int:pk>/uncordon/", fleet_views.node_cordon, {"cordon": False}, name="node-uncordon"),
+    path("nodes/<int:pk>/remove/", fleet_views.node_remove, name="node-remove"),
+    path("metrics", fleet_metrics.metrics, name="metrics"),
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),
 ]

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 from access.choices import Role
 from access.models import Department, PersonalToken, User
 from audit.models import AuditEvent
+from fleet.models import GPU, Node
 
 RECENT_EVENTS = 25
 
@@ -30,7 +31,10 @@ def home(request: HttpRequest) -> HttpResponse:
             "department_count": Department.objects.count(),
             "events_24h": AuditEvent.objects.filter(created_at__gte=timezone.now() - timedelta(hours=24)).count(),
             "active_tokens": PersonalToken.objects.filter(revoked_at__isnull=True).count(),
+            "nodes_by_state": dict(Node.objects.values_list("state").annotate(n=Count("id")).order_by()),
+            "gpu_count": GPU.objects.count(),
         }
+        context["node_count"] = sum(context["nodes_by_state"].values())
         return render(request, "home/admin.html", context)
     if user.role == Role.DEPT_USER:
         context = {

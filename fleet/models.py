@@ -46,8 +46,11 @@ class JoinToken(models.Model):
 
     @property
     def status(self) -> str:
-        return {None: "usable"}.get(self.unusable_reason(), "used" if self.used_at else
-                                    "revoked" if self.revoked_at else "expired")
+        if self.used_at:
+            return "used"
+        if self.revoked_at:
+            return "revoked"
+        return "expired" if self.expires_at <= timezone.now() else "usable"
 
 
 class Node(models.Model):

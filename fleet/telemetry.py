@@ -95,3 +95,18 @@ class MinuteRollup:
             samples = max(n for _lo, _t, _hi, n in metrics.values())
             out.append({"gpu": index, "samples": samples, "stats": stats})
         return out
+
+
+def summarize(message: dict | None) -> dict:
+    """Utilization and memory of a whole node in percent (GPUs if it has any, else the host).
+    static/js/nodes.js computes the same from live messages."""
+    if not message:
+        return {"util": None, "mem": None}
+    gpus = message.get("gpus") or []
+    if gpus:
+        util = sum(g.get("util") or 0 for g in gpus) / len(gpus)
+        used, total = sum(g.get("mem_used") or 0 for g in gpus), sum(g.get("mem_total") or 0 for g in gpus)
+    else:
+        host = message.get("host") or {}
+        util, used, total = host.get("cpu") or 0, host.get("ram_used") or 0, host.get("ram_total") or 0
+    return {"util": round(util, 1), "mem": round(100 * used / total, 1) if total else None}

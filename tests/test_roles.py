@@ -12,6 +12,8 @@ UI_PAGES = [
     ("/people/", {"admin"}),
     ("/audit/", {"admin", "auditor"}),
     ("/account/tokens/", WITH_ROLE),
+    ("/nodes/", {"admin"}),
+    ("/nodes/join/", {"admin"}),
     ("/admin/", {"admin"}),
     ("/admin/access/user/", {"admin"}),
 ]
@@ -22,6 +24,8 @@ API_ENDPOINTS = [
     ("/api/tokens/", WITH_ROLE),
     ("/api/audit/events/", {"admin", "auditor"}),
     ("/api/audit/verify/", {"admin", "auditor"}),
+    ("/api/nodes/", {"admin"}),
+    ("/api/join-tokens/", {"admin"}),
     ("/api/schema/", WITH_ROLE),
     ("/api/docs/", WITH_ROLE),  # Swagger UI: HTML, so its refusals are HTML too
 ]

@@ -1,5 +1,5 @@
 /* FleetLive: one websocket per page to /ws/, reconnecting with capped exponential backoff.
- * FleetLive.subscribe(topic, fn) calls fn(data) for each event pushed on that topic; the
+ * FleetLive.subscribe(topic, fn) calls fn(data) for each message pushed on that topic; the
  * subscription is renewed after every reconnect. Any element with data-live-topic="audit"
  * that holds an events table gets new rows prepended (see bindAudit). */
 (function () {
@@ -30,7 +30,9 @@
     socket.onmessage = function (ev) {
       let msg;
       try { msg = JSON.parse(ev.data); } catch (e) { return; }
-      if (msg.type === "event") (handlers.get(msg.topic) || []).forEach(function (fn) { fn(msg.data); });
+      // "batch": several messages of a high-rate topic in one frame (see console/fanout.py).
+      const items = msg.type === "event" ? [msg.data] : msg.type === "batch" ? msg.data : null;
+      if (items) (handlers.get(msg.topic) || []).forEach(function (fn) { items.forEach(function (d) { fn(d); }); });
       else if (msg.type === "error") console.warn("live:", msg.message);
     };
     socket.onclose = function (ev) {
