@@ -7,7 +7,7 @@ from celery import shared_task
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="audit.tasks.verify_chain_task")
+@shared_task(name="audit.tasks.verify_chain_task", ignore_result=False)
 def verify_chain_task() -> dict:
     """Periodic (beat) and on-demand chain verification; returns the result as JSON."""
     from audit.chain import verify

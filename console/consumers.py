@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
+    # An alias that names no layer: get_channel_layer() then gives None and the socket gets no
+    # channel of its own to listen on (messages come through the hub, one channel per process).
+    channel_layer_alias = "hub-only"
+
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         self.joined: set[str] = set()

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from console.config import BASE_DIR, data_dir
 from console import embedded
@@ -23,6 +26,20 @@ PY = sys.executable
 
 def _manage(env: dict[str, str], *args: str) -> None:
     subprocess.run([PY, str(BASE_DIR / "manage.py"), *args], env=env, check=True, cwd=BASE_DIR)
+
+
+def _local_agent(env: dict[str, str], data: Path) -> Program | None:
+    """The agent for this machine, so a fresh install shows one live node (FLEET_LOCAL_AGENT=0: none)."""
+    if os.environ.get("FLEET_LOCAL_AGENT", "1") == "0":
+        return None
+    name = os.environ.get("FLEET_LOCAL_NODE_NAME") or re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-")[:63] or "local"
+    state_dir = data / "agent" / name
+    # A join token only when this agent has no identity the console still knows.
+    token = subprocess.run([PY, str(BASE_DIR / "manage.py"), "local_join_token", "--name", name,
+                            "--state-file", str(state_dir / "agent.json")],
+                           env=env, check=True, cwd=BASE_DIR, capture_output=True, text=True).stdout.strip()
+    return Program("agent", [PY, "-m", "fleet.agent", "--name", name, "--state-dir", str(state_dir)],
+                   env={"FLEET_JOIN_TOKEN": token} if token else {})
 
 
 def run(host: str, port: int) -> int:
@@ -39,6 +56,9 @@ def run(host: str, port: int) -> int:
             Program("beat", [PY, "-m", "celery", "-A", "console", "beat", "-l", "INFO",
                              "-s", str(data / "celerybeat-schedule")]),
         ]
+        agent = _local_agent(env, data)
+        if agent is not None:
+            programs.append(agent)
         print(f"Fleet Console: http://{host}:{port}/  (Ctrl-C stops everything)", flush=True)
         return Supervisor(programs, env).run()
 
@@ -67,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m console.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    run_p = sub.add_parser("run", help="run web, worker and beat")
+    run_p = sub.add_parser("run", help="run web, worker, beat and this machine's agent")
     run_p.add_argument("--host", default=os.environ.get("FLEET_HOST", "127.0.0.1"))
     run_p.add_argument("--port", type=int, default=int(os.environ.get("FLEET_PORT", "8000")))
     sub.add_parser("test", help="run the test suite", add_help=False)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 class Program:
     name: str
     argv: Sequence[str]
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # added to the supervisor's own
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
 
@@ -39,7 +40,7 @@ class Supervisor:
     def start(self) -> None:
         for program in self.programs:
             program.proc = subprocess.Popen(
-                list(program.argv), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                list(program.argv), env=self.env | program.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, bufsize=1, start_new_session=True,
             )
             threading.Thread(target=self._pump, args=(program,), daemon=True).start()

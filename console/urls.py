@@ -19,8 +19,8 @@ router.include_root_view = False
 router.register("departments", access_api.DepartmentViewSet, basename="department")
 router.register("users", access_api.UserViewSet, basename="user")
 router.register("tokens", access_api.TokenViewSet, basename="token")
-router.register("nodes", fleet_api.NodeViewSet, basename="node")
-router.register("join-tokens", fleet_api.JoinTokenViewSet, basename="join-token")
+router.register("nodes", fleet_api.NodeViewSet, basename="api-node")
+router.register("join-tokens", fleet_api.JoinTokenViewSet, basename="api-join-token")
 
 api_patterns = [
     path("me/", console_api.me, name="api-me"),

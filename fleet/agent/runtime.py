@@ -43,16 +43,22 @@ def make_app(redis_url: str) -> Celery:
     return app
 
 
+def layer_publisher(redis_url: str) -> Publisher:
+    """Publishes to the console's channel layer without Django settings."""
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=CHANNEL_PREFIX)
+    return Publisher(lambda: layer)
+
+
 class Agent:
     def __init__(self, *, name: str, redis_url: str, state_dir: Path, interval_s: float = 1.0,
-                 heartbeat_s: float = 5.0, nvml: Any = "auto", app: Celery | None = None) -> None:
+                 heartbeat_s: float = 5.0, nvml: Any = "auto", app: Celery | None = None,
+                 publisher: Publisher | None = None) -> None:
         self.name, self.redis_url, self.state_dir = name, redis_url, Path(state_dir)
         self.interval_s, self.heartbeat_s = interval_s, heartbeat_s
         self.app = app or make_app(redis_url)
         self.gpus = GpuProbe(load_nvml() if nvml == "auto" else nvml)
         self.host = HostProbe()
-        layer = RedisChannelLayer(hosts=[redis_url], prefix=CHANNEL_PREFIX)
-        self.publisher = Publisher(lambda: layer)
+        self.publisher = publisher or layer_publisher(redis_url)
         self.identity: Identity | None = None
         self.seq = 0
         self.rollup: telemetry.MinuteRollup | None = None

@@ -32,6 +32,36 @@ def record_in_own_connection(actor, action: str, target=None) -> None:
     thread_connection.close()
 
 
+def start_agent(env: dict, name: str, state_dir, token: str | None = None) -> subprocess.Popen:
+    """A real agent process (python -m fleet.agent) sampling every 0.5 s, heartbeating every 1 s."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fleet.agent", "--name", name, "--interval", "0.5", "--heartbeat", "1",
+         "--state-dir", str(state_dir)],
+        env=env | {"FLEET_JOIN_TOKEN": token or ""}, cwd=BASE_DIR,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def stop_agent(proc: subprocess.Popen) -> str:
+    """SIGTERM (Celery's warm shutdown), then its output."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def agent_output_when_exited(proc: subprocess.Popen, timeout: float = 60) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return stop_agent(proc)
+    return out
+
+
 def test_database_url() -> str:
     """DATABASE_URL with the database name swapped for pytest-django's test database."""
     parts = urlsplit(os.environ["DATABASE_URL"])

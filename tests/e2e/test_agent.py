@@ -2,8 +2,6 @@
 subscriber over real Redis, goes Offline when stopped and Online when it returns."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -13,12 +11,12 @@ from channels.testing import WebsocketCommunicator
 
 from access.choices import Role
 from audit.models import AuditEvent
-from console.config import BASE_DIR
 from console.consumers import LiveConsumer
 from fleet import services
 from fleet.choices import NodeKind, NodeState
 from fleet.models import Node
 from tests.conftest import make_user
+from tests.e2e.conftest import agent_output_when_exited, start_agent, stop_agent
 
 pytestmark = pytest.mark.e2e
 
@@ -31,26 +29,6 @@ def _wait(condition: Callable[[], object], timeout: float, what: str) -> object:
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _agent(env: dict, name: str, state_dir, token: str | None = None) -> subprocess.Popen:
-    env = env | {"FLEET_JOIN_TOKEN": token or ""}
-    return subprocess.Popen(
-        [sys.executable, "-m", "fleet.agent", "--name", name, "--interval", "0.5", "--heartbeat", "1",
-         "--state-dir", str(state_dir)],
-        env=env, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-
-
-def _stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out
 
 
 def _first_telemetry(admin, node_id: int) -> tuple[dict, float]:
@@ -74,7 +52,7 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(transactional_db, ce
                                                             process_env, tmp_path):
     admin = make_user("admin", Role.ADMIN)
     _token, plaintext = services.create_join_token(admin, label="e2e", expires_in_hours=1)
-    agent = _agent(process_env, "e2e-node", tmp_path / "state", plaintext)
+    agent = start_agent(process_env, "e2e-node", tmp_path / "state", plaintext)
     try:
         node = _wait(lambda: Node.objects.filter(name="e2e-node").first(), 60, "the node to register")
         assert node.kind == NodeKind.CPU and node.state == NodeState.ONLINE  # no NVML here: a CPU node
@@ -88,7 +66,7 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(transactional_db, ce
 
         _wait(lambda: Node.objects.get(pk=node.pk).last_sample.get("host"), 10, "a heartbeat with a sample")
     finally:
-        out = _stop(agent)
+        out = stop_agent(agent)
     assert "joined the fleet as node e2e-node" in out
 
     stopped = time.monotonic()
@@ -97,33 +75,25 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(transactional_db, ce
     assert AuditEvent.objects.filter(action="node.offline", target_id=str(node.pk)).count() == 1
 
     # It comes back with the identity it saved (no token needed), and goes Online again.
-    again = _agent(process_env, "e2e-node", tmp_path / "state")
+    again = start_agent(process_env, "e2e-node", tmp_path / "state")
     try:
         _wait(lambda: Node.objects.get(pk=node.pk).state == NodeState.ONLINE, 60, "the node to return")
         assert AuditEvent.objects.filter(action="node.rejoin", target_id=str(node.pk)).exists()
     finally:
-        _stop(again)
+        stop_agent(again)
 
     # The join token was used once; a second node presenting it is refused, and that is audited.
-    replay = _agent(process_env, "e2e-other", tmp_path / "other", plaintext)
-    out = _stop_when_exited(replay)
+    replay = start_agent(process_env, "e2e-other", tmp_path / "other", plaintext)
+    out = agent_output_when_exited(replay)
     assert replay.returncode == 2 and "already used" in out
     refused = AuditEvent.objects.filter(action="node.join.refused").latest("seq")
     assert refused.target_repr == "e2e-other" and "already used" in refused.context["reason"]
     assert not Node.objects.filter(name="e2e-other").exists()
 
 
-def _stop_when_exited(proc: subprocess.Popen, timeout: float = 60) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return _stop(proc)
-    return out
-
-
 def test_an_unknown_token_is_refused_with_a_clear_message(transactional_db, celery_worker_process,
                                                           process_env, tmp_path):
-    proc = _agent(process_env, "stranger", tmp_path, "fjt_000000000000_not-a-real-token")
-    out = _stop_when_exited(proc)
+    proc = start_agent(process_env, "stranger", tmp_path, "fjt_000000000000_not-a-real-token")
+    out = agent_output_when_exited(proc)
     assert proc.returncode == 2 and "unknown join token" in out
     assert AuditEvent.objects.filter(action="node.join.refused", target_repr="stranger").count() == 1

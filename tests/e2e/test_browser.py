@@ -77,3 +77,54 @@ def test_people_search_updates_the_table_in_place(personas, browser, live_server
     assert "dept_user" in page.get_by_test_id("users").inner_text()
     assert page.evaluate("window.__marker") == "same page" and "q=dept_" in page.url
     page.context.close()
+
+
+def _in_thread(fn):
+    """Run an ORM call off Playwright's thread (its event loop runs there); close that connection."""
+    from django.db import connection as thread_connection
+
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        finally:
+            thread_connection.close()
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    return result.get("value")
+
+
+def test_the_node_page_chart_gains_points_without_a_reload(personas, browser, live_server_url,
+                                                         celery_worker_process, process_env, tmp_path):
+    from fleet import services
+    from fleet.models import Node
+    from tests.e2e.conftest import start_agent, stop_agent
+
+    _token, plaintext = _in_thread(lambda: services.create_join_token(personas["admin"], expires_in_hours=1))
+    agent = start_agent(process_env, "browser-node", tmp_path / "agent", plaintext)
+    try:
+        node_id, deadline = None, time.monotonic() + 60
+        while node_id is None and time.monotonic() < deadline:
+            node_id = _in_thread(lambda: Node.objects.filter(name="browser-node").values_list("pk", flat=True).first())
+            time.sleep(0.2)
+        assert node_id, "the agent did not join"
+
+        page = _sign_in(browser, live_server_url, "admin")
+        page.wait_for_selector('[data-testid="admin-home"]')
+        page.get_by_role("link", name="Nodes", exact=True).click()
+        page.get_by_role("link", name="browser-node", exact=True).click()
+        page.wait_for_selector('[data-testid="live-chart"] canvas')
+        navigations = []
+        page.on("framenavigated", lambda frame: navigations.append(frame.url))
+        page.wait_for_function("+document.querySelector('[data-testid=live-points]').textContent >= 1", timeout=5_000)
+        first = int(page.get_by_test_id("live-points").inner_text())
+        page.wait_for_function(f"+document.querySelector('[data-testid=live-points]').textContent >= {first + 3}",
+                               timeout=5_000)  # the agent samples every 0.5 s
+        points = page.evaluate("document.querySelector('[data-testid=live-chart]').querySelector('canvas') !== null")
+        assert points and navigations == [], navigations
+        page.screenshot(path=str(tmp_path / "node-detail.png"), full_page=True)
+        page.context.close()
+    finally:
+        stop_agent(agent)

@@ -76,7 +76,7 @@ def test_the_run_command_serves_the_login_page_and_ctrl_c_leaves_nothing(tmp_pat
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env |= {"FLEET_DATA_DIR": str(tmp_path / "data"), "FLEET_ADMIN_PASSWORD": "Run-command-test-pass-1",
-            "FLEET_WORKER_CONCURRENCY": "1"}
+            "FLEET_WORKER_CONCURRENCY": "1", "FLEET_METRICS_TOKEN": "run-test-scrape"}
     proc = subprocess.Popen([sys.executable, "-m", "console.launch", "run", "--port", str(port)], env=env,
                             cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -90,11 +90,20 @@ def test_the_run_command_serves_the_login_page_and_ctrl_c_leaves_nothing(tmp_pat
             except OSError:
                 time.sleep(0.3)
         assert "Sign in" in body, proc.stdout.read() if proc.poll() is not None else "no login page"
-        # the tree: launcher → web, worker (+ pool), beat; embedded postgres and redis are daemons
+        # This machine's agent joins by itself: a fresh install shows one live node.
+        scrape = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                        headers={"Authorization": "Bearer run-test-scrape"})
+        metrics, deadline = "", time.monotonic() + 60
+        while 'fleet_nodes{state="online"} 1' not in metrics and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with urllib.request.urlopen(scrape, timeout=5) as response:
+                metrics = response.read().decode()
+        assert 'fleet_nodes{state="online"} 1' in metrics, metrics
+        # the tree: launcher → web, worker (+ pool), beat, agent; embedded postgres and redis are daemons
         family = psutil.Process(proc.pid).children(recursive=True)
         data_procs = [p for p in psutil.process_iter(["cmdline"])
                       if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
-        assert len(family) >= 3 and data_procs, "web/worker/beat and the embedded servers should run"
+        assert len(family) >= 4 and data_procs, "web/worker/beat and the embedded servers should run"
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         output, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, output
