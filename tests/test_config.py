@@ -18,7 +18,7 @@ PRODUCTION = {
 
 
 def _django(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() 
+    base = {k: v for k, v in os.environ.items()
             if not k.startswith(("FLEET_", "SECRET_KEY", "ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"))}
     base["FLEET_DATA_DIR"] = str(settings.DATA_DIR)
     return subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], env=base | env,

@@ -13,7 +13,7 @@ import pytest
 
 from fleet.agent.probe import GpuProbe, HostProbe
 from fleet.telemetry import MalformedTelemetry, MinuteRollup, check
-from tests.nvml_test_double import NvmlTestDouble, NVMLError_GpuIsLost
+from tests.nvml_test_double import NvmlTestDouble
 
 GIB = 1024**3
 

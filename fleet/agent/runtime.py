@@ -180,7 +180,7 @@ class Agent:
         threading.Thread(target=self.run_telemetry, args=(stop,), name="telemetry", daemon=True).start()
         agent = self
 
-        @self.app.task(name="agent.ping")
+        @self.app.task(name="agent.ping", ignore_result=False)
         def ping() -> dict:
             return {"name": agent.name, "node_id": agent.identity.node_id if agent.identity else None,
                     "uptime_s": round(time.time() - agent.started, 1), "gpus": len(agent.gpus.handles),

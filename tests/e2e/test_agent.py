@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from asgiref.sync import async_to_sync
+from celery import current_app
 from channels.testing import WebsocketCommunicator
 
 from access.choices import Role
@@ -65,6 +66,10 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(transactional_db, ce
         assert age < 2.0, f"telemetry took {age:.3f}s to reach the subscriber"
 
         _wait(lambda: Node.objects.get(pk=node.pk).last_sample.get("host"), 10, "a heartbeat with a sample")
+
+        # The agent serves its own queue, node.<name>.
+        pong = current_app.send_task("agent.ping", queue=node.queue).get(timeout=30)
+        assert pong["name"] == "e2e-node" and pong["node_id"] == node.pk
     finally:
         out = stop_agent(agent)
     assert "joined the fleet as node e2e-node" in out
