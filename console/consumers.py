@@ -35,11 +35,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        hub = fanout.hub()
-        for topic in getattr(self, "joined", set()):
-            await hub.leave(topic, self)
-        if getattr(self, "writer", None) is not None:
-            self.writer.cancel()
+        try:
+            hub = fanout.hub()
+            for topic in getattr(self, "joined", set()):
+                await hub.leave(topic, self)
+        finally:
+            if getattr(self, "writer", None) is not None:
+                self.writer.cancel()
 
     def push(self, frame: str) -> None:
         try:

@@ -32,7 +32,8 @@ def _local_agent(env: dict[str, str], data: Path) -> Program | None:
     """The agent for this machine, so a fresh install shows one live node (FLEET_LOCAL_AGENT=0: none)."""
     if os.environ.get("FLEET_LOCAL_AGENT", "1") == "0":
         return None
-    name = os.environ.get("FLEET_LOCAL_NODE_NAME") or re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-")[:63] or "local"
+    host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower())[:63].strip("-")
+    name = os.environ.get("FLEET_LOCAL_NODE_NAME") or host or "local"
     state_dir = data / "agent" / name
     # A join token only when this agent has no identity the console still knows.
     token = subprocess.run([PY, str(BASE_DIR / "manage.py"), "local_join_token", "--name", name,

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import dj_database_url
 
-from console.config import BASE_DIR, CHANNEL_PREFIX, data_dir, env, env_bool, env_int, env_list, local_secret_key, mode, require
+from console.config import BASE_DIR, CHANNEL_PREFIX, channel_layer_hosts, data_dir, env, env_bool, env_int, env_list, local_secret_key, mode, require
 
 MODE = mode()
 LOCAL = MODE == "local"
@@ -87,12 +87,13 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "fleet",
+        "OPTIONS": {"serializer": "console.cache.JSONSerializer"},  # never pickle: agents share this Redis
     }
 }
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_PREFIX},
+        "CONFIG": {"hosts": channel_layer_hosts(REDIS_URL), "prefix": CHANNEL_PREFIX},
     }
 }
 CELERY_BROKER_URL = REDIS_URL

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import audit
@@ -108,44 +108,107 @@ def _refuse(name: str, reason: str, **context: Any) -> ServiceError:
     return ServiceError(reason)
 
 
-def _apply_facts(node: Node, facts: dict) -> list[dict]:
+def _text(value: Any, limit: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, (str, int, float)):
+        raise ValueError(f"expected text, got {type(value).__name__}")
+    return str(value)[:limit]
+
+
+def _count(value: Any, limit: int = 2 ** 62) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise ValueError(f"expected a count, got {value!r}")
+    return value
+
+
+def _optional_count(value: Any) -> int | None:
+    return None if value is None else _count(value, 2 ** 15)
+
+
+def parse_facts(facts: Any) -> tuple[dict, list[dict]]:
+    """An agent's discovery report → (node fields, GPU rows); ValueError says what is wrong."""
+    if not isinstance(facts, dict):
+        raise ValueError("facts must be an object")
     host, gpu = facts.get("host") or {}, facts.get("gpu") or {}
-    node.hostname = str(host.get("hostname", ""))[:255]
-    node.os = str(host.get("os", ""))[:255]
-    node.cpu_model = str(host.get("cpu_model", ""))[:255]
-    node.cpu_cores = int(host.get("cpu_cores") or 0)
-    node.ram_bytes = int(host.get("ram_bytes") or 0)
-    node.driver_version = str(gpu.get("driver_version", ""))[:64]
-    node.cuda_version = str(gpu.get("cuda_version", ""))[:32]
-    node.nvml_error = str(gpu.get("nvml_error", ""))[:255]
-    node.agent_version = str(facts.get("agent_version", ""))[:32]
-    node.telemetry_interval_s = float(facts.get("interval_s") or 1.0)
-    gpus = [g for g in gpu.get("gpus") or [] if isinstance(g, dict) and "error" not in g]
-    node.kind = NodeKind.GPU if gpus else NodeKind.CPU
-    return gpus
+    if not isinstance(host, dict) or not isinstance(gpu, dict):
+        raise ValueError("facts.host and facts.gpu must be objects")
+    interval = facts.get("interval_s", 1.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.1 <= interval <= 60:
+        raise ValueError("interval_s must be between 0.1 and 60")
+    fields = {
+        "hostname": _text(host.get("hostname"), 255), "os": _text(host.get("os"), 255),
+        "cpu_model": _text(host.get("cpu_model"), 255), "cpu_cores": _count(host.get("cpu_cores"), 100000),
+        "ram_bytes": _count(host.get("ram_bytes")), "driver_version": _text(gpu.get("driver_version"), 64),
+        "cuda_version": _text(gpu.get("cuda_version"), 32), "nvml_error": _text(gpu.get("nvml_error"), 255),
+        "agent_version": _text(facts.get("agent_version"), 32), "telemetry_interval_s": float(interval),
+    }
+    reported = gpu.get("gpus") or []
+    if not isinstance(reported, list) or len(reported) > telemetry.MAX_GPUS:
+        raise ValueError(f"gpu.gpus must be a list of at most {telemetry.MAX_GPUS}")
+    gpus, seen = [], set()
+    for g in reported:
+        if not isinstance(g, dict):
+            raise ValueError("each GPU is an object")
+        if "error" in g:  # the agent could not describe it: it is left out, not refused
+            continue
+        if g.get("index") is None:
+            raise ValueError("each GPU needs its index: expected a count, got None")
+        index = _count(g.get("index"), telemetry.MAX_GPUS - 1)
+        if index in seen:
+            raise ValueError(f"GPU index {index} is reported twice")
+        seen.add(index)
+        mig, peers = g.get("mig_mode"), g.get("nvlink_peers") or []
+        if mig is not None and not isinstance(mig, bool):
+            raise ValueError("mig_mode must be true, false or null")
+        if not isinstance(peers, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in peers):
+            raise ValueError("nvlink_peers must be a list of GPU indexes")
+        gpus.append({"index": index, "uuid": _text(g.get("uuid"), 64), "name": _text(g.get("name"), 128),
+                     "memory_total": _count(g.get("memory_total")),
+                     "compute_capability": _text(g.get("compute_capability"), 8), "mig_mode": mig,
+                     "pcie_gen": _optional_count(g.get("pcie_gen")), "pcie_width": _optional_count(g.get("pcie_width")),
+                     "nvlink_peers": peers[:telemetry.MAX_GPUS]})
+    fields["kind"] = NodeKind.GPU if gpus else NodeKind.CPU
+    return fields, gpus
 
 
-def _save_gpus(node: Node, gpus: list[dict]) -> None:
+def _apply(node: Node, fields: dict, gpus: list[dict]) -> None:
+    for key, value in fields.items():
+        setattr(node, key, value)
+    node.save()
     node.gpus.all().delete()
-    GPU.objects.bulk_create([
-        GPU(node=node, index=int(g["index"]), uuid=str(g.get("uuid", ""))[:64], name=str(g.get("name", ""))[:128],
-            memory_total=int(g.get("memory_total") or 0), compute_capability=str(g.get("compute_capability", ""))[:8],
-            mig_mode=g.get("mig_mode"), pcie_gen=g.get("pcie_gen"), pcie_width=g.get("pcie_width"),
-            nvlink_peers=list(g.get("nvlink_peers") or []))
-        for g in gpus
-    ])
+    GPU.objects.bulk_create([GPU(node=node, **g) for g in gpus])
 
 
 def register_node(*, name: Any, secret: Any, facts: Any, join_token: str | None = None,
-                  node_id: int | None = None) -> Node:
+                  node_id: Any = None) -> Node:
     """Admit an agent: with a join token the first time, with its own secret after a restart."""
-    if not isinstance(name, str) or not isinstance(secret, str) or len(secret) < 32 or not isinstance(facts, dict):
-        raise _refuse(str(name)[:63], "malformed registration: name, secret (32+ chars) and facts are required")
+    shown_name = str(name)[:63]
+    if not isinstance(name, str) or not isinstance(secret, str) or len(secret) < 32:
+        raise _refuse(shown_name, "malformed registration: name and secret (32+ characters) are required")
     try:
         node_name_validator(name)
     except ValidationError:
-        raise _refuse(name[:63], f"node name {name!r} is not valid: use 1–63 lower-case letters, digits and hyphens")
-    refusal: str | None = None
+        raise _refuse(shown_name, f"node name {name!r} is not valid: use 1–63 lower-case letters, digits and hyphens")
+    if join_token is None and (not isinstance(node_id, int) or isinstance(node_id, bool)):
+        raise _refuse(shown_name, "malformed registration: give a join token, or the node id this agent saved")
+    try:
+        fields, gpus = parse_facts(facts)
+    except ValueError as exc:
+        raise _refuse(name, f"malformed facts: {exc}")
+    try:
+        node, refusal = _admit(name, secret, fields, gpus, join_token, node_id)
+    except IntegrityError:  # another agent took this name in the same instant
+        node, refusal = None, f"a node named {name!r} joined at the same moment; choose another name"
+    if refusal is not None:
+        raise _refuse(name, refusal)
+    return node
+
+
+def _admit(name: str, secret: str, fields: dict, gpus: list[dict], join_token: str | None,
+           node_id: int | None) -> tuple[Node | None, str | None]:
     with transaction.atomic():
         if join_token is not None:
             token = _token_row(join_token)
@@ -153,39 +216,33 @@ def register_node(*, name: Any, secret: Any, facts: Any, join_token: str | None 
             existing = Node.objects.select_for_update().filter(name=name).first()
             if refusal is None and existing is not None and existing.state == NodeState.ONLINE:
                 refusal = f"a node named {name!r} is online; remove it first or choose another name"
-            if refusal is None:
-                node = existing or Node(name=name)
-                before = {"state": existing.state} if existing else None
-                node.agent_digest = digest(secret)
-                node.state, node.last_heartbeat = NodeState.ONLINE, timezone.now()
-                gpus = _apply_facts(node, facts)
-                node.save()
-                _save_gpus(node, gpus)
-                token.used_at, token.used_by = timezone.now(), node
-                token.save(update_fields=["used_at", "used_by"])
-                audit.record(_agent_actor(name), "node.join", node, before=before,
-                             after={"kind": node.kind, "gpus": len(gpus), "token": token.prefix})
+            if refusal is not None:
+                return None, refusal
+            node = existing or Node(name=name)
+            before = {"state": existing.state} if existing else None
+            node.agent_digest = digest(secret)
+            node.state, node.last_heartbeat = NodeState.ONLINE, timezone.now()
+            _apply(node, fields, gpus)
+            token.used_at, token.used_by = timezone.now(), node
+            token.save(update_fields=["used_at", "used_by"])
+            audit.record(_agent_actor(name), "node.join", node, before=before,
+                         after={"kind": node.kind, "gpus": len(gpus), "join_prefix": token.prefix})
         else:
             node = Node.objects.select_for_update().filter(pk=node_id, name=name).first()
             if node is None or not hmac.compare_digest(node.agent_digest, digest(secret)):
-                refusal = "unknown node or wrong agent secret; join again with a new join token"
-            else:
-                gpus = _apply_facts(node, facts)
-                was = node.state
-                node.state, node.last_heartbeat = NodeState.ONLINE, timezone.now()
-                node.save()
-                _save_gpus(node, gpus)
-                audit.record(_agent_actor(name), "node.rejoin", node, before={"state": was},
-                             after={"state": node.state, "kind": node.kind, "gpus": len(gpus)})
-        if refusal is None:
-            fleet_event("joined", node)
-            return node
-    raise _refuse(name, refusal)
+                return None, "unknown node or wrong agent secret; join again with a new join token"
+            was = node.state
+            node.state, node.last_heartbeat = NodeState.ONLINE, timezone.now()
+            _apply(node, fields, gpus)
+            audit.record(_agent_actor(name), "node.rejoin", node, before={"state": was},
+                         after={"state": node.state, "kind": node.kind, "gpus": len(gpus)})
+        fleet_event("joined", node)
+        return node, None
 
 
 # --- heartbeats and telemetry --------------------------------------------------------------------
 def _agent_node(node_id: Any, secret: Any) -> Node | None:
-    if not isinstance(node_id, int) or not isinstance(secret, str):
+    if not isinstance(node_id, int) or isinstance(node_id, bool) or not isinstance(secret, str):
         return None
     node = Node.objects.filter(pk=node_id).first()
     if node is None or not hmac.compare_digest(node.agent_digest, digest(secret)):
@@ -224,13 +281,15 @@ def ingest_rollups(*, node_id: Any, secret: Any, minute: Any, rows: Any) -> int:
     if node is None:
         return 0
     try:
-        at = datetime.fromtimestamp(int(minute), tz=dt_timezone.utc)
-        objs = [TelemetryRollup(node=node, gpu_index=int(r["gpu"]), minute=at, samples=int(r["samples"]),
-                                stats={str(k): [float(x) for x in v][:3] for k, v in r["stats"].items()})
-                for r in rows]
-    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-        count_malformed(f"rollup: {exc!r}")
+        if isinstance(minute, bool) or not isinstance(minute, int) or minute % 60:
+            raise telemetry.MalformedTelemetry("minute must be the epoch second a minute starts at")
+        at = datetime.fromtimestamp(minute, tz=dt_timezone.utc)
+        rows = telemetry.check_rollup_rows(rows)
+    except (telemetry.MalformedTelemetry, OverflowError, OSError, ValueError) as exc:
+        count_malformed(f"rollup: {exc}")
         return 0
+    objs = [TelemetryRollup(node=node, gpu_index=r["gpu"], minute=at, samples=r["samples"], stats=r["stats"])
+            for r in rows]
     TelemetryRollup.objects.bulk_create(objs, ignore_conflicts=True)  # a retried task adds nothing
     return len(objs)
 

@@ -33,6 +33,24 @@ def _number(value: Any, where: str, *, optional: bool = False) -> float | None:
     return value
 
 
+def _all_finite(value: Any, where: str = "message", depth: int = 0) -> None:
+    """No NaN or infinity anywhere (Postgres JSON refuses them), and no deep nesting."""
+    if depth > 6:
+        raise MalformedTelemetry(f"{where} is nested too deeply")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MalformedTelemetry(f"{where} must be finite")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise MalformedTelemetry(f"{where} has a key that is not text")
+            _all_finite(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _all_finite(item, f"{where}[{i}]", depth + 1)
+    elif value is not None and not isinstance(value, (str, int, float)):
+        raise MalformedTelemetry(f"{where} holds a {type(value).__name__}")
+
+
 def check(message: Any) -> dict:
     """Return ``message`` if it is a well-formed telemetry message, else raise MalformedTelemetry."""
     if not isinstance(message, dict):
@@ -42,10 +60,11 @@ def check(message: Any) -> dict:
     if not isinstance(message.get("node"), int) or isinstance(message.get("node"), bool):
         raise MalformedTelemetry("node must be the node's id")
     _number(message.get("ts"), "ts")
+    _number(message.get("seq", 0), "seq")
     host = message.get("host")
     if not isinstance(host, dict):
         raise MalformedTelemetry("host must be an object")
-    for key in HOST_METRICS:
+    for key in (*HOST_METRICS, "ram_total"):
         _number(host.get(key), f"host.{key}", optional=True)
     gpus = message.get("gpus")
     if not isinstance(gpus, list) or len(gpus) > MAX_GPUS:
@@ -55,10 +74,36 @@ def check(message: Any) -> dict:
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < MAX_GPUS:
             raise MalformedTelemetry(f"each GPU reading is an object with its index i (0–{MAX_GPUS - 1})")
         for key in (*GPU_METRICS, "mem_total", "power_limit"):
-            _number(gpu.get(key), f"gpus[{gpu['i']}].{key}", optional=True)
+            _number(gpu.get(key), f"gpus[{index}].{key}", optional=True)
     if not isinstance(message.get("errors", []), list) or not isinstance(message.get("instances", []), list):
         raise MalformedTelemetry("errors and instances must be lists")
+    _all_finite(message)
     return message
+
+
+def check_rollup_rows(rows: Any) -> list[dict]:
+    """The rows of one minute as MinuteRollup.rows() makes them; raise MalformedTelemetry otherwise."""
+    if not isinstance(rows, list) or len(rows) > MAX_GPUS + 1:
+        raise MalformedTelemetry("rollup rows must be a list (one per GPU and one for the host)")
+    seen = set()
+    for row in rows:
+        if not isinstance(row, dict):
+            raise MalformedTelemetry("a rollup row is an object")
+        gpu, samples, stats = row.get("gpu"), row.get("samples"), row.get("stats")
+        if not isinstance(gpu, int) or isinstance(gpu, bool) or not -1 <= gpu < MAX_GPUS or gpu in seen:
+            raise MalformedTelemetry(f"rollup gpu must be a distinct index from -1 (host) to {MAX_GPUS - 1}")
+        seen.add(gpu)
+        if not isinstance(samples, int) or isinstance(samples, bool) or not 1 <= samples <= 6000:
+            raise MalformedTelemetry("rollup samples must be a count from 1 to 6000")
+        allowed = HOST_METRICS if gpu == -1 else GPU_METRICS
+        if not isinstance(stats, dict) or not set(stats) <= set(allowed):
+            raise MalformedTelemetry(f"rollup stats may hold only {', '.join(allowed)}")
+        for metric, triple in stats.items():
+            if not isinstance(triple, list) or len(triple) != 3:
+                raise MalformedTelemetry(f"rollup {metric} must be [min, avg, max]")
+            for value in triple:
+                _number(value, f"rollup {metric}")
+    return rows
 
 
 class MinuteRollup:

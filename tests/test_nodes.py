@@ -109,6 +109,41 @@ def test_it_refuses_a_bad_join_and_audits_it(people, case, expected):
         assert JoinToken.objects.get(pk=token.pk).used_at is None  # a refusal does not spend the token
 
 
+def _facts(**changes) -> dict:
+    facts = {"host": dict(GPU_FACTS["host"]), "gpu": {**GPU_FACTS["gpu"], "gpus": [dict(g) for g in GPU_FACTS["gpu"]["gpus"]]}}
+    for path, value in changes.items():
+        target, *keys = path.split("__")
+        box = facts[target]
+        for key in keys[:-1]:
+            box = box[int(key)] if key.isdigit() else box[key]
+        box[keys[-1]] = value
+    return facts
+
+
+@pytest.mark.parametrize("facts,expected", [
+    ("a list", "facts must be an object"),
+    ({"host": ["x"], "gpu": {}}, "must be objects"),
+    (_facts(host__cpu_cores=-4), "expected a count"),
+    (_facts(host__cpu_cores="many"), "expected a count"),
+    (_facts(gpu__gpus__1__index=0), "reported twice"),
+    (_facts(gpu__gpus__0__index=None), "expected a count"),
+    (_facts(gpu__gpus__0__mig_mode="x"), "mig_mode"),
+    (_facts(gpu__gpus__0__nvlink_peers="all"), "nvlink_peers"),
+    (_facts(gpu__gpus=[1, 2]), "each GPU is an object"),
+])
+def test_it_refuses_malformed_facts_with_the_reason_and_writes_nothing(people, facts, expected):
+    _t, plaintext = services.create_join_token(people["admin"])
+    message = _refusal(name="n1", secret="s" * 40, facts=facts, join_token=plaintext)
+    assert message.startswith("malformed facts") and expected in message
+    assert not Node.objects.exists() and not GPU.objects.exists()
+    assert JoinToken.objects.get().used_at is None
+
+
+def test_a_rejoin_without_a_usable_node_id_is_refused(people):
+    assert "node id" in _refusal(name="n1", secret="s" * 40, facts=CPU_FACTS, node_id="abc")
+    assert "node id" in _refusal(name="n1", secret="s" * 40, facts=CPU_FACTS, node_id=True)
+
+
 def test_it_refuses_a_second_node_with_an_online_nodes_name(people):
     _join(people["admin"], "gpu-a")
     _t, plaintext = services.create_join_token(people["admin"])
@@ -160,6 +195,8 @@ def test_a_heartbeat_with_a_wrong_secret_or_unknown_node_is_ignored(people):
 @pytest.mark.parametrize("bad", [
     "not a dict", {"v": 2}, {"v": 1, "node": "x"}, _message(1, ts=float("nan")), _message(1, gpus="all"),
     _message(1, gpus=[{"util": 3}]), _message(1, host=None),
+    _message(1, host={"ram_total": "lots"}), _message(1, seq=float("inf")),
+    _message(1, errors=[{"i": 0, "error": float("nan")}]), _message(1, gpus=[{"i": True}]),
 ])
 def test_a_malformed_heartbeat_sample_is_dropped_and_counted(people, bad):
     node, secret = _join(people["admin"])
@@ -179,8 +216,20 @@ def test_rollups_are_stored_once_and_malformed_ones_counted(people, settings):
     assert TelemetryRollup.objects.filter(node=node).count() == 2
     before = services.malformed_count()
     assert services.ingest_rollups(node_id=node.pk, secret=secret, minute="soon", rows=rows) == 0
-    assert services.ingest_rollups(node_id=node.pk, secret=secret, minute=minute, rows=[{"gpu": 0}]) == 0
-    assert services.malformed_count() == before + 2
+    bad_rows = [
+        [{"gpu": 0}],
+        [{"gpu": 0, "samples": 60, "stats": {"util": [1, float("nan"), 3]}}],
+        [{"gpu": 0, "samples": 60, "stats": {"util": [1, 2]}}],
+        [{"gpu": 0, "samples": -1, "stats": {"util": [1, 2, 3]}}],
+        [{"gpu": 0, "samples": 1, "stats": {"cpu": [1, 2, 3]}}],  # a host metric on a GPU row
+        [{"gpu": 0, "samples": 1, "stats": {}}, {"gpu": 0, "samples": 1, "stats": {}}],
+        "rows",
+    ]
+    for rows_ in bad_rows:
+        assert services.ingest_rollups(node_id=node.pk, secret=secret, minute=minute + 60, rows=rows_) == 0
+    assert services.ingest_rollups(node_id=node.pk, secret=secret, minute=minute + 7, rows=rows) == 0
+    assert services.malformed_count() == before + 1 + len(bad_rows) + 1
+    assert TelemetryRollup.objects.filter(node=node).count() == 2
 
     settings.FLEET_ROLLUP_RETENTION_DAYS = 1
     assert services.prune_rollups(now=timezone.now() + timedelta(days=2)) == 2

@@ -7,14 +7,16 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import TimeoutError as ResultTimeout
 from channels_redis.core import RedisChannelLayer
 
-from console.config import CHANNEL_PREFIX
+from console.config import CHANNEL_PREFIX, channel_layer_hosts
 from console.live import Publisher
 from fleet import telemetry
 from fleet.agent.probe import GpuProbe, HostProbe, load_nvml
@@ -36,7 +38,8 @@ class Identity:
 
 
 def make_app(redis_url: str) -> Celery:
-    app = Celery("fleet-agent", broker=redis_url, backend=redis_url)
+    # set_as_current=False: in a process that also has the console app (tests, bench) it stays current.
+    app = Celery("fleet-agent", broker=redis_url, backend=redis_url, set_as_current=False)
     app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
                     broker_connection_retry_on_startup=True, task_ignore_result=True,
                     worker_hijack_root_logger=False)
@@ -45,14 +48,14 @@ def make_app(redis_url: str) -> Celery:
 
 def layer_publisher(redis_url: str) -> Publisher:
     """Publishes to the console's channel layer without Django settings."""
-    layer = RedisChannelLayer(hosts=[redis_url], prefix=CHANNEL_PREFIX)
+    layer = RedisChannelLayer(hosts=channel_layer_hosts(redis_url), prefix=CHANNEL_PREFIX)
     return Publisher(lambda: layer)
 
 
 class Agent:
     def __init__(self, *, name: str, redis_url: str, state_dir: Path, interval_s: float = 1.0,
                  heartbeat_s: float = 5.0, nvml: Any = "auto", app: Celery | None = None,
-                 publisher: Publisher | None = None) -> None:
+                 publisher: Publisher | None = None, clock: Callable[[], float] = time.time) -> None:
         self.name, self.redis_url, self.state_dir = name, redis_url, Path(state_dir)
         self.interval_s, self.heartbeat_s = interval_s, heartbeat_s
         self.app = app or make_app(redis_url)
@@ -64,7 +67,8 @@ class Agent:
         self.rollup: telemetry.MinuteRollup | None = None
         self.last_message: dict | None = None
         self._last_heartbeat = 0.0
-        self.started = time.time()
+        self.clock = clock  # wall-clock time of samples (tests step it across minute boundaries)
+        self.started = clock()
 
     # --- joining -----------------------------------------------------------------------------
     @property
@@ -82,7 +86,7 @@ class Agent:
         while True:
             try:
                 return result.get(timeout=min(10.0, max(0.1, deadline - time.monotonic())), disable_sync_subtasks=False)
-            except TimeoutError:
+            except ResultTimeout:
                 if time.monotonic() >= deadline:
                     raise AgentError(f"no answer from the console within {wait_s:.0f} s: is its worker running?")
                 log.info("still waiting for the console to answer the registration…")
@@ -129,7 +133,7 @@ class Agent:
         assert self.identity is not None
         readings, errors = self.gpus.sample()
         self.seq += 1
-        return {"v": telemetry.VERSION, "node": self.identity.node_id, "name": self.name, "ts": time.time(),
+        return {"v": telemetry.VERSION, "node": self.identity.node_id, "name": self.name, "ts": self.clock(),
                 "seq": self.seq, "host": self.host.sample(), "gpus": readings, "errors": errors, "instances": []}
 
     def tick(self) -> dict:
@@ -183,7 +187,7 @@ class Agent:
         @self.app.task(name="agent.ping", ignore_result=False)
         def ping() -> dict:
             return {"name": agent.name, "node_id": agent.identity.node_id if agent.identity else None,
-                    "uptime_s": round(time.time() - agent.started, 1), "gpus": len(agent.gpus.handles),
+                    "uptime_s": round(agent.clock() - agent.started, 1), "gpus": len(agent.gpus.handles),
                     "version": AGENT_VERSION}
 
         try:

@@ -51,11 +51,22 @@
     });
     FleetLive.subscribe("fleet", function (e) {
       const tr = row(e.node);
-      if (!tr) return;
+      if (!tr) {
+        // A node this page has not listed yet: fetch the list again, with the current filters.
+        const form = document.querySelector("form.filters");
+        if (e.kind === "joined" && form && window.htmx) htmx.trigger(form, "submit");
+        return;
+      }
       if (e.kind === "removed") { tr.remove(); return; }
       const badge = tr.querySelector('[data-field="state"]');
       badge.className = "badge " + e.state;
       badge.textContent = e.state === "online" ? "Online" : "Offline";
+      let cordon = tr.querySelector('[data-field="cordoned"]');
+      if (e.cordoned && !cordon) {
+        cordon = document.createElement("span");
+        cordon.className = "badge cordoned"; cordon.dataset.field = "cordoned"; cordon.textContent = "Cordoned";
+        badge.after(" ", cordon);
+      } else if (!e.cordoned && cordon) cordon.remove();
     });
   }
 

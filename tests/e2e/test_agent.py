@@ -102,3 +102,35 @@ def test_an_unknown_token_is_refused_with_a_clear_message(transactional_db, cele
     out = agent_output_when_exited(proc)
     assert proc.returncode == 2 and "unknown join token" in out
     assert AuditEvent.objects.filter(action="node.join.refused", target_repr="stranger").count() == 1
+
+
+def test_an_agent_with_two_gpus_sends_minute_rollups_that_the_console_stores(transactional_db, celery_worker_process,
+                                                                             tmp_path):
+    """The agent's GPU path in-process (NVML test double, two GPUs) against the real worker."""
+    import os
+
+    from fleet.agent.runtime import Agent
+    from fleet.models import TelemetryRollup
+    from tests.nvml_test_double import NvmlTestDouble
+
+    admin = make_user("admin", Role.ADMIN)
+    _token, plaintext = services.create_join_token(admin, expires_in_hours=1)
+    now = [float(int(time.time()) // 60 * 60 - 600)]  # a whole minute, ten minutes ago
+    nvml = NvmlTestDouble(gpus=2)
+    agent = Agent(name="gpu-sim", redis_url=os.environ["REDIS_URL"], state_dir=tmp_path, nvml=nvml,
+                  clock=lambda: now[0])
+    agent.join(plaintext, wait_s=60)
+    node = Node.objects.get(name="gpu-sim")
+    assert node.kind == NodeKind.GPU and node.gpus.count() == 2
+
+    for second, util in ((1, 20), (2, 40), (3, 90)):
+        now[0] += 1
+        nvml.gpus[0].util = util
+        agent.tick()
+    now[0] += 60  # the next minute: the finished one is sent
+    agent.tick()
+
+    rows = _wait(lambda: list(TelemetryRollup.objects.filter(node=node).order_by("gpu_index")), 30, "rollups")
+    assert [r.gpu_index for r in rows] == [-1, 0, 1] and {r.samples for r in rows} == {3}
+    assert rows[1].stats["util"] == [20.0, 50.0, 90.0]
+    assert int(rows[1].minute.timestamp()) == int(now[0] - 60) // 60 * 60

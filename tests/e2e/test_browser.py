@@ -114,6 +114,11 @@ def test_the_node_page_chart_gains_points_without_a_reload(personas, browser, li
         page = _sign_in(browser, live_server_url, "admin")
         page.wait_for_selector('[data-testid="admin-home"]')
         page.get_by_role("link", name="Nodes", exact=True).click()
+        seen = page.locator(f'tr[data-node="{node_id}"] [data-field="seen"]')
+        before = seen.get_attribute("datetime")
+        page.wait_for_function(  # the list's last-heartbeat column follows the live telemetry
+            f"document.querySelector('tr[data-node=\"{node_id}\"] [data-field=seen]').dateTime !== {before!r}",
+            timeout=5_000)
         page.get_by_role("link", name="browser-node", exact=True).click()
         page.wait_for_selector('[data-testid="live-chart"] canvas')
         navigations = []
