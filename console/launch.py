@@ -49,6 +49,7 @@ def run(host: str, port: int) -> int:
         env = os.environ | extra
         _manage(env, "migrate", "--noinput")
         _manage(env, "ensure_admin")
+        _manage(env, "make_demo_model")  # a tiny model to try everything on; built once
         programs = [
             Program("web", [PY, "-m", "uvicorn", "console.asgi:application", "--host", host, "--port", str(port),
                             "--lifespan", "off", "--proxy-headers"]),

@@ -111,6 +111,8 @@ FLEET_LIVENESS_CHECK_S = env_int("FLEET_LIVENESS_CHECK_S", 5)
 FLEET_ROLLUP_RETENTION_DAYS = env_int("FLEET_ROLLUP_RETENTION_DAYS", 30)
 FLEET_METRICS_TOKEN = env("FLEET_METRICS_TOKEN", "")  # Bearer token for Prometheus scrapers
 FLEET_METRICS_PUBLIC = env_bool("FLEET_METRICS_PUBLIC", False)  # no auth (a trusted scrape network)
+# Directories models may be registered from (comma-separated); the first is where new ones go.
+FLEET_MODEL_ROOTS = env_list("FLEET_MODEL_ROOTS", [str(DATA_DIR / "models")])
 
 CELERY_BEAT_SCHEDULE = {
     "audit-verify": {"task": "audit.tasks.verify_chain_task", "schedule": timedelta(hours=1)},
@@ -187,6 +189,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated", "access.permissions.AnyRole"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two models have a "kind": a node's (GPU/CPU) and a model file's (weights/config/...).
+    "ENUM_NAME_OVERRIDES": {"NodeKindEnum": "fleet.choices.NodeKind", "ModelFileKindEnum": "fleet.models.ModelFile.Kind"},
 }
 
 # --- i18n, static -----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ TOPICS: list[Topic] = [
     # 100 nodes at 1 Hz: one frame per 50 ms per browser instead of one per message.
     Topic(re.compile(r"^telemetry\.fleet$"), _roles(Role.ADMIN), telemetry.check, batch_s=0.05),
     Topic(re.compile(r"^telemetry\.node\.(?P<id>\d+)$"), _roles(Role.ADMIN), telemetry.check),
+    Topic(re.compile(r"^model\.(?P<id>\d+)$"), _roles(Role.ADMIN)),
     Topic(re.compile(r"^user\.(?P<id>\d+)$"), _self_only),
 ]
 

@@ -12,6 +12,7 @@ from console import api as console_api
 from console import views
 from fleet import api as fleet_api
 from fleet import metrics as fleet_metrics
+from fleet import model_views
 from fleet import views as fleet_views
 
 router = DefaultRouter(trailing_slash=True)
@@ -21,11 +22,13 @@ router.register("users", access_api.UserViewSet, basename="user")
 router.register("tokens", access_api.TokenViewSet, basename="token")
 router.register("nodes", fleet_api.NodeViewSet, basename="api-node")
 router.register("join-tokens", fleet_api.JoinTokenViewSet, basename="api-join-token")
+router.register("models", fleet_api.ModelViewSet, basename="api-model")
 
 api_patterns = [
     path("me/", console_api.me, name="api-me"),
     path("audit/events/", audit_api.events, name="api-audit-events"),
     path("audit/verify/", audit_api.verify_chain, name="api-audit-verify"),
+    path("fit/", fleet_api.fit, name="api-fit"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include(router.urls)),
@@ -47,6 +50,11 @@ urlpatterns = [
     path("nodes/<int:pk>/cordon/", fleet_views.node_cordon, {"cordon": True}, name="node-cordon"),
     path("nodes/<int:pk>/uncordon/", fleet_views.node_cordon, {"cordon": False}, name="node-uncordon"),
     path("nodes/<int:pk>/remove/", fleet_views.node_remove, name="node-remove"),
+    path("models/", model_views.model_list, name="models"),
+    path("models/fit/", model_views.fit, name="fit"),
+    path("models/<int:pk>/", model_views.model_detail, name="model-detail"),
+    path("models/<int:pk>/checksum/", model_views.model_checksum, name="model-checksum"),
+    path("models/<int:pk>/unregister/", model_views.model_unregister, name="model-unregister"),
     path("metrics", fleet_metrics.metrics, name="metrics"),
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),

@@ -45,3 +45,24 @@ def history(node: Node, range_name: str) -> dict:
         if totals.get(index) and "mem_used" in stats:
             series.setdefault(f"GPU {index} mem %", {})[t] = round(100 * stats["mem_used"][1] / totals[index], 1)
     return {"t": times, "series": {label: [values.get(t) for t in times] for label, values in series.items()}}
+
+
+def fleet_view() -> list:
+    """Nodes as the placement planner sees them; free memory from each node's latest sample."""
+    from fleet.placement import GpuView, NodeView
+
+    views = []
+    for node in Node.objects.prefetch_related("gpus").order_by("name"):
+        sample = node.last_sample or {}
+        readings = {g.get("i"): g for g in sample.get("gpus", []) if isinstance(g, dict)}
+        gpus = []
+        for gpu in node.gpus.all():
+            reading = readings.get(gpu.index, {})
+            used = reading.get("mem_used") if isinstance(reading.get("mem_used"), (int, float)) else 0
+            gpus.append(GpuView(gpu.index, gpu.memory_total, max(0, gpu.memory_total - int(used))))
+        host = sample.get("host") or {}
+        ram_used = host.get("ram_used") if isinstance(host.get("ram_used"), (int, float)) else 0
+        views.append(NodeView(id=node.pk, name=node.name, kind=node.kind, online=node.state == "online",
+                              cordoned=node.cordoned, labels=node.labels or {}, gpus=gpus,
+                              ram_free=max(0, node.ram_bytes - int(ram_used))))
+    return views

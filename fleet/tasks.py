@@ -38,3 +38,10 @@ def check_liveness_task() -> int:
 @shared_task(name="fleet.prune_rollups")
 def prune_rollups_task() -> int:
     return services.prune_rollups()
+
+
+@shared_task(name="fleet.checksum_model")
+def checksum_model_task(artifact_id: int) -> None:
+    from fleet import registry
+
+    registry.compute_checksums(artifact_id)

