@@ -112,12 +112,18 @@ FLEET_ROLLUP_RETENTION_DAYS = env_int("FLEET_ROLLUP_RETENTION_DAYS", 30)
 FLEET_METRICS_TOKEN = env("FLEET_METRICS_TOKEN", "")  # Bearer token for Prometheus scrapers
 FLEET_METRICS_PUBLIC = env_bool("FLEET_METRICS_PUBLIC", False)  # no auth (a trusted scrape network)
 # Directories models may be registered from (comma-separated); the first is where new ones go.
+# vLLM flags beyond the typed schema that deployments may set, e.g. "enforce-eager,swap-space".
+FLEET_VLLM_EXTRA_OPTIONS = env_list("FLEET_VLLM_EXTRA_OPTIONS", [])
+FLEET_REPLACE_AFTER_S = env_int("FLEET_REPLACE_AFTER_S", 60)  # an offline node's instances move after this
+FLEET_RECONCILE_S = env_int("FLEET_RECONCILE_S", 10)
+FLEET_DEPLOY_PORTS = (env_int("FLEET_DEPLOY_PORT_MIN", 20000), env_int("FLEET_DEPLOY_PORT_MAX", 29999))
 FLEET_MODEL_ROOTS = env_list("FLEET_MODEL_ROOTS", [str(DATA_DIR / "models")])
 
 CELERY_BEAT_SCHEDULE = {
     "audit-verify": {"task": "audit.tasks.verify_chain_task", "schedule": timedelta(hours=1)},
     "fleet-liveness": {"task": "fleet.check_liveness", "schedule": timedelta(seconds=FLEET_LIVENESS_CHECK_S)},
     "fleet-prune-rollups": {"task": "fleet.prune_rollups", "schedule": timedelta(hours=1)},
+    "fleet-reconcile": {"task": "fleet.reconcile", "schedule": timedelta(seconds=FLEET_RECONCILE_S)},
 }
 
 # --- people -----------------------------------------------------------------------------------
@@ -190,7 +196,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated", "access.permissions.AnyRole"],
     "COMPONENT_SPLIT_REQUEST": True,
     # Two models have a "kind": a node's (GPU/CPU) and a model file's (weights/config/...).
-    "ENUM_NAME_OVERRIDES": {"NodeKindEnum": "fleet.choices.NodeKind", "ModelFileKindEnum": "fleet.models.ModelFile.Kind"},
+    "ENUM_NAME_OVERRIDES": {"NodeKindEnum": "fleet.choices.NodeKind", "ModelFileKindEnum": "fleet.models.ModelFile.Kind",
+                            "NodeStateEnum": "fleet.choices.NodeState", "InstanceStateEnum": "fleet.choices.InstanceState"},
 }
 
 # --- i18n, static -----------------------------------------------------------------------------

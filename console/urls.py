@@ -23,6 +23,7 @@ router.register("tokens", access_api.TokenViewSet, basename="token")
 router.register("nodes", fleet_api.NodeViewSet, basename="api-node")
 router.register("join-tokens", fleet_api.JoinTokenViewSet, basename="api-join-token")
 router.register("models", fleet_api.ModelViewSet, basename="api-model")
+router.register("deployments", fleet_api.DeploymentViewSet, basename="api-deployment")
 
 api_patterns = [
     path("me/", console_api.me, name="api-me"),

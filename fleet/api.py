@@ -14,11 +14,11 @@ from rest_framework.response import Response
 
 from access.choices import Role
 from access.permissions import HasRole
-from fleet import placement, queries, registry, services
+from fleet import deploy, placement, queries, registry, services
 from fleet.estimator import GIB, EstimateError, ModelShape
 from fleet.choices import NodeKind, NodeState
-from fleet.models import JoinToken, ModelArtifact, Node
-from fleet.serializers import (FitRequestSerializer, JoinTokenSerializer, ModelArtifactSerializer, ModelDetailSerializer,
+from fleet.models import Deployment, JoinToken, ModelArtifact, Node
+from fleet.serializers import (DeploymentSerializer, FitRequestSerializer, ScaleSerializer, JoinTokenSerializer, ModelArtifactSerializer, ModelDetailSerializer,
                                NewJoinTokenSerializer, NodeDetailSerializer, NodeSerializer)
 
 ADMIN_ONLY = [IsAuthenticated, HasRole.of(Role.ADMIN)]
@@ -169,3 +169,48 @@ def fit(request: Request) -> Response:
         "replicas": [[asdict(stage) for stage in replica] for replica in result.replicas],
         "estimates": {label: e.as_dict() for label, e in result.estimates.items()},
     })
+
+
+class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                        mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Deployments: what should run. The reconciler makes instances match; actions change the desired state."""
+
+    permission_classes = ADMIN_ONLY
+    serializer_class = DeploymentSerializer
+    queryset = Deployment.objects.select_related("model").prefetch_related("instances__node").order_by("name")
+
+    def perform_create(self, serializer) -> None:
+        d = serializer.validated_data
+        serializer.instance = _service_call(deploy.create, self.request.user, name=d["name"], model=d["model"],
+                                            replicas=d.get("replicas", 1), options=d.get("options", {}),
+                                            selector=d.get("selector", {}), strategy=d.get("strategy", "binpack"),
+                                            force=d.get("force", False))
+
+    def perform_destroy(self, deployment) -> None:
+        deploy.delete(self.request.user, deployment)
+
+    def _act(self, fn, *args) -> Response:
+        deployment = _service_call(fn, self.request.user, self.get_object(), *args)
+        return Response(DeploymentSerializer(self.get_queryset().get(pk=deployment.pk)).data)
+
+    @extend_schema(request=ScaleSerializer, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def scale(self, request: Request, pk: str | None = None) -> Response:
+        body = ScaleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._act(deploy.scale, body.validated_data["replicas"])
+
+    @extend_schema(request=None, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def start(self, request: Request, pk: str | None = None) -> Response:
+        return self._act(deploy.start)
+
+    @extend_schema(request=None, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: str | None = None) -> Response:
+        return self._act(deploy.stop)
+
+    @extend_schema(request=None, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def restart(self, request: Request, pk: str | None = None) -> Response:
+        return self._act(deploy.restart)

@@ -47,6 +47,7 @@ class Spec:
     strategy: str = "binpack"  # or "spread"
     selector: tuple[tuple[str, str], ...] = ()  # node labels that must match
     cpu_kv_space_bytes: int = GIB
+    check_fit: bool = True  # False: an admin overrides the estimator ("force"); free memory still counts
 
 
 @dataclass
@@ -108,7 +109,7 @@ def plan(spec: Spec, fleet: list[NodeView]) -> Placement:
                     spec.shape, kv_space_bytes=spec.cpu_kv_space_bytes, max_model_len=spec.max_model_len,
                     concurrency=spec.concurrency, kv_dtype=spec.kv_dtype, quantization=spec.quantization)
             needed = spec.cpu_kv_space_bytes + estimator.weights_bytes(spec.shape, spec.quantization) + estimator.NON_TORCH_BYTES
-            if not cpu_estimate.fits:
+            if spec.check_fit and not cpu_estimate.fits:
                 rejected[node.name] = cpu_estimate.verdict
             elif needed > node.ram_free:
                 rejected[node.name] = f"needs {needed / GIB:.1f} GiB of free RAM, has {node.ram_free / GIB:.1f} GiB"
@@ -119,7 +120,7 @@ def plan(spec: Spec, fleet: list[NodeView]) -> Placement:
         for gpu in node.gpus:
             e = gpu_estimate(gpu.memory_total)
             wanted = int(spec.gpu_memory_utilization * gpu.memory_total)
-            if not e.fits:
+            if spec.check_fit and not e.fits:
                 reasons.append(f"GPU {gpu.index}: {e.verdict}")
             elif gpu.memory_free < wanted:
                 reasons.append(f"GPU {gpu.index}: {spec.gpu_memory_utilization} of its memory is "

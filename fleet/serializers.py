@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from fleet.estimator import QUANTIZATIONS
-from fleet.models import GPU, JoinToken, ModelArtifact, ModelFile, Node
+from fleet.models import GPU, Deployment, Instance, JoinToken, ModelArtifact, ModelFile, Node
 from fleet.models.registry import slug_validator
 from fleet.services import MAX_JOIN_TOKEN_HOURS
 
@@ -104,3 +104,36 @@ class FitRequestSerializer(serializers.Serializer):
     strategy = serializers.ChoiceField(choices=["binpack", "spread"], default="binpack")
     selector = serializers.DictField(child=serializers.CharField(max_length=100), required=False, default=dict)
     cpu_kv_space_gib = serializers.FloatField(min_value=0.1, max_value=4096, default=1.0)
+
+
+class InstanceSerializer(serializers.ModelSerializer):
+    node = serializers.CharField(source="node.name", default=None, read_only=True)
+    endpoint = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Instance
+        fields = ["id", "replica", "node", "gpus", "address", "port", "endpoint", "state", "pid", "restarts",
+                  "exit_code", "cause", "remedy", "created_at", "ready_at"]
+        read_only_fields = fields
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    model = serializers.PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all())
+    options = serializers.JSONField(required=False, default=dict)
+    selector = serializers.JSONField(required=False, default=dict)
+    instances = InstanceSerializer(many=True, read_only=True)
+    ready = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Deployment
+        fields = ["id", "name", "model", "replicas", "desired_state", "options", "selector", "strategy", "force",
+                  "ready", "placement_note", "instances", "created_at", "updated_at"]
+        read_only_fields = ["id", "desired_state", "ready", "placement_note", "instances", "created_at", "updated_at"]
+        extra_kwargs = {"name": {"validators": [slug_validator]}, "replicas": {"min_value": 0, "max_value": 64}}
+
+    def get_ready(self, deployment: Deployment) -> int:
+        return sum(1 for i in deployment.instances.all() if i.state == "ready")
+
+
+class ScaleSerializer(serializers.Serializer):
+    replicas = serializers.IntegerField(min_value=0, max_value=64)

@@ -140,6 +140,7 @@ def parse_facts(facts: Any) -> tuple[dict, list[dict]]:
         raise ValueError("interval_s must be between 0.1 and 60")
     fields = {
         "hostname": _text(host.get("hostname"), 255), "os": _text(host.get("os"), 255),
+        "address": _text(host.get("address"), 255) or "127.0.0.1",
         "cpu_model": _text(host.get("cpu_model"), 255), "cpu_cores": _count(host.get("cpu_cores"), 100000),
         "ram_bytes": _count(host.get("ram_bytes")), "driver_version": _text(gpu.get("driver_version"), 64),
         "cuda_version": _text(gpu.get("cuda_version"), 32), "nvml_error": _text(gpu.get("nvml_error"), 255),

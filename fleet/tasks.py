@@ -45,3 +45,18 @@ def checksum_model_task(artifact_id: int) -> None:
     from fleet import registry
 
     registry.compute_checksums(artifact_id)
+
+
+@shared_task(name="fleet.reconcile")
+def reconcile_task(deployment_ids: list[int] | None = None) -> dict:
+    from fleet import reconciler
+
+    result = reconciler.reconcile(deployment_ids)
+    return {"started": result.started, "stopped": result.stopped, "lost": result.lost}
+
+
+@shared_task(name="fleet.instance_report")
+def instance_report_task(*, node_id: Any, secret: Any, report: Any) -> None:
+    from fleet import deploy
+
+    deploy.instance_report(node_id=node_id, secret=secret, report=report)

@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="node name: lower-case letters, digits, hyphens")
     parser.add_argument("--interval", type=float, default=float(os.environ.get("FLEET_TELEMETRY_INTERVAL_S", 1.0)),
                         help="seconds between telemetry samples (default 1)")
+    parser.add_argument("--address", default=os.environ.get("FLEET_AGENT_ADDRESS", "127.0.0.1"),
+                        help="the address vLLM listens on and the console's gateway reaches (default 127.0.0.1)")
     parser.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats (default 5)")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="where the agent keeps its identity (default $FLEET_AGENT_STATE_DIR or ~/.fleet-agent/<name>)")
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     state_dir = args.state_dir or Path(os.environ.get("FLEET_AGENT_STATE_DIR") or Path.home() / ".fleet-agent" / args.name)
     agent = Agent(name=args.name, redis_url=redis_url, state_dir=state_dir, interval_s=args.interval,
-                  heartbeat_s=args.heartbeat)
+                  heartbeat_s=args.heartbeat, address=args.address)
     try:
         agent.join(os.environ.get("FLEET_JOIN_TOKEN") or None)
     except AgentError as exc:

@@ -19,6 +19,7 @@ from channels_redis.core import RedisChannelLayer
 from console.config import CHANNEL_PREFIX, channel_layer_hosts
 from console.live import Publisher
 from fleet import telemetry
+from fleet.agent.instances import InstanceSupervisor
 from fleet.agent.probe import GpuProbe, HostProbe, load_nvml
 
 log = logging.getLogger("fleet.agent")
@@ -55,8 +56,9 @@ def layer_publisher(redis_url: str) -> Publisher:
 class Agent:
     def __init__(self, *, name: str, redis_url: str, state_dir: Path, interval_s: float = 1.0,
                  heartbeat_s: float = 5.0, nvml: Any = "auto", app: Celery | None = None,
-                 publisher: Publisher | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.name, self.redis_url, self.state_dir = name, redis_url, Path(state_dir)
+                 publisher: Publisher | None = None, clock: Callable[[], float] = time.time,
+                 address: str = "127.0.0.1") -> None:
+        self.name, self.redis_url, self.state_dir, self.address = name, redis_url, Path(state_dir), address
         self.interval_s, self.heartbeat_s = interval_s, heartbeat_s
         self.app = app or make_app(redis_url)
         self.gpus = GpuProbe(load_nvml() if nvml == "auto" else nvml)
@@ -68,6 +70,9 @@ class Agent:
         self.last_message: dict | None = None
         self._last_heartbeat = 0.0
         self.clock = clock  # wall-clock time of samples (tests step it across minute boundaries)
+        self.instances = InstanceSupervisor(
+            self.state_dir, report=lambda payload: self._send("fleet.instance_report", report=payload),
+            publish=lambda topic, payload: self.publisher.publish(topic, payload))
         self.started = clock()
 
     # --- joining -----------------------------------------------------------------------------
@@ -76,7 +81,7 @@ class Agent:
         return self.state_dir / "agent.json"
 
     def facts(self) -> dict:
-        return {"host": self.host.discover(), "gpu": self.gpus.discover(), "agent_version": AGENT_VERSION,
+        return {"host": self.host.discover() | {"address": self.address}, "gpu": self.gpus.discover(), "agent_version": AGENT_VERSION,
                 "interval_s": self.interval_s}
 
     def _ask_console(self, wait_s: float, **kwargs: Any) -> dict:
@@ -134,7 +139,8 @@ class Agent:
         readings, errors = self.gpus.sample()
         self.seq += 1
         return {"v": telemetry.VERSION, "node": self.identity.node_id, "name": self.name, "ts": self.clock(),
-                "seq": self.seq, "host": self.host.sample(), "gpus": readings, "errors": errors, "instances": []}
+                "seq": self.seq, "host": self.host.sample(), "gpus": readings, "errors": errors,
+                "instances": self.instances.metrics()}
 
     def tick(self) -> dict:
         """One telemetry tick: sample, publish live, fold into the minute, heartbeat when due."""
@@ -179,9 +185,13 @@ class Agent:
 
     # --- serving the node queue ------------------------------------------------------------------
     def serve(self) -> None:
-        """Telemetry in a thread; the Celery worker for queue node.<name> in this one (blocks)."""
+        """Telemetry and the instance watch in threads; the Celery worker for queue node.<name> in
+        this one (blocks). vLLM processes are left running when the agent stops: the next agent
+        adopts them."""
         stop = threading.Event()
+        self.instances.adopt()
         threading.Thread(target=self.run_telemetry, args=(stop,), name="telemetry", daemon=True).start()
+        threading.Thread(target=self.instances.run, args=(stop,), name="instances", daemon=True).start()
         agent = self
 
         @self.app.task(name="agent.ping", ignore_result=False)
@@ -189,6 +199,23 @@ class Agent:
             return {"name": agent.name, "node_id": agent.identity.node_id if agent.identity else None,
                     "uptime_s": round(agent.clock() - agent.started, 1), "gpus": len(agent.gpus.handles),
                     "version": AGENT_VERSION}
+
+        @self.app.task(name="agent.start_instance")
+        def start_instance(spec: dict) -> None:
+            try:
+                agent.instances.start(spec)
+            except Exception as exc:  # e.g. the runtime is missing: the console shows why
+                log.exception("could not start instance %s", spec.get("id"))
+                agent._send("fleet.instance_report", report={"instance": spec.get("id"), "state": "failed",
+                                                             "cause": "Could not start", "remedy": str(exc)[:400]})
+
+        @self.app.task(name="agent.stop_instance")
+        def stop_instance(instance_id: int) -> None:
+            agent.instances.stop(instance_id)
+
+        @self.app.task(name="agent.instances", ignore_result=False)
+        def instances() -> list[dict]:
+            return agent.instances.describe()
 
         try:
             self.app.worker_main(["worker", "-Q", f"node.{self.name}", "-n", f"agent@{self.name}", "--pool=solo",

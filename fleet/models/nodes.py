@@ -62,6 +62,7 @@ class Node(models.Model):
     agent_digest = models.CharField(max_length=64)  # SHA-256 of the agent's own secret
     agent_version = models.CharField(max_length=32, blank=True)
     hostname = models.CharField(max_length=255, blank=True)
+    address = models.CharField(max_length=255, default="127.0.0.1", help_text="Where the console reaches its vLLM instances.")
     os = models.CharField(max_length=255, blank=True)
     cpu_model = models.CharField(max_length=255, blank=True)
     cpu_cores = models.PositiveIntegerField(default=0)

@@ -95,7 +95,8 @@ def process_env(django_db_setup, django_db_blocker) -> Iterator[dict[str, str]]:
     with django_db_blocker.unblock():
         # Short liveness window (the worker runs beat): a silent node goes Offline in ~3 s.
         yield os.environ | {"DATABASE_URL": test_database_url(), "FLEET_MODE": "local",
-                            "FLEET_NODE_OFFLINE_AFTER_S": "3", "FLEET_LIVENESS_CHECK_S": "1"}
+                            "FLEET_NODE_OFFLINE_AFTER_S": "3", "FLEET_LIVENESS_CHECK_S": "1",
+                            "FLEET_RECONCILE_S": "2", "FLEET_STOP_GRACE_S": "5"}
         _wait_for_other_sessions_to_leave()
 
 

