@@ -11,6 +11,7 @@ NAV: list[tuple[str, str, tuple[str, ...]]] = [
     ("Home", "home", (Role.ADMIN, Role.DEPT_USER, Role.AUDITOR, Role.NONE)),
     ("Nodes", "nodes", (Role.ADMIN,)),
     ("Models", "models", (Role.ADMIN,)),
+    ("Deployments", "deployments", (Role.ADMIN,)),
     ("People", "people", (Role.ADMIN,)),
     ("Audit trail", "audit-trail", (Role.ADMIN, Role.AUDITOR)),
     ("API tokens", "tokens", (Role.ADMIN, Role.DEPT_USER, Role.AUDITOR)),

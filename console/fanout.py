@@ -13,7 +13,8 @@ import logging
 import weakref
 from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers
 
 from console import topics
 from console.live import MESSAGE_TYPE
@@ -30,7 +31,9 @@ class Sink(Protocol):
 
 class Hub:
     def __init__(self) -> None:
-        self.layer = get_channel_layer()
+        # A layer instance of its own: channels_redis keeps receive() state (lock, counters) per
+        # instance and per event loop, and a hub lives in one loop (tests run one loop per test).
+        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         self.channel: str | None = None
         self.subscribers: dict[str, set[Sink]] = {}
         self.pending: dict[str, list[Any]] = {}

@@ -12,7 +12,7 @@ from console import api as console_api
 from console import views
 from fleet import api as fleet_api
 from fleet import metrics as fleet_metrics
-from fleet import model_views
+from fleet import deployment_views, model_views
 from fleet import views as fleet_views
 
 router = DefaultRouter(trailing_slash=True)
@@ -51,11 +51,16 @@ urlpatterns = [
     path("nodes/<int:pk>/cordon/", fleet_views.node_cordon, {"cordon": True}, name="node-cordon"),
     path("nodes/<int:pk>/uncordon/", fleet_views.node_cordon, {"cordon": False}, name="node-uncordon"),
     path("nodes/<int:pk>/remove/", fleet_views.node_remove, name="node-remove"),
+    path("nodes/<int:pk>/drain/", fleet_views.node_drain, name="node-drain"),
     path("models/", model_views.model_list, name="models"),
     path("models/fit/", model_views.fit, name="fit"),
     path("models/<int:pk>/", model_views.model_detail, name="model-detail"),
     path("models/<int:pk>/checksum/", model_views.model_checksum, name="model-checksum"),
     path("models/<int:pk>/unregister/", model_views.model_unregister, name="model-unregister"),
+    path("deployments/", deployment_views.deployment_list, name="deployments"),
+    path("deployments/check/", deployment_views.deployment_check, name="deployment-check"),
+    path("deployments/<int:pk>/", deployment_views.deployment_detail, name="deployment-detail"),
+    path("deployments/<int:pk>/<str:action>/", deployment_views.deployment_action, name="deployment-action"),
     path("metrics", fleet_metrics.metrics, name="metrics"),
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),

@@ -70,6 +70,13 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
         node = _service_call(services.set_cordon, request.user, self.get_object(), False)
         return Response(NodeDetailSerializer(node).data)
 
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["post"])
+    def drain(self, request: Request, pk: str | None = None) -> Response:
+        """Cordon the node and move its instances to other nodes."""
+        moved = deploy.drain_node(request.user, self.get_object())
+        return Response({"detail": f"Drained; {moved} deployment(s) moving.", "moving": moved})
+
     @extend_schema(parameters=[OpenApiParameter("range", str, enum=[*queries.RANGES])], responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get"])
     def rollups(self, request: Request, pk: str | None = None) -> Response:

@@ -136,6 +136,27 @@ def delete(actor: Any, deployment: Deployment) -> None:
         d.delete()
 
 
+def drain_node(actor: Any, node: Any) -> int:
+    """Cordon the node and move its instances elsewhere: each is stopped here and the reconciler
+    places its replica again (the cordon keeps it off this node). Returns how many move."""
+    from fleet.models import Node
+    from fleet.services import set_cordon
+
+    if not Node.objects.filter(pk=node.pk, cordoned=True).exists():
+        set_cordon(actor, node, True)
+    moved = set()
+    with transaction.atomic():
+        for inst in Instance.objects.select_for_update().filter(node=node, state__in=InstanceState.LIVE):
+            inst.set_state(InstanceState.STOPPING)
+            inst.save(update_fields=["state", "updated_at"])
+            reconciler.send(node, "agent.stop_instance", instance_id=inst.pk)
+            moved.add(inst.deployment_id)
+        audit.record(actor, "node.drain", node, after={"instances": len(moved)})
+        for deployment_id in moved:
+            _after_commit_reconcile(deployment_id)
+    return len(moved)
+
+
 # --- what agents report -------------------------------------------------------------------------
 REPORT_ACTIONS = {InstanceState.READY: "instance.ready", InstanceState.CRASHED: "instance.crash",
                   InstanceState.FAILED: "instance.failed", InstanceState.STOPPED: "instance.stopped"}

@@ -59,6 +59,17 @@ def node_cordon(request: HttpRequest, pk: int, cordon: bool) -> HttpResponse:
 
 
 @role_required(Role.ADMIN)
+@require_POST
+def node_drain(request: HttpRequest, pk: int) -> HttpResponse:
+    from fleet import deploy
+
+    node = get_object_or_404(Node, pk=pk)
+    moved = deploy.drain_node(request.user, node)
+    messages.success(request, f"{node.name} drained: cordoned, {moved} instance(s) moving to other nodes.")
+    return redirect("node-detail", pk=node.pk)
+
+
+@role_required(Role.ADMIN)
 @require_http_methods(["GET", "POST"])
 def node_remove(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks for confirmation; POST removes."""

@@ -14,6 +14,9 @@ UI_PAGES = [
     ("/account/tokens/", WITH_ROLE),
     ("/nodes/", {"admin"}),
     ("/nodes/join/", {"admin"}),
+    ("/models/", {"admin"}),
+    ("/models/fit/", {"admin"}),
+    ("/deployments/", {"admin"}),
     ("/admin/", {"admin"}),
     ("/admin/access/user/", {"admin"}),
 ]
@@ -26,6 +29,8 @@ API_ENDPOINTS = [
     ("/api/audit/verify/", {"admin", "auditor"}),
     ("/api/nodes/", {"admin"}),
     ("/api/join-tokens/", {"admin"}),
+    ("/api/models/", {"admin"}),
+    ("/api/deployments/", {"admin"}),
     ("/api/schema/", WITH_ROLE),
     ("/api/docs/", WITH_ROLE),  # Swagger UI: HTML, so its refusals are HTML too
 ]
