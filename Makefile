@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) runtime
 	$(PY) -m console.launch run
 
 # vLLM's own environment, outside the checkout (~/.cache/fleet-console/runtimes): a few minutes

@@ -114,7 +114,7 @@ def plan(spec: Spec, fleet: list[NodeView]) -> Placement:
             elif needed > node.ram_free:
                 rejected[node.name] = f"needs {needed / GIB:.1f} GiB of free RAM, has {node.ram_free / GIB:.1f} GiB"
             else:
-                free[node.id] = [-1]
+                free[node.id] = [-1] * min(64, node.ram_free // needed)  # one slot per instance its RAM holds
             continue
         usable, reasons = [], []
         for gpu in node.gpus:
@@ -158,8 +158,8 @@ def plan(spec: Spec, fleet: list[NodeView]) -> Placement:
     elif not fleet:
         message = "No nodes in the fleet yet."
     else:
-        message = (f"Placed {len(replicas)} of {spec.replicas} replicas: not enough nodes can take a "
-                   f"{spec.tp}-GPU stage; see the reason for each node.")
+        message = (f"Placed {len(replicas)} of {spec.replicas} replicas: not enough room for "
+                   f"{spec.tp} × {spec.pp} device{'s' if spec.tp * spec.pp > 1 else ''} per replica; see the reason for each node.")
     shown = {f"{size / GIB:.1f} GiB GPU": e for size, e in estimates.items()}
     if cpu_estimate is not None:
         shown["CPU node"] = cpu_estimate

@@ -1,0 +1,196 @@
+"""Deployments without vLLM: the option schema, the argv, failure diagnosis, the reconciler's
+decisions and the pages. Real vLLM runs in tests/e2e/test_deployments.py."""
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from audit.models import AuditEvent
+from fleet import demo, deploy, reconciler, registry, vllm_options
+from fleet.choices import DesiredState, InstanceState, NodeState
+from fleet.diagnosis import diagnose
+from fleet.models import Deployment, Instance, Node
+from fleet.services import ServiceError
+
+
+def test_the_argv_is_a_list_built_from_the_typed_options(settings):
+    settings.FLEET_VLLM_EXTRA_OPTIONS = ["enforce-eager", "swap-space"]
+    options = vllm_options.validate({"max_model_len": 1024, "dtype": "bfloat16", "enable_prefix_caching": True,
+                                     "extra": {"enforce-eager": True, "swap-space": 4}})
+    argv = vllm_options.argv("/rt/bin/python", "/models/demo", "demo; rm -rf /", "127.0.0.1", 20001, options)
+    assert argv[:3] == ["/rt/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--served-model-name") + 1] == "demo; rm -rf /"  # one argument, no shell
+    assert argv[argv.index("--max-model-len") + 1] == "1024" and "--enable-prefix-caching" in argv
+    assert "--enforce-eager" in argv and argv[argv.index("--swap-space") + 1] == "4"
+    assert "--tensor-parallel-size" not in argv  # defaults are left to vLLM
+    env = vllm_options.environment(options, [2, 3])
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3" and env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize("given,field", [
+    ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+    ({"max_model_len": "long"}, "max_model_len"),
+    ({"tensor_parallel_size": True}, "tensor_parallel_size"),
+    ({"dtype": "int4"}, "dtype"),
+    ({"swap_space": 4}, "swap_space"),
+    ({"extra": {"trust-remote-code": True}}, "extra"),
+    ({"extra": {"enforce-eager": [1]}}, "extra"),
+    ({"runtime": "tgi==1"}, "runtime"),
+    ("not an object", "options"),
+])
+def test_bad_options_are_refused_with_the_field(settings, given, field):
+    settings.FLEET_VLLM_EXTRA_OPTIONS = ["enforce-eager"]
+    with pytest.raises(vllm_options.OptionError) as refused:
+        vllm_options.validate(given)
+    assert refused.value.field == field and refused.value.message
+
+
+@pytest.mark.parametrize("log,cause,permanent", [
+    ("ValueError: To serve at least one request with the model's max seq len (4194304), (2.0 GiB KV cache is needed, "
+     "which is larger than the available KV cache memory (1.0 GiB).", "KV cache too small for max_model_len", True),
+    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "GPU out of memory", True),
+    ("RuntimeError: The NVIDIA driver on your system is too old (found version 11040)", "CUDA/driver mismatch", True),
+    ("OSError: [Errno 98] Address already in use", "Port in use", False),
+    ("safetensors_rust.SafetensorError: Error while deserializing header: HeaderTooLarge", "Model files missing or corrupt", True),
+    ("ValueError: The quantization method awq is not supported for the current device", "Quantization unsupported on this device", True),
+    ("RuntimeError: NCCL error in: ../torch/csrc/distributed, unhandled system error", "NCCL error", False),
+])
+def test_failures_are_named_with_a_remedy(log, cause, permanent):
+    found = diagnose(1, "INFO starting\n" + log + "\n")
+    assert (found.cause, found.permanent) == (cause, permanent) and found.remedy
+
+
+def test_an_unknown_crash_is_retried_and_says_how_it_ended():
+    assert diagnose(-9, "INFO fine\n").cause == "Killed by signal 9"
+    found = diagnose(1, "Traceback\nKeyError: boom\nRuntimeError: it broke\n")
+    assert found.cause == "Exited with status 1: RuntimeError: it broke" and not found.permanent
+
+
+# --- the reconciler (no agent listens: its commands wait in the node's queue) ------------------
+@pytest.fixture
+def setup(people, tmp_path, settings):
+    settings.FLEET_MODEL_ROOTS = [str(tmp_path)]
+    demo.build(tmp_path / "demo")
+    model = registry.register(people["admin"], path=str(tmp_path / "demo"), name="demo", checksum_now=True)
+    node = Node.objects.create(name="cpu-a", kind="cpu", agent_digest="x", ram_bytes=64 * 2 ** 30,
+                               state=NodeState.ONLINE)
+    return {"admin": people["admin"], "model": model, "node": node}
+
+
+def _deploy(setup, **kw) -> Deployment:
+    return deploy.create(setup["admin"], name=kw.pop("name", "demo-chat"), model=setup["model"],
+                         options=kw.pop("options", {"max_model_len": 1024}), **kw)
+
+
+def test_the_reconciler_places_missing_replicas_once(setup, django_capture_on_commit_callbacks):
+    d = _deploy(setup, replicas=2)
+    first = reconciler.reconcile([d.pk])
+    assert len(first.started) == 2
+    ports = sorted(Instance.objects.filter(deployment=d).values_list("port", flat=True))
+    assert len(set(ports)) == 2 and all(i.node_id == setup["node"].pk for i in Instance.objects.all())
+    assert reconciler.reconcile([d.pk]).started == []  # idempotent: nothing more to do
+    assert AuditEvent.objects.filter(action="instance.place").count() == 2
+
+
+def test_scaling_down_and_stopping_stop_what_nobody_wants(setup):
+    d = _deploy(setup, replicas=2)
+    reconciler.reconcile([d.pk])
+    deploy.scale(setup["admin"], d, 1)
+    assert len(reconciler.reconcile([d.pk]).stopped) == 1
+    deploy.stop(setup["admin"], d)
+    assert len(reconciler.reconcile([d.pk]).stopped) == 1
+    assert not Instance.objects.filter(state__in=InstanceState.LIVE).exists()
+    assert Deployment.objects.get(pk=d.pk).desired_state == DesiredState.STOPPED
+
+
+def test_a_failed_replica_waits_for_the_admin_and_restart_replaces_it(setup):
+    d = _deploy(setup)
+    reconciler.reconcile([d.pk])
+    Instance.objects.update(state=InstanceState.FAILED, cause="KV cache too small for max_model_len")
+    assert reconciler.reconcile([d.pk]).started == []
+    deploy.restart(setup["admin"], d)
+    assert len(reconciler.reconcile([d.pk]).started) == 1
+
+
+def test_an_instance_on_a_long_gone_node_is_replaced_elsewhere(setup, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    d = _deploy(setup)
+    reconciler.reconcile([d.pk])
+    other = Node.objects.create(name="cpu-b", kind="cpu", agent_digest="y", ram_bytes=64 * 2 ** 30)
+    Node.objects.filter(pk=setup["node"].pk).update(state=NodeState.OFFLINE,
+                                                     last_heartbeat=timezone.now() - timedelta(seconds=120))
+    result = reconciler.reconcile([d.pk])
+    assert len(result.lost) == 1 and len(result.started) == 1
+    assert Instance.objects.get(pk=result.started[0]).node == other
+
+
+def test_drain_moves_instances_off_a_node(setup):
+    d = _deploy(setup)
+    reconciler.reconcile([d.pk])
+    other = Node.objects.create(name="cpu-b", kind="cpu", agent_digest="y", ram_bytes=64 * 2 ** 30)
+    assert deploy.drain_node(setup["admin"], setup["node"]) == 1
+    result = reconciler.reconcile([d.pk])
+    assert Instance.objects.get(pk=result.started[0]).node == other
+    assert Node.objects.get(pk=setup["node"].pk).cordoned
+
+
+def test_agent_reports_move_instances_through_their_states_and_are_audited(setup):
+    d = _deploy(setup)
+    (pk,) = reconciler.reconcile([d.pk]).started
+    node = setup["node"]
+    Node.objects.filter(pk=node.pk).update(agent_digest=__import__("fleet.services", fromlist=["digest"]).digest("s" * 40))
+    report = lambda **r: deploy.instance_report(node_id=node.pk, secret="s" * 40, report={"instance": pk, **r})  # noqa: E731
+    report(state="starting", pid=123)
+    report(state="ready", pid=123)
+    report(state="crashed", exit_code=-9, cause="Killed by signal 9", remedy="r", restarts=0)
+    report(state="starting", pid=124, restarts=1)
+    inst = Instance.objects.get(pk=pk)
+    assert (inst.state, inst.pid, inst.restarts) == ("starting", 124, 1)
+    actions = list(AuditEvent.objects.filter(target_id=str(pk), action__startswith="instance.")
+                   .order_by("seq").values_list("action", flat=True))
+    assert actions == ["instance.place", "instance.ready", "instance.crash", "instance.restart"]
+    assert deploy.instance_report(node_id=node.pk, secret="wrong" * 8, report={"instance": pk, "state": "ready"}) is None
+    assert deploy.instance_report(node_id=node.pk, secret="s" * 40, report={"instance": pk, "state": "bogus"}) is None
+
+
+def test_bad_deployments_are_refused_before_anything_is_written(setup):
+    for kw, field in [({"options": {"tensor_parallel_size": 3}}, "options"), ({"replicas": 99}, "replicas"),
+                      ({"name": "Bad Name"}, "name"), ({"options": {"max_model_len": 999_999}}, "max_model_len")]:
+        with pytest.raises(ServiceError) as refused:
+            _deploy(setup, **kw)
+        assert refused.value.field == field, kw
+    assert not Deployment.objects.exists() and not Instance.objects.exists()
+
+
+def test_the_deployments_pages(client_for, setup):
+    client = client_for("admin")
+    d = _deploy(setup)
+    reconciler.reconcile([d.pk])
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get("/deployments/").status_code == 200
+        return len(ctx.captured_queries)
+
+    few = count()
+    for i in range(5):
+        reconciler.reconcile([_deploy(setup, name=f"more-{i}").pk])
+    assert count() == few
+    detail = client.get(f"/deployments/{d.pk}/").content.decode()
+    assert "demo-chat" in detail and "instance.place" in detail
+    verdict = client.get("/deployments/check/", {"name": "x", "model": setup["model"].pk, "replicas": 1,
+                                                 "max_model_len": 1024, "dtype": "bfloat16", "gpu_memory_utilization": 0.9,
+                                                 "max_num_seqs": 8, "tensor_parallel_size": 1, "pipeline_parallel_size": 1,
+                                                 "kv_cache_dtype": "auto", "cpu_kv_space_gib": 1, "strategy": "binpack"})
+    assert "Will fit" in verdict.content.decode()
+    assert client.post(f"/deployments/{d.pk}/scale/", {"replicas": "many"}).status_code == 302
+    assert Deployment.objects.get(pk=d.pk).replicas == 1
+    assert client.post(f"/deployments/{d.pk}/explode/").status_code == 404
+    assert client.post(f"/deployments/{d.pk}/delete/", {"confirm_name": "nope"}).status_code == 302
+    assert Deployment.objects.filter(pk=d.pk).exists()
+    assert client.post(f"/deployments/{d.pk}/delete/", {"confirm_name": "demo-chat"}).status_code == 302
+    assert not Deployment.objects.filter(pk=d.pk).exists()
