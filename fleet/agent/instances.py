@@ -117,7 +117,12 @@ class InstanceSupervisor:
             if current is not None and not current.stop_requested and (current.pid is None or self._alive(current)):
                 return  # already ours: a repeated command changes nothing
             engine, _, version = spec["options"]["runtime"].partition("==")
-            python = str(runtimes.python(engine, version))
+            try:
+                python = str(runtimes.python(engine, version))
+            except runtimes.RuntimeMissing:  # install it first (minutes), then start
+                self.report({"instance": spec["id"], "state": "starting", "cause": f"installing {engine} {version}"})
+                threading.Thread(target=self._install_then_start, args=(engine, version, spec), daemon=True).start()
+                return
             self.log_dir.mkdir(parents=True, exist_ok=True)
             m = Managed(id=spec["id"], served=spec["served"], host=spec["host"], port=spec["port"],
                         argv=vllm_options.argv(python, spec["model_path"], spec["served"], spec["host"], spec["port"],
@@ -126,6 +131,16 @@ class InstanceSupervisor:
                         log_path=str(self.log_dir / f"instance-{spec['id']}.log"))
             self.managed[m.id] = m
             self._spawn(m)
+
+    def _install_then_start(self, engine: str, version: str, spec: dict) -> None:
+        topic = f"instance.{spec['id']}.log"
+        try:
+            runtimes.ensure(engine, version, log=lambda line: self.publish(topic, {"lines": [line]}))
+        except Exception as exc:
+            self.report({"instance": spec["id"], "state": "failed", "cause": "Runtime could not be installed",
+                         "remedy": f"{exc}"[:400] + " — check FLEET_PIP_INDEX_URL or FLEET_WHEEL_DIR on the node."})
+            return
+        self.start(spec)
 
     def stop(self, instance_id: int) -> None:
         with self.lock:

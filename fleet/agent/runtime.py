@@ -18,7 +18,7 @@ from channels_redis.core import RedisChannelLayer
 
 from console.config import CHANNEL_PREFIX, channel_layer_hosts
 from console.live import Publisher
-from fleet import telemetry
+from fleet import runtimes, telemetry
 from fleet.agent.instances import InstanceSupervisor
 from fleet.agent.probe import GpuProbe, HostProbe, load_nvml
 
@@ -81,7 +81,8 @@ class Agent:
         return self.state_dir / "agent.json"
 
     def facts(self) -> dict:
-        return {"host": self.host.discover() | {"address": self.address}, "gpu": self.gpus.discover(), "agent_version": AGENT_VERSION,
+        return {"host": self.host.discover() | {"address": self.address}, "gpu": self.gpus.discover(),
+                "runtimes": runtimes.installed(), "agent_version": AGENT_VERSION,
                 "interval_s": self.interval_s}
 
     def _ask_console(self, wait_s: float, **kwargs: Any) -> dict:
@@ -183,6 +184,21 @@ class Agent:
                 next_at = time.monotonic()
             stop.wait(max(0.0, next_at - time.monotonic()))
 
+    # --- runtime environments --------------------------------------------------------------------
+    def install_runtime(self, engine: str, version: str) -> None:
+        """Install a vLLM environment on this node, its pip output streamed to node.<id>.runtime."""
+        assert self.identity is not None
+        topic, key = f"node.{self.identity.node_id}.runtime", f"{engine}=={version}"
+        say = lambda line: self.publisher.publish(topic, {"runtime": key, "line": line})  # noqa: E731
+        self._send("fleet.runtime_report", runtime=key, state="installing")
+        try:
+            runtimes.ensure(engine, version, log=say)
+        except Exception as exc:
+            say(f"failed: {exc}")
+            self._send("fleet.runtime_report", runtime=key, state="failed", detail=str(exc)[:300])
+            return
+        self._send("fleet.runtime_report", runtime=key, state="ready")
+
     # --- serving the node queue ------------------------------------------------------------------
     def serve(self) -> None:
         """Telemetry and the instance watch in threads; the Celery worker for queue node.<name> in
@@ -208,6 +224,10 @@ class Agent:
                 log.exception("could not start instance %s", spec.get("id"))
                 agent._send("fleet.instance_report", report={"instance": spec.get("id"), "state": "failed",
                                                              "cause": "Could not start", "remedy": str(exc)[:400]})
+
+        @self.app.task(name="agent.ensure_runtime")
+        def ensure_runtime(engine: str, version: str) -> None:
+            threading.Thread(target=agent.install_runtime, args=(engine, version), daemon=True).start()
 
         @self.app.task(name="agent.stop_instance")
         def stop_instance(instance_id: int) -> None:

@@ -74,6 +74,7 @@ class Node(models.Model):
     registered_at = models.DateTimeField(default=timezone.now)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     last_sample = models.JSONField(default=dict, blank=True)
+    runtimes = models.JSONField(default=dict, blank=True)  # "engine==version" → {"state", "at"}
 
     class Meta:
         ordering = ["name"]

@@ -58,6 +58,8 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(transactional_db, ce
         node = _wait(lambda: Node.objects.filter(name="e2e-node").first(), 60, "the node to register")
         assert node.kind == NodeKind.CPU and node.state == NodeState.ONLINE  # no NVML here: a CPU node
         assert node.cpu_cores > 0 and node.ram_bytes > 0 and node.nvml_error
+        from fleet import runtimes
+        assert set(node.runtimes) == set(runtimes.installed())  # reported at join
 
         frame, age = _first_telemetry(admin, node.pk)
         assert frame["type"] == "event" and frame["topic"] == f"telemetry.node.{node.pk}"
