@@ -71,6 +71,11 @@ def create(actor: Any, *, name: str, model: Any, replicas: int = 1, options: Any
     if replicas and not planned.ok:
         reasons = "; ".join(f"{node}: {why}" for node, why in list(planned.rejected.items())[:5])
         raise ServiceError(f"{planned.message} {reasons}".strip(), "options")
+    if any(len({stage.node_id for stage in stages}) > 1 for stages in planned.replicas):
+        raise ServiceError("These pipeline stages would span several nodes; running one replica across nodes "
+                           "(vLLM over a Ray cluster) is not supported yet. Use a node with "
+                           f"{clean['tensor_parallel_size'] * clean['pipeline_parallel_size']} GPUs, or a smaller "
+                           "pipeline parallel size.", "pipeline_parallel_size")
     try:
         with transaction.atomic():
             deployment = Deployment.objects.create(name=name, model=model, replicas=replicas, options=clean,

@@ -115,13 +115,16 @@ def reconcile(deployment_ids: list[int] | None = None) -> Pass:
                 result.unplaced[deployment.name] = note
                 continue
             for replica, stages in zip(missing, planned.replicas):
-                stage = stages[0]  # pipeline stages across nodes start from the first (multi-node PP: later)
-                node = nodes[stage.node_id]
-                inst = Instance.objects.create(deployment=deployment, replica=replica, node=node, gpus=stage.gpus,
+                if len({stage.node_id for stage in stages}) > 1:  # deploy.check refuses these up front
+                    result.unplaced[deployment.name] = "pipeline stages on several nodes"
+                    continue
+                node = nodes[stages[0].node_id]
+                gpus = [g for stage in stages for g in stage.gpus]  # every stage's GPUs: vLLM splits them
+                inst = Instance.objects.create(deployment=deployment, replica=replica, node=node, gpus=gpus,
                                                port=_free_port(node.pk, taken), address=node.address)
-                busy_gpus.setdefault(node.pk, set()).update(stage.gpus)
+                busy_gpus.setdefault(node.pk, set()).update(gpus)
                 ram_used[node.pk] = ram_used.get(node.pk, 0) + deployment.options["cpu_kv_space_gib"] * GIB
-                audit.record(None, "instance.place", inst, after={"node": node.name, "gpus": stage.gpus, "port": inst.port})
+                audit.record(None, "instance.place", inst, after={"node": node.name, "gpus": gpus, "port": inst.port})
                 start_command(inst, deployment, node)
                 result.started.append(inst.pk)
             Deployment.objects.filter(pk=deployment.pk).update(placement_note="")

@@ -216,3 +216,25 @@ def test_runtimes_install_on_a_node_with_a_clear_refusal_for_bad_input(client_fo
     assert runtimes.pip_source() == ["--index-url", "https://mirror.internal/simple"]
     monkeypatch.setenv("FLEET_WHEEL_DIR", "/srv/wheels")
     assert runtimes.pip_source() == ["--no-index", "--find-links", "/srv/wheels"]
+
+
+def test_pipeline_stages_stay_on_one_node_or_are_refused(people, tmp_path, settings):
+    from fleet.models import GPU
+
+    settings.FLEET_MODEL_ROOTS = [str(tmp_path)]
+    demo.build(tmp_path / "demo")
+    model = registry.register(people["admin"], path=str(tmp_path / "demo"), name="demo", checksum_now=True)
+    big = Node.objects.create(name="gpu-a", kind="gpu", agent_digest="x", state=NodeState.ONLINE)
+    GPU.objects.bulk_create([GPU(node=big, index=i, memory_total=80 * 2 ** 30) for i in range(4)])
+    d = deploy.create(people["admin"], name="pp", model=model,
+                      options={"tensor_parallel_size": 2, "pipeline_parallel_size": 2, "max_model_len": 1024})
+    (pk,) = reconciler.reconcile([d.pk]).started
+    assert sorted(Instance.objects.get(pk=pk).gpus) == [0, 1, 2, 3]  # both stages' GPUs, pinned together
+    small = Node.objects.create(name="gpu-b", kind="gpu", agent_digest="y", state=NodeState.ONLINE)
+    GPU.objects.bulk_create([GPU(node=small, index=i, memory_total=80 * 2 ** 30) for i in range(2)])
+    Node.objects.filter(pk=big.pk).update(cordoned=True)
+    other = Node.objects.create(name="gpu-c", kind="gpu", agent_digest="z", state=NodeState.ONLINE)
+    GPU.objects.bulk_create([GPU(node=other, index=i, memory_total=80 * 2 ** 30) for i in range(2)])
+    with pytest.raises(ServiceError, match="span several nodes"):
+        deploy.create(people["admin"], name="pp2", model=model,
+                      options={"tensor_parallel_size": 2, "pipeline_parallel_size": 2, "max_model_len": 1024})
