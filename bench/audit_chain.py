@@ -8,8 +8,6 @@ Ends with one JSON line: record_p50_ms, record_p99_ms, concurrent_records_per_s,
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import threading
@@ -17,6 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import servers  # noqa: E402
 
 
 def main(quick: bool) -> dict:
@@ -73,15 +73,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a run under 60 s")
     args = parser.parse_args()
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
-    os.environ.setdefault("FLEET_MODE", "local")
-    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-        from console import embedded
-        from console.config import data_dir
-
-        with embedded.services(data_dir(), log=lambda *_: None) as extra:
-            os.environ.update(extra)
-            figures = main(args.quick)
-    else:
-        figures = main(args.quick)
-    print(json.dumps(figures))
+    servers.run(lambda: main(args.quick))

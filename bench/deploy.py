@@ -14,7 +14,6 @@ Ends with one JSON line: overhead_s, crash_detect_s, reconcile_1000_s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench import servers  # noqa: E402
 
 
 def _wait(condition, timeout: float, every: float = 0.02):
@@ -157,16 +158,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a run under 60 s (one vLLM start)")
     args = parser.parse_args()
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
-    os.environ.setdefault("FLEET_MODE", "local")
-    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-        from console import embedded
-        from console.config import data_dir
-
-        with embedded.services(data_dir(), log=lambda *_: None) as extra:
-            extra["REDIS_URL"] = extra["REDIS_URL"].rsplit("/", 1)[0] + "/2"
-            os.environ.update(extra)
-            figures = main(args.quick)
-    else:
-        figures = main(args.quick)
-    print(json.dumps(figures))
+    servers.run(lambda: main(args.quick), redis_db=2)

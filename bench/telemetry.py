@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import servers  # noqa: E402
+
 
 def _agents(n: int, gpus: int, redis_url: str, publisher=None) -> list:
     from fleet.agent.runtime import Agent, Identity
@@ -199,16 +201,4 @@ if __name__ == "__main__":
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--clients", type=int, default=200)
     args = parser.parse_args()
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
-    os.environ.setdefault("FLEET_MODE", "local")
-    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-        from console import embedded
-        from console.config import data_dir
-
-        with embedded.services(data_dir(), log=lambda *_: None) as extra:
-            extra["REDIS_URL"] = extra["REDIS_URL"].rsplit("/", 1)[0] + "/2"  # off the run command's database
-            os.environ.update(extra)
-            figures = main(args)
-    else:
-        figures = main(args)
-    print(json.dumps(figures))
+    servers.run(lambda: main(args), redis_db=2)
