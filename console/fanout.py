@@ -38,7 +38,6 @@ class Hub:
         self.subscribers: dict[str, set[Sink]] = {}
         self.pending: dict[str, list[Any]] = {}
         self.dropped = 0  # malformed messages
-        self.delivered = 0
         self._ready = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         self._reader: asyncio.Task | None = None
@@ -143,7 +142,6 @@ class Hub:
     def _send(self, topic: str, frame: str) -> None:
         for sink in tuple(self.subscribers.get(topic, ())):
             sink.push(frame)
-        self.delivered += 1
 
 
 def _encode(value: Any) -> str:

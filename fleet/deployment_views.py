@@ -39,7 +39,6 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
                 return redirect("deployment-detail", pk=deployment.pk)
     deployments = (Deployment.objects.select_related("model").order_by("name")
                    .annotate(ready=Count("instances", filter=Q(instances__state=InstanceState.READY)),
-                             live=Count("instances", filter=Q(instances__state__in=InstanceState.LIVE)),
                              failed=Count("instances", filter=Q(instances__state=InstanceState.FAILED))))
     q = request.GET.get("q", "").strip()
     if q:
@@ -77,8 +76,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     history = (AuditEvent.objects.filter(Q(target_type="fleet.deployment", target_id=str(pk)) |
                                          Q(target_type="fleet.instance", target_id__in=ids)).order_by("-seq")[:50])
     template = "fleet/_instances.html" if request.headers.get("HX-Request") else "fleet/deployment_detail.html"
-    return render(request, template, {"deployment": deployment, "instances": instances, "history": history,
-                                      "live": [i for i in instances if i.state in InstanceState.LIVE]})
+    return render(request, template, {"deployment": deployment, "instances": instances, "history": history})
 
 
 @role_required(Role.ADMIN)
