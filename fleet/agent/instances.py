@@ -52,6 +52,7 @@ class Managed:
     next_start: float | None = None
     stop_deadline: float | None = None
     log_offset: int = 0
+    attempt_offset: int = 0  # where this start's output begins in the log: diagnosis reads all of it
     last_probe: float = 0.0
 
 
@@ -158,6 +159,7 @@ class InstanceSupervisor:
 
     def _spawn(self, m: Managed) -> None:
         fd = os.open(m.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        m.attempt_offset = os.fstat(fd).st_size
         try:
             proc = subprocess.Popen(m.argv, env=os.environ | m.env, stdout=fd, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
@@ -219,16 +221,22 @@ class InstanceSupervisor:
             self._save()
             self.report({"instance": m.id, "state": "ready", "pid": m.pid, "restarts": m.restarts})
 
-    def _tail(self, m: Managed, size: int = 32768) -> str:
+    def _tail(self, m: Managed, limit: int = 4 * 1024 * 1024) -> str:
+        """This start's whole output (up to the last 4 MiB): the root cause may sit far above the
+        tracebacks of the processes that died after it."""
         try:
             with open(m.log_path, "rb") as f:
-                f.seek(max(0, os.path.getsize(m.log_path) - size))
+                size = os.path.getsize(m.log_path)
+                start = m.attempt_offset if m.attempt_offset <= size else 0
+                f.seek(max(start, size - limit))
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
 
     def _crashed(self, m: Managed, exit_code: int | None) -> None:
         found = diagnose(exit_code, self._tail(m))
+        if m.pid:  # the API server is gone; its engine core and workers (same group) must go too
+            self._signal(m, signal.SIGKILL)
         now = time.monotonic()
         m.crashes = [t for t in m.crashes if now - t < CRASH_WINDOW_S] + [now]
         m.pid = None
@@ -245,6 +253,7 @@ class InstanceSupervisor:
         self.report(report)
 
     def _forget(self, m: Managed, state: str) -> None:
+        self._signal(m, signal.SIGKILL)  # whatever of its process group outlived it
         self.children.pop(m.id, None)
         del self.managed[m.id]
         self._save()
