@@ -184,11 +184,24 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, every: 
 
 
 def vllm_processes(model_path: str) -> list[psutil.Process]:
+    """vLLM API servers serving ``model_path`` (one per instance)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
         if "vllm.entrypoints.openai.api_server" in cmd and model_path in cmd:
             found.append(proc)
+    return found
+
+
+def vllm_helpers(groups: set[int]) -> list[psutil.Process]:
+    """vLLM's engine cores and workers (they rename themselves "VLLM::...") left in these process groups."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if " ".join(proc.info["cmdline"] or []).startswith("VLLM::") and os.getpgid(proc.pid) in groups:
+                found.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            pass
     return found
 
 

@@ -13,7 +13,7 @@ from audit.models import AuditEvent
 from fleet import demo, registry
 from fleet.choices import InstanceState
 from fleet.models import Deployment, Instance
-from tests.e2e.conftest import VLLM_START_S, chat, start_agent, stop_agent, vllm_processes, wait_for
+from tests.e2e.conftest import VLLM_START_S, chat, start_agent, stop_agent, vllm_helpers, vllm_processes, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 def _ready(deployment_id: int, n: int = 1) -> list[Instance]:
@@ -66,9 +66,11 @@ def test_deploy_serve_crash_adopt_scale_and_stop(fleet_with_agent):
     ready = _ready(pk, 2)
     assert len({i.port for i in ready}) == 2 and len(vllm_processes(model.path)) == 2
 
-    # 5. Scale to 0: no vLLM process left.
+    # 5. Scale to 0: no vLLM process left, engine cores and workers included (the killed one's too).
+    groups = {first_pid} | {i.pid for i in ready}
     assert client.post(f"/api/deployments/{pk}/scale/", {"replicas": 0}, content_type="application/json").status_code == 200
     wait_for(lambda: not vllm_processes(model.path), 60, "every vLLM process to exit")
+    wait_for(lambda: not vllm_helpers(groups), 30, "vLLM's engine cores and workers to exit")
     wait_for(lambda: not Instance.objects.filter(deployment_id=pk, state__in=InstanceState.LIVE | {InstanceState.STOPPING}).exists(),
              30, "instances to be Stopped")
 
