@@ -48,3 +48,23 @@ track(
     actor=_actor,
 )
 track(Department, prefix="department", fields=["name", "slug", "description"], actor=_actor)
+
+
+def _routes_changed(sender: Any, **kwargs: Any) -> None:
+    # Every gateway process reloads its route table (instances turned Ready, moved or stopped).
+    from access.gateway import bus
+
+    bus.publish_on_commit("routes")
+
+
+def _connect_route_signals() -> None:
+    from django.db.models.signals import post_delete, post_save
+
+    from fleet.models import Deployment, Instance
+
+    for model in (Deployment, Instance):
+        post_save.connect(_routes_changed, sender=model, dispatch_uid=f"gateway-routes-save-{model.__name__}")
+        post_delete.connect(_routes_changed, sender=model, dispatch_uid=f"gateway-routes-del-{model.__name__}")
+
+
+_connect_route_signals()

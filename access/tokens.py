@@ -1,12 +1,24 @@
-"""Personal API tokens: ``fct_<prefix>_<secret>``; the prefix finds the row, SHA-256 proves it."""
+"""Secrets people hold: ``<kind>_<prefix>_<secret><checksum>``.
+
+- kind: ``fct`` personal API token, ``flk`` gateway key; recognisable in logs and by secret scanners.
+- prefix: 12 hex digits, stored in clear and indexed, to find the row.
+- secret: 32 base62 characters (190 bits); only SHA-256 of the whole string is stored.
+- checksum: CRC32 of everything before it, 6 base62 characters, so a scanner (or the gateway,
+  before any lookup) can tell a real key from a typo or a random string offline.
+"""
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+import string
+import zlib
 from dataclasses import dataclass
 
-TOKEN_KIND = "fct"  # fleet console token; recognisable in logs and by secret scanners
+TOKEN_KIND = "fct"  # personal API token (/api/)
+KEY_KIND = "flk"  # fleet gateway key (/v1/)
+_BASE62 = string.digits + string.ascii_letters
+_SECRET_LEN, _CHECK_LEN, _PREFIX_LEN = 32, 6, 12
 
 
 @dataclass(frozen=True)
@@ -20,17 +32,29 @@ def digest(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def generate() -> NewToken:
-    prefix = secrets.token_hex(6)
-    plaintext = f"{TOKEN_KIND}_{prefix}_{secrets.token_urlsafe(32)}"
+def _checksum(body: str) -> str:
+    n, out = zlib.crc32(body.encode()), []
+    for _ in range(_CHECK_LEN):
+        n, r = divmod(n, 62)
+        out.append(_BASE62[r])
+    return "".join(reversed(out))
+
+
+def generate(kind: str = TOKEN_KIND) -> NewToken:
+    prefix = secrets.token_hex(_PREFIX_LEN // 2)
+    body = f"{kind}_{prefix}_{''.join(secrets.choice(_BASE62) for _ in range(_SECRET_LEN))}"
+    plaintext = body + _checksum(body)
     return NewToken(plaintext, prefix, digest(plaintext))
 
 
-def parse_prefix(plaintext: str) -> str | None:
+def parse_prefix(plaintext: str, kind: str = TOKEN_KIND) -> str | None:
+    """The prefix of a well-formed secret of this kind with a valid checksum, else None."""
     parts = plaintext.split("_", 2)
-    if len(parts) != 3 or parts[0] != TOKEN_KIND or len(parts[1]) != 12:
+    if (len(parts) != 3 or parts[0] != kind or len(parts[1]) != _PREFIX_LEN
+            or len(parts[2]) != _SECRET_LEN + _CHECK_LEN):
         return None
-    return parts[1]
+    body, check = plaintext[:-_CHECK_LEN], plaintext[-_CHECK_LEN:]
+    return parts[1] if hmac.compare_digest(_checksum(body), check) else None
 
 
 def matches(plaintext: str, stored_digest: str) -> bool:

@@ -20,7 +20,7 @@ from django.utils import timezone
 from audit import context as audit_context
 from audit.models import AuditEvent
 
-__all__ = ["record", "verify", "VerifyResult", "canonical_json", "event_hash", "GENESIS"]
+__all__ = ["record", "record_many", "verify", "VerifyResult", "canonical_json", "event_hash", "GENESIS"]
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
@@ -64,6 +64,8 @@ def _describe_actor(actor: Any) -> tuple[int | None, str, str, str]:
         return None, "system", "", ""
     if isinstance(actor, str):
         return None, actor[:150], "", ""
+    if isinstance(actor, tuple):  # already described: (id, name, role, department)
+        return actor
     department = getattr(actor, "department", None)
     return actor.pk, actor.get_username(), getattr(actor, "role", ""), department.name if department else ""
 
@@ -106,6 +108,38 @@ def record(actor: Any, action: str, target: Any = None, *, before: Any = None, a
         event.save(force_insert=True)
         transaction.on_commit(lambda: _publish(event))
     return event
+
+
+def record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
+    """Append several events under one lock (the gateway's ledger writes a batch at a time).
+
+    Each item holds ``actor``, ``action``, ``target`` as for ``record`` plus optional ``after``,
+    ``context``, ``created_at``, ``source_ip``, ``request_id`` and ``channel``.
+    """
+    if not items:
+        return []
+    events: list[AuditEvent] = []
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+        last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        for item in items:
+            actor_id, actor_name, actor_role, actor_department = _describe_actor(item["actor"])
+            target_type, target_id, target_repr = _describe_target(item.get("target"))
+            event = AuditEvent(
+                seq=seq, created_at=item.get("created_at") or timezone.now(), actor_id=actor_id,
+                actor_name=actor_name, actor_role=actor_role, actor_department=actor_department,
+                action=item["action"], target_type=target_type, target_id=target_id, target_repr=target_repr,
+                before=None, after=_scrub(item.get("after")), context=_scrub(item.get("context")) or {},
+                source_ip=item.get("source_ip", ""), request_id=item.get("request_id", ""),
+                channel=item.get("channel", ""), prev_hash=prev_hash)
+            event.hash = event_hash(event.as_dict())
+            events.append(event)
+            seq, prev_hash = seq + 1, event.hash
+        AuditEvent.objects.bulk_create(events)
+        transaction.on_commit(lambda: [_publish(e) for e in events])
+    return events
 
 
 def _publish(event: AuditEvent) -> None:

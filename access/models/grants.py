@@ -1,0 +1,122 @@
+"""Who may call which model through the gateway: requests → grants → API keys, with quotas."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models as db  # `models` is a field name below
+from django.utils import timezone
+
+LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "tokens_per_month")
+
+
+class Limits(db.Model):
+    """Quotas; empty means no limit at this level (the tightest of key, grant and department wins)."""
+
+    requests_per_minute = db.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = db.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = db.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_month = db.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def limits(self) -> dict[str, int | None]:
+        return {name: getattr(self, name) for name in LIMIT_FIELDS}
+
+
+class DepartmentQuota(Limits):
+    """What a whole department may use, all its keys together."""
+
+    department = db.OneToOneField("access.Department", on_delete=db.CASCADE, related_name="quota")
+    updated_at = db.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"quota of {self.department}"
+
+
+class Grant(Limits):
+    """A user (or a whole department) may call these models until ``expires_at``."""
+
+    user = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=db.CASCADE,
+                             related_name="grants")
+    department = db.ForeignKey("access.Department", null=True, blank=True, on_delete=db.CASCADE,
+                                   related_name="grants")
+    models = db.ManyToManyField("fleet.ModelArtifact", related_name="grants")
+    expires_at = db.DateTimeField(db_index=True)
+    note = db.CharField(max_length=500, blank=True)
+    created_by = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=db.SET_NULL, related_name="+")
+    created_at = db.DateTimeField(default=timezone.now)
+    revoked_at = db.DateTimeField(null=True, blank=True)
+    expiry_recorded = db.BooleanField(default=False)  # its expiry is in the audit trail (once)
+
+    class Meta:
+        ordering = ["expires_at"]
+        constraints = [db.CheckConstraint(
+            condition=db.Q(user__isnull=False) | db.Q(department__isnull=False), name="grant_has_holder")]
+
+    def __str__(self) -> str:
+        return f"grant #{self.pk} to {self.holder}"
+
+    @property
+    def holder(self) -> str:
+        return self.user.username if self.user_id else f"department {self.department}"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()
+
+    def covers(self, user) -> bool:
+        return self.user_id == user.pk or (self.department_id is not None and self.department_id == user.department_id)
+
+
+class AccessRequest(db.Model):
+    class State(db.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        DENIED = "denied", "Denied"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+
+    requester = db.ForeignKey(settings.AUTH_USER_MODEL, on_delete=db.CASCADE, related_name="access_requests")
+    department = db.ForeignKey("access.Department", on_delete=db.PROTECT, related_name="+")
+    models = db.ManyToManyField("fleet.ModelArtifact", related_name="access_requests")
+    for_department = db.BooleanField(default=False, help_text="Ask for the whole department, not only you.")
+    justification = db.TextField(max_length=2000)
+    duration_days = db.PositiveSmallIntegerField()
+    state = db.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
+    reason = db.CharField(max_length=500, blank=True, help_text="Why it was approved or denied.")
+    decided_by = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=db.SET_NULL,
+                                   related_name="+")
+    decided_at = db.DateTimeField(null=True, blank=True)
+    grant = db.OneToOneField(Grant, null=True, blank=True, on_delete=db.SET_NULL, related_name="request")
+    created_at = db.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"request #{self.pk} by {self.requester}"
+
+
+class ApiKey(Limits):
+    """A gateway key under a grant. Only its SHA-256 is stored; the prefix finds it."""
+
+    grant = db.ForeignKey(Grant, on_delete=db.CASCADE, related_name="keys")
+    user = db.ForeignKey(settings.AUTH_USER_MODEL, on_delete=db.CASCADE, related_name="api_keys")
+    name = db.CharField(max_length=64, validators=[
+        RegexValidator(r"^[\w .:-]+$", "Use letters, digits, spaces and . : - _ only.")])
+    models = db.ManyToManyField("fleet.ModelArtifact", blank=True, related_name="+",
+                                    help_text="Empty: every model of the grant.")
+    prefix = db.CharField(max_length=16, unique=True)
+    digest = db.CharField(max_length=64)
+    created_at = db.DateTimeField(default=timezone.now)
+    expires_at = db.DateTimeField(null=True, blank=True)
+    last_used_at = db.DateTimeField(null=True, blank=True)
+    revoked_at = db.DateTimeField(null=True, blank=True)
+    revoked_by = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=db.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

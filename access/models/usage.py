@@ -1,0 +1,34 @@
+"""The usage ledger: one row per gateway request. No prompt or output text, only its SHA-256."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class UsageRecord(models.Model):
+    created_at = models.DateTimeField(db_index=True)
+    key = models.ForeignKey("access.ApiKey", null=True, on_delete=models.SET_NULL, related_name="usage")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="usage")
+    department = models.ForeignKey("access.Department", null=True, on_delete=models.SET_NULL, related_name="usage")
+    model = models.CharField(max_length=100)  # the served name asked for
+    deployment = models.ForeignKey("fleet.Deployment", null=True, on_delete=models.SET_NULL, related_name="usage")
+    instance_id = models.BigIntegerField(null=True)
+    endpoint = models.CharField(max_length=32)
+    stream = models.BooleanField(default=False)
+    status = models.PositiveSmallIntegerField()
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.FloatField()
+    ttft_ms = models.FloatField(null=True)
+    input_sha256 = models.CharField(max_length=64)
+    request_id = models.CharField(max_length=32)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "created_at"], name="usage_user_time"),
+                   models.Index(fields=["department", "created_at"], name="usage_dept_time"),
+                   models.Index(fields=["model", "created_at"], name="usage_model_time")]
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

