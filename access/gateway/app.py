@@ -269,7 +269,8 @@ class Gateway:
                 except asyncio.CancelledError:
                     pass
             watch.cancel()
-        proxy.result()  # re-raise a GatewayError (no instance) to be answered
+        if not proxy.cancelled():
+            proxy.result()  # re-raise a GatewayError (no instance) to be answered
 
     async def _proxy(self, call: Call, path: str, raw: bytes, wants_usage: bool, send) -> None:
         route = call.route

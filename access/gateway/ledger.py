@@ -98,14 +98,29 @@ class Ledger:
         return len(batch)
 
 
+def _existing(model, ids: set) -> set:
+    ids.discard(None)
+    return set(model.objects.filter(pk__in=ids).values_list("pk", flat=True)) if ids else set()
+
+
 def write(batch: list[Usage]) -> None:
     close_old_connections()
+    from access.models import Department, User
+    from fleet.models import Deployment
+
+    # A key, user, department or deployment deleted since the request keeps its row, without the link.
+    keys = _existing(ApiKey, {u.key_id for u in batch})
+    users = _existing(User, {u.user_id for u in batch})
+    departments = _existing(Department, {u.department_id for u in batch})
+    deployments = _existing(Deployment, {u.deployment_id for u in batch})
     rows, events, last_used = [], [], {}
     for u in batch:
         at = datetime.fromtimestamp(u.at, tz=timezone.utc)
         rows.append(UsageRecord(
-            created_at=at, key_id=u.key_id, user_id=u.user_id, department_id=u.department_id, model=u.model,
-            deployment_id=u.deployment_id, instance_id=u.instance_id, endpoint=u.endpoint, stream=u.stream,
+            created_at=at, key_id=u.key_id if u.key_id in keys else None,
+            user_id=u.user_id if u.user_id in users else None,
+            department_id=u.department_id if u.department_id in departments else None, model=u.model,
+            deployment_id=u.deployment_id if u.deployment_id in deployments else None, instance_id=u.instance_id, endpoint=u.endpoint, stream=u.stream,
             status=u.status, prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
             latency_ms=round(u.latency_ms, 3), ttft_ms=None if u.ttft_ms is None else round(u.ttft_ms, 3),
             input_sha256=u.input_sha256, request_id=u.request_id))
@@ -117,7 +132,8 @@ def write(batch: list[Usage]) -> None:
                         "instance": u.instance_id, "status": u.status, "stream": u.stream,
                         "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                         "latency_ms": round(u.latency_ms, 1), "input_sha256": u.input_sha256}})
-        last_used[u.key_id] = max(at, last_used.get(u.key_id, at))
+        if u.key_id in keys:
+            last_used[u.key_id] = max(at, last_used.get(u.key_id, at))
     with transaction.atomic():
         UsageRecord.objects.bulk_create(rows)
         record_many(events)

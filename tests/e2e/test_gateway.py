@@ -65,9 +65,9 @@ def _post(url: str, key: str, body: bytes | dict, path: str = "/v1/chat/completi
                                  headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, dict(r.headers), json.load(r)
+            return r.status, r.headers, json.load(r)
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), json.load(e)
+        return e.code, e.headers, json.load(e)
 
 
 HELLO = [{"role": "user", "content": "hello"}]
