@@ -23,3 +23,11 @@ def expire_grants() -> int:
         if ran_out:
             bus.publish_on_commit("keys")
     return len(ran_out)
+
+
+@shared_task(name="access.write_usage")
+def write_usage() -> int:
+    """Write the gateway's queued usage rows and their audit events (see access.gateway.ledger)."""
+    from access.gateway import ledger
+
+    return ledger.drain()

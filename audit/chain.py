@@ -45,7 +45,9 @@ def _scrub(value: Any) -> Any:
         }
     if isinstance(value, (list, tuple)):
         return [_scrub(v) for v in value]
-    return json.loads(canonical_json(value)) if value is not None else None
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    return json.loads(canonical_json(value))  # dates, decimals, floats: as they will read back
 
 
 def _describe_target(target: Any) -> tuple[str, str, str]:
@@ -138,8 +140,18 @@ def record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
             events.append(event)
             seq, prev_hash = seq + 1, event.hash
         AuditEvent.objects.bulk_create(events)
-        transaction.on_commit(lambda: [_publish(e) for e in events])
+        transaction.on_commit(lambda: _publish_many(events))
     return events
+
+
+def _publish_many(events: list[AuditEvent]) -> None:
+    from audit.serializers import public_event
+    from console import live
+
+    try:
+        live.publish_many("audit", [public_event(e) for e in events])
+    except Exception:
+        log.exception("could not publish audit events %s..%s", events[0].seq, events[-1].seq)
 
 
 def _publish(event: AuditEvent) -> None:

@@ -108,6 +108,7 @@ class Hub:
                 return
 
     def deliver(self, message: Any) -> None:
+        """One payload (``payload``) or several in order (``payloads``, sent on as one batch frame)."""
         try:
             if not isinstance(message, dict) or message.get("type") != MESSAGE_TYPE:
                 raise ValueError("not a live message")
@@ -116,22 +117,27 @@ class Hub:
             if found is None:
                 raise ValueError(f"unknown topic {topic!r}")
             spec, _match = found
-            payload = message.get("payload")
+            several = "payloads" in message
+            payloads = message["payloads"] if several else [message.get("payload")]
+            if not isinstance(payloads, list):
+                raise ValueError("payloads must be a list")
             if spec.validate is not None:
-                spec.validate(payload)
+                for payload in payloads:
+                    spec.validate(payload)
             if topic not in self.subscribers:
                 return  # the last browser left after the message was sent
             if spec.batch_s <= 0:
-                self._send(topic, _encode({"type": "event", "topic": topic, "data": payload}))
+                self._send(topic, _encode({"type": "batch", "topic": topic, "data": payloads} if several
+                                          else {"type": "event", "topic": topic, "data": payloads[0]}))
                 return
-            _encode(payload)  # refuse what cannot be sent now, not when its batch is flushed
+            _encode(payloads)  # refuse what cannot be sent now, not when its batch is flushed
         except (ValueError, TypeError) as exc:
             self.dropped += 1
             log.warning("live fan-out: dropped a malformed message (%s); %d so far", exc, self.dropped)
             return
         waiting = self.pending.setdefault(topic, [])
-        waiting.append(payload)
-        if len(waiting) == 1:
+        waiting.extend(payloads)
+        if len(waiting) == len(payloads):
             asyncio.get_running_loop().call_later(spec.batch_s, self._flush, topic)
 
     def _flush(self, topic: str) -> None:

@@ -59,6 +59,15 @@ class Publisher:
             for topic in topics:
                 await layer.group_send(topic, message(topic, payload))
 
+    def publish_many(self, topic: str, payloads: list[Any]) -> Future:
+        """Several payloads for one topic in one message (browsers get them as one batch frame)."""
+        return asyncio.run_coroutine_threadsafe(self._send_many(topic, payloads), self._background_loop())
+
+    async def _send_many(self, topic: str, payloads: list[Any]) -> None:
+        assert self._in_order is not None
+        async with self._in_order:
+            await self._layer().group_send(topic, {"type": MESSAGE_TYPE, "topic": topic, "payloads": payloads})
+
     def publish(self, topics: str | tuple[str, ...], payload: Any) -> Future:
         """Queue ``payload`` for one topic or several; returns a future for callers that want to wait."""
         loop = self._background_loop()
@@ -78,3 +87,7 @@ _default = Publisher()
 
 def publish(topics: str | tuple[str, ...], payload: Any) -> Future:
     return _default.publish(topics, payload)
+
+
+def publish_many(topic: str, payloads: list[Any]) -> Future:
+    return _default.publish_many(topic, payloads)

@@ -106,6 +106,7 @@ class Gateway:
             self.routes = await loop.run_in_executor(self._db, routes.load)
             self._routes_at = time.monotonic()
             self._spawn(self._listen())
+            self._spawn(self.quotas.flush_loop())
             self._loop = loop
 
     def _spawn(self, coro) -> None:
@@ -170,10 +171,10 @@ class Gateway:
         finally:
             usage = call.usage()
             if usage is not None:
-                self.ledger.add(usage)
+                self.ledger.add(ledger.encode(usage))
                 used = usage.prompt_tokens + usage.completion_tokens
                 if used:
-                    self._spawn(self.quotas.add_tokens([s for s, _, _ in _scopes(call.entry)], used))
+                    self.quotas.owe([s for s, _, _ in _scopes(call.entry)], used)
 
     async def _authenticate(self, scope: dict) -> keys.KeyEntry:
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)

@@ -1,26 +1,39 @@
-"""The usage ledger, written off the hot path: requests append to a list; a thread writes the rows,
-their audit events and the keys' last-used times in one transaction per batch."""
+"""The usage ledger, written off the hot path and out of the web process.
+
+A request appends its ``Usage`` to a list in memory; every ``FLUSH_EVERY_S`` a thread pushes the
+batch onto a Redis list with one command, and at most every ``TELL_EVERY_S`` asks the Celery worker
+to drain it (``access.write_usage``),
+which writes the rows, their audit events and the keys' last-used times, one transaction per
+batch. The web process so spends no time on SQL or hashing; if the worker is down the rows wait in
+Redis (up to ``MAX_QUEUED``).
+"""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import datetime, timezone
+from functools import lru_cache
 
+import redis
+from django.conf import settings
 from django.db import close_old_connections, transaction
 
 from access.models import ApiKey, UsageRecord
 from audit.chain import record_many
 
 log = logging.getLogger(__name__)
-FLUSH_EVERY_S = 0.25
-MAX_BATCH = 1000
-MAX_BACKLOG = 200_000  # if the database is away this long, drop the oldest rather than run out of memory
+QUEUE = "fleet:usage"
+FLUSH_EVERY_S = 0.05
+TELL_EVERY_S = 0.5  # how often, at most, the worker is asked to drain (a Celery message costs ~1 ms)
+DRAIN_BATCH = 1000
+MAX_QUEUED = 1_000_000  # rows waiting in Redis for the worker; beyond this the oldest are dropped
+MAX_BACKLOG = 200_000  # rows waiting in memory while Redis is away
 
 
-@dataclass
-class Usage:
+class Usage(NamedTuple):  # a tuple: it encodes as a JSON array, fast
     at: float  # epoch seconds
     key_id: int
     key_prefix: str
@@ -45,22 +58,19 @@ class Usage:
 
 
 class Ledger:
-    def __init__(self) -> None:
-        self._pending: list[Usage] = []
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.written = 0
-        self.dropped = 0
+    """Rows arrive already encoded (a JSON array in ``Usage`` field order, made on the event loop a
+    request at a time); the thread only ships them, so it never holds the GIL for long."""
 
-    def add(self, usage: Usage) -> None:
-        with self._lock:
-            self._pending.append(usage)
-            if len(self._pending) > MAX_BACKLOG:
-                del self._pending[: len(self._pending) - MAX_BACKLOG]
-                self.dropped += 1
-            if len(self._pending) >= MAX_BATCH:
-                self._wake.set()
+    def __init__(self) -> None:
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._untold = 0  # rows queued since the worker was last asked to drain
+        self._told_at = 0.0
+        self.queued = 0
+
+    def add(self, row: str) -> None:
+        self._pending.append(row)  # list.append is atomic under the GIL
         if self._thread is None:
             self._start()
 
@@ -72,30 +82,61 @@ class Ledger:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(FLUSH_EVERY_S)
-            self._wake.clear()
+            time.sleep(FLUSH_EVERY_S)
             try:
                 self.flush()
-            except Exception:  # the database is away: keep the rows and try again
-                log.exception("could not write the usage ledger; will retry")
-                close_old_connections()
+            except Exception as exc:  # Redis is away: keep the rows and try again
+                log.error("could not queue the usage ledger (%s); will retry", exc)
                 time.sleep(1)
 
     def flush(self) -> int:
-        with self._lock:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        if not batch:
-            return 0
+        batch, self._pending = self._pending, []
+        if batch:
+            try:
+                push(batch)
+            except Exception:
+                self._pending[:0] = batch[-MAX_BACKLOG:]
+                raise
+            self.queued += len(batch)
+            self._untold += len(batch)
+        if self._untold and time.monotonic() - self._told_at >= TELL_EVERY_S:
+            from console.celery import app
+
+            app.send_task("access.write_usage", queue="console")
+            self._untold, self._told_at = 0, time.monotonic()
+        return len(batch)
+
+
+@lru_cache(maxsize=1)
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+
+
+def encode(usage: Usage) -> str:
+    return json.dumps(usage)
+
+
+def push(rows: list[str]) -> None:
+    pipe = _redis().pipeline(transaction=False)
+    pipe.rpush(QUEUE, *rows)
+    pipe.ltrim(QUEUE, -MAX_QUEUED, -1)
+    pipe.execute()
+
+
+def drain() -> int:
+    """Write every queued row (the worker's task); returns how many."""
+    client, written = _redis(), 0
+    while True:
+        raw = client.lpop(QUEUE, DRAIN_BATCH)
+        if not raw:
+            return written
+        batch = [Usage(*json.loads(item)) for item in raw]
         try:
             write(batch)
         except Exception:
-            with self._lock:
-                self._pending[:0] = batch
+            client.lpush(QUEUE, *reversed(raw))  # back at the front, in order, for the next try
             raise
-        self.written += len(batch)
-        if self._pending:
-            self._wake.set()
-        return len(batch)
+        written += len(batch)
 
 
 def _existing(model, ids: set) -> set:

@@ -7,13 +7,17 @@ set, so a limit set mid-window applies to what was already used.
 """
 from __future__ import annotations
 
+import asyncio
 import calendar
+import logging
 import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+log = logging.getLogger(__name__)
 PREFIX = "fleet:quota"
+TOKENS_EVERY_S = 0.05  # used tokens reach Redis within this; a quota can overshoot by one such window
 
 # KEYS: counters; ARGV: now, then per counter: limit (0 = none), kind (r = requests, t = tokens),
 # ttl, retry-after. Returns 0 when allowed (and the request counters are incremented), else the
@@ -89,6 +93,24 @@ class Quotas:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self._check = client.register_script(_SCRIPT)
+        self._owed: dict[str, int] = {}
+
+    def owe(self, scopes: list[str], tokens: int) -> None:
+        """Count tokens a response used; ``flush_loop`` adds them to Redis every ``TOKENS_EVERY_S``."""
+        for scope in scopes:
+            self._owed[scope] = self._owed.get(scope, 0) + tokens
+
+    async def flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TOKENS_EVERY_S)
+            owed, self._owed = self._owed, {}
+            if owed:
+                try:
+                    await self.add_tokens(owed)
+                except Exception as exc:  # Redis away: count them next time
+                    log.warning("could not add used tokens to the quotas: %s", exc)
+                    for scope, n in owed.items():
+                        self._owed[scope] = self._owed.get(scope, 0) + n
 
     async def check(self, scopes: list[tuple[str, str, dict[str, int]]], now: float | None = None) -> Verdict:
         """``scopes``: (scope id, what to call it in a refusal, limits). Counts the request if allowed."""
@@ -107,12 +129,10 @@ class Quotas:
             return Verdict(False, int(retry), f"Over quota: {labels[which - 1]}. Retry after {retry} s.")
         return Verdict(True)
 
-    async def add_tokens(self, scopes: list[str], tokens: int, now: float | None = None) -> None:
-        if tokens <= 0:
-            return
+    async def add_tokens(self, owed: dict[str, int], now: float | None = None) -> None:
         windows = Windows.at(time.time() if now is None else now)
         pipe = self.redis.pipeline(transaction=False)
-        for scope in scopes:
+        for scope, tokens in owed.items():
             for name, kind, _window, ttl, _retry in windows.counters(scope):
                 if kind == "t":
                     pipe.incrby(name, tokens)

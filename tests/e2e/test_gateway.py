@@ -45,7 +45,7 @@ def _stats(port: int) -> dict:
 
 
 @pytest.fixture
-def gw(transactional_db, live_server_url, mock_backend, people):
+def gw(transactional_db, live_server_url, celery_worker_process, mock_backend, people):
     r = redis.Redis.from_url(settings.REDIS_URL)
     for name in r.scan_iter("fleet:quota:*"):
         r.delete(name)
