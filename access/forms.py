@@ -18,3 +18,86 @@ class TokenForm(forms.Form):
     name = PersonalToken._meta.get_field("name").formfield(help_text="What will use it, e.g. 'nightly export'.")
     expires_in_days = forms.TypedChoiceField(choices=EXPIRY_CHOICES, coerce=int, empty_value=None,
                                              required=False, initial="90", label="Expires after")
+
+
+# --- model access (access.grants) ---------------------------------------------------------------
+
+class LimitsForm(forms.Form):
+    """The four quota fields; empty means no limit at this level."""
+
+    requests_per_minute = forms.IntegerField(min_value=1, required=False, label="Requests / minute")
+    tokens_per_minute = forms.IntegerField(min_value=1, required=False, label="Tokens / minute")
+    tokens_per_day = forms.IntegerField(min_value=1, required=False, label="Tokens / day")
+    tokens_per_month = forms.IntegerField(min_value=1, required=False, label="Tokens / month")
+
+    def limits(self) -> dict:
+        from access.models.grants import LIMIT_FIELDS
+
+        return {name: self.cleaned_data.get(name) for name in LIMIT_FIELDS}
+
+
+def _model_field(**kwargs) -> forms.ModelMultipleChoiceField:
+    from fleet.models import ModelArtifact
+
+    return forms.ModelMultipleChoiceField(queryset=ModelArtifact.objects.order_by("name"), to_field_name="name",
+                                          widget=forms.CheckboxSelectMultiple, **kwargs)
+
+
+class AccessRequestForm(forms.Form):
+    models = _model_field(help_text="The models (or quantized variants) you need.")
+    justification = forms.CharField(min_length=10, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}),
+                                    help_text="What you will use it for; the admins read this.")
+    duration_days = forms.IntegerField(min_value=1, max_value=366, initial=90, label="For how many days")
+    for_department = forms.BooleanField(required=False, label="For my whole department")
+
+
+class ApiKeyForm(LimitsForm):
+    name = forms.CharField(max_length=64, help_text="What will use it, e.g. 'discharge-summaries'.")
+    grant = forms.ModelChoiceField(queryset=None, empty_label=None)
+    expires_in_days = forms.IntegerField(min_value=1, max_value=366, required=False, label="Expires after (days)",
+                                         help_text="Empty: when the grant ends.")
+
+    def __init__(self, *args, grants_qs=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["grant"].queryset = grants_qs
+        self.fields["grant"].label_from_instance = lambda g: (
+            f"#{g.pk}: {', '.join(sorted(m.name for m in g.models.all()))} (until {g.expires_at:%Y-%m-%d})")
+        self.order_fields(["name", "grant", "expires_in_days"])
+
+
+class DecisionForm(LimitsForm):
+    reason = forms.CharField(max_length=500, required=False)
+    duration_days = forms.IntegerField(min_value=1, max_value=366, required=False, label="Days (empty: as asked)")
+
+
+class GrantForm(LimitsForm):
+    user = forms.ModelChoiceField(queryset=None, required=False, help_text="One user…")
+    department = forms.ModelChoiceField(queryset=Department.objects.all(), required=False,
+                                        help_text="…or a whole department.")
+    models = _model_field()
+    duration_days = forms.IntegerField(min_value=1, max_value=366, initial=90, label="Days")
+    note = forms.CharField(max_length=500, required=False)
+
+    def __init__(self, *args, **kwargs) -> None:
+        from access.choices import Role
+        from access.models import User
+
+        super().__init__(*args, **kwargs)
+        self.fields["user"].queryset = User.objects.filter(role=Role.DEPT_USER, is_active=True)
+        self.order_fields(["user", "department", "models", "duration_days", "note"])
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if bool(data.get("user")) == bool(data.get("department")):
+            raise forms.ValidationError("Choose one user or one department.")
+        return data
+
+
+class UsageFilterForm(forms.Form):
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    model = forms.CharField(required=False)
+    scope = forms.ChoiceField(required=False, choices=[("", "Default"), ("mine", "Mine"),
+                                                       ("department", "My department"), ("all", "Whole fleet")])
+    department = forms.CharField(required=False, help_text="Short name")
+    user = forms.CharField(required=False)

@@ -5,6 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from access import api as access_api
+from access import grant_api
+from access import grant_views
 from access import views as access_views
 from audit import api as audit_api
 from audit import views as audit_views
@@ -20,6 +22,9 @@ router.include_root_view = False
 router.register("departments", access_api.DepartmentViewSet, basename="department")
 router.register("users", access_api.UserViewSet, basename="user")
 router.register("tokens", access_api.TokenViewSet, basename="token")
+router.register("access-requests", grant_api.AccessRequestViewSet, basename="api-access-request")
+router.register("grants", grant_api.GrantViewSet, basename="api-grant")
+router.register("api-keys", grant_api.ApiKeyViewSet, basename="api-key")
 router.register("nodes", fleet_api.NodeViewSet, basename="api-node")
 router.register("join-tokens", fleet_api.JoinTokenViewSet, basename="api-join-token")
 router.register("models", fleet_api.ModelViewSet, basename="api-model")
@@ -30,6 +35,10 @@ api_patterns = [
     path("audit/events/", audit_api.events, name="api-audit-events"),
     path("audit/verify/", audit_api.verify_chain, name="api-audit-verify"),
     path("fit/", fleet_api.fit, name="api-fit"),
+    path("catalog/", grant_api.catalog, name="api-catalog"),
+    path("departments/<slug:slug>/quota/", grant_api.department_quota, name="api-department-quota"),
+    path("usage/", grant_api.usage_rows, name="api-usage"),
+    path("usage/summary/", grant_api.usage_summary, name="api-usage-summary"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include(router.urls)),
@@ -44,6 +53,16 @@ urlpatterns = [
     path("account/tokens/", access_views.tokens, name="tokens"),
     path("account/tokens/<int:pk>/revoke/", access_views.revoke_token, name="token-revoke"),
     path("audit/", audit_views.trail, name="audit-trail"),
+    path("access/", grant_views.my_access, name="my-access"),
+    path("access/requests/<int:pk>/withdraw/", grant_views.withdraw, name="access-withdraw"),
+    path("access/keys/<int:pk>/revoke/", grant_views.revoke_key, name="key-revoke"),
+    path("access/queue/", grant_views.queue, name="access-queue"),
+    path("access/queue/<int:pk>/<str:decision>/", grant_views.decide, name="access-decide"),
+    path("access/grants/", grant_views.grant_list, name="grants"),
+    path("access/grants/<int:pk>/revoke/", grant_views.revoke_grant, name="grant-revoke"),
+    path("access/keys/", grant_views.key_list, name="keys"),
+    path("usage/", grant_views.usage_page, name="usage"),
+    path("usage.csv", grant_views.usage_csv, name="usage-csv"),
     path("nodes/", fleet_views.node_list, name="nodes"),
     path("nodes/join/", fleet_views.join, name="node-join"),
     path("nodes/join/<int:pk>/revoke/", fleet_views.join_token_revoke, name="join-token-revoke"),

@@ -12,7 +12,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from access.choices import Role
-from access.models import Department, PersonalToken, User
+from access import grants
+from access.models import AccessRequest, ApiKey, Department, PersonalToken, User
 from audit.models import AuditEvent
 from fleet.models import GPU, Node
 
@@ -41,6 +42,9 @@ def home(request: HttpRequest) -> HttpResponse:
             "department": user.department,
             "colleagues": user.department.members.count() if user.department else 0,
             "tokens": PersonalToken.objects.filter(user=user, revoked_at__isnull=True).count(),
+            "models": sorted({m.name for g in grants.active_grants(user) for m in g.models.all()}),
+            "keys": ApiKey.objects.filter(user=user, revoked_at__isnull=True).count(),
+            "pending": AccessRequest.objects.filter(requester=user, state=AccessRequest.State.PENDING).count(),
         }
         return render(request, "home/dept_user.html", context)
     if user.role == Role.AUDITOR:

@@ -1,0 +1,316 @@
+"""/api/ for model access: the catalog, access requests, grants, gateway keys, quotas and usage."""
+from __future__ import annotations
+
+
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+
+from access import grants, usage
+from access.choices import Role
+from access.models import AccessRequest, ApiKey, Department, Grant, User
+from access.models.grants import LIMIT_FIELDS
+from access.permissions import AnyRole, HasRole
+from access.services import ServiceError
+from fleet.models import ModelArtifact
+
+ADMIN = [IsAuthenticated, HasRole.of(Role.ADMIN)]
+READERS = (Role.ADMIN, Role.AUDITOR)  # who sees everyone's requests, grants, keys and usage
+
+
+def _call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except ServiceError as exc:
+        raise ValidationError({exc.field or "detail": exc.message}) from None
+
+
+class _Models(serializers.SlugRelatedField):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(slug_field="name", queryset=ModelArtifact.objects.all(), many=False, **kwargs)
+
+
+def _limit_fields() -> dict:
+    return {name: serializers.IntegerField(required=False, allow_null=True, min_value=1) for name in LIMIT_FIELDS}
+
+
+class LimitsSerializer(serializers.Serializer):
+    locals().update(_limit_fields())
+
+
+class CatalogSerializer(serializers.ModelSerializer):
+    parent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    served_as = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelArtifact
+        fields = ["id", "name", "parent", "architecture", "parameter_count", "quantization", "license", "served_as"]
+
+    def get_served_as(self, obj: ModelArtifact) -> list[str]:
+        return [d.name for d in obj.deployments.all()]
+
+
+class AccessRequestSerializer(serializers.ModelSerializer):
+    requester = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    department = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    models = serializers.ListField(child=_Models(), allow_empty=False, write_only=True)
+    model_names = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AccessRequest
+        fields = ["id", "requester", "department", "models", "model_names", "for_department", "justification",
+                  "duration_days", "state", "reason", "decided_by", "decided_at", "grant", "created_at"]
+        read_only_fields = ["id", "requester", "department", "state", "reason", "decided_by", "decided_at",
+                            "grant", "created_at"]
+        extra_kwargs = {"duration_days": {"min_value": 1, "max_value": grants.MAX_DURATION_DAYS}}
+
+    def get_model_names(self, obj: AccessRequest) -> list[str]:
+        return sorted(m.name for m in obj.models.all())
+
+
+class DecisionSerializer(LimitsSerializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+    duration_days = serializers.IntegerField(required=False, min_value=1, max_value=grants.MAX_DURATION_DAYS)
+    for_department = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+
+class GrantSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", queryset=User.objects.all(), required=False,
+                                        allow_null=True)
+    department = serializers.SlugRelatedField(slug_field="slug", queryset=Department.objects.all(), required=False,
+                                              allow_null=True)
+    models = serializers.ListField(child=_Models(), allow_empty=False, write_only=True)
+    model_names = serializers.SerializerMethodField()
+    duration_days = serializers.IntegerField(write_only=True, min_value=1, max_value=grants.MAX_DURATION_DAYS)
+    active = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Grant
+        fields = ["id", "user", "department", "models", "model_names", "duration_days", "expires_at", "note",
+                  "created_at", "revoked_at", "active", *LIMIT_FIELDS]
+        read_only_fields = ["id", "expires_at", "created_at", "revoked_at", "active"]
+
+    def get_model_names(self, obj: Grant) -> list[str]:
+        return sorted(m.name for m in obj.models.all())
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    grant = serializers.PrimaryKeyRelatedField(queryset=Grant.objects.all())
+    models = serializers.ListField(child=_Models(), required=False, write_only=True)
+    model_names = serializers.SerializerMethodField()
+    expires_in_days = serializers.IntegerField(write_only=True, required=False, allow_null=True, min_value=1,
+                                               max_value=grants.MAX_DURATION_DAYS)
+
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "user", "grant", "models", "model_names", "prefix", "created_at", "expires_at",
+                  "expires_in_days", "last_used_at", "revoked_at", *LIMIT_FIELDS]
+        read_only_fields = ["id", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
+
+    def get_model_names(self, obj: ApiKey) -> list[str]:
+        return sorted(m.name for m in obj.models.all())
+
+
+class NewApiKeySerializer(ApiKeySerializer):
+    key = serializers.CharField(read_only=True, help_text="Shown once; store it now. Only its hash is kept.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = ApiKeySerializer.Meta.fields + ["key"]
+
+
+@extend_schema(responses=CatalogSerializer(many=True))
+@api_view(["GET"])
+@permission_classes([IsAuthenticated, AnyRole])
+def catalog(request):
+    """Every registered model, and the names it is served under, to ask for access to."""
+    qs = ModelArtifact.objects.select_related("parent").prefetch_related("deployments").order_by("name")
+    q = request.query_params.get("q")
+    return Response(CatalogSerializer(qs.filter(name__icontains=q) if q else qs, many=True).data)
+
+
+class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                           viewsets.GenericViewSet):
+    """Department users ask (POST) and may withdraw; admins approve or deny. ?state= filters."""
+
+    permission_classes = [IsAuthenticated, AnyRole]
+    serializer_class = AccessRequestSerializer
+    queryset = AccessRequest.objects.none()
+
+    def get_queryset(self) -> QuerySet[AccessRequest]:
+        qs = AccessRequest.objects.select_related("requester", "department", "decided_by").prefetch_related("models")
+        if not self.request.user.has_role(*READERS):
+            qs = qs.filter(requester=self.request.user)
+        state = self.request.query_params.get("state")
+        if state:
+            if state not in AccessRequest.State.values:
+                raise ValidationError({"state": f"Unknown state {state!r}; use one of "
+                                                f"{', '.join(AccessRequest.State.values)}."})
+            qs = qs.filter(state=state)
+        return qs
+
+    def perform_create(self, serializer: AccessRequestSerializer) -> None:
+        data = serializer.validated_data
+        serializer.instance = _call(grants.request_access, self.request.user, models=data["models"],
+                                    justification=data["justification"], duration_days=data["duration_days"],
+                                    for_department=data.get("for_department", False))
+
+    def _decide(self, request, approve: bool) -> Response:
+        if not request.user.is_fleet_admin:
+            raise PermissionDenied("Only admins decide access requests.")
+        body = DecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        d = body.validated_data
+        target = self.get_object()
+        if approve:
+            done = _call(grants.approve, request.user, target, reason=d["reason"],
+                         duration_days=d.get("duration_days"), for_department=d.get("for_department"),
+                         limits={k: d.get(k) for k in LIMIT_FIELDS})
+        else:
+            done = _call(grants.deny, request.user, target, reason=d["reason"])
+        return Response(AccessRequestSerializer(done).data)
+
+    @extend_schema(request=DecisionSerializer, responses=AccessRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None) -> Response:
+        return self._decide(request, True)
+
+    @extend_schema(request=DecisionSerializer, responses=AccessRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def deny(self, request, pk=None) -> Response:
+        return self._decide(request, False)
+
+    @extend_schema(request=None, responses=AccessRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def withdraw(self, request, pk=None) -> Response:
+        return Response(AccessRequestSerializer(_call(grants.withdraw, request.user, self.get_object())).data)
+
+
+class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                   viewsets.GenericViewSet):
+    """Grants you hold (yours or your department's); admins and auditors see all.
+    ?expiring=1: those running out within 14 days; ?active=1: only usable ones."""
+
+    permission_classes = [IsAuthenticated, AnyRole]
+    serializer_class = GrantSerializer
+    queryset = Grant.objects.none()
+
+    def get_queryset(self) -> QuerySet[Grant]:
+        user = self.request.user
+        qs = (Grant.objects.select_related("user", "department").prefetch_related("models")
+              if user.has_role(*READERS) else grants.visible_grants(user))
+        params = self.request.query_params
+        if params.get("expiring") in ("1", "true"):
+            qs = qs.filter(pk__in=grants.expiring().values("pk"))
+        if params.get("active") in ("1", "true"):
+            qs = qs.filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
+        return qs
+
+    def perform_create(self, serializer: GrantSerializer) -> None:
+        if not self.request.user.is_fleet_admin:
+            raise PermissionDenied("Only admins grant access directly; department users request it.")
+        d = serializer.validated_data
+        serializer.instance = _call(grants.create_grant, self.request.user, user=d.get("user"),
+                                    department=d.get("department"), models=d["models"],
+                                    duration_days=d["duration_days"], note=d.get("note", ""),
+                                    limits={k: d.get(k) for k in LIMIT_FIELDS})
+
+    @extend_schema(request=None, responses=GrantSerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None) -> Response:
+        if not request.user.is_fleet_admin:
+            raise PermissionDenied("Only admins revoke grants.")
+        return Response(GrantSerializer(_call(grants.revoke_grant, request.user, self.get_object())).data)
+
+
+class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                    mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Gateway keys: yours (admins and auditors: everyone's, ?user= filters). POST returns the key
+    once; DELETE revokes it (the row stays, for the record)."""
+
+    permission_classes = [IsAuthenticated, AnyRole]
+    serializer_class = ApiKeySerializer
+    queryset = ApiKey.objects.none()
+
+    def get_queryset(self) -> QuerySet[ApiKey]:
+        user = self.request.user
+        qs = ApiKey.objects.select_related("user", "grant").prefetch_related("models")
+        if not user.has_role(*READERS):
+            qs = qs.filter(user=user)
+        who = self.request.query_params.get("user")
+        return qs.filter(user__username=who) if who else qs
+
+    @extend_schema(responses={201: NewApiKeySerializer})
+    def create(self, request, *args, **kwargs) -> Response:
+        body = ApiKeySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        d = body.validated_data
+        key, plaintext = _call(grants.create_key, request.user, grant=d["grant"], name=d["name"],
+                               models=d.get("models"), expires_in_days=d.get("expires_in_days"),
+                               limits={k: d.get(k) for k in LIMIT_FIELDS})
+        return Response(NewApiKeySerializer(key).data | {"key": plaintext}, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, *args, **kwargs) -> Response:
+        key = self.get_object()
+        if not request.user.is_fleet_admin and key.user_id != request.user.pk:
+            raise PermissionDenied("You can only revoke your own keys.")
+        _call(grants.revoke_key, request.user, key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema(request=LimitsSerializer, responses=LimitsSerializer)
+@api_view(["GET", "PUT"])
+@permission_classes(ADMIN)
+def department_quota(request, slug: str):
+    """A department's quota: all its members' keys together (empty: no limit)."""
+    department = get_object_or_404(Department, slug=slug)
+    if request.method == "PUT":
+        body = LimitsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        quota = _call(grants.set_department_quota, request.user, department,
+                      {k: body.validated_data.get(k) for k in LIMIT_FIELDS})
+        return Response(quota.limits())
+    quota = getattr(department, "quota", None)
+    return Response(quota.limits() if quota else {k: None for k in LIMIT_FIELDS})
+
+
+@extend_schema(responses=OpenApiTypes.OBJECT)
+@api_view(["GET"])
+@permission_classes([IsAuthenticated, AnyRole])
+def usage_rows(request):
+    """Ledger rows you may see (see access.usage.scope), newest first; ?since=&until= (ISO dates),
+    ?model=, ?department=, ?user=, ?scope=mine|department|all; ?export=csv streams them all as CSV."""
+    try:
+        qs, _label = usage.filtered(request.user, request.query_params)
+    except ServiceError as exc:
+        raise ValidationError({exc.field or "detail": exc.message}) from None
+    if request.query_params.get("export") == "csv":
+        response = StreamingHttpResponse(usage.csv_lines(qs), content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="usage.csv"'
+        return response
+    from rest_framework.pagination import PageNumberPagination
+
+    paginator = PageNumberPagination()
+    page = paginator.paginate_queryset(qs.select_related("user", "department"), request)
+    return paginator.get_paginated_response([usage.row_dict(r) for r in page])
+
+
+@extend_schema(responses=OpenApiTypes.OBJECT)
+@api_view(["GET"])
+@permission_classes([IsAuthenticated, AnyRole])
+def usage_summary(request):
+    """Totals by day, department, model and user for the same filters as /api/usage/."""
+    try:
+        qs, label = usage.filtered(request.user, request.query_params)
+    except ServiceError as exc:
+        raise ValidationError({exc.field or "detail": exc.message}) from None
+    return Response(usage.summary(qs) | {"scope": label})

@@ -1,0 +1,219 @@
+"""UI for model access: a department user's own page, the admins' request queue, grants, keys, usage."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+
+from access import grants, usage
+from access.choices import Role
+from access.forms import AccessRequestForm, ApiKeyForm, DecisionForm, GrantForm, UsageFilterForm
+from access.models import AccessRequest, ApiKey, Grant
+from access.permissions import ANY_ROLE, role_required
+from access.services import ServiceError
+
+PAGE_SIZE = 25
+READERS = (Role.ADMIN, Role.AUDITOR)
+
+
+@role_required(Role.DEPT_USER)
+@require_http_methods(["GET", "POST"])
+def my_access(request: HttpRequest) -> HttpResponse:
+    """Grants, requests and keys of the signed-in department user; POST ?form=request|key."""
+    user, which, created, status = request.user, request.GET.get("form"), None, 200
+    active = grants.active_grants(user)
+    request_form = AccessRequestForm(request.POST if which == "request" else None)
+    key_form = ApiKeyForm(request.POST if which == "key" else None, grants_qs=active)
+    if request.method == "POST":
+        status = 400
+        try:
+            if which == "request" and request_form.is_valid():
+                d = request_form.cleaned_data
+                grants.request_access(user, models=list(d["models"]), justification=d["justification"],
+                                      duration_days=d["duration_days"], for_department=d["for_department"])
+                messages.success(request, "Request sent; you will see the decision here.")
+                return redirect("my-access")
+            if which == "key" and key_form.is_valid():
+                d = key_form.cleaned_data
+                key, plaintext = grants.create_key(user, grant=d["grant"], name=d["name"],
+                                                   expires_in_days=d["expires_in_days"], limits=key_form.limits())
+                created, status, key_form = {"key": key, "plaintext": plaintext}, 201, ApiKeyForm(grants_qs=active)
+        except ServiceError as exc:
+            (request_form if which == "request" else key_form).add_error(
+                exc.field if exc.field in ("models", "justification", "duration_days", "name", "grant") else None,
+                exc.message)
+    requests_ = AccessRequest.objects.filter(requester=user).select_related("decided_by").prefetch_related("models")
+    return render(request, "access/mine.html", {
+        "grants": grants.visible_grants(user).order_by("-expires_at")[:50], "request_form": request_form,
+        "key_form": key_form, "requests": requests_[:50], "created": created,
+        "keys": ApiKey.objects.filter(user=user).select_related("grant").prefetch_related("models")[:100],
+        "now": timezone.now(),
+    }, status=status)
+
+
+@role_required(Role.DEPT_USER)
+@require_POST
+def withdraw(request: HttpRequest, pk: int) -> HttpResponse:
+    target = get_object_or_404(AccessRequest, pk=pk, requester=request.user)
+    try:
+        grants.withdraw(request.user, target)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Request #{pk} withdrawn.")
+    return redirect("my-access")
+
+
+@role_required(Role.DEPT_USER, Role.ADMIN)
+@require_POST
+def revoke_key(request: HttpRequest, pk: int) -> HttpResponse:
+    qs = ApiKey.objects.all() if request.user.is_fleet_admin else ApiKey.objects.filter(user=request.user)
+    key = get_object_or_404(qs, pk=pk)
+    try:
+        grants.revoke_key(request.user, key)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Key “{key.name}” revoked; calls with it are refused from now on.")
+    return redirect(request.POST.get("next") if request.POST.get("next") in ("/access/keys/",) else "my-access")
+
+
+@role_required(Role.ADMIN)
+def queue(request: HttpRequest) -> HttpResponse:
+    """Pending requests first (live), then the decided ones; ?state= filters the history."""
+    state = request.GET.get("state", "")
+    qs = AccessRequest.objects.select_related("requester", "department", "decided_by").prefetch_related("models")
+    pending = qs.filter(state=AccessRequest.State.PENDING).order_by("created_at")
+    history = qs.exclude(state=AccessRequest.State.PENDING)
+    if state in AccessRequest.State.values:
+        history = history.filter(state=state)
+    page = Paginator(history, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "access/queue.html", {"pending": pending, "page": page, "state": state,
+                                                 "states": AccessRequest.State.choices, "form": DecisionForm()})
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
+    target = get_object_or_404(AccessRequest, pk=pk)
+    form = DecisionForm(request.POST)
+    if decision not in ("approve", "deny") or not form.is_valid():
+        errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()) or "Unknown decision."
+        messages.error(request, f"Request #{pk} not decided: {errors}")
+        return redirect("access-queue")
+    d = form.cleaned_data
+    try:
+        if decision == "approve":
+            grants.approve(request.user, target, reason=d["reason"], duration_days=d["duration_days"],
+                           limits=form.limits())
+        else:
+            grants.deny(request.user, target, reason=d["reason"])
+    except ServiceError as exc:
+        messages.error(request, f"Request #{pk} not decided: {exc.message}")
+    else:
+        done = {"approve": "approved", "deny": "denied"}[decision]
+        messages.success(request, f"Request #{pk} by {target.requester} {done}.")
+    return redirect("access-queue")
+
+
+@role_required(*READERS)
+@require_http_methods(["GET", "POST"])
+def grant_list(request: HttpRequest) -> HttpResponse:
+    """All grants; ?show=active|expiring|ended; ?q= searches holders and models. Admins grant directly."""
+    form = GrantForm(request.POST or None) if request.user.is_fleet_admin else None
+    status = 200
+    if request.method == "POST":
+        if form is None:
+            return HttpResponse("Only admins grant access.", status=403)
+        if form.is_valid():
+            d = form.cleaned_data
+            try:
+                grant = grants.create_grant(request.user, user=d["user"], department=d["department"],
+                                            models=list(d["models"]), duration_days=d["duration_days"],
+                                            limits=form.limits(), note=d["note"])
+            except ServiceError as exc:
+                form.add_error(None, exc.message)
+            else:
+                messages.success(request, f"Granted: {grant}.")
+                return redirect("grants")
+        status = 400
+    show, q, now = request.GET.get("show", "active"), request.GET.get("q", "").strip(), timezone.now()
+    qs = Grant.objects.select_related("user", "department").prefetch_related("models").order_by("expires_at")
+    if show == "active":
+        qs = qs.filter(revoked_at__isnull=True, expires_at__gt=now)
+    elif show == "expiring":
+        qs = qs.filter(pk__in=grants.expiring().values("pk"))
+    elif show == "ended":
+        qs = qs.filter(Q(revoked_at__isnull=False) | Q(expires_at__lte=now)).order_by("-expires_at")
+    if q:
+        qs = qs.filter(Q(user__username__icontains=q) | Q(department__name__icontains=q) |
+                       Q(models__name__icontains=q)).distinct()
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "access/grants.html", {
+        "page": page, "show": show, "q": q, "form": form, "now": now,
+        "expiring_count": grants.expiring().count()}, status=status)
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def revoke_grant(request: HttpRequest, pk: int) -> HttpResponse:
+    grant = get_object_or_404(Grant, pk=pk)
+    try:
+        grants.revoke_grant(request.user, grant)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Grant #{pk} revoked; its keys are refused from now on.")
+    return redirect("grants")
+
+
+@role_required(*READERS)
+def key_list(request: HttpRequest) -> HttpResponse:
+    """Every gateway key (metadata only); ?q= user or key name/prefix, ?show=active|revoked."""
+    q, show = request.GET.get("q", "").strip(), request.GET.get("show", "active")
+    qs = ApiKey.objects.select_related("user", "grant").prefetch_related("models")
+    if show == "active":
+        qs = qs.filter(revoked_at__isnull=True)
+    elif show == "revoked":
+        qs = qs.filter(revoked_at__isnull=False)
+    if q:
+        qs = qs.filter(Q(user__username__icontains=q) | Q(name__icontains=q) | Q(prefix__startswith=q))
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "access/keys.html", {"page": page, "q": q, "show": show, "now": timezone.now()})
+
+
+def _usage_query(request: HttpRequest):
+    form = UsageFilterForm(request.GET or None)
+    params = {k: v for k, v in request.GET.items() if v and k in UsageFilterForm.base_fields}
+    if form.is_bound and not form.is_valid():
+        raise ServiceError("; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+    qs, label = usage.filtered(request.user, params)
+    return form, qs, label
+
+
+@role_required(*ANY_ROLE)
+def usage_page(request: HttpRequest) -> HttpResponse:
+    try:
+        form, qs, label = _usage_query(request)
+    except ServiceError as exc:
+        return render(request, "access/usage.html", {"form": UsageFilterForm(request.GET), "error": exc.message},
+                      status=400)
+    page = Paginator(qs.select_related("user", "department"), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "access/usage.html", {
+        "form": form, "summary": usage.summary(qs), "label": label, "page": page,
+        "query": request.GET.urlencode(), "wide": request.user.has_role(*READERS)})
+
+
+@role_required(*ANY_ROLE)
+def usage_csv(request: HttpRequest) -> HttpResponse:
+    try:
+        _form, qs, _label = _usage_query(request)
+    except ServiceError as exc:
+        return HttpResponse(exc.message, status=400, content_type="text/plain")
+    response = StreamingHttpResponse(usage.csv_lines(qs), content_type="text/csv")
+    response["Content-Disposition"] = 'attachment; filename="usage.csv"'
+    return response

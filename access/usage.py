@@ -1,0 +1,136 @@
+"""Reading the usage ledger: who may see which rows, filters, totals for charts, CSV export."""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Mapping
+from datetime import datetime, time, timedelta
+from datetime import timezone as dt_timezone
+
+from django.db.models import Avg, Count, QuerySet, Sum
+from django.db.models.functions import TruncDay
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from access.choices import Role
+from access.models import UsageRecord, User
+from access.services import ServiceError
+
+DEFAULT_DAYS = 30
+SCOPES = ("mine", "department", "all")
+CSV_FIELDS = ["created_at", "user", "department", "model", "endpoint", "stream", "status", "prompt_tokens",
+              "completion_tokens", "latency_ms", "ttft_ms", "input_sha256", "request_id", "key_id", "deployment_id",
+              "instance_id"]
+
+
+def _when(value: str, field: str, end: bool) -> datetime:
+    """A date (the whole day: ``until`` includes it) or a date and time; naive means UTC."""
+    problem = f"{field} must be a date (2026-11-27) or a date and time (2026-11-27T09:00:00Z)."
+    try:
+        moment = parse_datetime(value)
+        day = parse_date(value) if moment is None else None
+    except ValueError:
+        raise ServiceError(problem, field) from None
+    if moment is None:
+        if day is None:
+            raise ServiceError(problem, field)
+        moment = datetime.combine(day + timedelta(days=1) if end else day, time.min)
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, dt_timezone.utc)
+    return moment
+
+
+def scope_for(user: User, wanted: str | None) -> str:
+    if wanted and wanted not in SCOPES:
+        raise ServiceError(f"scope must be one of {', '.join(SCOPES)}.", "scope")
+    if user.has_role(Role.ADMIN, Role.AUDITOR):
+        return wanted or "all"
+    if wanted == "all":
+        raise ServiceError("Only admins and auditors see the whole fleet's usage.", "scope")
+    return wanted or "mine"
+
+
+def filtered(user: User, params: Mapping[str, str]) -> tuple[QuerySet[UsageRecord], str]:
+    """Rows this user may see, narrowed by the query's filters; refuses bad filters with the field named."""
+    scope = scope_for(user, params.get("scope"))
+    now = timezone.now()
+    since = _when(params["since"], "since", False) if params.get("since") else now - timedelta(days=DEFAULT_DAYS)
+    until = _when(params["until"], "until", True) if params.get("until") else now + timedelta(minutes=1)
+    if since >= until:
+        raise ServiceError("since must be before until.", "since")
+    qs = UsageRecord.objects.filter(created_at__gte=since, created_at__lt=until)
+    if scope == "mine":
+        qs, label = qs.filter(user=user), f"your usage ({user.username})"
+    elif scope == "department":
+        if user.department_id is None:
+            raise ServiceError("You belong to no department.", "scope")
+        qs, label = qs.filter(department_id=user.department_id), f"department {user.department}"
+    else:
+        label = "the whole fleet"
+        if params.get("department"):
+            qs = qs.filter(department__slug=params["department"])
+        if params.get("user"):
+            qs = qs.filter(user__username=params["user"])
+    if params.get("model"):
+        qs = qs.filter(model=params["model"])
+    return qs.order_by("-created_at"), label
+
+
+def row_dict(r: UsageRecord) -> dict:
+    return {"created_at": r.created_at.isoformat(), "user": r.user.username if r.user_id else None,
+            "department": r.department.slug if r.department_id else None, "model": r.model,
+            "endpoint": r.endpoint, "stream": r.stream, "status": r.status, "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens, "latency_ms": r.latency_ms, "ttft_ms": r.ttft_ms,
+            "input_sha256": r.input_sha256, "request_id": r.request_id, "key_id": r.key_id,
+            "deployment_id": r.deployment_id, "instance_id": r.instance_id}
+
+
+def csv_lines(qs: QuerySet[UsageRecord]) -> Iterator[str]:
+    """The rows as CSV, a line at a time (constant memory however many there are)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def take() -> str:
+        value = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return value
+
+    writer.writerow(CSV_FIELDS)
+    yield take()
+    rows = qs.values_list("created_at", "user__username", "department__slug", "model", "endpoint", "stream",
+                          "status", "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "input_sha256",
+                          "request_id", "key_id", "deployment_id", "instance_id")
+    for row in rows.iterator(chunk_size=2000):
+        writer.writerow([row[0].isoformat(), *row[1:]])
+        yield take()
+
+
+def summary(qs: QuerySet[UsageRecord]) -> dict:
+    """Totals for the charts and tables: by day, department, model and user (a handful of GROUP BYs)."""
+    totals = {"requests": Count("id"), "prompt_tokens": Sum("prompt_tokens"),
+              "completion_tokens": Sum("completion_tokens")}
+    base = qs.order_by()
+
+    def grouped(*fields: str) -> list[dict]:
+        rows = base.values(*fields).annotate(**totals).order_by(*fields)
+        return [r | {"prompt_tokens": r["prompt_tokens"] or 0, "completion_tokens": r["completion_tokens"] or 0}
+                for r in rows]
+
+    overall = base.aggregate(**totals, avg_latency_ms=Avg("latency_ms"), avg_ttft_ms=Avg("ttft_ms"))
+    refused = base.exclude(status=200).count()
+    by_day = [r | {"day": r["day"].date().isoformat()} for r in grouped_day(base, totals)]
+    return {
+        "requests": overall["requests"], "prompt_tokens": overall["prompt_tokens"] or 0,
+        "completion_tokens": overall["completion_tokens"] or 0, "refused": refused,
+        "avg_latency_ms": round(overall["avg_latency_ms"] or 0, 1),
+        "avg_ttft_ms": round(overall["avg_ttft_ms"], 1) if overall["avg_ttft_ms"] is not None else None,
+        "by_day": by_day,
+        "by_department": [r | {"department": r.pop("department__slug")} for r in grouped("department__slug")],
+        "by_model": grouped("model"),
+        "by_user": [r | {"user": r.pop("user__username")} for r in grouped("user__username")],
+    }
+
+
+def grouped_day(base: QuerySet[UsageRecord], totals: dict) -> list[dict]:
+    return list(base.annotate(day=TruncDay("created_at")).values("day").annotate(**totals).order_by("day"))
