@@ -242,3 +242,16 @@ def test_database_holds_no_recoverable_key(gw):
             cursor.execute(f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE %s', [f"%{secret[:16]}%"])
             assert cursor.fetchone()[0] == 0, table
     assert ModelArtifact.objects.exists()
+
+
+def test_streams_are_passed_through_chunk_by_chunk(gw):
+    """With the backend pausing 0.1 s between tokens, the first chunk reaches the client long before
+    the last is written: nothing buffers the stream."""
+    arrivals, started = [], time.monotonic()
+    stream = gw["client"].chat.completions.create(model="chat-a", messages=HELLO, max_tokens=10, stream=True,
+                                                  extra_body={"mock_chunk_delay_s": 0.1})
+    for _chunk in stream:
+        arrivals.append(time.monotonic() - started)
+    assert len(arrivals) == 10
+    assert arrivals[0] < 0.5 and arrivals[-1] > 0.9
+    assert all(b - a > 0.05 for a, b in zip(arrivals, arrivals[1:]))  # one at a time, as produced
