@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from access.models import Department, PersonalToken, User
+from access.models import AccessRequest, ApiKey, Department, Grant, PersonalToken, UsageRecord, User
 
 
 @admin.register(User)
@@ -36,3 +36,45 @@ class PersonalTokenAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:  # revoke instead; the row stays
         return False
+
+
+class ViewOnlyAdmin(admin.ModelAdmin):
+    """Access is changed through the console (its services audit each step and tell the gateways);
+    Django admin only shows it."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AccessRequest)
+class AccessRequestAdmin(ViewOnlyAdmin):
+    list_display = ["pk", "requester", "department", "state", "duration_days", "created_at", "decided_by"]
+    list_filter = ["state", "department"]
+    list_select_related = ["requester", "department", "decided_by"]
+
+
+@admin.register(Grant)
+class GrantAdmin(ViewOnlyAdmin):
+    list_display = ["pk", "user", "department", "expires_at", "revoked_at", "tokens_per_minute", "tokens_per_day"]
+    list_select_related = ["user", "department"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ViewOnlyAdmin):
+    list_display = ["name", "user", "prefix", "grant", "created_at", "expires_at", "last_used_at", "revoked_at"]
+    list_select_related = ["user", "grant"]
+    exclude = ["digest"]
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ViewOnlyAdmin):
+    list_display = ["created_at", "user", "department", "model", "endpoint", "status", "prompt_tokens",
+                    "completion_tokens", "latency_ms"]
+    list_filter = ["model", "status", "endpoint"]
+    list_select_related = ["user", "department"]

@@ -86,14 +86,14 @@ def test_chat_plain_and_streamed_are_metered_and_audited(gw):
     assert with_usage[-1].usage.completion_tokens == 3 and with_usage[-1].choices == []
 
     rows = wait_for(lambda: (lambda r: r if len(r) == 3 else None)(
-        list(UsageRecord.objects.order_by("created_at"))), 5, "three ledger rows")
+        list(UsageRecord.objects.filter(key=gw["key"]).order_by("created_at"))), 5, "three ledger rows")
     assert [(r.stream, r.status, r.completion_tokens) for r in rows] == [(False, 200, 5), (True, 200, 6), (True, 200, 3)]
     assert all(r.prompt_tokens > 0 and r.key_id == gw["key"].pk and r.user_id == gw["user"].pk for r in rows)
     assert rows[1].ttft_ms is not None and rows[0].ttft_ms is None
     canonical = json.dumps(HELLO, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     import hashlib
     assert rows[0].input_sha256 == hashlib.sha256(canonical.encode()).hexdigest()
-    events = list(AuditEvent.objects.filter(action="gateway.request").order_by("seq"))
+    events = list(AuditEvent.objects.filter(action="gateway.request", target_id=str(gw["key"].pk)).order_by("seq"))
     assert len(events) == 3 and events[0].context["input_sha256"] == rows[0].input_sha256
     assert events[0].actor_name == "dept_user" and "hello" not in json.dumps([e.as_dict() for e in events])
     assert gw["plaintext"] not in json.dumps([e.as_dict() for e in AuditEvent.objects.all()])
@@ -205,7 +205,7 @@ def test_client_disconnect_cancels_the_upstream_stream(gw):
     assert resp.status == 200 and resp.read1(100).startswith(b"data: ")
     conn.close()
     wait_for(lambda: _stats(gw["port"])["abandoned"] > before, 3, "the backend to see its reader leave")
-    row = wait_for(lambda: UsageRecord.objects.filter(stream=True).first(), 3, "the ledger row")
+    row = wait_for(lambda: UsageRecord.objects.filter(key=gw["key"], stream=True).first(), 3, "the ledger row")
     assert row.status == 499
 
 
@@ -220,7 +220,7 @@ def test_connect_failure_retries_another_instance(gw):
     time.sleep(0.5)  # the route table reloads on the change
     body = {"model": "chat-a", "messages": HELLO, "max_tokens": 1}
     assert [_post(gw["url"], gw["plaintext"], body)[0] for _ in range(6)] == [200] * 6
-    assert set(UsageRecord.objects.values_list("instance_id", flat=True)) <= {
+    assert set(UsageRecord.objects.filter(key=gw["key"]).values_list("instance_id", flat=True)) <= {
         gw["chat"].instances.get(replica=0).pk, None}
 
 
@@ -234,7 +234,7 @@ def test_database_holds_no_recoverable_key(gw):
 
     secret = gw["plaintext"].split("_", 2)[2]
     gw["client"].chat.completions.create(model="chat-a", messages=HELLO, max_tokens=1)
-    wait_for(lambda: UsageRecord.objects.exists(), 3, "a ledger row")
+    wait_for(lambda: UsageRecord.objects.filter(key=gw["key"]).exists(), 3, "a ledger row")
     with connection.cursor() as cursor:
         cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         tables = [t for (t,) in cursor.fetchall()]

@@ -66,10 +66,10 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len(pieces) >= 2 and "".join(pieces)
     rows = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(
-        list(UsageRecord.objects.filter(status=200).order_by("created_at"))), 10, "two ledger rows")
+        list(UsageRecord.objects.filter(key=key, status=200).order_by("created_at"))), 10, "two ledger rows")
     assert [r.stream for r in rows] == [False, True] and all(r.completion_tokens > 0 for r in rows)
     assert rows[1].ttft_ms is not None and all(r.instance_id for r in rows)
-    events = AuditEvent.objects.filter(action="gateway.request", context__status=200)
+    events = AuditEvent.objects.filter(action="gateway.request", target_id=str(key.pk), context__status=200)
     assert sorted(e.request_id for e in events) == sorted(r.request_id for r in rows)
 
     # 5. The user sees the calls on the usage page.
