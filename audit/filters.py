@@ -18,9 +18,12 @@ class FilterError(ValueError):
 
 
 def _when(name: str, value: str, end_of_day: bool = False) -> datetime:
-    parsed = parse_datetime(value)
+    try:
+        parsed = parse_datetime(value)
+        day = parse_date(value) if parsed is None else None
+    except ValueError:  # well-formed but impossible, e.g. 2026-02-30
+        raise FilterError(f"{name}: {value!r} is not a real date.") from None
     if parsed is None:
-        day = parse_date(value)
         if day is None:
             raise FilterError(f"{name}: use a date like 2026-11-25 or 2026-11-25T14:00, not {value!r}.")
         parsed = datetime.combine(day, datetime.max.time() if end_of_day else datetime.min.time())
@@ -59,10 +62,14 @@ class TrailFilter:
         if self.q:
             qs = qs.filter(Q(actor_name__icontains=self.q) | Q(action__icontains=self.q) |
                            Q(target_repr__icontains=self.q) | Q(request_id=self.q))
-        if self.since:
-            qs = qs.filter(created_at__gte=_when("since", self.since))
-        if self.until:
-            qs = qs.filter(created_at__lte=_when("until", self.until, end_of_day=True))
+        since = _when("since", self.since) if self.since else None
+        until = _when("until", self.until, end_of_day=True) if self.until else None
+        if since and until and since > until:
+            raise FilterError("since must not be after until.")
+        if since:
+            qs = qs.filter(created_at__gte=since)
+        if until:
+            qs = qs.filter(created_at__lte=until)
         if self.before:
             if not self.before.isdigit():
                 raise FilterError(f"before: give an event number, not {self.before!r}.")

@@ -53,3 +53,44 @@ class AuditEvent(models.Model):
             "channel": self.channel,
             "prev_hash": self.prev_hash,
         }
+
+
+class VerifyRun(models.Model):
+    """One walk of the chain. An incremental run starts after the last intact run's head (checked
+    to be unchanged) instead of the genesis, so the daily run only reads what is new."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    full = models.BooleanField(default=False)
+    requested_by = models.CharField(max_length=150, default="schedule")
+    from_seq = models.BigIntegerField(default=0)
+    checked = models.BigIntegerField(default=0)
+    intact_up_to = models.BigIntegerField(default=0)
+    head_hash = models.CharField(max_length=64)
+    ok = models.BooleanField()
+    broken_seq = models.BigIntegerField(null=True, blank=True)
+    problem = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"intact up to event {self.intact_up_to}"
+        return f"broken at event {self.broken_seq}: {self.problem} (intact up to event {self.intact_up_to})"
+
+
+class ArchiveSegment(models.Model):
+    """Events moved out of the table into a signed file. The last one's (seq, hash) is the anchor
+    the remaining chain is verified from."""
+
+    first_seq = models.BigIntegerField()
+    last_seq = models.BigIntegerField(unique=True)
+    last_hash = models.CharField(max_length=64)
+    events = models.BigIntegerField()
+    path = models.CharField(max_length=1024)
+    manifest_sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-last_seq"]

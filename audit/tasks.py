@@ -8,10 +8,20 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(name="audit.tasks.verify_chain_task", ignore_result=False)
-def verify_chain_task() -> dict:
-    """Periodic (beat) and on-demand chain verification; returns the result as JSON."""
-    from audit.chain import verify
+def verify_chain_task(full: bool = False) -> dict:
+    """Periodic (beat: incremental hourly, full daily) and on-demand chain verification."""
+    from audit import verification
 
-    result = verify()
-    (log.info if result.ok else log.error)("audit chain: %s", result)
-    return result.as_dict()
+    done = verification.run(full=full)
+    (log.info if done.ok else log.error)("audit chain: %s", done)
+    return {"ok": done.ok, "checked": done.checked, "intact_up_to": done.intact_up_to,
+            "broken_seq": done.broken_seq, "problem": done.problem, "summary": str(done)}
+
+
+@shared_task(name="audit.tasks.archive_task")
+def archive_task() -> dict | None:
+    """Daily: move events past FLEET_AUDIT_RETENTION_DAYS into a signed segment (none when 0)."""
+    from audit.archive import apply_retention
+
+    segment = apply_retention()
+    return {"first_seq": segment.first_seq, "last_seq": segment.last_seq} if segment else None

@@ -1,30 +1,90 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+import tempfile
 
+from django.contrib import messages
+from django.core.cache import cache
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+import audit
 from access.choices import Role
 from access.permissions import role_required
+from audit import exports, signing, verification
 from audit.filters import FilterError, TrailFilter
 from audit.models import AuditEvent
 
+READERS = (Role.ADMIN, Role.AUDITOR)
+EXPORTS = {"csv": ("text/csv", "csv"), "jsonl": ("application/x-ndjson", "jsonl"), "pdf": ("application/pdf", "pdf"),
+           "bundle": ("application/zip", "zip")}
 
-@role_required(Role.ADMIN, Role.AUDITOR)
+
+def _actions() -> list[str]:
+    """The actions seen, for the filter's suggestions (a DISTINCT over the whole table: cached)."""
+    found = cache.get("audit:actions")
+    if found is None:
+        found = list(AuditEvent.objects.values_list("action", flat=True).distinct().order_by("action")[:200])
+        cache.set("audit:actions", found, 300)
+    return found
+
+
+@role_required(*READERS)
 @require_GET
 def trail(request: HttpRequest) -> HttpResponse:
     flt = TrailFilter.from_params(request.GET)
+    context = {"filter": flt, "events": [], "actions": _actions(), "last_run": verification.latest(),
+               "public_key": signing.public_key_b64(), "fingerprint": signing.fingerprint(),
+               "today": timezone.localdate().isoformat()}
     try:
         events, next_before = flt.page()
     except FilterError as exc:
-        return render(request, "audit/trail.html", {"filter": flt, "error": str(exc), "events": []}, status=400)
+        return render(request, "audit/trail.html", context | {"error": str(exc)}, status=400)
     older = None
     if next_before is not None:
         params = request.GET.copy()
         params["before"] = str(next_before)
         older = params.urlencode()
-    actions = AuditEvent.objects.values_list("action", flat=True).distinct().order_by("action")[:200]
-    return render(request, "audit/trail.html", {
-        "filter": flt, "events": events, "older": older, "actions": actions,
-        "live": not flt.active() and not flt.before,
-    })
+    return render(request, "audit/trail.html", context | {
+        "events": events, "older": older, "live": not flt.active() and not flt.before})
+
+
+@role_required(*READERS)
+@require_POST
+def verify_now(request: HttpRequest) -> HttpResponse:
+    full = request.POST.get("full") == "1"
+    done = verification.run(full=full, requested_by=request.user.get_username())
+    (messages.success if done.ok else messages.error)(
+        request, f"{'Full' if full else 'Incremental'} verification: {done} ({done.checked} events checked).")
+    return redirect("audit-trail")
+
+
+@role_required(*READERS)
+@require_GET
+def export(request: HttpRequest, kind: str) -> HttpResponse:
+    """?since=&until= (dates or date-times). CSV and JSON Lines stream; the bundle is built in a
+    temporary file (constant memory) and then sent."""
+    if kind not in EXPORTS:
+        return HttpResponse(f"Unknown export {kind!r}; use one of {', '.join(EXPORTS)}.", status=404)
+    try:
+        period = exports.Period.parse(request.GET.get("since", ""), request.GET.get("until", ""))
+    except FilterError as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain")
+    content_type, suffix = EXPORTS[kind]
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    filename = f"audit-{stamp}.{suffix}"
+    audit.record(request.user, "audit.export", None, after={"format": kind, **period.as_dict()})
+    if kind == "csv":
+        response = StreamingHttpResponse(exports.csv_lines(period), content_type=content_type)
+    elif kind == "jsonl":
+        response = StreamingHttpResponse(exports.jsonl_lines(period), content_type=content_type)
+    elif kind == "pdf":
+        response = HttpResponse(exports.pdf_report(period), content_type=content_type)
+    else:
+        spool = tempfile.TemporaryFile()
+        exports.write_bundle(period, spool)
+        spool.seek(0)
+        response = FileResponse(spool, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

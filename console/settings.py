@@ -118,11 +118,17 @@ FLEET_REPLACE_AFTER_S = env_int("FLEET_REPLACE_AFTER_S", 60)  # an offline node'
 FLEET_RECONCILE_S = env_int("FLEET_RECONCILE_S", 10)
 FLEET_DEPLOY_PORTS = (env_int("FLEET_DEPLOY_PORT_MIN", 20000), env_int("FLEET_DEPLOY_PORT_MAX", 29999))
 FLEET_MODEL_ROOTS = env_list("FLEET_MODEL_ROOTS", [str(DATA_DIR / "models")])
+# --- the audit trail ---------------------------------------------------------------------------
+FLEET_AUDIT_RETENTION_DAYS = env_int("FLEET_AUDIT_RETENTION_DAYS", 0)  # 0: keep every event in the table
+FLEET_AUDIT_ARCHIVE_DIR = env("FLEET_AUDIT_ARCHIVE_DIR", str(DATA_DIR / "audit-archive"))
 # --- the gateway at /v1 -------------------------------------------------------------------------
 FLEET_GATEWAY_READ_TIMEOUT_S = env_int("FLEET_GATEWAY_READ_TIMEOUT_S", 600)  # silence from vLLM before 502
 
 CELERY_BEAT_SCHEDULE = {
     "audit-verify": {"task": "audit.tasks.verify_chain_task", "schedule": timedelta(hours=1)},
+    "audit-verify-full": {"task": "audit.tasks.verify_chain_task", "schedule": timedelta(days=1),
+                          "kwargs": {"full": True}},
+    "audit-archive": {"task": "audit.tasks.archive_task", "schedule": timedelta(days=1)},
     "fleet-liveness": {"task": "fleet.check_liveness", "schedule": timedelta(seconds=FLEET_LIVENESS_CHECK_S)},
     "fleet-prune-rollups": {"task": "fleet.prune_rollups", "schedule": timedelta(hours=1)},
     "fleet-reconcile": {"task": "fleet.reconcile", "schedule": timedelta(seconds=FLEET_RECONCILE_S)},
