@@ -145,18 +145,22 @@ def drain_node(actor: Any, node: Any) -> int:
     """Cordon the node and move its instances elsewhere: each is stopped here and the reconciler
     places its replica again (the cordon keeps it off this node). Returns how many move."""
     from fleet.models import Node
-    from fleet.services import set_cordon
+    from fleet.services import fleet_event
 
-    if not Node.objects.filter(pk=node.pk, cordoned=True).exists():
-        set_cordon(actor, node, True)
     moved = set()
     with transaction.atomic():
+        # The cordon is part of the drain: one action, one audit event (its "cordoned" says it).
+        newly_cordoned = Node.objects.filter(pk=node.pk, cordoned=False).update(cordoned=True) == 1
+        if newly_cordoned:
+            node.cordoned = True
+            fleet_event("cordon", node)
         for inst in Instance.objects.select_for_update().filter(node=node, state__in=InstanceState.LIVE):
             inst.set_state(InstanceState.STOPPING)
             inst.save(update_fields=["state", "updated_at"])
             reconciler.send(node, "agent.stop_instance", instance_id=inst.pk)
             moved.add(inst.deployment_id)
-        audit.record(actor, "node.drain", node, after={"instances": len(moved)})
+        audit.record(actor, "node.drain", node, after={"instances": len(moved), "cordoned": True},
+                     before={"cordoned": not newly_cordoned})
         for deployment_id in moved:
             _after_commit_reconcile(deployment_id)
     return len(moved)
