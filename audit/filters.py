@@ -52,11 +52,11 @@ class TrailFilter:
 
     def apply(self, qs: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
         if self.actor:
-            qs = qs.filter(actor_name__iexact=self.actor)
+            qs = qs.filter(actor_name=self.actor)  # exact: it uses the (actor_name, seq) index
         if self.department:
-            qs = qs.filter(actor_department__iexact=self.department)
-        if self.action:
-            qs = qs.filter(action__startswith=self.action)
+            qs = qs.filter(actor_department=self.department)
+        if self.action:  # "auth." (ending in a dot) means every auth action; otherwise that action
+            qs = qs.filter(action__startswith=self.action) if self.action.endswith(".") else qs.filter(action=self.action)
         if self.target:
             qs = qs.filter(target_type=self.target)
         if self.q:

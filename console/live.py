@@ -42,6 +42,7 @@ class Publisher:
         self._pid: int | None = None
         self._in_order: asyncio.Lock | None = None  # FIFO: messages leave in publish() order
         self._lock = threading.Lock()
+        self._gathering: dict[str, list[Any]] = {}  # publish_soon: payloads waiting per topic
 
     def _background_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -68,6 +69,26 @@ class Publisher:
         async with self._in_order:
             await self._layer().group_send(topic, {"type": MESSAGE_TYPE, "topic": topic, "payloads": payloads})
 
+    def publish_soon(self, topic: str, payload: Any, window_s: float = 0.05) -> None:
+        """Fire-and-forget, gathered: what arrives for ``topic`` within ``window_s`` leaves as one
+        message (one Redis round trip however many events a busy trail writes)."""
+        loop = self._background_loop()
+        with self._lock:
+            waiting = self._gathering.setdefault(topic, [])
+            waiting.append(payload)
+            first = len(waiting) == 1
+        if first:
+            loop.call_soon_threadsafe(loop.call_later, window_s, self._flush_gathered, topic)
+
+    def _flush_gathered(self, topic: str) -> None:
+        with self._lock:
+            payloads = self._gathering.pop(topic, [])
+        if payloads:
+            task = self._loop.create_task(self._send((topic,), payloads[0]) if len(payloads) == 1
+                                          else self._send_many(topic, payloads))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
+                                   or log.error("live publish failed: %s", t.exception()))
+
     def publish(self, topics: str | tuple[str, ...], payload: Any) -> Future:
         """Queue ``payload`` for one topic or several; returns a future for callers that want to wait."""
         loop = self._background_loop()
@@ -91,3 +112,7 @@ def publish(topics: str | tuple[str, ...], payload: Any) -> Future:
 
 def publish_many(topic: str, payloads: list[Any]) -> Future:
     return _default.publish_many(topic, payloads)
+
+
+def publish_soon(topic: str, payload: Any) -> None:
+    _default.publish_soon(topic, payload)
