@@ -3,7 +3,6 @@ from __future__ import annotations
 
 
 from django.db.models import QuerySet
-from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -20,6 +19,7 @@ from access.models import AccessRequest, ApiKey, Department, Grant, User
 from access.models.grants import LIMIT_FIELDS
 from access.permissions import AnyRole, HasRole
 from access.services import ServiceError
+from console.streaming import stream
 from fleet.models import ModelArtifact
 
 ADMIN = [IsAuthenticated, HasRole.of(Role.ADMIN)]
@@ -294,9 +294,8 @@ def usage_rows(request):
     except ServiceError as exc:
         raise ValidationError({exc.field or "detail": exc.message}) from None
     if request.query_params.get("export") == "csv":
-        response = StreamingHttpResponse(usage.csv_lines(qs), content_type="text/csv")
-        response["Content-Disposition"] = 'attachment; filename="usage.csv"'
-        return response
+        return stream((line.encode() for line in usage.csv_lines(qs)), "text/csv", "usage.csv",
+                      asynchronous=hasattr(request._request, "scope"))
     from rest_framework.pagination import PageNumberPagination
 
     paginator = PageNumberPagination()

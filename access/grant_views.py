@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
@@ -15,6 +15,7 @@ from access.forms import AccessRequestForm, ApiKeyForm, DecisionForm, GrantForm,
 from access.models import AccessRequest, ApiKey, Grant
 from access.permissions import ANY_ROLE, role_required
 from access.services import ServiceError
+from console.streaming import stream
 
 PAGE_SIZE = 25
 READERS = (Role.ADMIN, Role.AUDITOR)
@@ -214,6 +215,5 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
         _form, qs, _label = _usage_query(request)
     except ServiceError as exc:
         return HttpResponse(exc.message, status=400, content_type="text/plain")
-    response = StreamingHttpResponse(usage.csv_lines(qs), content_type="text/csv")
-    response["Content-Disposition"] = 'attachment; filename="usage.csv"'
-    return response
+    return stream((line.encode() for line in usage.csv_lines(qs)), "text/csv", "usage.csv",
+                  asynchronous=hasattr(request, "scope"))

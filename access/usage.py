@@ -27,8 +27,8 @@ def _when(value: str, field: str, end: bool) -> datetime:
     """A date (the whole day: ``until`` includes it) or a date and time; naive means UTC."""
     problem = f"{field} must be a date (2026-11-27) or a date and time (2026-11-27T09:00:00Z)."
     try:
-        moment = parse_datetime(value)
-        day = parse_date(value) if moment is None else None
+        day = parse_date(value)  # first: parse_datetime also reads a bare date, as midnight
+        moment = None if day else parse_datetime(value)
     except ValueError:
         raise ServiceError(problem, field) from None
     if moment is None:

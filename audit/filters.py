@@ -19,8 +19,8 @@ class FilterError(ValueError):
 
 def _when(name: str, value: str, end_of_day: bool = False) -> datetime:
     try:
-        parsed = parse_datetime(value)
-        day = parse_date(value) if parsed is None else None
+        day = parse_date(value)  # first: parse_datetime also reads a bare date, as midnight
+        parsed = None if day else parse_datetime(value)
     except ValueError:  # well-formed but impossible, e.g. 2026-02-30
         raise FilterError(f"{name}: {value!r} is not a real date.") from None
     if parsed is None:

@@ -4,7 +4,7 @@ import tempfile
 
 from django.contrib import messages
 from django.core.cache import cache
-from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -15,6 +15,7 @@ from access.permissions import role_required
 from audit import exports, signing, verification
 from audit.filters import FilterError, TrailFilter
 from audit.models import AuditEvent
+from console.streaming import stream
 
 READERS = (Role.ADMIN, Role.AUDITOR)
 EXPORTS = {"csv": ("text/csv", "csv"), "jsonl": ("application/x-ndjson", "jsonl"), "pdf": ("application/pdf", "pdf"),
@@ -47,7 +48,7 @@ def trail(request: HttpRequest) -> HttpResponse:
         params["before"] = str(next_before)
         older = params.urlencode()
     return render(request, "audit/trail.html", context | {
-        "events": events, "older": older, "live": not flt.active() and not flt.before})
+        "events": events, "older": older, "live": not flt.before and not flt.until})
 
 
 @role_required(*READERS)
@@ -75,11 +76,11 @@ def export(request: HttpRequest, kind: str) -> HttpResponse:
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     filename = f"audit-{stamp}.{suffix}"
     audit.record(request.user, "audit.export", None, after={"format": kind, **period.as_dict()})
-    if kind == "csv":
-        response = StreamingHttpResponse(exports.csv_lines(period), content_type=content_type)
-    elif kind == "jsonl":
-        response = StreamingHttpResponse(exports.jsonl_lines(period), content_type=content_type)
-    elif kind == "pdf":
+    asgi = hasattr(request, "scope")  # ASGIRequest; the test client's WSGIRequest has none
+    if kind in ("csv", "jsonl"):
+        lines = exports.csv_lines(period) if kind == "csv" else exports.jsonl_lines(period)
+        return stream(lines, content_type, filename, asynchronous=asgi)
+    if kind == "pdf":
         response = HttpResponse(exports.pdf_report(period), content_type=content_type)
     else:
         spool = tempfile.TemporaryFile()

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import URLResolver, get_resolver
 from django.utils import timezone
 
 from access import grants
 from access.choices import Role
-from access.models import AccessRequest, ApiKey, Department, PersonalToken, User
+from access.models import AccessRequest, Department, PersonalToken
 from audit.models import AuditEvent
 from fleet import services
 from fleet.choices import NodeKind, NodeState
-from fleet.models import Deployment, JoinToken, ModelArtifact, Node
+from fleet.models import Deployment, ModelArtifact, Node
 from tests.conftest import make_user
 
 GIB = 1024 ** 3

@@ -191,3 +191,11 @@ def test_retention_archives_old_events_and_the_rest_still_verifies(events, setti
                 cursor.execute("SET LOCAL fleet.audit_archive = 'on'")
                 cursor.execute(sql)
     assert ArchiveSegment.objects.count() == 1 and timezone.now()
+
+
+def test_until_a_date_includes_that_whole_day(events, client_for):
+    today = timezone.localdate().isoformat()
+    body = b"".join(client_for("auditor").get(f"/audit/export/csv/?since={today}&until={today}").streaming_content)
+    assert len(body.decode().splitlines()) == AuditEvent.objects.count() + 1
+    trail = client_for("auditor").get(f"/api/audit/events/?until={today}").json()["results"]
+    assert len(trail) == min(50, AuditEvent.objects.count())

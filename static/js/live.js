@@ -68,6 +68,23 @@
     return tr;
   }
 
+  // The trail's filters, applied to live events as the server applies them to history
+  // (audit/filters.py): exact actor, department and object type; action exact or, ending in ".",
+  // a prefix; text search in actor, action, object and request id; the "since" bound.
+  function matches(f, e) {
+    if (f.actor && e.actor_name !== f.actor) return false;
+    if (f.department && e.actor_department !== f.department) return false;
+    if (f.target && e.target_type !== f.target) return false;
+    if (f.action && (f.action.endsWith(".") ? !e.action.startsWith(f.action) : e.action !== f.action)) return false;
+    if (f.since && e.created_at < f.since) return false;
+    if (f.q) {
+      const q = f.q.toLowerCase();
+      const hay = [e.actor_name, e.action, e.target_repr].join(" ").toLowerCase();
+      if (hay.indexOf(q) < 0 && e.request_id !== f.q) return false;
+    }
+    return true;
+  }
+
   // Live audit rows: any [data-live-topic="audit"] box holding an events table (looked up per
   // event, so tables swapped in by HTMX filters are served too; filtered views omit the box).
   let auditBound = false;
@@ -75,8 +92,9 @@
     if (auditBound || !document.querySelector('[data-live-topic="audit"]')) return;
     auditBound = true;
     FleetLive.subscribe("audit", function (e) {
-      const body = document.querySelector('[data-live-topic="audit"] [data-events-body]');
-      if (!body || body.querySelector('tr[data-seq="' + e.seq + '"]')) return;
+      const box = document.querySelector('[data-live-topic="audit"]');
+      const body = box && box.querySelector("[data-events-body]");
+      if (!body || body.querySelector('tr[data-seq="' + e.seq + '"]') || !matches(box.dataset, e)) return;
       const empty = body.querySelector("tr.empty");
       if (empty) empty.remove();
       body.prepend(eventRow(e));

@@ -1,0 +1,49 @@
+"""Real Chromium, the auditor's trail: an admin's action (in another browser) shows up live, also
+under a filter; the auditor downloads a CSV and a PDF summary of the period."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from audit.models import AuditEvent
+from tests.e2e.test_browser import _sign_in, personas  # noqa: F401  (the fixture)
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+
+def test_the_trail_shows_an_admins_action_live_and_exports(personas, browser, live_server_url, tmp_path):  # noqa: F811
+    auditor = _sign_in(browser, live_server_url, "auditor")
+    auditor.goto(live_server_url + "/audit/?action=department.create")  # filtered, still live
+    auditor.wait_for_function("document.querySelector('[data-live-status]').classList.contains('up')", timeout=10_000)
+    time.sleep(0.5)  # the subscription reaches the server
+
+    admin = _sign_in(browser, live_server_url, "admin")
+    admin.goto(live_server_url + "/people/")
+    admin.get_by_role("button", name="New department").click()
+    admin.locator("#id_name").fill("Cardiology")
+    admin.locator("#id_slug").fill("cardiology")
+    admin.locator("#id_name").press("Enter")  # a form submit from the keyboard
+    admin.wait_for_selector("text=Department “Cardiology” created.")
+    created = AuditEvent.objects.get(action="department.create", target_repr="Cardiology")
+    seen = time.monotonic()
+    auditor.wait_for_selector(f'[data-testid="events"] tr[data-seq="{created.seq}"]', timeout=2_000)
+    assert time.monotonic() - seen < 2
+    # the admin's sign-in (another action) did not slip into the filtered view
+    assert auditor.locator('[data-testid="events"] tr', has_text="auth.login").count() == 0
+
+    auditor.goto(live_server_url + "/audit/")
+    with auditor.expect_download() as csv_download:
+        auditor.get_by_role("button", name="CSV", exact=True).click()
+    csv_path = tmp_path / "trail.csv"
+    csv_download.value.save_as(csv_path)
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("seq,created_at") and any(",department.create," in line for line in lines), lines[-3:]
+    with auditor.expect_download() as pdf_download:
+        auditor.get_by_role("button", name="PDF summary").click()
+    pdf_path = tmp_path / "summary.pdf"
+    pdf_download.value.save_as(pdf_path)
+    assert pdf_path.read_bytes().startswith(b"%PDF-1.4") and b"department.create" in pdf_path.read_bytes()
+    assert auditor.get_by_test_id("key-fingerprint").inner_text().count(":") == 7
+    auditor.context.close()
+    admin.context.close()
