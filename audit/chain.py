@@ -96,11 +96,16 @@ def record(actor: Any, action: str, target: Any = None, *, before: Any = None, a
     # one round trip and the commit. The hashed text is exactly canonical_json(event.as_dict()):
     # verify() recomputes it in Python.
     a, b, c = _template(event)
-    # Inside the caller's transaction the event commits (or rolls back) with its action; alone, the
-    # one statement is its own transaction (no BEGIN/COMMIT round trips while holding the lock).
+    # Inside the caller's transaction the event commits (or rolls back) with its action. Alone, the
+    # one statement is its own transaction, committed without waiting for the disk while the lock is
+    # held; the next statement (a transaction with an id, committed synchronously) returns only once
+    # the WAL is flushed past it, so the event is as durable as ever when record() returns.
+    standalone = not connection.in_atomic_block
     with connection.cursor() as cursor:
-        cursor.execute(_APPEND, [a, b, c, *(_db_value(event, f) for f in _INSERT_FIELDS)])
+        cursor.execute(_APPEND, [standalone, a, b, c, *(_db_value(event, f) for f in _INSERT_FIELDS)])
         event.pk, event.seq, event.prev_hash, event.hash = cursor.fetchone()
+        if standalone:
+            cursor.execute("SELECT txid_current()")
     transaction.on_commit(lambda: _publish(event))
     return event
 
@@ -108,7 +113,7 @@ def record(actor: Any, action: str, target: Any = None, *, before: Any = None, a
 _INSERT_FIELDS = ("created_at", "actor_id", "actor_name", "actor_role", "actor_department", "action", "target_type",
                   "target_id", "target_repr", "before", "after", "context", "source_ip", "request_id", "channel")
 # audit_append() (migration 0003) takes the lock, numbers, links, hashes and inserts in one call.
-_APPEND = f"SELECT o_id, o_seq, o_prev, o_hash FROM audit_append({', '.join(['%s'] * (3 + len(_INSERT_FIELDS)))})"
+_APPEND = f"SELECT o_id, o_seq, o_prev, o_hash FROM audit_append({', '.join(['%s'] * (4 + len(_INSERT_FIELDS)))})"
 
 
 def _template(event: AuditEvent) -> tuple[str, str, str]:

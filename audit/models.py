@@ -8,7 +8,7 @@ class AuditEvent(models.Model):
     seq = models.BigIntegerField(unique=True, help_text="Position in the chain, from 1, without gaps.")
     created_at = models.DateTimeField(db_index=True)
     # Copied, not foreign keys: the trail must outlive (and never be rewritten by) user deletion.
-    actor_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    actor_id = models.BigIntegerField(null=True, blank=True)
     actor_name = models.CharField(max_length=150)
     actor_role = models.CharField(max_length=16, blank=True)
     actor_department = models.CharField(max_length=100, blank=True)

@@ -4,7 +4,7 @@ import tempfile
 
 from django.contrib import messages
 from django.core.cache import cache
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -80,12 +80,11 @@ def export(request: HttpRequest, kind: str) -> HttpResponse:
     if kind in ("csv", "jsonl"):
         lines = exports.csv_lines(period) if kind == "csv" else exports.jsonl_lines(period)
         return stream(lines, content_type, filename, asynchronous=asgi)
-    if kind == "pdf":
+    if kind == "pdf":  # a summary: small, built whole
         response = HttpResponse(exports.pdf_report(period), content_type=content_type)
-    else:
-        spool = tempfile.TemporaryFile()
-        exports.write_bundle(period, spool)
-        spool.seek(0)
-        response = FileResponse(spool, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+    spool = tempfile.TemporaryFile()  # the bundle is built on disk, then sent a MiB at a time
+    exports.write_bundle(period, spool)
+    spool.seek(0)
+    return stream(iter(lambda: spool.read(1 << 20), b""), content_type, filename, asynchronous=asgi)

@@ -10,12 +10,19 @@ FIELDS = ("created_at timestamptz, actor_id bigint, actor_name text, actor_role 
 NAMES = [f.split()[0] for f in FIELDS.split(", ")]
 
 APPEND = f"""
-CREATE OR REPLACE FUNCTION audit_append(a text, b text, c text, {", ".join("p_" + f for f in FIELDS.split(", "))},
+CREATE OR REPLACE FUNCTION audit_append(standalone boolean, a text, b text, c text,
+                                        {", ".join("p_" + f for f in FIELDS.split(", "))},
                                         OUT o_id bigint, OUT o_seq bigint, OUT o_prev text, OUT o_hash text)
 AS $$
 DECLARE
     last_seq bigint;
 BEGIN
+    IF standalone THEN
+        -- This statement is its own transaction: commit without waiting for the WAL flush, so the
+        -- chain's lock is released at once; the caller then waits for the flush outside the lock
+        -- (audit.chain.record), where concurrent writers share one.
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
     PERFORM pg_advisory_xact_lock(5074542366556255588);  -- "FleetAud", as audit.chain._LOCK_KEY
     SELECT seq, hash INTO last_seq, o_prev FROM audit_auditevent ORDER BY seq DESC LIMIT 1;
     IF last_seq IS NULL THEN
@@ -30,7 +37,7 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 """
-DROP = f"DROP FUNCTION IF EXISTS audit_append(text, text, text, {', '.join(f.split()[1] for f in FIELDS.split(', '))});"
+DROP = f"DROP FUNCTION IF EXISTS audit_append(boolean, text, text, text, {', '.join(f.split()[1] for f in FIELDS.split(', '))});"
 
 
 class Migration(migrations.Migration):
