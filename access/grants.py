@@ -19,7 +19,7 @@ from access.choices import Role
 from access.gateway import bus
 from access.models import AccessRequest, ApiKey, Department, DepartmentQuota, Grant, User
 from access.models.grants import LIMIT_FIELDS
-from access.services import ServiceError
+from access.services import ServiceError, revoke
 from console import live
 from fleet.models import ModelArtifact
 
@@ -183,14 +183,8 @@ def create_grant(actor: User, *, user: User | None = None, department: Departmen
 
 
 def revoke_grant(actor: User, grant: Grant) -> Grant:
-    with transaction.atomic():
-        grant = Grant.objects.select_for_update().get(pk=grant.pk)
-        if grant.revoked_at is not None:
-            raise ServiceError("This grant is already revoked.")
-        grant.revoked_at = timezone.now()
-        grant.save(update_fields=["revoked_at"])
-        audit.record(actor, "grant.revoke", grant, after={"revoked_at": grant.revoked_at})
-        bus.publish_on_commit("keys")
+    grant = revoke(actor, grant, "grant.revoke", "grant")
+    bus.publish("keys")
     return grant
 
 
@@ -264,14 +258,8 @@ def create_key(user: User, *, grant: Grant, name: str, models: list[ModelArtifac
 def revoke_key(actor: User, key: ApiKey) -> ApiKey:
     if not actor.is_fleet_admin and key.user_id != actor.pk:
         raise ServiceError("You can only revoke your own keys.")
-    with transaction.atomic():
-        key = ApiKey.objects.select_for_update().get(pk=key.pk)
-        if key.revoked_at is not None:
-            raise ServiceError("This key is already revoked.")
-        key.revoked_at, key.revoked_by = timezone.now(), actor
-        key.save(update_fields=["revoked_at", "revoked_by"])
-        audit.record(actor, "apikey.revoke", key, after={"revoked_at": key.revoked_at, "prefix": key.prefix})
-        bus.publish_on_commit("keys")
+    key = revoke(actor, key, "apikey.revoke", "key", revoked_by=actor)
+    bus.publish("keys")
     return key
 
 

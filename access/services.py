@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from django.db import transaction
 from django.utils import timezone
@@ -11,6 +12,7 @@ from access import tokens
 from access.models import Department, PersonalToken, User
 
 MAX_TOKENS_PER_USER = 20
+M = TypeVar("M")
 
 
 class ServiceError(Exception):
@@ -48,12 +50,21 @@ def create_token(user: User, *, name: str, expires_in_days: int | None) -> tuple
     return token, new.plaintext
 
 
-def revoke_token(actor: User, token: PersonalToken) -> PersonalToken:
+def revoke(actor: User, obj: M, action: str, what: str, **also: Any) -> M:
+    """Mark a token, key or grant revoked — the row stays, for the record — with one audit event.
+    ``also``: more fields to set with it (e.g. who revoked)."""
     with transaction.atomic():
-        token = PersonalToken.objects.select_for_update().get(pk=token.pk)
-        if token.revoked_at is not None:
-            raise ServiceError("This token is already revoked.")
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
-        audit.record(actor, "token.revoke", token, after={"revoked_at": token.revoked_at})
-    return token
+        obj = type(obj).objects.select_for_update().get(pk=obj.pk)
+        if obj.revoked_at is not None:
+            raise ServiceError(f"This {what} is already revoked.")
+        obj.revoked_at = timezone.now()
+        for name, value in also.items():
+            setattr(obj, name, value)
+        obj.save(update_fields=["revoked_at", *also])
+        prefix = getattr(obj, "prefix", None)
+        audit.record(actor, action, obj, after={"revoked_at": obj.revoked_at} | ({"prefix": prefix} if prefix else {}))
+    return obj
+
+
+def revoke_token(actor: User, token: PersonalToken) -> PersonalToken:
+    return revoke(actor, token, "token.revoke", "token")

@@ -40,9 +40,6 @@ def _writer(db_name: str, k: int, n: int, start, done) -> None:
     import audit
 
     connection.settings_dict["NAME"] = db_name
-    if os.environ.get("BENCH_NO_LIVE"):  # diagnosis only: the cost of pushing each event live
-        from audit import chain
-        chain._publish = lambda event: None
     start.wait()
     for i in range(n):
         audit.record(f"bench-{k}", "bench.append", None, n=i)
@@ -166,9 +163,6 @@ def main(quick: bool) -> dict:
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     db_name = connection.settings_dict["NAME"]
     try:
-        if os.environ.get("BENCH_ASYNC_COMMIT"):  # diagnosis only: is the WAL flush the limit?
-            with connection.cursor() as c:
-                c.execute(f'ALTER DATABASE "{db_name}" SET synchronous_commit = off')
         connection.close()
         append = append_rate(db_name, 250 if quick else 1000)
         linear = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(

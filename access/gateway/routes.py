@@ -64,6 +64,6 @@ def merge(old: dict[str, Route], new: dict[str, Route]) -> dict[str, Route]:
     """Keep in-flight counts and down marks of instances that are still there."""
     for name, route in new.items():
         previous = {u.instance_id: u for u in old[name].upstreams} if name in old else {}
-        route.upstreams = [previous.get(u.instance_id, u) if previous.get(u.instance_id, u).base_url == u.base_url
-                           else u for u in route.upstreams]
+        kept = [previous.get(u.instance_id) for u in route.upstreams]
+        route.upstreams = [k if k is not None and k.base_url == u.base_url else u for k, u in zip(kept, route.upstreams)]
     return new
