@@ -13,6 +13,8 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 from django.conf import settings
+from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from access.gateway import bus, keys, ledger, routes
 from access.gateway.errors import GatewayError, error_body
@@ -185,7 +187,12 @@ class Gateway:
         plaintext, prefix = parsed
         known, entry = self.keys.get(prefix)
         if not known:
-            entry = await asyncio.get_running_loop().run_in_executor(self._db, keys.load, prefix)
+            try:
+                entry = await asyncio.get_running_loop().run_in_executor(self._db, keys.load, prefix)
+            except DatabaseError as exc:  # fail closed, and say so: no key is taken on trust
+                log.error("gateway: could not look up a key: %s", exc)
+                raise GatewayError(503, "Keys cannot be checked right now; try again shortly.", "keys_unavailable",
+                                   kind="service_unavailable") from None
             self.keys.put(prefix, entry)
         if entry is None or hashlib.sha256(plaintext.encode()).hexdigest() != entry.digest:
             raise GatewayError(401, "Invalid API key.", "invalid_api_key")
@@ -249,7 +256,12 @@ class Gateway:
             if not wants_usage:  # ask vLLM for usage anyway (we meter it) and drop that chunk on the way out
                 body["stream_options"] = options | {"include_usage": True}
                 raw = json.dumps(body).encode()
-        verdict = await self.quotas.check(_scopes(entry))
+        try:
+            verdict = await self.quotas.check(_scopes(entry))
+        except RedisError as exc:  # fail closed: without the counters no quota can be enforced
+            log.error("gateway: quota check failed: %s", exc)
+            raise GatewayError(503, "Quotas cannot be checked right now; try again shortly.", "quota_unavailable",
+                               kind="service_unavailable") from None
         if not verdict.allowed:
             raise GatewayError(429, verdict.message, "rate_limit_exceeded", retry_after=verdict.retry_after,
                                kind="rate_limit_error")

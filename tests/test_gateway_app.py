@@ -1,0 +1,44 @@
+"""The gateway's ASGI app in process (real Postgres): with Redis unreachable it refuses with an
+OpenAI-shaped 503 rather than serving calls it cannot meter."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from access import grants
+from access.gateway.app import Gateway
+from console.embedded import free_port
+from fleet.models import ModelArtifact
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unreachable_redis_is_a_503_not_a_free_pass(people, settings):
+    from bench import mock_openai
+
+    deployment, _ = mock_openai.register("chat-x", free_port())
+    grant = grants.create_grant(people["admin"], user=people["dept_user"], models=[deployment.model], duration_days=1)
+    _key, plaintext = grants.create_key(people["dept_user"], grant=grant, name="k")
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    sent: list[dict] = []
+
+    async def call() -> None:
+        body = json.dumps({"model": "chat-x", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            return messages.pop(0) if messages else await asyncio.sleep(3600)
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "path": "/v1/chat/completions", "method": "POST", "client": ("127.0.0.1", 1),
+                 "headers": [(b"authorization", f"Bearer {plaintext}".encode())]}
+        await Gateway()(scope, receive, send)
+
+    asyncio.run(call())
+    assert sent[0]["status"] == 503
+    error = json.loads(sent[1]["body"])["error"]
+    assert error["code"] == "quota_unavailable" and error["type"] == "service_unavailable"
+    assert ModelArtifact.objects.filter(name="mock-chat-x").exists()
