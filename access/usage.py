@@ -4,40 +4,22 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator, Mapping
-from datetime import datetime, time, timedelta
-from datetime import timezone as dt_timezone
+from datetime import timedelta
 
 from django.db.models import Avg, Count, QuerySet, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 
 from access.choices import Role
 from access.models import UsageRecord, User
 from access.services import ServiceError
+from audit.filters import FilterError, parse_when
 
 DEFAULT_DAYS = 30
 SCOPES = ("mine", "department", "all")
 CSV_FIELDS = ["created_at", "user", "department", "model", "endpoint", "stream", "status", "prompt_tokens",
               "completion_tokens", "latency_ms", "ttft_ms", "input_sha256", "request_id", "key_id", "deployment_id",
               "instance_id"]
-
-
-def _when(value: str, field: str, end: bool) -> datetime:
-    """A date (the whole day: ``until`` includes it) or a date and time; naive means UTC."""
-    problem = f"{field} must be a date (2026-11-27) or a date and time (2026-11-27T09:00:00Z)."
-    try:
-        day = parse_date(value)  # first: parse_datetime also reads a bare date, as midnight
-        moment = None if day else parse_datetime(value)
-    except ValueError:
-        raise ServiceError(problem, field) from None
-    if moment is None:
-        if day is None:
-            raise ServiceError(problem, field)
-        moment = datetime.combine(day + timedelta(days=1) if end else day, time.min)
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, dt_timezone.utc)
-    return moment
 
 
 def scope_for(user: User, wanted: str | None) -> str:
@@ -54,11 +36,14 @@ def filtered(user: User, params: Mapping[str, str]) -> tuple[QuerySet[UsageRecor
     """Rows this user may see, narrowed by the query's filters; refuses bad filters with the field named."""
     scope = scope_for(user, params.get("scope"))
     now = timezone.now()
-    since = _when(params["since"], "since", False) if params.get("since") else now - timedelta(days=DEFAULT_DAYS)
-    until = _when(params["until"], "until", True) if params.get("until") else now + timedelta(minutes=1)
+    try:  # the audit trail's parser: the same dates mean the same instants everywhere
+        since = parse_when("since", params["since"]) if params.get("since") else now - timedelta(days=DEFAULT_DAYS)
+        until = parse_when("until", params["until"], end_of_day=True) if params.get("until") else now + timedelta(minutes=1)
+    except FilterError as exc:
+        raise ServiceError(str(exc), str(exc).split(":", 1)[0]) from None
     if since >= until:
         raise ServiceError("since must be before until.", "since")
-    qs = UsageRecord.objects.filter(created_at__gte=since, created_at__lt=until)
+    qs = UsageRecord.objects.filter(created_at__gte=since, created_at__lte=until)
     if scope == "mine":
         qs, label = qs.filter(user=user), f"your usage ({user.username})"
     elif scope == "department":

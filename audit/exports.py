@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO
 
-from django.db.models import Count, IntegerField, Q
+from django.db.models import Count, IntegerField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from audit import pdf, signing
 from audit.chain import _COLUMNS, canonical_json
-from audit.filters import FilterError, _when
+from audit.filters import FilterError, parse_when
 from audit.models import AuditEvent
 
 FORMAT = "fleet-console-audit-export/1"
@@ -37,8 +37,8 @@ class Period:
     @classmethod
     def parse(cls, since: str, until: str) -> Period:
         """Dates or date-times (``until`` includes its whole day); refuses bad input with FilterError."""
-        start = _when("since", since.strip()) if since and since.strip() else None
-        end = _when("until", until.strip(), end_of_day=True) if until and until.strip() else None
+        start = parse_when("since", since.strip()) if since and since.strip() else None
+        end = parse_when("until", until.strip(), end_of_day=True) if until and until.strip() else None
         if start and end and start > end:
             raise FilterError("since must not be after until.")
         return cls(start, end)
@@ -121,10 +121,9 @@ def summary(period: Period | SeqRange) -> dict:
                                                                        IntegerField()))
     refused = gateway.filter(status__gte=400, status__lt=500)
     failed_logins = qs.filter(action="auth.login_failed").annotate(username=KeyTextTransform("username", "context"))
-    first_last = qs.order_by("seq").values_list("seq", flat=True)
     return {
         "total": qs.count(),
-        "first_seq": first_last.first(), "last_seq": qs.order_by("-seq").values_list("seq", flat=True).first(),
+        "first_seq": qs.order_by("seq").values_list("seq", flat=True).first(), "last_seq": qs.order_by("-seq").values_list("seq", flat=True).first(),
         "by_action": counted(qs, "action"),
         "by_department": counted(qs, "actor_department"),
         "by_model": counted(gateway, "model"),
@@ -133,7 +132,7 @@ def summary(period: Period | SeqRange) -> dict:
         "refused_gateway_calls": counted(refused, "status"),
         "failed_logins": failed_logins.count(),
         "failed_login_names": counted(failed_logins, "username", 10),
-        "lockouts": qs.filter(Q(action="auth.lockout")).count(),
+        "lockouts": qs.filter(action="auth.lockout").count(),
     }
 
 

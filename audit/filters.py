@@ -17,7 +17,9 @@ class FilterError(ValueError):
     pass
 
 
-def _when(name: str, value: str, end_of_day: bool = False) -> datetime:
+def parse_when(name: str, value: str, end_of_day: bool = False) -> datetime:
+    """A date (with ``end_of_day``: its last instant) or a date and time; naive means the console's
+    time zone. Refuses anything else with FilterError naming ``name``."""
     try:
         day = parse_date(value)  # first: parse_datetime also reads a bare date, as midnight
         parsed = None if day else parse_datetime(value)
@@ -62,8 +64,8 @@ class TrailFilter:
         if self.q:
             qs = qs.filter(Q(actor_name__icontains=self.q) | Q(action__icontains=self.q) |
                            Q(target_repr__icontains=self.q) | Q(request_id=self.q))
-        since = _when("since", self.since) if self.since else None
-        until = _when("until", self.until, end_of_day=True) if self.until else None
+        since = parse_when("since", self.since) if self.since else None
+        until = parse_when("until", self.until, end_of_day=True) if self.until else None
         if since and until and since > until:
             raise FilterError("since must not be after until.")
         if since:

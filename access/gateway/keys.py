@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 
 from django.db import close_old_connections
-from django.utils import timezone
 
 from access import tokens
 from access.models import ApiKey, DepartmentQuota
@@ -105,7 +104,3 @@ def parse_bearer(header: bytes | None) -> tuple[str, str] | None:
     value = value.strip()
     prefix = tokens.parse_prefix(value, tokens.KEY_KIND)
     return (value, prefix) if prefix else None
-
-
-def now_s() -> float:
-    return timezone.now().timestamp()
