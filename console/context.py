@@ -12,6 +12,7 @@ NAV: list[tuple[str, str, tuple[str, ...]]] = [
     ("Nodes", "nodes", (Role.ADMIN,)),
     ("Models", "models", (Role.ADMIN,)),
     ("Deployments", "deployments", (Role.ADMIN,)),
+    ("Jobs", "jobs", (Role.ADMIN,)),
     ("Access", "access-queue", (Role.ADMIN,)),
     ("My access", "my-access", (Role.DEPT_USER,)),
     ("Grants", "grants", (Role.AUDITOR,)),

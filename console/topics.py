@@ -42,6 +42,8 @@ TOPICS: list[Topic] = [
     Topic(re.compile(r"^deployment\.(?P<id>\d+)$"), _roles(Role.ADMIN)),
     Topic(re.compile(r"^node\.(?P<id>\d+)\.runtime$"), _roles(Role.ADMIN)),
     Topic(re.compile(r"^instance\.(?P<id>\d+)\.log$"), _roles(Role.ADMIN), batch_s=0.1),
+    Topic(re.compile(r"^jobs$"), _roles(Role.ADMIN)),
+    Topic(re.compile(r"^job\.(?P<id>\d+)$"), _roles(Role.ADMIN)),
     Topic(re.compile(r"^access$"), _roles(Role.ADMIN)),  # the access-request queue
     Topic(re.compile(r"^user\.(?P<id>\d+)$"), _self_only),
 ]

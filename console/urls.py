@@ -14,7 +14,7 @@ from console import api as console_api
 from console import views
 from fleet import api as fleet_api
 from fleet import metrics as fleet_metrics
-from fleet import deployment_views, model_views
+from fleet import deployment_views, job_api, job_views, model_views
 from fleet import views as fleet_views
 
 router = DefaultRouter(trailing_slash=True)
@@ -29,6 +29,7 @@ router.register("nodes", fleet_api.NodeViewSet, basename="api-node")
 router.register("join-tokens", fleet_api.JoinTokenViewSet, basename="api-join-token")
 router.register("models", fleet_api.ModelViewSet, basename="api-model")
 router.register("deployments", fleet_api.DeploymentViewSet, basename="api-deployment")
+router.register("jobs", job_api.JobViewSet, basename="api-job")
 
 api_patterns = [
     path("me/", console_api.me, name="api-me"),
@@ -82,7 +83,13 @@ urlpatterns = [
     path("deployments/", deployment_views.deployment_list, name="deployments"),
     path("deployments/check/", deployment_views.deployment_check, name="deployment-check"),
     path("deployments/<int:pk>/", deployment_views.deployment_detail, name="deployment-detail"),
+    path("deployments/<int:pk>/benchmark/", job_views.benchmark, name="deployment-benchmark"),
     path("deployments/<int:pk>/<str:action>/", deployment_views.deployment_action, name="deployment-action"),
+    path("jobs/", job_views.job_list, name="jobs"),
+    path("jobs/compare/", job_views.job_compare, name="job-compare"),
+    path("jobs/<int:pk>/", job_views.job_detail, name="job-detail"),
+    path("jobs/<int:pk>/cancel/", job_views.job_cancel, name="job-cancel"),
+    path("models/<int:pk>/quantize/", job_views.quantize, name="model-quantize"),
     path("metrics", fleet_metrics.metrics, name="metrics"),
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),

@@ -60,3 +60,26 @@ class TransitionError(ValueError):
 def check_transition(table: dict[str, set[str]], current: str, new: str) -> None:
     if new not in table.get(current, set()):
         raise TransitionError(f"cannot go from {current} to {new}")
+
+
+class JobKind(models.TextChoices):
+    QUANTIZE = "quantize", "Quantization"
+    BENCHMARK = "benchmark", "Benchmark"
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+JobState.DONE = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+JOB_TRANSITIONS: dict[str, set[str]] = {
+    JobState.QUEUED: {JobState.RUNNING, JobState.FAILED, JobState.CANCELLED, JobState.SUCCEEDED},
+    JobState.RUNNING: {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED},
+    JobState.SUCCEEDED: set(),
+    JobState.FAILED: set(),
+    JobState.CANCELLED: set(),
+}

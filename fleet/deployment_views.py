@@ -13,8 +13,8 @@ from access.choices import Role
 from access.permissions import role_required
 from audit.models import AuditEvent
 from fleet import deploy
-from fleet.choices import InstanceState
-from fleet.forms import DeploymentForm
+from fleet.choices import InstanceState, JobKind
+from fleet.forms import BenchmarkForm, DeploymentForm
 from fleet.models import Deployment, Instance
 from fleet.services import ServiceError
 
@@ -71,12 +71,21 @@ def deployment_check(request: HttpRequest) -> HttpResponse:
 @role_required(Role.ADMIN)
 def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     deployment = get_object_or_404(Deployment.objects.select_related("model"), pk=pk)
+    return deployment_page(request, deployment)
+
+
+def deployment_page(request: HttpRequest, deployment: Deployment, *, benchmark_form: BenchmarkForm | None = None,
+                    status: int = 200) -> HttpResponse:
+    pk = deployment.pk
     instances = list(deployment.instances.select_related("node").order_by("-created_at")[:50])
     ids = [str(i.pk) for i in instances]
     history = (AuditEvent.objects.filter(Q(target_type="fleet.deployment", target_id=str(pk)) |
                                          Q(target_type="fleet.instance", target_id__in=ids)).order_by("-seq")[:50])
     template = "fleet/_instances.html" if request.headers.get("HX-Request") else "fleet/deployment_detail.html"
-    return render(request, template, {"deployment": deployment, "instances": instances, "history": history})
+    benchmarks = deployment.jobs.filter(kind=JobKind.BENCHMARK).order_by("-created_at")[:10]
+    return render(request, template, {"deployment": deployment, "instances": instances, "history": history,
+                                      "benchmark_form": benchmark_form or BenchmarkForm(), "benchmarks": benchmarks},
+                  status=status)
 
 
 @role_required(Role.ADMIN)

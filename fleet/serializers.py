@@ -137,3 +137,25 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
 class ScaleSerializer(serializers.Serializer):
     replicas = serializers.IntegerField(min_value=0, max_value=64)
+
+
+class JobSerializer(serializers.ModelSerializer):
+    node = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    deployment = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    variant = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        from fleet.models import Job
+
+        model = Job
+        fields = ["id", "kind", "state", "params", "node", "model", "deployment", "variant", "progress", "phase",
+                  "error", "cancel_requested", "created_by", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class JobDetailSerializer(JobSerializer):
+    class Meta(JobSerializer.Meta):
+        fields = JobSerializer.Meta.fields + ["result", "artifacts", "log"]
+        read_only_fields = fields

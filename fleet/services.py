@@ -313,6 +313,9 @@ def mark_offline(*, now: datetime | None = None) -> list[Node]:
             audit.record(None, "node.offline", node, before={"state": NodeState.ONLINE},
                          after={"state": NodeState.OFFLINE}, silent_s=round((now - node.last_heartbeat).total_seconds(), 1))
             fleet_event("state", node)
+            from fleet import jobs
+
+            jobs.fail_jobs_on(node, f"Node {node.name} went offline while the job ran.")
             gone.append(node)
     return gone
 

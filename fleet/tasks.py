@@ -65,3 +65,10 @@ def instance_report_task(*, node_id: Any, secret: Any, report: Any) -> None:
 @shared_task(name="fleet.runtime_report")
 def runtime_report_task(*, node_id: Any, secret: Any, runtime: Any, state: Any, detail: Any = "") -> None:
     services.runtime_report(node_id=node_id, secret=secret, runtime=runtime, state=state, detail=detail)
+
+
+@shared_task(name="fleet.job_report")
+def job_report_task(*, node_id: Any, secret: Any, report: Any) -> None:
+    from fleet import jobs
+
+    jobs.report(node_id=node_id, secret=secret, report=report)

