@@ -190,6 +190,7 @@ def report(*, node_id: Any, secret: Any, report: Any) -> Job | None:
             if state == JobState.RUNNING and job.state == JobState.QUEUED:
                 job.set_state(JobState.RUNNING)
                 job.started_at = timezone.now()
+                job.save(update_fields=["state", "started_at", "log", "progress", "phase"])
             elif state == JobState.SUCCEEDED:
                 result = report.get("result") if isinstance(report.get("result"), dict) else {}
                 job.result = result

