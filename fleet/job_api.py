@@ -102,7 +102,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                    responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["get"])
     def compare(self, request: Request) -> Response:
-        return Response({"runs": compare_runs(parse_ids(request.query_params.get("ids", "")))})
+        return Response({"runs": compare_runs(parse_ids(",".join(request.query_params.getlist("ids"))))})
 
 
 def parse_ids(raw: str) -> list[int]:

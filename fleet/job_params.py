@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -172,4 +172,4 @@ def benchmark(params: Any, max_model_len: int) -> dict:
     return clean
 
 
-__all__ = ["SCHEMES", "GROUP_SIZES", "Scheme", "quantize", "benchmark", "calibration_samples", "asdict"]
+__all__ = ["SCHEMES", "GROUP_SIZES", "Scheme", "quantize", "benchmark", "calibration_samples"]

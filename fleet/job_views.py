@@ -63,7 +63,7 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(Role.ADMIN)
 def job_compare(request: HttpRequest) -> HttpResponse:
     try:
-        runs = compare_runs(parse_ids(request.GET.get("ids", "")))
+        runs = compare_runs(parse_ids(",".join(request.GET.getlist("ids"))))  # ?ids=3,4 or ?ids=3&ids=4
     except ValidationError as exc:
         return render(request, "fleet/job_compare.html", {"runs": [], "error": " ".join(exc.detail["ids"])},
                       status=400)

@@ -5,17 +5,18 @@ checksums (the console's own, compared with the node's) and the perplexity delta
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
 import audit
 from console.live import publish
 from fleet import artifacts, job_params, reconciler, registry, runtimes
-from fleet.choices import DesiredState, InstanceState, JobKind, JobState, NodeKind, NodeState, TransitionError
+from fleet.choices import DesiredState, InstanceState, JobKind, JobState, NodeState, TransitionError
 from fleet.models import Deployment, Instance, Job, ModelArtifact, Node
 from fleet.services import ServiceError, _agent_node
 
@@ -38,18 +39,18 @@ def _public(job: Job) -> dict:
 
 
 def _choose_node(name: Any) -> Node:
-    """The node asked for, or the online, uncordoned node best suited: GPUs first, then the most
-    GPU memory, then the fewest jobs running."""
+    """The node asked for, or the online, uncordoned node best suited: the most GPU memory (so GPU
+    nodes before CPU ones), then the fewest jobs running."""
     nodes = Node.objects.filter(state=NodeState.ONLINE)
     if name:
         node = nodes.filter(name=name).first()
         if node is None:
             raise ServiceError(f"No online node named {name!r}.", "node")
         return node
-    node = (nodes.filter(cordoned=False)
-            .annotate(running=Count("jobs", filter=Q(jobs__state=JobState.RUNNING)),
-                      memory=Count("gpus"))
-            .order_by(*["-memory", "running", "name"]).first())
+    candidates = list(nodes.filter(cordoned=False).prefetch_related("gpus"))
+    busy = Counter(Job.objects.filter(state=JobState.RUNNING, node__in=candidates).values_list("node_id", flat=True))
+    node = min(candidates, default=None,
+               key=lambda n: (-sum(g.memory_total for g in n.gpus.all()), busy[n.pk], n.name))
     if node is None:
         raise ServiceError("No node is online to run the job; start an agent (README: adding a GPU node).", "node")
     return node
@@ -238,5 +239,4 @@ def visible_jobs(kind: str = "", state: str = "", q: str = ""):
     return jobs.order_by("-created_at", "-id")
 
 
-__all__ = ["quantize", "benchmark", "cancel", "report", "fail_jobs_on", "visible_jobs", "ready_instance",
-           "NodeKind"]
+__all__ = ["quantize", "benchmark", "cancel", "report", "fail_jobs_on", "visible_jobs", "ready_instance"]

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,9 @@ RUNNERS = Path(__file__).resolve().parent.parent / "runners"
 REPORT_EVERY_S = 0.5
 KILL_GRACE_S = 5.0
 LINE_SPLIT = re.compile(rb"\r\n|\r|\n")
+# llm-compressor's sequential pipeline prints "(3/5): Calibrating: ..." per layer group; the
+# quantize runner reserves 30–75 % for that stage, so those lines move the bar within it.
+CALIBRATING = re.compile(r"^\((\d+)/(\d+)\): Calibrating")
 
 
 class Job:
@@ -134,6 +136,11 @@ class JobSupervisor:
                 event = protocol.parse(line)
                 with job.lock:
                     if event is None:
+                        stage = CALIBRATING.match(line)
+                        if stage and job.spec["kind"] == "quantize":
+                            done, total = int(stage[1]), max(1, int(stage[2]))
+                            job.progress = max(job.progress or 0, 30 + 45 * (done - 1) / total)
+                            job.phase = f"calibrating layer group {done}/{total}"
                         if line.strip():
                             job.lines.append(line)
                             job.tail.append(line)
