@@ -204,9 +204,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated", "access.permissions.AnyRole"],
     "COMPONENT_SPLIT_REQUEST": True,
-    # Two models have a "kind": a node's (GPU/CPU) and a model file's (weights/config/...).
+    # Several models have a "kind" and a "state": a node's, a model file's, a job's, ...
     "ENUM_NAME_OVERRIDES": {"NodeKindEnum": "fleet.choices.NodeKind", "ModelFileKindEnum": "fleet.models.ModelFile.Kind",
-                            "NodeStateEnum": "fleet.choices.NodeState", "InstanceStateEnum": "fleet.choices.InstanceState"},
+                            "NodeStateEnum": "fleet.choices.NodeState", "InstanceStateEnum": "fleet.choices.InstanceState",
+                            "JobKindEnum": "fleet.choices.JobKind", "JobStateEnum": "fleet.choices.JobState"},
 }
 
 # --- i18n, static -----------------------------------------------------------------------------
