@@ -127,14 +127,16 @@ def cancel(actor: Any, job: Job) -> Job:
             raise ServiceError(f"This job has {job.state} already; there is nothing to cancel.")
         if job.cancel_requested:
             return job
-        job.cancel_requested = True
-        job.save(update_fields=["cancel_requested"])
-        audit.record(actor, "job.cancel", job, before={"state": job.state})
-        if job.node is not None:
+        job.cancel_requested, was = True, job.state
+        if job.state == JobState.QUEUED or job.node is None:  # nothing runs yet: it ends now
+            job.set_state(JobState.CANCELLED)
+            job.finished_at = timezone.now()
+        job.save(update_fields=["cancel_requested", "state", "finished_at"])
+        # One event for the person's action; a running job's end is the agent's event (job.cancelled).
+        audit.record(actor, "job.cancel", job, before={"state": was}, after={"state": job.state})
+        if job.node is not None:  # the agent kills a running job's process group, or skips a queued one
             reconciler.send(job.node, "agent.cancel_job", job_id=job.pk)
-        else:  # its node was removed: nothing runs it
-            _finish(job, JobState.CANCELLED, actor=None)
-        _push(job, "cancelling")
+        _push(job, "finished" if job.done else "cancelling")
     return job
 
 
@@ -218,9 +220,10 @@ def report(*, node_id: Any, secret: Any, report: Any) -> Job | None:
 
 
 def fail_jobs_on(node: Node, why: str) -> int:
-    """A node that went away takes its running jobs with it."""
+    """A node that went away, or whose agent restarted, takes its running jobs with it. Queued ones
+    wait in the node's queue for its return (or a cancel)."""
     failed = 0
-    for job in Job.objects.select_for_update().filter(node=node, state__in=[JobState.QUEUED, JobState.RUNNING]):
+    for job in Job.objects.select_for_update().filter(node=node, state=JobState.RUNNING):
         _finish(job, JobState.FAILED, actor=None, error=why)
         _push(job, "finished", error=job.error)
         failed += 1

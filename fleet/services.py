@@ -241,6 +241,10 @@ def _admit(name: str, secret: str, fields: dict, gpus: list[dict], join_token: s
             _apply(node, fields, gpus)
             audit.record(_agent_actor(name), "node.rejoin", node, before={"state": was},
                          after={"state": node.state, "kind": node.kind, "gpus": len(gpus)})
+            from fleet import jobs
+
+            # A restarted agent ended what it ran (fleet/agent/jobs.py reaps leftovers): say so.
+            jobs.fail_jobs_on(node, f"The agent on {node.name} restarted while the job ran; start the job again.")
         fleet_event("joined", node)
         return node, None
 

@@ -21,7 +21,7 @@ from fleet.choices import InstanceState, JobKind, JobState, NodeKind, NodeState
 from fleet.models import Deployment, Instance, Job, ModelArtifact, Node
 
 pytestmark = pytest.mark.django_db
-SECRET = "agent-secret-for-tests"
+SECRET = "agent-secret-for-the-job-tests-0123456789"
 
 
 @pytest.fixture
@@ -289,3 +289,26 @@ def test_the_job_list_page_and_api_use_a_constant_number_of_queries(fleet, clien
     for _ in range(8):
         _job(fleet, variant=fleet["model"], created_by=fleet["model"].created_by)
     assert (count("/jobs/"), count("/api/jobs/")) == few
+
+
+def test_cancelling_a_queued_job_ends_it_at_once_and_tells_the_agent_to_skip_it(fleet, client_for, monkeypatch,
+                                                                                  django_capture_on_commit_callbacks):
+    sent = []
+    monkeypatch.setattr("fleet.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append(task))
+    job = _job(fleet)
+    client = client_for("admin")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 302
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELLED and sent == ["agent.cancel_job"]
+    [event] = AuditEvent.objects.filter(action__startswith="job.")
+    assert (event.action, event.before, event.after) == ("job.cancel", {"state": "queued"}, {"state": "cancelled"})
+
+
+def test_an_agent_that_rejoins_fails_the_jobs_it_was_running(fleet):
+    running, queued = _job(fleet, state=JobState.RUNNING), _job(fleet)
+    services.register_node(name="n1", secret=SECRET, node_id=fleet["node"].pk,
+                           facts={"host": {"hostname": "h", "cpu_cores": 2, "ram_bytes": 1}, "gpu": {"gpus": []}})
+    running.refresh_from_db(), queued.refresh_from_db()
+    assert running.state == JobState.FAILED and "restarted" in running.error
+    assert queued.state == JobState.QUEUED  # its run command still waits in the node's queue

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from fleet import runtimes
 from fleet.runners import protocol
 
@@ -48,12 +50,25 @@ class JobSupervisor:
         self.dir = Path(state_dir) / "jobs"
         self.report = report
         self.jobs: dict[int, Job] = {}
+        self.skip: set[int] = set()  # cancelled before they reached this node
         self.lock = threading.Lock()
+
+    def reap(self) -> list[int]:
+        """At agent start: end the jobs a previous agent left running (their output went to it, and
+        the console fails them when this agent rejoins)."""
+        reaped = []
+        for spec_file in self.dir.glob("job-*.json"):
+            for proc in psutil.process_iter(["cmdline"]):
+                if str(spec_file) in (proc.info["cmdline"] or []):
+                    self._kill(proc.pid, signal.SIGKILL)
+                    reaped.append(proc.pid)
+            spec_file.unlink(missing_ok=True)
+        return reaped
 
     def start(self, spec: dict) -> None:
         """Idempotent: a job already known here is not started twice."""
         with self.lock:
-            if spec["id"] in self.jobs:
+            if spec["id"] in self.jobs or spec["id"] in self.skip:
                 return
             job = self.jobs[spec["id"]] = Job(spec)
         threading.Thread(target=self._run, args=(job,), name=f"job-{job.id}", daemon=True).start()
@@ -61,20 +76,21 @@ class JobSupervisor:
     def cancel(self, job_id: int) -> None:
         with self.lock:
             job = self.jobs.get(job_id)
-        if job is None:  # never reached this node (or long finished): the console closes it
+        if job is None:  # not here yet (queued behind other work) or long finished: never run it
+            self.skip.add(job_id)
             self.report({"job": job_id, "state": "cancelled"})
             return
         with job.lock:
             job.cancelled = True
             proc = job.proc
         if proc is not None and proc.poll() is None:
-            self._kill(proc, signal.SIGTERM)
-            threading.Timer(KILL_GRACE_S, self._kill, args=(proc, signal.SIGKILL)).start()
+            self._kill(proc.pid, signal.SIGTERM)
+            threading.Timer(KILL_GRACE_S, self._kill, args=(proc.pid, signal.SIGKILL)).start()
 
     @staticmethod
-    def _kill(proc: subprocess.Popen, sig: int) -> None:
+    def _kill(pid: int, sig: int) -> None:
         try:
-            os.killpg(proc.pid, sig)  # the whole group: the runner and anything it started
+            os.killpg(pid, sig)  # the whole group (the runner leads it): the runner and all it started
         except (ProcessLookupError, PermissionError):
             pass
 

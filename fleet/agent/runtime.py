@@ -208,6 +208,8 @@ class Agent:
         adopts them."""
         stop = threading.Event()
         self.instances.adopt()
+        if reaped := self.jobs.reap():
+            log.warning("ended %d job process(es) a previous agent left running", len(reaped))
         threading.Thread(target=self.run_telemetry, args=(stop,), name="telemetry", daemon=True).start()
         threading.Thread(target=self.instances.run, args=(stop,), name="instances", daemon=True).start()
         agent = self
