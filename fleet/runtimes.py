@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,12 +85,25 @@ def _run(argv: list[str], log: Callable[[str], None]) -> None:
         raise subprocess.CalledProcessError(proc.returncode, argv)
 
 
+_installing: dict[str, threading.Lock] = {}
+_installing_guard = threading.Lock()
+
+
 def ensure(engine: str, version: str, log: Callable[[str], None] = print) -> Path:
     if not VERSION_RE.match(version):
         raise ValueError(f"{version!r} is not a version")
     env = path(engine, version)
     if (env / STAMP).exists():
         return env / "bin" / "python"
+    with _installing_guard:  # an agent's instances and jobs may ask for the same runtime at once
+        lock = _installing.setdefault(str(env), threading.Lock())
+    with lock:
+        if (env / STAMP).exists():
+            return env / "bin" / "python"
+        return _install(engine, version, env, log)
+
+
+def _install(engine: str, version: str, env: Path, log: Callable[[str], None]) -> Path:
     spec = ENGINES[engine]
     if env.exists():
         shutil.rmtree(env)  # a half-made environment from an interrupted install

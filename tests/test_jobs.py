@@ -312,3 +312,40 @@ def test_an_agent_that_rejoins_fails_the_jobs_it_was_running(fleet):
     running.refresh_from_db(), queued.refresh_from_db()
     assert running.state == JobState.FAILED and "restarted" in running.error
     assert queued.state == JobState.QUEUED  # its run command still waits in the node's queue
+
+
+def _bench(fleet, served: str, speed: float) -> Job:
+    point = {"concurrency": 1, "completed": 4, "failed": 0, "duration_s": 1.0, "request_throughput": 4.0,
+             "output_throughput": speed, **{f"{m}_p{q}_ms": 1.0 + q for m in ("ttft", "tpot", "itl", "e2el")
+                                            for q in (50, 90, 99)}}
+    return Job.objects.create(kind=JobKind.BENCHMARK, node=fleet["node"], model=fleet["model"],
+                              deployment=fleet["running"], state=JobState.SUCCEEDED,
+                              params={"mode": "concurrency", "levels": [1], "input_len": 16, "output_len": 8,
+                                      "num_prompts": 4, "served": served},
+                              result={"mode": "concurrency", "points": [point]})
+
+
+def test_a_benchmark_page_and_the_comparison_show_every_run(fleet, client_for):
+    first, second = _bench(fleet, "serving", 123.4), _bench(fleet, "serving-w4", 567.8)
+    client = client_for("admin")
+    page = client.get(f"/jobs/{first.pk}/").content.decode()
+    assert "123.4" in page and f'<option value="{second.pk}">' in page and 'data-chart="output_throughput"' in page
+    compare = client.get(f"/jobs/compare/?ids={first.pk}&ids={second.pk}")
+    assert compare.status_code == 200
+    runs = json.loads(compare.content.decode().split('id="bench-runs" type="application/json">')[1].split("</script>")[0])
+    assert [r["label"] for r in runs] == [f"#{first.pk} serving", f"#{second.pk} serving-w4"]
+    api = client.get(f"/api/jobs/compare/?ids={second.pk},{first.pk}").json()["runs"]
+    assert [r["points"][0]["output_throughput"] for r in api] == [567.8, 123.4]
+
+
+def test_a_quantization_page_shows_its_result_and_the_model_page_its_jobs(fleet, client_for):
+    job = _job(fleet, state=JobState.SUCCEEDED, result={
+        "size_bytes": 1000, "perplexity_parent": 400.0, "perplexity_variant": 404.0, "perplexity_delta": 4.0,
+        "perplexity_delta_pct": 1.0, "device": "cpu", "seconds": 5.0, "recipe": "GPTQModifier: {}"},
+        artifacts=[{"name": "model.safetensors", "size": 1000, "sha256": "ab" * 32}])
+    client = client_for("admin")
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "parent 400.0 → variant 404.0 (Δ 4.0, 1.0 %)" in page and "ab" * 32 in page
+    model_page = client.get(f"/models/{fleet['model'].pk}/").content.decode()
+    assert f'href="/jobs/{job.pk}/"' in model_page and "Start quantization" in model_page
+    assert "Start benchmark" in client.get(f"/deployments/{fleet['running'].pk}/").content.decode()

@@ -24,6 +24,7 @@ log = logging.getLogger("fleet.agent")
 RUNNERS = Path(__file__).resolve().parent.parent / "runners"
 REPORT_EVERY_S = 0.5
 KILL_GRACE_S = 5.0
+KINDS = {"quantize", "benchmark"}  # each is a runner script in fleet/runners
 LINE_SPLIT = re.compile(rb"\r\n|\r|\n")
 # llm-compressor's sequential pipeline prints "(3/5): Calibrating: ..." per layer group; the
 # quantize runner reserves 30–75 % for that stage, so those lines move the bar within it.
@@ -94,10 +95,6 @@ class JobSupervisor:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def running(self) -> list[int]:
-        with self.lock:
-            return [i for i, j in self.jobs.items() if j.proc is not None and j.proc.poll() is None]
-
     # --- one job ----------------------------------------------------------------------------
     def _say(self, job: Job, line: str) -> None:
         with job.lock:
@@ -105,6 +102,9 @@ class JobSupervisor:
             job.tail.append(line)
 
     def _run(self, job: Job) -> None:
+        if job.spec.get("kind") not in KINDS:
+            self._finish(job, "failed", f"this agent runs no job of kind {job.spec.get('kind')!r}")
+            return
         engine, _, version = job.spec["runtime"].partition("==")
         try:
             python = str(runtimes.ensure(engine, version, log=lambda line: self._say(job, line)))

@@ -5,7 +5,8 @@ Prompts are synthetic: windows of exactly ``input_len`` token ids cut from text 
 tokenized (so every id is valid for its tokenizer); ``ignore_eos`` makes every answer exactly
 ``output_len`` tokens. Each sweep level (a concurrency, or a request rate with Poisson arrivals)
 sends ``num_prompts`` streamed completions and reports request throughput, output tokens/s and
-p50/p90/p99 of time to first token (TTFT), inter-token latency (ITL) and end-to-end latency."""
+p50/p90/p99 of time to first token (TTFT), time per output token (TPOT), inter-token latency
+(ITL) and end-to-end latency."""
 from __future__ import annotations
 
 import asyncio
@@ -67,8 +68,11 @@ async def one(session: aiohttp.ClientSession, base: str, served: str, prompt: li
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     end = time.perf_counter()
+    # vLLM may put several tokens in one chunk when it runs ahead of the stream, so ITL (between
+    # chunks, as vLLM's own benchmark counts it) is joined by TPOT: decode time per output token.
+    tpot = (end - first) / (tokens - 1) if first is not None and tokens > 1 else None
     return {"ok": first is not None, "error": "no tokens came back", "ttft": (first or end) - start,
-            "itl": gaps, "e2el": end - start, "tokens": tokens}
+            "itl": gaps, "tpot": tpot, "e2el": end - start, "tokens": tokens}
 
 
 async def level(session, base, served, prompts, spec, value, done_before, total) -> dict:
@@ -95,10 +99,11 @@ async def level(session, base, served, prompts, spec, value, done_before, total)
     ok = [r for r in results if r["ok"]]
     ms = lambda xs, q: None if not xs else round(1000 * percentile(xs, q), 3)  # noqa: E731
     ttft, itl, e2el = [r["ttft"] for r in ok], [g for r in ok for g in r["itl"]], [r["e2el"] for r in ok]
+    tpot = [r["tpot"] for r in ok if r["tpot"] is not None]
     point = {spec["mode"]: value, "completed": len(ok), "failed": len(results) - len(ok),
              "duration_s": round(duration, 3), "request_throughput": round(len(ok) / duration, 3),
              "output_throughput": round(sum(r["tokens"] for r in ok) / duration, 3)}
-    for name, values in (("ttft", ttft), ("itl", itl), ("e2el", e2el)):
+    for name, values in (("ttft", ttft), ("tpot", tpot), ("itl", itl), ("e2el", e2el)):
         for q in (50, 90, 99):
             point[f"{name}_p{q}_ms"] = ms(values, q)
     errors = sorted({r["error"] for r in results if not r["ok"]})
@@ -117,6 +122,10 @@ async def main_async(spec: dict) -> dict:
         rng = random.Random(spec.get("seed", 0))
         print(f"{len(pool)} tokens to cut prompts from; {spec['num_prompts']} prompts of {spec['input_len']} tokens "
               f"→ {spec['output_len']} tokens at each {spec['mode']} in {spec['levels']}")
+        # Unmeasured warm-up requests first (as vLLM's own benchmark offers): the first calls of a
+        # fresh server pay for compilation and caches that no later call sees.
+        for _ in range(spec.get("warmups", 2)):
+            await one(session, base, served, pool[: spec["input_len"]], spec["output_len"])
         total = spec["num_prompts"] * len(spec["levels"])
         points = []
         for i, value in enumerate(spec["levels"]):

@@ -66,7 +66,7 @@
                   scales: { x: { time: false } }, axes: [{ label: key === "rate" ? "requests/s" : "in flight" }, {}] }, data, el);
     }
     const plan = { output_throughput: ["output_throughput"], request_throughput: ["request_throughput"],
-                   ttft: ["ttft_p50_ms", "ttft_p99_ms"], itl: ["itl_p50_ms", "itl_p99_ms"], e2el: ["e2el_p50_ms", "e2el_p99_ms"] };
+                   ttft: ["ttft_p50_ms", "ttft_p99_ms"], tpot: ["tpot_p50_ms", "tpot_p99_ms"], e2el: ["e2el_p50_ms", "e2el_p99_ms"] };
     document.querySelectorAll("[data-chart]").forEach(function (el) {
       if (plan[el.dataset.chart]) draw(el, plan[el.dataset.chart]);
     });

@@ -107,7 +107,8 @@ def test_quantize_deploy_benchmark_compare_and_cancel(browser, fleet_with_agent,
             assert p["completed"] == 6 and p["failed"] == 0
             assert p["request_throughput"] > 0 and p["output_throughput"] > 0
             assert 0 < p["ttft_p50_ms"] <= p["ttft_p90_ms"] <= p["ttft_p99_ms"]
-            assert 0 < p["itl_p50_ms"] <= p["itl_p99_ms"] and 0 < p["e2el_p50_ms"] <= p["e2el_p99_ms"]
+            assert 0 < p["tpot_p50_ms"] <= p["tpot_p99_ms"] and 0 < p["e2el_p50_ms"] <= p["e2el_p99_ms"]
+            assert p["itl_p50_ms"] is not None  # between chunks; vLLM may pack several tokens in one
 
     # The UI charts the two runs side by side.
     page.goto(f"{live_server_url}/jobs/?kind=benchmark")
