@@ -202,12 +202,13 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, every: 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def vllm_processes(model_path: str) -> list[psutil.Process]:
-    """vLLM API servers serving ``model_path`` (one per instance)."""
-    found = []
+def vllm_processes(model_path: str | Path) -> list[psutil.Process]:
+    """vLLM API servers serving ``model_path``, or any model under it when it is a folder of models
+    (one per instance)."""
+    found, path = [], str(model_path)
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "vllm.entrypoints.openai.api_server" in cmd and model_path in cmd:
+        if "vllm.entrypoints.openai.api_server" in cmd and any(a == path or a.startswith(path + "/") for a in cmd):
             found.append(proc)
     return found
 
@@ -252,7 +253,7 @@ def fleet_with_agent(transactional_db, celery_worker_process, process_env, tmp_p
            "env": process_env}
     for deployment in Deployment.objects.all():
         client.post(f"/api/deployments/{deployment.pk}/stop/")
-    wait_for(lambda: not vllm_processes(model.path), 60, "every vLLM process to stop")
+    wait_for(lambda: not vllm_processes(models), 60, "every vLLM process to stop")  # variants' too
     stop_agent(agent["proc"])
 
 
