@@ -153,6 +153,8 @@ def _finish(job: Job, state: str, *, actor: Any, error: str = "") -> None:
 
 def _register_variant(job: Job, result: dict) -> ModelArtifact:
     """Register the output; the console hashes the files itself and must find what the node wrote."""
+    if job.model is None:
+        raise ServiceError("its parent model was unregistered while the job ran; register the output by hand")
     recipe = {"job": job.pk, "scheme": job.params["scheme"], "bits": job.params["bits"],
               **{k: job.params[k] for k in ("group_size", "smoothing_strength", "num_samples", "max_seq_length",
                                             "calibration") if k in job.params},

@@ -219,6 +219,16 @@ def test_a_variant_whose_files_changed_on_the_way_fails_the_job(fleet):
     assert not ModelArtifact.objects.filter(name="demo-gptq-w4a16").exists()
 
 
+def test_a_parent_unregistered_while_the_job_ran_fails_the_job_with_the_reason(fleet, client_for):
+    job = _job(fleet, state=JobState.RUNNING)
+    Job.objects.filter(pk=job.pk).update(model=None)
+    jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={
+        "job": job.pk, "state": "succeeded", "result": {"output_path": "/nowhere", "files": []}})
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED and "parent model was unregistered" in job.error
+    assert "(unregistered model)" in client_for("admin").get(f"/jobs/{job.pk}/").content.decode()
+
+
 def test_reports_from_another_node_or_with_a_wrong_secret_are_refused(fleet):
     job = _job(fleet)
     other = Node.objects.create(name="n2", kind=NodeKind.CPU, agent_digest=services.digest("other-secret"))
