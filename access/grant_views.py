@@ -15,6 +15,7 @@ from access.forms import AccessRequestForm, ApiKeyForm, DecisionForm, GrantForm,
 from access.models import AccessRequest, ApiKey, Grant
 from access.permissions import ANY_ROLE, role_required
 from access.services import ServiceError
+from console.actions import flash
 from console.streaming import stream
 
 PAGE_SIZE = 25
@@ -60,12 +61,7 @@ def my_access(request: HttpRequest) -> HttpResponse:
 @require_POST
 def withdraw(request: HttpRequest, pk: int) -> HttpResponse:
     target = get_object_or_404(AccessRequest, pk=pk, requester=request.user)
-    try:
-        grants.withdraw(request.user, target)
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Request #{pk} withdrawn.")
+    flash(request, lambda: grants.withdraw(request.user, target), f"Request #{pk} withdrawn.")
     return redirect("my-access")
 
 
@@ -74,12 +70,8 @@ def withdraw(request: HttpRequest, pk: int) -> HttpResponse:
 def revoke_key(request: HttpRequest, pk: int) -> HttpResponse:
     qs = ApiKey.objects.all() if request.user.is_fleet_admin else ApiKey.objects.filter(user=request.user)
     key = get_object_or_404(qs, pk=pk)
-    try:
-        grants.revoke_key(request.user, key)
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Key “{key.name}” revoked; calls with it are refused from now on.")
+    flash(request, lambda: grants.revoke_key(request.user, key),
+          f"Key “{key.name}” revoked; calls with it are refused from now on.")
     return redirect(request.POST.get("next") if request.POST.get("next") in ("/access/keys/",) else "my-access")
 
 
@@ -163,12 +155,7 @@ def grant_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def revoke_grant(request: HttpRequest, pk: int) -> HttpResponse:
     grant = get_object_or_404(Grant, pk=pk)
-    try:
-        grants.revoke_grant(request.user, grant)
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Grant #{pk} revoked; its keys are refused from now on.")
+    flash(request, lambda: grants.revoke_grant(request.user, grant), f"Grant #{pk} revoked; its keys are refused from now on.")
     return redirect("grants")
 
 

@@ -10,18 +10,10 @@ from django.utils import timezone
 import audit
 from access import tokens
 from access.models import Department, PersonalToken, User
+from console.actions import ServiceError
 
 MAX_TOKENS_PER_USER = 20
 M = TypeVar("M")
-
-
-class ServiceError(Exception):
-    """A refusal the caller shows to the person as it is (a 400 in the API)."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 def create_department(*, name: str, slug: str, description: str = "") -> Department:

@@ -14,6 +14,7 @@ from access.choices import Role
 from access.forms import DepartmentForm, TokenForm
 from access.models import Department, PersonalToken, User
 from access.permissions import ANY_ROLE, role_required
+from console.actions import flash
 
 PAGE_SIZE = 25
 
@@ -83,12 +84,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 @require_POST
 def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(PersonalToken, pk=pk, user=request.user)
-    try:
-        services.revoke_token(request.user, token)
-    except services.ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Token “{token.name}” revoked.")
+    flash(request, lambda: services.revoke_token(request.user, token), f"Token “{token.name}” revoked.")
     return redirect("tokens")
 
 

@@ -12,6 +12,7 @@ from rest_framework.exceptions import ValidationError
 
 from access.choices import Role
 from access.permissions import role_required
+from console.actions import flash
 from fleet import jobs
 from fleet.choices import JobKind, JobState
 from fleet.deployment_views import deployment_page
@@ -51,12 +52,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=pk)
-    try:
-        jobs.cancel(request.user, job)
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Cancelling job {job.pk}.")
+    flash(request, lambda: jobs.cancel(request.user, job), f"Cancelling job {job.pk}.")
     return redirect("job-detail", pk=pk)
 
 

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from access.choices import Role
 from access.permissions import role_required
+from console.actions import flash
 from fleet import placement, queries, registry
 from fleet.estimator import GIB, EstimateError
 from fleet.forms import FitForm, ModelEditForm, ModelRegisterForm, QuantizeForm
@@ -95,12 +96,7 @@ def model_page(request: HttpRequest, artifact: ModelArtifact, *, form: ModelEdit
 @require_POST
 def model_checksum(request: HttpRequest, pk: int) -> HttpResponse:
     artifact = get_object_or_404(ModelArtifact, pk=pk)
-    try:
-        registry.request_checksums(request.user, artifact)
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, "Checksums are being computed again.")
+    flash(request, lambda: registry.request_checksums(request.user, artifact), "Checksums are being computed again.")
     return redirect("model-detail", pk=pk)
 
 

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import audit
+from console.actions import ServiceError
 from console.live import publish
 from fleet import telemetry
 from fleet.choices import NodeKind, NodeState
@@ -29,15 +30,6 @@ log = logging.getLogger(__name__)
 JOIN_TOKEN_KIND = "fjt"  # fleet join token: recognisable in logs and by secret scanners
 MAX_JOIN_TOKEN_HOURS = 24 * 30
 MALFORMED_COUNTER = "fleet:telemetry:malformed"
-
-
-class ServiceError(Exception):
-    """A refusal shown to the person (or agent) as it is: a 400 in the API, an error to the agent."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 def digest(secret: str) -> str:

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from access.choices import Role
 from access.permissions import role_required
+from console.actions import flash
 from fleet import queries, services, telemetry
 from fleet.forms import JoinTokenForm, NodeFilterForm
 from fleet.models import JoinToken, Node
@@ -49,12 +50,8 @@ def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def node_cordon(request: HttpRequest, pk: int, cordon: bool) -> HttpResponse:
     node = get_object_or_404(Node, pk=pk)
-    try:
-        services.set_cordon(request.user, node, cordon)
-    except services.ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"{node.name} {'cordoned: no new placements' if cordon else 'uncordoned'}.")
+    flash(request, lambda: services.set_cordon(request.user, node, cordon),
+          f"{node.name} {'cordoned: no new placements' if cordon else 'uncordoned'}.")
     return redirect("node-detail", pk=node.pk)
 
 
@@ -63,12 +60,8 @@ def node_cordon(request: HttpRequest, pk: int, cordon: bool) -> HttpResponse:
 def node_runtime(request: HttpRequest, pk: int) -> HttpResponse:
     node = get_object_or_404(Node, pk=pk)
     engine, version = request.POST.get("engine", ""), request.POST.get("version", "").strip()
-    try:
-        services.install_runtime(request.user, node, engine, version)
-    except services.ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"{node.name} is installing {engine} {version}; its output streams below.")
+    flash(request, lambda: services.install_runtime(request.user, node, engine, version),
+          f"{node.name} is installing {engine} {version}; its output streams below.")
     return redirect("node-detail", pk=node.pk)
 
 
@@ -122,10 +115,5 @@ def join(request: HttpRequest) -> HttpResponse:
 @require_POST
 def join_token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(JoinToken, pk=pk)
-    try:
-        services.revoke_join_token(request.user, token)
-    except services.ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Join token {token.prefix} revoked.")
+    flash(request, lambda: services.revoke_join_token(request.user, token), f"Join token {token.prefix} revoked.")
     return redirect("node-join")

@@ -1,0 +1,30 @@
+"""What every app's services share: the refusal they raise, and how a UI button shows the outcome."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest
+
+
+class ServiceError(Exception):
+    """A refusal shown to the person (or agent) as it is: a 400 in the API, a message in the UI, an
+    error to the agent. ``field`` names the input at fault, when one is."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def flash(request: HttpRequest, action: Callable[[], Any], success: str) -> bool:
+    """Run a service call for a POST-and-redirect view: its refusal becomes an error message on the
+    next page, else ``success`` does. True when it succeeded."""
+    try:
+        action()
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return False
+    messages.success(request, success)
+    return True
