@@ -14,7 +14,7 @@ from access.choices import Role
 from access.forms import DepartmentForm, TokenForm
 from access.models import Department, PersonalToken, User
 from access.permissions import ANY_ROLE, role_required
-from console.actions import flash
+from console.actions import flash, form_error
 
 PAGE_SIZE = 25
 
@@ -35,7 +35,7 @@ def people(request: HttpRequest) -> HttpResponse:
         try:
             department = services.create_department(**form.cleaned_data)
         except services.ServiceError as exc:
-            form.add_error(exc.field, exc.message)
+            form_error(form, exc)
         else:
             messages.success(request, f"Department “{department.name}” created.")
             return redirect("people")

@@ -28,3 +28,9 @@ def flash(request: HttpRequest, action: Callable[[], Any], success: str) -> bool
         return False
     messages.success(request, success)
     return True
+
+
+def form_error(form: Any, exc: Any) -> None:
+    """Show a refusal (a ServiceError, or anything with ``message`` and ``field`` such as the
+    estimator's) on the form: beside its field when the form has that field, else above it."""
+    form.add_error(exc.field if exc.field in form.fields else None, exc.message)

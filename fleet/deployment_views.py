@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from access.choices import Role
 from access.permissions import role_required
+from console.actions import form_error
 from audit.models import AuditEvent
 from fleet import deploy
 from fleet.choices import InstanceState, JobKind
@@ -33,7 +34,7 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
             try:
                 deployment = deploy.create(request.user, **form.service_kwargs())
             except ServiceError as exc:
-                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+                form_error(form, exc)
             else:
                 messages.success(request, f"{deployment.name} is being deployed.")
                 return redirect("deployment-detail", pk=deployment.pk)

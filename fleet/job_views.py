@@ -12,7 +12,7 @@ from rest_framework.exceptions import ValidationError
 
 from access.choices import Role
 from access.permissions import role_required
-from console.actions import flash
+from console.actions import flash, form_error
 from fleet import jobs
 from fleet.choices import JobKind, JobState
 from fleet.deployment_views import deployment_page
@@ -66,10 +66,6 @@ def job_compare(request: HttpRequest) -> HttpResponse:
     return render(request, "fleet/job_compare.html", {"runs": runs})
 
 
-def _form_error(form, exc: ServiceError) -> None:
-    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-
-
 @role_required(Role.ADMIN)
 @require_POST
 def quantize(request: HttpRequest, pk: int) -> HttpResponse:
@@ -81,7 +77,7 @@ def quantize(request: HttpRequest, pk: int) -> HttpResponse:
             job = jobs.quantize(request.user, model, form.params(), upload.read() if upload else None,
                                 upload.name if upload else "")
         except ServiceError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             messages.success(request, f"Quantization queued on {job.node.name}.")
             return redirect("job-detail", pk=job.pk)
@@ -97,7 +93,7 @@ def benchmark(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             job = jobs.benchmark(request.user, deployment, form.cleaned_data)
         except ServiceError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             messages.success(request, f"Benchmark queued against {deployment.name}.")
             return redirect("job-detail", pk=job.pk)

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from access.choices import Role
 from access.permissions import role_required
-from console.actions import flash
+from console.actions import flash, form_error
 from fleet import placement, queries, registry
 from fleet.estimator import GIB, EstimateError
 from fleet.forms import FitForm, ModelEditForm, ModelRegisterForm, QuantizeForm
@@ -34,7 +34,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
                                              license=data["license"], notes=data["notes"], tags=data["tags"],
                                              sensitivity=data["sensitivity"])
             except ServiceError as exc:
-                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+                form_error(form, exc)
             else:
                 messages.success(request, f"Registered {artifact.name}; checksums are being computed.")
                 return redirect("model-detail", pk=artifact.pk)
@@ -73,7 +73,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
             try:
                 registry.update(request.user, artifact, **form.cleaned_data)
             except ServiceError as exc:
-                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+                form_error(form, exc)
             else:
                 messages.success(request, "Saved.")
                 return redirect("model-detail", pk=artifact.pk)
@@ -127,7 +127,7 @@ def fit(request: HttpRequest) -> HttpResponse:
                 result = placement.plan(form.spec(), queries.fleet_view())
                 status = 200
             except EstimateError as exc:
-                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+                form_error(form, exc)
     charts = []
     if result is not None:
         for label, e in result.estimates.items():
