@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from console.embedded import free_port  # noqa: E402
 from fleet import demo, runtimes, vllm_options  # noqa: E402
 from fleet.runners import protocol  # noqa: E402
 
@@ -41,12 +41,6 @@ def run_job(python: Path, kind: str, spec: dict, work: Path) -> tuple[dict, floa
     if proc.returncode or not results:
         raise SystemExit(f"{kind} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return results[0], seconds
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(python: Path, model: Path, name: str, log: Path) -> tuple[subprocess.Popen, int]:

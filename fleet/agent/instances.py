@@ -64,6 +64,15 @@ def _get(url: str, timeout: float = 0.5) -> tuple[int, bytes]:
         return 0, b""
 
 
+def kill_group(pid: int | None, sig: int) -> None:
+    """Signal the process group ``pid`` leads (each vLLM process and job runner starts its own
+    session); gone already, or never started, is fine."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError, TypeError):
+        pass
+
+
 class InstanceSupervisor:
     def __init__(self, state_dir: Path, report: Callable[[dict], None], publish: Callable[[str, Any], None]) -> None:
         self.state_file = Path(state_dir) / "instances.json"
@@ -171,10 +180,7 @@ class InstanceSupervisor:
         self.report({"instance": m.id, "state": "starting", "pid": m.pid, "restarts": m.restarts})
 
     def _signal(self, m: Managed, sig: int) -> None:
-        try:
-            os.killpg(m.pid, sig)  # the process group: vLLM's engine core and workers too
-        except (ProcessLookupError, PermissionError, TypeError):
-            pass
+        kill_group(m.pid, sig)  # vLLM's engine core and workers too
 
     # --- the watch loop -----------------------------------------------------------------------
     def run(self, stop: threading.Event, every: float = 0.2) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 
 from fleet import runtimes
+from fleet.agent.instances import kill_group
 from fleet.runners import protocol
 
 log = logging.getLogger("fleet.agent")
@@ -61,7 +62,7 @@ class JobSupervisor:
         for spec_file in self.dir.glob("job-*.json"):
             for proc in psutil.process_iter(["cmdline"]):
                 if str(spec_file) in (proc.info["cmdline"] or []):
-                    self._kill(proc.pid, signal.SIGKILL)
+                    kill_group(proc.pid, signal.SIGKILL)
                     reaped.append(proc.pid)
             spec_file.unlink(missing_ok=True)
         return reaped
@@ -85,15 +86,8 @@ class JobSupervisor:
             job.cancelled = True
             proc = job.proc
         if proc is not None and proc.poll() is None:
-            self._kill(proc.pid, signal.SIGTERM)
-            threading.Timer(KILL_GRACE_S, self._kill, args=(proc.pid, signal.SIGKILL)).start()
-
-    @staticmethod
-    def _kill(pid: int, sig: int) -> None:
-        try:
-            os.killpg(pid, sig)  # the whole group (the runner leads it): the runner and all it started
-        except (ProcessLookupError, PermissionError):
-            pass
+            kill_group(proc.pid, signal.SIGTERM)
+            threading.Timer(KILL_GRACE_S, kill_group, args=(proc.pid, signal.SIGKILL)).start()
 
     # --- one job ----------------------------------------------------------------------------
     def _say(self, job: Job, line: str) -> None:
