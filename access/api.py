@@ -12,7 +12,12 @@ from access import services
 from access.choices import Role
 from access.models import Department, PersonalToken, User
 from access.permissions import AnyRole, HasRole
-from access.serializers import DepartmentSerializer, NewTokenSerializer, TokenSerializer, UserSerializer
+from access.serializers import (
+    DepartmentSerializer,
+    NewTokenSerializer,
+    TokenSerializer,
+    UserSerializer,
+)
 
 
 class DepartmentViewSet(viewsets.ModelViewSet):
@@ -22,10 +27,7 @@ class DepartmentViewSet(viewsets.ModelViewSet):
     search_fields = ["name", "slug"]
 
     def perform_create(self, serializer: DepartmentSerializer) -> None:
-        try:
-            serializer.instance = services.create_department(**serializer.validated_data)
-        except services.ServiceError as exc:
-            raise ValidationError({exc.field or "detail": exc.message}) from None
+        serializer.instance = services.create_department(**serializer.validated_data)
 
     def destroy(self, request, *args, **kwargs) -> Response:
         department = self.get_object()
@@ -75,19 +77,13 @@ class TokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Destro
     def create(self, request, *args, **kwargs) -> Response:
         serializer = TokenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            token, plaintext = services.create_token(
-                request.user, name=serializer.validated_data["name"],
-                expires_in_days=serializer.validated_data.get("expires_in_days"),
-            )
-        except services.ServiceError as exc:
-            raise ValidationError({"detail": exc.message}) from None
+        token, plaintext = services.create_token(
+            request.user, name=serializer.validated_data["name"],
+            expires_in_days=serializer.validated_data.get("expires_in_days"),
+        )
         data = NewTokenSerializer(token).data | {"token": plaintext}
         return Response(data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs) -> Response:
-        try:
-            services.revoke_token(request.user, self.get_object())
-        except services.ServiceError as exc:
-            raise ValidationError({"detail": exc.message}) from None
+        services.revoke_token(request.user, self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)

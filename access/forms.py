@@ -37,7 +37,7 @@ class LimitsForm(forms.Form):
 
 
 def _model_field(**kwargs) -> forms.ModelMultipleChoiceField:
-    from fleet.models import ModelArtifact
+    from fleet.catalog.models import ModelArtifact
 
     return forms.ModelMultipleChoiceField(queryset=ModelArtifact.objects.order_by("name"), to_field_name="name",
                                           widget=forms.CheckboxSelectMultiple, **kwargs)

@@ -1,7 +1,6 @@
 """/api/ for model access: the catalog, access requests, grants, gateway keys, quotas and usage."""
 from __future__ import annotations
 
-
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -17,20 +16,13 @@ from access import grants, usage
 from access.choices import Role
 from access.models import AccessRequest, ApiKey, Department, Grant, User
 from access.models.grants import LIMIT_FIELDS
-from access.permissions import AnyRole, HasRole
-from access.services import ServiceError
+from access.permissions import ADMIN_ONLY, AnyRole
+from console.actions import ServiceError
 from console.streaming import stream
-from fleet.models import ModelArtifact
+from fleet.catalog.models import ModelArtifact
 
-ADMIN = [IsAuthenticated, HasRole.of(Role.ADMIN)]
 READERS = (Role.ADMIN, Role.AUDITOR)  # who sees everyone's requests, grants, keys and usage
 
-
-def _call(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except ServiceError as exc:
-        raise ValidationError({exc.field or "detail": exc.message}) from None
 
 
 class _Models(serializers.SlugRelatedField):
@@ -160,7 +152,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
 
     def perform_create(self, serializer: AccessRequestSerializer) -> None:
         data = serializer.validated_data
-        serializer.instance = _call(grants.request_access, self.request.user, models=data["models"],
+        serializer.instance = grants.request_access(self.request.user, models=data["models"],
                                     justification=data["justification"], duration_days=data["duration_days"],
                                     for_department=data.get("for_department", False))
 
@@ -172,11 +164,11 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
         d = body.validated_data
         target = self.get_object()
         if approve:
-            done = _call(grants.approve, request.user, target, reason=d["reason"],
+            done = grants.approve(request.user, target, reason=d["reason"],
                          duration_days=d.get("duration_days"), for_department=d.get("for_department"),
                          limits={k: d.get(k) for k in LIMIT_FIELDS})
         else:
-            done = _call(grants.deny, request.user, target, reason=d["reason"])
+            done = grants.deny(request.user, target, reason=d["reason"])
         return Response(AccessRequestSerializer(done).data)
 
     @extend_schema(request=DecisionSerializer, responses=AccessRequestSerializer)
@@ -192,7 +184,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
     @extend_schema(request=None, responses=AccessRequestSerializer)
     @action(detail=True, methods=["post"])
     def withdraw(self, request, pk=None) -> Response:
-        return Response(AccessRequestSerializer(_call(grants.withdraw, request.user, self.get_object())).data)
+        return Response(AccessRequestSerializer(grants.withdraw(request.user, self.get_object())).data)
 
 
 class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
@@ -219,7 +211,7 @@ class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
         if not self.request.user.is_fleet_admin:
             raise PermissionDenied("Only admins grant access directly; department users request it.")
         d = serializer.validated_data
-        serializer.instance = _call(grants.create_grant, self.request.user, user=d.get("user"),
+        serializer.instance = grants.create_grant(self.request.user, user=d.get("user"),
                                     department=d.get("department"), models=d["models"],
                                     duration_days=d["duration_days"], note=d.get("note", ""),
                                     limits={k: d.get(k) for k in LIMIT_FIELDS})
@@ -229,7 +221,7 @@ class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
     def revoke(self, request, pk=None) -> Response:
         if not request.user.is_fleet_admin:
             raise PermissionDenied("Only admins revoke grants.")
-        return Response(GrantSerializer(_call(grants.revoke_grant, request.user, self.get_object())).data)
+        return Response(GrantSerializer(grants.revoke_grant(request.user, self.get_object())).data)
 
 
 class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
@@ -254,7 +246,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
         body = ApiKeySerializer(data=request.data)
         body.is_valid(raise_exception=True)
         d = body.validated_data
-        key, plaintext = _call(grants.create_key, request.user, grant=d["grant"], name=d["name"],
+        key, plaintext = grants.create_key(request.user, grant=d["grant"], name=d["name"],
                                models=d.get("models"), expires_in_days=d.get("expires_in_days"),
                                limits={k: d.get(k) for k in LIMIT_FIELDS})
         return Response(NewApiKeySerializer(key).data | {"key": plaintext}, status=status.HTTP_201_CREATED)
@@ -263,20 +255,20 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
         key = self.get_object()
         if not request.user.is_fleet_admin and key.user_id != request.user.pk:
             raise PermissionDenied("You can only revoke your own keys.")
-        _call(grants.revoke_key, request.user, key)
+        grants.revoke_key(request.user, key)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 @extend_schema(request=LimitsSerializer, responses=LimitsSerializer)
 @api_view(["GET", "PUT"])
-@permission_classes(ADMIN)
+@permission_classes(ADMIN_ONLY)
 def department_quota(request, slug: str):
     """A department's quota: all its members' keys together (empty: no limit)."""
     department = get_object_or_404(Department, slug=slug)
     if request.method == "PUT":
         body = LimitsSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        quota = _call(grants.set_department_quota, request.user, department,
+        quota = grants.set_department_quota(request.user, department,
                       {k: body.validated_data.get(k) for k in LIMIT_FIELDS})
         return Response(quota.limits())
     quota = getattr(department, "quota", None)

@@ -14,8 +14,7 @@ from access.choices import Role
 from access.forms import AccessRequestForm, ApiKeyForm, DecisionForm, GrantForm, UsageFilterForm
 from access.models import AccessRequest, ApiKey, Grant
 from access.permissions import ANY_ROLE, role_required
-from access.services import ServiceError
-from console.actions import flash
+from console.actions import ServiceError, flash
 from console.streaming import stream
 
 PAGE_SIZE = 25

@@ -19,9 +19,10 @@ from access.choices import Role
 from access.gateway import bus
 from access.models import AccessRequest, ApiKey, Department, DepartmentQuota, Grant, User
 from access.models.grants import LIMIT_FIELDS
-from access.services import ServiceError, revoke
+from access.services import revoke
 from console import live
-from fleet.models import ModelArtifact
+from console.actions import ServiceError
+from fleet.catalog.models import ModelArtifact
 
 MAX_DURATION_DAYS = 366
 MAX_KEYS_PER_USER = 20

@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import BasePermission, IsAuthenticated
 
 from access.choices import Role
 
@@ -51,3 +51,6 @@ class AnyRole(HasRole):
     """Signed in and holding a role (not an outsider)."""
 
     roles = ANY_ROLE
+
+
+ADMIN_ONLY = [IsAuthenticated, HasRole.of(Role.ADMIN)]  # an API view's permission_classes for admins

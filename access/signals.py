@@ -60,7 +60,7 @@ def _routes_changed(sender: Any, **kwargs: Any) -> None:
 def _connect_route_signals() -> None:
     from django.db.models.signals import post_delete, post_save
 
-    from fleet.models import Deployment, Instance
+    from fleet.deployments.models import Deployment, Instance
 
     for model in (Deployment, Instance):
         post_save.connect(_routes_changed, sender=model, dispatch_uid=f"gateway-routes-save-{model.__name__}")

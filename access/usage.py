@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from access.choices import Role
 from access.models import UsageRecord, User
-from access.services import ServiceError
 from audit.filters import FilterError, parse_when
+from console.actions import ServiceError
 
 DEFAULT_DAYS = 30
 SCOPES = ("mine", "department", "all")

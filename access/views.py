@@ -14,7 +14,7 @@ from access.choices import Role
 from access.forms import DepartmentForm, TokenForm
 from access.models import Department, PersonalToken, User
 from access.permissions import ANY_ROLE, role_required
-from console.actions import flash, form_error
+from console.actions import ServiceError, flash, form_error
 
 PAGE_SIZE = 25
 
@@ -34,7 +34,7 @@ def people(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             department = services.create_department(**form.cleaned_data)
-        except services.ServiceError as exc:
+        except ServiceError as exc:
             form_error(form, exc)
         else:
             messages.success(request, f"Department “{department.name}” created.")
@@ -67,7 +67,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             try:
                 token, plaintext = services.create_token(request.user, **form.cleaned_data)
-            except services.ServiceError as exc:
+            except ServiceError as exc:
                 form.add_error(None, exc.message)
                 status = 400
             else:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
-
-import orjson
 import logging
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models, transaction
 from django.utils import timezone

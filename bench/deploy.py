@@ -48,9 +48,11 @@ def _answers(port: int) -> bool:
 
 
 def reconcile_1000() -> float:
-    from fleet import reconciler
-    from fleet.choices import InstanceState
-    from fleet.models import Deployment, Instance, ModelArtifact, Node
+    from fleet.catalog.models import ModelArtifact
+    from fleet.deployments import reconciler
+    from fleet.deployments.choices import InstanceState
+    from fleet.deployments.models import Deployment, Instance
+    from fleet.nodes.models import Node
 
     model = ModelArtifact.objects.get(name="demo")
     node = Node.objects.create(name="bench-steady", kind="cpu", agent_digest="x", ram_bytes=2 ** 50)
@@ -68,7 +70,7 @@ def reconcile_1000() -> float:
 
 
 def reconciler_options() -> dict:
-    from fleet import vllm_options
+    from fleet.protocol import vllm as vllm_options
 
     return vllm_options.validate({"max_model_len": 1024, "dtype": "bfloat16"})
 
@@ -84,9 +86,12 @@ def main(quick: bool) -> dict:
 
     from access.choices import Role
     from access.models import User
-    from fleet import demo, registry, services
-    from fleet.choices import InstanceState
-    from fleet.models import Instance, Node
+    from fleet.catalog import demo
+    from fleet.catalog import services as registry
+    from fleet.deployments.choices import InstanceState
+    from fleet.deployments.models import Instance
+    from fleet.nodes import services
+    from fleet.nodes.models import Node
 
     setup_test_environment()
     connection.settings_dict["TEST"]["NAME"] = "bench_deploy"

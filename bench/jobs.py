@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from console.embedded import free_port  # noqa: E402
-from fleet import demo, runtimes, vllm_options  # noqa: E402
-from fleet.runners import protocol  # noqa: E402
+from fleet.catalog import demo  # noqa: E402
+from fleet.protocol import runner as protocol  # noqa: E402
+from fleet.protocol import runtimes  # noqa: E402
+from fleet.protocol import vllm as vllm_options
 
 RUNNERS = ROOT / "fleet" / "runners"
 

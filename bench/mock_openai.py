@@ -97,8 +97,11 @@ def register(name: str, port: int, *, host: str = "127.0.0.1"):
 
     from django.utils import timezone
 
-    from fleet.choices import InstanceState, NodeState
-    from fleet.models import Deployment, Instance, ModelArtifact, Node
+    from fleet.catalog.models import ModelArtifact
+    from fleet.deployments.choices import InstanceState
+    from fleet.deployments.models import Deployment, Instance
+    from fleet.nodes.choices import NodeState
+    from fleet.nodes.models import Node
 
     node, _ = Node.objects.update_or_create(name=f"mock-{name}", defaults={
         "state": NodeState.ONLINE, "last_heartbeat": timezone.now() + timedelta(hours=1), "address": host})

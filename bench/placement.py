@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fleet.estimator import GIB, ModelShape  # noqa: E402
-from fleet.placement import GpuView, NodeView, Spec, plan  # noqa: E402
+from fleet.planning.estimator import GIB, ModelShape  # noqa: E402
+from fleet.planning.placement import GpuView, NodeView, Spec, plan  # noqa: E402
 from tests.test_estimator import LLAMA_31_8B, LLAMA_31_70B  # noqa: E402 - public configs as data
 
 

@@ -43,7 +43,7 @@ def _agents(n: int, gpus: int, redis_url: str, publisher=None) -> list:
 
 def agent_cost(gpus: int, redis_url: str, ticks: int) -> float:
     """CPU of one agent's tick (sample NVML + host, build, publish, roll up) per GPU, in % of a core at 1 Hz."""
-    from fleet import telemetry
+    from fleet.protocol import telemetry
 
     agent = _agents(1, gpus, redis_url)[0]
     rollup = telemetry.MinuteRollup(0)

@@ -2,7 +2,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_prerun, task_postrun
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 

@@ -13,15 +13,8 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-CHANNEL_PREFIX = "fleet:asgi"  # the channel layer's Redis key prefix; the agent publishes under it too
 
-
-def channel_layer_hosts(redis_url: str) -> list[dict]:
-    """channels_redis blocks on BZPOPMIN for 5 s; redis-py 8 also times reads out after 5 s by
-    default, so the two race and receive() fails every few seconds. Read timeout: 15 s."""
-    return [{"address": redis_url, "socket_timeout": 15}]
-
-__all__ = ["BASE_DIR", "CHANNEL_PREFIX", "channel_layer_hosts", "env", "env_bool", "env_int", "env_list", "require", "mode", "data_dir", "local_secret_key"]
+__all__ = ["BASE_DIR", "env", "env_bool", "env_int", "env_list", "require", "mode", "data_dir", "local_secret_key"]
 
 
 def env(name: str, default: str | None = None) -> str | None:

@@ -17,7 +17,7 @@ from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
 
 from console import topics
-from console.live import MESSAGE_TYPE
+from fleet.protocol.live import MESSAGE_TYPE
 
 log = logging.getLogger(__name__)
 GROUP_REFRESH_S = 3600  # channels_redis forgets group members after a day (group_expiry)

@@ -17,8 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from console.config import BASE_DIR, data_dir
 from console import embedded
+from console.config import BASE_DIR, data_dir
 from console.supervisor import Program, Supervisor
 
 PY = sys.executable

@@ -5,7 +5,19 @@ from datetime import timedelta
 
 import dj_database_url
 
-from console.config import BASE_DIR, CHANNEL_PREFIX, channel_layer_hosts, data_dir, env, env_bool, env_int, env_list, local_secret_key, mode, require
+from console.config import (
+    BASE_DIR,
+    data_dir,
+    env,
+    env_bool,
+    env_int,
+    env_list,
+    local_secret_key,
+    mode,
+    require,
+)
+from fleet.protocol import tasks
+from fleet.protocol.live import CHANNEL_PREFIX, channel_layer_hosts
 
 MODE = mode()
 LOCAL = MODE == "local"
@@ -129,9 +141,9 @@ CELERY_BEAT_SCHEDULE = {
     "audit-verify-full": {"task": "audit.tasks.verify_chain_task", "schedule": timedelta(days=1),
                           "kwargs": {"full": True}},
     "audit-archive": {"task": "audit.tasks.archive_task", "schedule": timedelta(days=1)},
-    "fleet-liveness": {"task": "fleet.check_liveness", "schedule": timedelta(seconds=FLEET_LIVENESS_CHECK_S)},
-    "fleet-prune-rollups": {"task": "fleet.prune_rollups", "schedule": timedelta(hours=1)},
-    "fleet-reconcile": {"task": "fleet.reconcile", "schedule": timedelta(seconds=FLEET_RECONCILE_S)},
+    "fleet-liveness": {"task": tasks.CHECK_LIVENESS, "schedule": timedelta(seconds=FLEET_LIVENESS_CHECK_S)},
+    "fleet-prune-rollups": {"task": tasks.PRUNE_ROLLUPS, "schedule": timedelta(hours=1)},
+    "fleet-reconcile": {"task": tasks.RECONCILE, "schedule": timedelta(seconds=FLEET_RECONCILE_S)},
     "access-expire-grants": {"task": "access.expire_grants", "schedule": timedelta(minutes=1)},
 }
 
@@ -205,9 +217,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated", "access.permissions.AnyRole"],
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a "kind" and a "state": a node's, a model file's, a job's, ...
-    "ENUM_NAME_OVERRIDES": {"NodeKindEnum": "fleet.choices.NodeKind", "ModelFileKindEnum": "fleet.models.ModelFile.Kind",
-                            "NodeStateEnum": "fleet.choices.NodeState", "InstanceStateEnum": "fleet.choices.InstanceState",
-                            "JobKindEnum": "fleet.choices.JobKind", "JobStateEnum": "fleet.choices.JobState"},
+    "ENUM_NAME_OVERRIDES": {"NodeKindEnum": "fleet.nodes.choices.NodeKind", "ModelFileKindEnum": "fleet.catalog.models.ModelFile.Kind",
+                            "NodeStateEnum": "fleet.nodes.choices.NodeState", "InstanceStateEnum": "fleet.deployments.choices.InstanceState",
+                            "JobKindEnum": "fleet.jobs.choices.JobKind", "JobStateEnum": "fleet.jobs.choices.JobState"},
 }
 
 # --- i18n, static -----------------------------------------------------------------------------

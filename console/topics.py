@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from access.choices import Role
-from fleet import telemetry
+from fleet.protocol import telemetry
 
 _Rule = Callable[[Any, re.Match], bool]
 

@@ -11,11 +11,11 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from access.choices import Role
 from access import grants
+from access.choices import Role
 from access.models import AccessRequest, ApiKey, Department, PersonalToken, User
 from audit.models import AuditEvent
-from fleet.models import GPU, Node
+from fleet.nodes.models import GPU, Node
 
 RECENT_EVENTS = 25
 

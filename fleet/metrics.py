@@ -13,9 +13,9 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 
 from access.choices import Role
-from fleet import services
-from fleet.choices import NodeState
-from fleet.models import Node
+from fleet.nodes import services
+from fleet.nodes.choices import NodeState
+from fleet.nodes.models import Node
 
 GPU_GAUGES = [  # (metric, help, reading key)
     ("fleet_gpu_utilization_percent", "GPU utilization", "util"),

@@ -13,7 +13,7 @@ from access import grants, tokens
 from access.choices import Role
 from access.models import AccessRequest, ApiKey, Department, Grant, UsageRecord
 from audit.models import AuditEvent
-from fleet.models import ModelArtifact
+from fleet.catalog.models import ModelArtifact
 from tests.conftest import make_user
 
 

@@ -14,9 +14,14 @@ from access import grants
 from access.choices import Role
 from access.models import AccessRequest, Department, PersonalToken
 from audit.models import AuditEvent
-from fleet import services
-from fleet.choices import InstanceState, JobKind, NodeKind, NodeState
-from fleet.models import Deployment, Instance, Job, ModelArtifact, Node
+from fleet.catalog.models import ModelArtifact
+from fleet.deployments.choices import InstanceState
+from fleet.deployments.models import Deployment, Instance
+from fleet.jobs.choices import JobKind
+from fleet.jobs.models import Job
+from fleet.nodes import services
+from fleet.nodes.choices import NodeKind, NodeState
+from fleet.nodes.models import Node
 from tests.conftest import make_user
 
 GIB = 1024 ** 3
@@ -222,7 +227,7 @@ def test_the_table_covers_every_state_changing_route():
 def test_one_event_per_successful_call_none_when_refused(case, people, client_for, department, settings, tmp_path):
     settings.FLEET_MODEL_ROOTS = ["/models"]  # m1 lives there (its files need not exist to queue a job)
     if case.route in ("api-model-list", "models"):  # registering reads a real model directory
-        from fleet import demo
+        from fleet.catalog import demo
 
         settings.FLEET_MODEL_ROOTS = [str(tmp_path)]
         demo.build(tmp_path / "demo")

@@ -1,7 +1,6 @@
 """Sign-in: wrong password, lockout, session cookie flags."""
 from __future__ import annotations
 
-
 from audit.models import AuditEvent
 from tests.conftest import PASSWORD
 

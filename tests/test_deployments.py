@@ -7,17 +7,24 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
-from fleet import demo, deploy, reconciler, registry, vllm_options
-from fleet.choices import DesiredState, InstanceState, NodeState
-from fleet.diagnosis import diagnose
-from fleet.models import Deployment, Instance, Node
-from fleet.services import ServiceError
+from console.actions import ServiceError
+from fleet.catalog import demo
+from fleet.catalog import services as registry
+from fleet.deployments import reconciler
+from fleet.deployments import services as deploy
+from fleet.deployments.choices import DesiredState, InstanceState
+from fleet.deployments.models import Deployment, Instance
+from fleet.nodes.choices import NodeState
+from fleet.nodes.models import Node
+from fleet.protocol import vllm as vllm_options
+from fleet.protocol.diagnosis import diagnose
 
 
 def test_the_argv_is_a_list_built_from_the_typed_options(settings):
     settings.FLEET_VLLM_EXTRA_OPTIONS = ["enforce-eager", "swap-space"]
     options = vllm_options.validate({"max_model_len": 1024, "dtype": "bfloat16", "enable_prefix_caching": True,
-                                     "extra": {"enforce-eager": True, "swap-space": 4}})
+                                     "extra": {"enforce-eager": True, "swap-space": 4}},
+                                    settings.FLEET_VLLM_EXTRA_OPTIONS)
     argv = vllm_options.argv("/rt/bin/python", "/models/demo", "demo; rm -rf /", "127.0.0.1", 20001, options)
     assert argv[:3] == ["/rt/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     assert argv[argv.index("--served-model-name") + 1] == "demo; rm -rf /"  # one argument, no shell
@@ -42,7 +49,7 @@ def test_the_argv_is_a_list_built_from_the_typed_options(settings):
 def test_bad_options_are_refused_with_the_field(settings, given, field):
     settings.FLEET_VLLM_EXTRA_OPTIONS = ["enforce-eager"]
     with pytest.raises(vllm_options.OptionError) as refused:
-        vllm_options.validate(given)
+        vllm_options.validate(given, settings.FLEET_VLLM_EXTRA_OPTIONS)
     assert refused.value.field == field and refused.value.message
 
 
@@ -142,7 +149,7 @@ def test_agent_reports_move_instances_through_their_states_and_are_audited(setup
     d = _deploy(setup)
     (pk,) = reconciler.reconcile([d.pk]).started
     node = setup["node"]
-    Node.objects.filter(pk=node.pk).update(agent_digest=__import__("fleet.services", fromlist=["digest"]).digest("s" * 40))
+    Node.objects.filter(pk=node.pk).update(agent_digest=__import__("fleet.nodes.services", fromlist=["digest"]).digest("s" * 40))
     report = lambda **r: deploy.instance_report(node_id=node.pk, secret="s" * 40, report={"instance": pk, **r})  # noqa: E731
     report(state="starting", pid=123)
     report(state="ready", pid=123)
@@ -197,7 +204,8 @@ def test_the_deployments_pages(client_for, setup):
 
 
 def test_runtimes_install_on_a_node_with_a_clear_refusal_for_bad_input(client_for, setup, monkeypatch):
-    from fleet import runtimes, services
+    from fleet.nodes import services
+    from fleet.protocol import runtimes
 
     client, node = client_for("admin"), setup["node"]
     for body, text in [({"engine": "tgi", "version": "1.0"}, "Unknown engine"),
@@ -219,7 +227,7 @@ def test_runtimes_install_on_a_node_with_a_clear_refusal_for_bad_input(client_fo
 
 
 def test_pipeline_stages_stay_on_one_node_or_are_refused(people, tmp_path, settings):
-    from fleet.models import GPU
+    from fleet.nodes.models import GPU
 
     settings.FLEET_MODEL_ROOTS = [str(tmp_path)]
     demo.build(tmp_path / "demo")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleet import estimator
-from fleet.estimator import GIB, EstimateError, ModelShape, kv_bytes_per_token, parameters
-from fleet.placement import GpuView, NodeView, Spec, plan
+from fleet.planning import estimator
+from fleet.planning.estimator import GIB, EstimateError, ModelShape, kv_bytes_per_token, parameters
+from fleet.planning.placement import GpuView, NodeView, Spec, plan
 
 LLAMA_31_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
                "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,

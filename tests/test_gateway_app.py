@@ -10,7 +10,7 @@ import pytest
 from access import grants
 from access.gateway.app import Gateway
 from console.embedded import free_port
-from fleet.models import ModelArtifact
+from fleet.catalog.models import ModelArtifact
 
 
 @pytest.mark.django_db(transaction=True)

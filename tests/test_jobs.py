@@ -16,9 +16,17 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from console import topics
-from fleet import demo, jobs, registry, services
-from fleet.choices import InstanceState, JobKind, JobState, NodeKind, NodeState
-from fleet.models import Deployment, Instance, Job, ModelArtifact, Node
+from fleet.catalog import demo
+from fleet.catalog import services as registry
+from fleet.catalog.models import ModelArtifact
+from fleet.deployments.choices import InstanceState
+from fleet.deployments.models import Deployment, Instance
+from fleet.jobs import services as jobs
+from fleet.jobs.choices import JobKind, JobState
+from fleet.jobs.models import Job
+from fleet.nodes import services
+from fleet.nodes.choices import NodeKind, NodeState
+from fleet.nodes.models import Node
 
 pytestmark = pytest.mark.django_db
 SECRET = "agent-secret-for-the-job-tests-0123456789"
@@ -92,7 +100,7 @@ def test_an_uploaded_calibration_file_goes_to_the_agent_but_only_its_hash_is_kep
                                                                                   django_capture_on_commit_callbacks,
                                                                                   monkeypatch):
     sent = []
-    monkeypatch.setattr("fleet.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append((task, kwargs, queue)))
+    monkeypatch.setattr("fleet.deployments.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append((task, kwargs, queue)))
     text = b"Patient letters are confidential.\n\nA second sample of calibration text.\n"
     upload = io.BytesIO(text)
     upload.name = "ward-letters.txt"
@@ -241,7 +249,7 @@ def test_reports_from_another_node_or_with_a_wrong_secret_are_refused(fleet):
 def test_cancel_asks_the_agent_and_a_finished_job_cannot_be_cancelled(fleet, client_for,
                                                                       django_capture_on_commit_callbacks, monkeypatch):
     sent = []
-    monkeypatch.setattr("fleet.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append((task, kwargs)))
+    monkeypatch.setattr("fleet.deployments.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append((task, kwargs)))
     job = _job(fleet, state=JobState.RUNNING)
     client = client_for("admin")
     with django_capture_on_commit_callbacks(execute=True):
@@ -304,7 +312,7 @@ def test_the_job_list_page_and_api_use_a_constant_number_of_queries(fleet, clien
 def test_cancelling_a_queued_job_ends_it_at_once_and_tells_the_agent_to_skip_it(fleet, client_for, monkeypatch,
                                                                                   django_capture_on_commit_callbacks):
     sent = []
-    monkeypatch.setattr("fleet.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append(task))
+    monkeypatch.setattr("fleet.deployments.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append(task))
     job = _job(fleet)
     client = client_for("admin")
     with django_capture_on_commit_callbacks(execute=True):

@@ -14,9 +14,11 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from console import fanout
-from fleet import services, tasks
-from fleet.choices import NodeKind, NodeState
-from fleet.models import GPU, HOST, JoinToken, Node, TelemetryRollup
+from console.actions import ServiceError
+from fleet import tasks
+from fleet.nodes import services
+from fleet.nodes.choices import NodeKind, NodeState
+from fleet.nodes.models import GPU, HOST, JoinToken, Node, TelemetryRollup
 
 GPU_FACTS = {
     "host": {"hostname": "gpu-a.local", "os": "Linux 6.1", "cpu_model": "EPYC", "cpu_cores": 64, "ram_bytes": 2 ** 40},
@@ -45,7 +47,7 @@ def _join(admin, name="gpu-a", facts=GPU_FACTS) -> tuple[Node, str]:
 
 
 def _refusal(**kwargs) -> str:
-    with pytest.raises(services.ServiceError) as refused:
+    with pytest.raises(ServiceError) as refused:
         services.register_node(**kwargs)
     return refused.value.message
 

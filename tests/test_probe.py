@@ -12,7 +12,7 @@ import time
 import pytest
 
 from fleet.agent.probe import GpuProbe, HostProbe
-from fleet.telemetry import MalformedTelemetry, MinuteRollup, check
+from fleet.protocol.telemetry import MalformedTelemetry, MinuteRollup, check
 from tests.nvml_test_double import NvmlTestDouble
 
 GIB = 1024**3

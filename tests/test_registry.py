@@ -13,10 +13,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
-from fleet import demo, registry
-from fleet.estimator import ModelShape, parameters
-from fleet.models import ChecksumState, ModelArtifact, ModelFile
-from fleet.services import ServiceError
+from console.actions import ServiceError
+from fleet.catalog import demo
+from fleet.catalog import services as registry
+from fleet.catalog.choices import ChecksumState
+from fleet.catalog.models import ModelArtifact, ModelFile
+from fleet.planning.estimator import ModelShape, parameters
 
 
 @pytest.fixture
@@ -247,7 +249,7 @@ def test_the_models_list_query_count_is_constant(client_for, people, root):
 
 
 def test_will_it_fit_answers_on_page_and_api(client_for, people, demo_dir):
-    from fleet.models import Node
+    from fleet.nodes.models import Node
 
     artifact = _register(people, demo_dir)
     Node.objects.create(name="cpu-a", kind="cpu", agent_digest="x", ram_bytes=16 * 2 ** 30)

@@ -13,9 +13,9 @@ import json
 import logging
 import threading
 import time
-from typing import NamedTuple
 from datetime import datetime, timezone
 from functools import lru_cache
+from typing import NamedTuple
 
 import redis
 from django.conf import settings
@@ -147,7 +147,7 @@ def _existing(model, ids: set) -> set:
 def write(batch: list[Usage]) -> None:
     close_old_connections()
     from access.models import Department, User
-    from fleet.models import Deployment
+    from fleet.deployments.models import Deployment
 
     # A key, user, department or deployment deleted since the request keeps its row, without the link.
     keys = _existing(ApiKey, {u.key_id for u in batch})

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from django.db import close_old_connections
 
-from fleet.choices import InstanceState
-from fleet.models import Deployment, Instance
+from fleet.deployments.choices import InstanceState
+from fleet.deployments.models import Deployment, Instance
 
 REFRESH_S = 5.0
 DOWN_FOR_S = 2.0  # after a connect failure, try other instances first for this long

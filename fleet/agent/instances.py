@@ -3,7 +3,7 @@
 Each process runs in its own session (process group), writes straight to its log file (so it
 outlives the agent), and is recorded in a state file; a restarted agent adopts every recorded
 process that still runs. Readiness: /health answers 200 and /v1/models lists the served name.
-A crash restarts after a growing delay; a permanent cause (fleet.diagnosis) or K crashes within
+A crash restarts after a growing delay; a permanent cause (fleet.protocol.diagnosis) or K crashes within
 the window make the instance Failed. Every change is reported to the console."""
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from typing import Any
 
 import psutil
 
-from fleet import runtimes, vllm_options
-from fleet.diagnosis import diagnose
+from fleet.protocol import runtimes
+from fleet.protocol import vllm as vllm_options
+from fleet.protocol.diagnosis import diagnose
 
 log = logging.getLogger("fleet.agent")
 CRASH_LIMIT, CRASH_WINDOW_S = 5, 300.0

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import psutil
 
-from fleet import runtimes
 from fleet.agent.instances import kill_group
-from fleet.runners import protocol
+from fleet.protocol import runner as protocol
+from fleet.protocol import runtimes
 
 log = logging.getLogger("fleet.agent")
 RUNNERS = Path(__file__).resolve().parent.parent / "runners"

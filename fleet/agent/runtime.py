@@ -16,16 +16,14 @@ from celery import Celery
 from celery.exceptions import TimeoutError as ResultTimeout
 from channels_redis.core import RedisChannelLayer
 
-from console.config import CHANNEL_PREFIX, channel_layer_hosts
-from console.live import Publisher
-from fleet import runtimes, telemetry
 from fleet.agent.instances import InstanceSupervisor
 from fleet.agent.jobs import JobSupervisor
 from fleet.agent.probe import GpuProbe, HostProbe, load_nvml
+from fleet.protocol import runtimes, tasks, telemetry
+from fleet.protocol.live import CHANNEL_PREFIX, Publisher, channel_layer_hosts
 
 log = logging.getLogger("fleet.agent")
 AGENT_VERSION = "0.3.0"
-CONSOLE_QUEUE = "console"
 
 
 class AgentError(Exception):
@@ -72,9 +70,9 @@ class Agent:
         self._last_heartbeat = 0.0
         self.clock = clock  # wall-clock time of samples (tests step it across minute boundaries)
         self.instances = InstanceSupervisor(
-            self.state_dir, report=lambda payload: self._send("fleet.instance_report", report=payload),
+            self.state_dir, report=lambda payload: self._send(tasks.INSTANCE_REPORT, report=payload),
             publish=lambda topic, payload: self.publisher.publish(topic, payload))
-        self.jobs = JobSupervisor(self.state_dir, report=lambda payload: self._send("fleet.job_report", report=payload))
+        self.jobs = JobSupervisor(self.state_dir, report=lambda payload: self._send(tasks.JOB_REPORT, report=payload))
         self.started = clock()
 
     # --- joining -----------------------------------------------------------------------------
@@ -89,7 +87,7 @@ class Agent:
 
     def _ask_console(self, wait_s: float, **kwargs: Any) -> dict:
         """Send the registration and wait for its answer (never re-sent: a join token works once)."""
-        result = self.app.send_task("fleet.register_node", kwargs=kwargs, queue=CONSOLE_QUEUE, ignore_result=False)
+        result = self.app.send_task(tasks.REGISTER_NODE, kwargs=kwargs, queue=tasks.CONSOLE_QUEUE, ignore_result=False)
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -153,7 +151,7 @@ class Agent:
         self.publisher.publish((f"telemetry.node.{self.identity.node_id}", "telemetry.fleet"), message)
         minute = int(message["ts"] // 60 * 60)
         if self.rollup is not None and self.rollup.minute != minute:
-            self._send("fleet.rollups", minute=self.rollup.minute, rows=self.rollup.rows())
+            self._send(tasks.ROLLUPS, minute=self.rollup.minute, rows=self.rollup.rows())
             self.rollup = None
         if self.rollup is None:
             self.rollup = telemetry.MinuteRollup(minute)
@@ -164,13 +162,13 @@ class Agent:
 
     def heartbeat(self) -> None:
         self._last_heartbeat = time.monotonic()
-        self._send("fleet.heartbeat", sample=self.last_message)
+        self._send(tasks.HEARTBEAT, sample=self.last_message)
 
     def _send(self, task: str, **kwargs: Any) -> None:
         assert self.identity is not None
         try:
             self.app.send_task(task, kwargs={"node_id": self.identity.node_id, "secret": self.identity.secret,
-                                             **kwargs}, queue=CONSOLE_QUEUE)
+                                             **kwargs}, queue=tasks.CONSOLE_QUEUE)
         except Exception as exc:  # Redis away: keep sampling, the next tick tries again
             log.warning("could not send %s: %s", task, exc)
 
@@ -192,14 +190,14 @@ class Agent:
         assert self.identity is not None
         topic, key = f"node.{self.identity.node_id}.runtime", f"{engine}=={version}"
         say = lambda line: self.publisher.publish(topic, {"runtime": key, "line": line})  # noqa: E731
-        self._send("fleet.runtime_report", runtime=key, state="installing")
+        self._send(tasks.RUNTIME_REPORT, runtime=key, state="installing")
         try:
             runtimes.ensure(engine, version, log=say)
         except Exception as exc:
             say(f"failed: {exc}")
-            self._send("fleet.runtime_report", runtime=key, state="failed", detail=str(exc)[:300])
+            self._send(tasks.RUNTIME_REPORT, runtime=key, state="failed", detail=str(exc)[:300])
             return
-        self._send("fleet.runtime_report", runtime=key, state="ready")
+        self._send(tasks.RUNTIME_REPORT, runtime=key, state="ready")
 
     # --- serving the node queue ------------------------------------------------------------------
     def serve(self) -> None:
@@ -214,38 +212,38 @@ class Agent:
         threading.Thread(target=self.instances.run, args=(stop,), name="instances", daemon=True).start()
         agent = self
 
-        @self.app.task(name="agent.ping", ignore_result=False)
+        @self.app.task(name=tasks.PING, ignore_result=False)
         def ping() -> dict:
             return {"name": agent.name, "node_id": agent.identity.node_id if agent.identity else None,
                     "uptime_s": round(agent.clock() - agent.started, 1), "gpus": len(agent.gpus.handles),
                     "version": AGENT_VERSION}
 
-        @self.app.task(name="agent.start_instance")
+        @self.app.task(name=tasks.START_INSTANCE)
         def start_instance(spec: dict) -> None:
             try:
                 agent.instances.start(spec)
             except Exception as exc:  # e.g. the runtime is missing: the console shows why
                 log.exception("could not start instance %s", spec.get("id"))
-                agent._send("fleet.instance_report", report={"instance": spec.get("id"), "state": "failed",
+                agent._send(tasks.INSTANCE_REPORT, report={"instance": spec.get("id"), "state": "failed",
                                                              "cause": "Could not start", "remedy": str(exc)[:400]})
 
-        @self.app.task(name="agent.ensure_runtime")
+        @self.app.task(name=tasks.ENSURE_RUNTIME)
         def ensure_runtime(engine: str, version: str) -> None:
             threading.Thread(target=agent.install_runtime, args=(engine, version), daemon=True).start()
 
-        @self.app.task(name="agent.stop_instance")
+        @self.app.task(name=tasks.STOP_INSTANCE)
         def stop_instance(instance_id: int) -> None:
             agent.instances.stop(instance_id)
 
-        @self.app.task(name="agent.run_job")
+        @self.app.task(name=tasks.RUN_JOB)
         def run_job(spec: dict) -> None:
             agent.jobs.start(spec)  # returns at once: the job runs in its own process group
 
-        @self.app.task(name="agent.cancel_job")
+        @self.app.task(name=tasks.CANCEL_JOB)
         def cancel_job(job_id: int) -> None:
             agent.jobs.cancel(job_id)
 
-        @self.app.task(name="agent.instances", ignore_result=False)
+        @self.app.task(name=tasks.INSTANCES, ignore_result=False)
         def instances() -> list[dict]:
             return agent.instances.describe()
 

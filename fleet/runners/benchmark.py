@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from protocol import emit  # noqa: E402
-
+# Runners run in a runtime environment without the console installed: the line format comes from
+# fleet/protocol/runner.py by path, the one module both sides share.
+sys.path.insert(0, str(HERE.parent / "protocol"))
 import aiohttp  # noqa: E402  (the vLLM runtime has it)
+from runner import emit  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -3,16 +3,15 @@ the test database, and Chromium for browser tests. Tests using them commit their
 (``transactional_db``) so the other processes can see it."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
-import json
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from collections.abc import Callable
-from collections.abc import Iterator
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psutil
@@ -20,10 +19,12 @@ import pytest
 from django.db import connection
 
 from console.config import BASE_DIR
-from fleet import demo, registry
-from fleet.choices import NodeState
-from fleet.models import Deployment, Instance, Node
 from console.embedded import free_port
+from fleet.catalog import demo
+from fleet.catalog import services as registry
+from fleet.deployments.models import Deployment, Instance
+from fleet.nodes.choices import NodeState
+from fleet.nodes.models import Node
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -33,8 +34,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 def record_in_own_connection(actor, action: str, target=None) -> None:
     """audit.record from a helper thread (the test's thread may host an event loop); the thread's
     connection is closed so the test database can be dropped afterwards."""
-    import audit
     from django.db import connection as thread_connection
+
+    import audit
 
     audit.record(actor, action, target)
     thread_connection.close()
@@ -236,7 +238,7 @@ def chat(instance: Instance, served: str) -> dict:
 @pytest.fixture
 def fleet_with_agent(transactional_db, celery_worker_process, process_env, tmp_path, settings, people, client_for):
     """An admin, the demo model under a model root, and a real agent that joined as a CPU node."""
-    from fleet import services
+    from fleet.nodes import services
 
     settings.FLEET_MODEL_ROOTS = [process_env["FLEET_MODEL_ROOTS"]]
     models = Path(process_env["FLEET_MODEL_ROOTS"]) / tmp_path.name  # this test's own folder in the shared root

@@ -13,9 +13,9 @@ from channels.testing import WebsocketCommunicator
 from access.choices import Role
 from audit.models import AuditEvent
 from console.consumers import LiveConsumer
-from fleet import services
-from fleet.choices import NodeKind, NodeState
-from fleet.models import Node
+from fleet.nodes import services
+from fleet.nodes.choices import NodeKind, NodeState
+from fleet.nodes.models import Node
 from tests.conftest import make_user
 from tests.e2e.conftest import agent_output_when_exited, start_agent, stop_agent
 
@@ -58,7 +58,7 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(transactional_db, ce
         node = _wait(lambda: Node.objects.filter(name="e2e-node").first(), 60, "the node to register")
         assert node.kind == NodeKind.CPU and node.state == NodeState.ONLINE  # no NVML here: a CPU node
         assert node.cpu_cores > 0 and node.ram_bytes > 0 and node.nvml_error
-        from fleet import runtimes
+        from fleet.protocol import runtimes
         assert set(node.runtimes) == set(runtimes.installed())  # reported at join
 
         frame, age = _first_telemetry(admin, node.pk)
@@ -112,7 +112,7 @@ def test_an_agent_with_two_gpus_sends_minute_rollups_that_the_console_stores(tra
     import os
 
     from fleet.agent.runtime import Agent
-    from fleet.models import TelemetryRollup
+    from fleet.nodes.models import TelemetryRollup
     from tests.nvml_test_double import NvmlTestDouble
 
     admin = make_user("admin", Role.ADMIN)

@@ -98,8 +98,8 @@ def _in_thread(fn):
 
 def test_the_node_page_chart_gains_points_without_a_reload(personas, browser, live_server_url,
                                                          celery_worker_process, process_env, tmp_path):
-    from fleet import services
-    from fleet.models import Node
+    from fleet.nodes import services
+    from fleet.nodes.models import Node
     from tests.e2e.conftest import start_agent, stop_agent
 
     _token, plaintext = _in_thread(lambda: services.create_join_token(personas["admin"], expires_in_hours=1))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.models import Deployment
-from tests.e2e.test_browser import _sign_in
+from fleet.deployments.models import Deployment
 from tests.e2e.conftest import VLLM_START_S
+from tests.e2e.test_browser import _sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.vllm]
 

@@ -10,10 +10,19 @@ import time
 import pytest
 
 from audit.models import AuditEvent
-from fleet import demo, registry
-from fleet.choices import InstanceState
-from fleet.models import Deployment, Instance
-from tests.e2e.conftest import VLLM_START_S, chat, start_agent, stop_agent, vllm_helpers, vllm_processes, wait_for
+from fleet.catalog import demo
+from fleet.catalog import services as registry
+from fleet.deployments.choices import InstanceState
+from fleet.deployments.models import Deployment, Instance
+from tests.e2e.conftest import (
+    VLLM_START_S,
+    chat,
+    start_agent,
+    stop_agent,
+    vllm_helpers,
+    vllm_processes,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 def _ready(deployment_id: int, n: int = 1) -> list[Instance]:

@@ -23,7 +23,8 @@ from audit.models import AuditEvent
 from bench import mock_openai
 from console.config import BASE_DIR
 from console.embedded import free_port
-from fleet.models import Deployment, ModelArtifact
+from fleet.catalog.models import ModelArtifact
+from fleet.deployments.models import Deployment
 from tests.e2e.conftest import settle_ledger, stop, wait_for, wait_for_port
 
 pytestmark = pytest.mark.e2e
@@ -211,8 +212,9 @@ def test_client_disconnect_cancels_the_upstream_stream(gw):
 
 
 def test_connect_failure_retries_another_instance(gw):
-    from fleet.choices import InstanceState
-    from fleet.models import Instance, Node
+    from fleet.deployments.choices import InstanceState
+    from fleet.deployments.models import Instance
+    from fleet.nodes.models import Node
 
     dead = free_port()  # nothing listens there
     Instance.objects.create(deployment=gw["chat"], replica=1, node=Node.objects.get(name="mock-chat-a"),

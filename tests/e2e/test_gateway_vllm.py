@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from access.models import AccessRequest, ApiKey, Grant, UsageRecord
 from audit.models import AuditEvent
-from fleet.choices import InstanceState
-from fleet.models import Instance
+from fleet.deployments.choices import InstanceState
+from fleet.deployments.models import Instance
 from tests.e2e.conftest import VLLM_START_S, settle_ledger, wait_for
 from tests.e2e.test_browser import _sign_in
 

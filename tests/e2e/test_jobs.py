@@ -9,8 +9,11 @@ import time
 import psutil
 import pytest
 
-from fleet.choices import JobState
-from fleet.models import ChecksumState, Deployment, Instance, Job, ModelArtifact
+from fleet.catalog.choices import ChecksumState
+from fleet.catalog.models import ModelArtifact
+from fleet.deployments.models import Deployment, Instance
+from fleet.jobs.choices import JobState
+from fleet.jobs.models import Job
 from tests.e2e.conftest import VLLM_START_S, chat, wait_for
 from tests.e2e.test_browser import _sign_in
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from fleet import demo, runtimes
-from fleet.estimator import GIB, ModelShape, estimate_cpu
 from console.embedded import free_port
+from fleet.catalog import demo
+from fleet.planning.estimator import GIB, ModelShape, estimate_cpu
+from fleet.protocol import runtimes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")

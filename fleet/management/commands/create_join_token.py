@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from fleet import services
+from console.actions import ServiceError
+from fleet.nodes import services
 
 
 class Command(BaseCommand):
@@ -13,6 +14,6 @@ class Command(BaseCommand):
     def handle(self, *args, label: str, hours: int, **options) -> None:
         try:
             _token, plaintext = services.create_join_token("manage.py", label=label, expires_in_hours=hours)
-        except services.ServiceError as exc:
+        except ServiceError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(plaintext)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
-from fleet import services
-from fleet.models import Node
+from fleet.nodes import services
+from fleet.nodes.models import Node
 
 
 class Command(BaseCommand):

@@ -4,9 +4,11 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fleet import demo, registry
-from fleet.models import ModelArtifact, Sensitivity
-from fleet.services import ServiceError
+from console.actions import ServiceError
+from fleet.catalog import demo
+from fleet.catalog import services as registry
+from fleet.catalog.choices import Sensitivity
+from fleet.catalog.models import ModelArtifact
 
 
 class Command(BaseCommand):

@@ -1,0 +1,1 @@
+"""The model registry: registered model directories, their files, checksums and variants."""

@@ -1,0 +1,1 @@
+"""Deployments (what should run) and instances (what runs), and the reconciler between them."""

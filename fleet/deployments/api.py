@@ -1,0 +1,71 @@
+"""/api/deployments/ (admins only)."""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from access.permissions import ADMIN_ONLY
+from fleet.deployments import services
+from fleet.deployments import services as deploy
+from fleet.deployments.models import Deployment
+from fleet.deployments.serializers import DeploymentSerializer, ScaleSerializer
+from fleet.nodes.models import Node
+
+
+class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                        mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Deployments: what should run. The reconciler makes instances match; actions change the desired state."""
+
+    permission_classes = ADMIN_ONLY
+    serializer_class = DeploymentSerializer
+    queryset = Deployment.objects.select_related("model").prefetch_related("instances__node").order_by("name")
+
+    def perform_create(self, serializer) -> None:
+        d = serializer.validated_data
+        serializer.instance = deploy.create(self.request.user, name=d["name"], model=d["model"],
+                                            replicas=d.get("replicas", 1), options=d.get("options", {}),
+                                            selector=d.get("selector", {}), strategy=d.get("strategy", "binpack"),
+                                            force=d.get("force", False))
+
+    def perform_destroy(self, deployment) -> None:
+        deploy.delete(self.request.user, deployment)
+
+    def _act(self, fn, *args) -> Response:
+        deployment = fn(self.request.user, self.get_object(), *args)
+        return Response(DeploymentSerializer(self.get_queryset().get(pk=deployment.pk)).data)
+
+    @extend_schema(request=ScaleSerializer, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def scale(self, request: Request, pk: str | None = None) -> Response:
+        body = ScaleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._act(deploy.scale, body.validated_data["replicas"])
+
+    @extend_schema(request=None, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def start(self, request: Request, pk: str | None = None) -> Response:
+        return self._act(deploy.start)
+
+    @extend_schema(request=None, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: str | None = None) -> Response:
+        return self._act(deploy.stop)
+
+    @extend_schema(request=None, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def restart(self, request: Request, pk: str | None = None) -> Response:
+        return self._act(deploy.restart)
+
+
+@extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+@api_view(["POST"])
+@permission_classes(ADMIN_ONLY)
+def drain_node(request: Request, pk: int) -> Response:
+    """Cordon the node and move its instances to other nodes."""
+    moved = services.drain_node(request.user, get_object_or_404(Node, pk=pk))
+    return Response({"detail": f"Drained; {moved} deployment(s) moving.", "moving": moved})

@@ -1,0 +1,142 @@
+"""Make instances match deployments (DESIGN.md rule 1): place what is missing with the planner,
+tell agents to start it, stop what nobody wants, replace what died with its node. Commands are
+idempotent (keyed by instance id), so a repeated pass changes nothing."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+import audit
+from fleet.deployments.choices import DesiredState, InstanceState
+from fleet.deployments.models import Deployment, Instance
+from fleet.nodes import queries
+from fleet.nodes.choices import NodeState
+from fleet.nodes.models import Node
+from fleet.planning import placement
+from fleet.planning.estimator import GIB, ModelShape
+from fleet.protocol import tasks
+
+log = logging.getLogger(__name__)
+COVERING = InstanceState.LIVE | {InstanceState.FAILED}  # a Failed replica waits for the admin, not re-placed
+
+
+@dataclass
+class Pass:
+    started: list[int] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+    unplaced: dict[str, str] = field(default_factory=dict)
+
+
+def spec_for(deployment: Deployment, replicas: int) -> placement.Spec:
+    o = deployment.options
+    return placement.Spec(
+        shape=ModelShape.from_artifact(deployment.model), replicas=replicas, tp=o["tensor_parallel_size"],
+        pp=o["pipeline_parallel_size"], max_model_len=o["max_model_len"], concurrency=1,
+        gpu_memory_utilization=o["gpu_memory_utilization"],
+        kv_dtype="auto" if o["kv_cache_dtype"] == "auto" else "fp8", strategy=deployment.strategy,
+        selector=tuple(sorted(deployment.selector.items())), cpu_kv_space_bytes=o["cpu_kv_space_gib"] * GIB,
+        check_fit=not deployment.force)
+
+
+def send(node: Node, task: str, **kwargs) -> None:
+    transaction.on_commit(lambda: current_app.send_task(task, kwargs=kwargs, queue=node.queue))
+
+
+def start_command(instance: Instance, deployment: Deployment, node: Node) -> None:
+    send(node, tasks.START_INSTANCE, spec={
+        "id": instance.pk, "served": deployment.name, "host": instance.address, "port": instance.port,
+        "gpus": instance.gpus, "model_path": deployment.model.path, "options": deployment.options})
+
+
+def _free_port(node_id: int, taken: dict[int, set[int]]) -> int:
+    low, high = settings.FLEET_DEPLOY_PORTS
+    used = taken.setdefault(node_id, set())
+    port = next(p for p in range(low, high + 1) if p not in used)
+    used.add(port)
+    return port
+
+
+def reconcile(deployment_ids: list[int] | None = None) -> Pass:
+    result = Pass()
+    deployments = Deployment.objects.select_related("model").prefetch_related("instances")
+    if deployment_ids is not None:
+        deployments = deployments.filter(pk__in=deployment_ids)
+    nodes = {n.pk: n for n in Node.objects.all()}
+    live = list(Instance.objects.filter(state__in=InstanceState.LIVE).values_list("node_id", "port", "gpus", "deployment__options"))
+    taken: dict[int, set[int]] = {}
+    busy_gpus: dict[int, set[int]] = {}
+    ram_used: dict[int, int] = {}
+    for node_id, port, gpus, options in live:
+        taken.setdefault(node_id, set()).add(port)
+        busy_gpus.setdefault(node_id, set()).update(gpus)
+        ram_used[node_id] = ram_used.get(node_id, 0) + options.get("cpu_kv_space_gib", 1) * GIB
+    lost_after = timezone.now() - timedelta(seconds=settings.FLEET_REPLACE_AFTER_S)
+    fleet = None
+    for deployment in deployments:
+        instances = list(deployment.instances.all())
+        with transaction.atomic():
+            for inst in instances:
+                node = nodes.get(inst.node_id)
+                gone = node is None or (node.state == NodeState.OFFLINE and (node.last_heartbeat or lost_after) <= lost_after)
+                if inst.state in InstanceState.LIVE and gone:
+                    inst.set_state(InstanceState.LOST)
+                    inst.save(update_fields=["state", "updated_at"])
+                    audit.record(None, "instance.lost", inst, cause="its node went offline")
+                    result.lost.append(inst.pk)
+            wanted = deployment.replicas if deployment.desired_state == DesiredState.RUNNING else 0
+            covered: dict[int, Instance] = {}
+            for inst in sorted(instances, key=lambda i: i.created_at):
+                if inst.state not in COVERING:
+                    continue
+                if inst.replica >= wanted or inst.replica in covered:
+                    if inst.state in InstanceState.LIVE:  # nobody wants it
+                        inst.set_state(InstanceState.STOPPING)
+                        inst.save(update_fields=["state", "updated_at"])
+                        if inst.node_id in nodes:
+                            send(nodes[inst.node_id], tasks.STOP_INSTANCE, instance_id=inst.pk)
+                        result.stopped.append(inst.pk)
+                    continue
+                covered[inst.replica] = inst
+            missing = [r for r in range(wanted) if r not in covered]
+            if not missing:
+                if deployment.placement_note:
+                    Deployment.objects.filter(pk=deployment.pk).update(placement_note="")
+                continue
+            if fleet is None:
+                fleet = queries.fleet_view()
+            view = [_minus(n, busy_gpus.get(n.id, set()), ram_used.get(n.id, 0)) for n in fleet]
+            planned = placement.plan(spec_for(deployment, len(missing)), view)
+            if not planned.ok:
+                note = planned.message + (" " + "; ".join(f"{k}: {v}" for k, v in list(planned.rejected.items())[:3]))
+                Deployment.objects.filter(pk=deployment.pk).update(placement_note=note[:500])
+                result.unplaced[deployment.name] = note
+                continue
+            for replica, stages in zip(missing, planned.replicas):
+                if len({stage.node_id for stage in stages}) > 1:  # deploy.check refuses these up front
+                    result.unplaced[deployment.name] = "pipeline stages on several nodes"
+                    continue
+                node = nodes[stages[0].node_id]
+                gpus = [g for stage in stages for g in stage.gpus]  # every stage's GPUs: vLLM splits them
+                inst = Instance.objects.create(deployment=deployment, replica=replica, node=node, gpus=gpus,
+                                               port=_free_port(node.pk, taken), address=node.address)
+                busy_gpus.setdefault(node.pk, set()).update(gpus)
+                ram_used[node.pk] = ram_used.get(node.pk, 0) + deployment.options["cpu_kv_space_gib"] * GIB
+                audit.record(None, "instance.place", inst, after={"node": node.name, "gpus": gpus, "port": inst.port})
+                start_command(inst, deployment, node)
+                result.started.append(inst.pk)
+            Deployment.objects.filter(pk=deployment.pk).update(placement_note="")
+    return result
+
+
+def _minus(node: placement.NodeView, gpus: set[int], ram: int) -> placement.NodeView:
+    """The node as the planner should see it: GPUs held by running instances are taken."""
+    if not gpus and not ram:
+        return node
+    return replace(node, gpus=[g for g in node.gpus if g.index not in gpus], ram_free=max(0, node.ram_free - ram))

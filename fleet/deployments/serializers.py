@@ -1,0 +1,40 @@
+"""API shapes of deployments."""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from fleet.catalog.models import ModelArtifact, slug_validator
+from fleet.deployments.models import Deployment, Instance
+
+
+class InstanceSerializer(serializers.ModelSerializer):
+    node = serializers.CharField(source="node.name", default=None, read_only=True)
+    endpoint = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Instance
+        fields = ["id", "replica", "node", "gpus", "address", "port", "endpoint", "state", "pid", "restarts",
+                  "exit_code", "cause", "remedy", "created_at", "ready_at"]
+        read_only_fields = fields
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    model = serializers.PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all())
+    options = serializers.JSONField(required=False, default=dict)
+    selector = serializers.JSONField(required=False, default=dict)
+    instances = InstanceSerializer(many=True, read_only=True)
+    ready = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Deployment
+        fields = ["id", "name", "model", "replicas", "desired_state", "options", "selector", "strategy", "force",
+                  "ready", "placement_note", "instances", "created_at", "updated_at"]
+        read_only_fields = ["id", "desired_state", "ready", "placement_note", "instances", "created_at", "updated_at"]
+        extra_kwargs = {"name": {"validators": [slug_validator]}, "replicas": {"min_value": 0, "max_value": 64}}
+
+    def get_ready(self, deployment: Deployment) -> int:
+        return sum(1 for i in deployment.instances.all() if i.state == "ready")
+
+
+class ScaleSerializer(serializers.Serializer):
+    replicas = serializers.IntegerField(min_value=0, max_value=64)

@@ -1,0 +1,128 @@
+"""Admin pages for deployments: list and create (with the planner's verdict before submit), detail
+with instances, live log and serving metrics, and the actions."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from access.choices import Role
+from access.permissions import role_required
+from audit.models import AuditEvent
+from console.actions import ServiceError, form_error
+from fleet.deployments import services as deploy
+from fleet.deployments.choices import InstanceState
+from fleet.deployments.forms import DeploymentForm
+from fleet.deployments.models import Deployment, Instance
+from fleet.jobs.choices import JobKind
+from fleet.jobs.forms import BenchmarkForm
+from fleet.nodes.models import Node
+
+PAGE_SIZE = 50
+ACTIONS = {"start", "stop", "restart", "scale", "delete"}
+
+
+@role_required(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def deployment_list(request: HttpRequest) -> HttpResponse:
+    form = DeploymentForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            try:
+                deployment = deploy.create(request.user, **form.service_kwargs())
+            except ServiceError as exc:
+                form_error(form, exc)
+            else:
+                messages.success(request, f"{deployment.name} is being deployed.")
+                return redirect("deployment-detail", pk=deployment.pk)
+    deployments = (Deployment.objects.select_related("model").order_by("name")
+                   .annotate(ready=Count("instances", filter=Q(instances__state=InstanceState.READY)),
+                             failed=Count("instances", filter=Q(instances__state=InstanceState.FAILED))))
+    q = request.GET.get("q", "").strip()
+    if q:
+        deployments = deployments.filter(Q(name__icontains=q) | Q(model__name__icontains=q))
+    page = Paginator(deployments, PAGE_SIZE).get_page(request.GET.get("page"))
+    nodes: dict[int, list[Instance]] = {}
+    for inst in Instance.objects.filter(deployment__in=list(page), state__in=InstanceState.LIVE).select_related("node"):
+        nodes.setdefault(inst.deployment_id, []).append(inst)
+    for d in page:
+        d.live_instances = nodes.get(d.pk, [])
+    return render(request, "fleet/deployments.html", {"page": page, "form": form, "q": q}, status=status)
+
+
+@role_required(Role.ADMIN)
+def deployment_check(request: HttpRequest) -> HttpResponse:
+    """The planner's verdict for the create form, before anything is submitted (HTMX)."""
+    form = DeploymentForm(request.GET)
+    verdict, error = None, None
+    if form.is_valid():
+        kwargs = form.service_kwargs()
+        try:
+            _clean, verdict = deploy.check(**{k: v for k, v in kwargs.items()})
+        except ServiceError as exc:
+            error = exc.message
+    else:
+        error = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+    return render(request, "fleet/_deploy_verdict.html", {"verdict": verdict, "error": error})
+
+
+@role_required(Role.ADMIN)
+def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = get_object_or_404(Deployment.objects.select_related("model"), pk=pk)
+    return deployment_page(request, deployment)
+
+
+def deployment_page(request: HttpRequest, deployment: Deployment, *, benchmark_form: BenchmarkForm | None = None,
+                    status: int = 200) -> HttpResponse:
+    pk = deployment.pk
+    instances = list(deployment.instances.select_related("node").order_by("-created_at")[:50])
+    ids = [str(i.pk) for i in instances]
+    history = (AuditEvent.objects.filter(Q(target_type="fleet.deployment", target_id=str(pk)) |
+                                         Q(target_type="fleet.instance", target_id__in=ids)).order_by("-seq")[:50])
+    template = "fleet/_instances.html" if request.headers.get("HX-Request") else "fleet/deployment_detail.html"
+    benchmarks = deployment.jobs.filter(kind=JobKind.BENCHMARK).order_by("-created_at")[:10]
+    return render(request, template, {"deployment": deployment, "instances": instances, "history": history,
+                                      "benchmark_form": benchmark_form or BenchmarkForm(), "benchmarks": benchmarks},
+                  status=status)
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def deployment_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    deployment = get_object_or_404(Deployment, pk=pk)
+    if action not in ACTIONS:
+        raise Http404(f"No action {action!r}.")
+    try:
+        if action == "scale":
+            try:
+                replicas = int(request.POST.get("replicas", ""))
+            except ValueError:
+                raise ServiceError("Replicas must be a whole number.") from None
+            deploy.scale(request.user, deployment, replicas)
+        elif action == "delete":
+            if request.POST.get("confirm_name") != deployment.name:
+                raise ServiceError(f"Type the deployment's name “{deployment.name}” to delete it.")
+            deploy.delete(request.user, deployment)
+            messages.success(request, f"{deployment.name} deleted; its processes are being stopped.")
+            return redirect("deployments")
+        else:
+            {"start": deploy.start, "stop": deploy.stop, "restart": deploy.restart}[action](request.user, deployment)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{deployment.name}: {action} requested.")
+    return redirect("deployment-detail", pk=pk)
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def node_drain(request: HttpRequest, pk: int) -> HttpResponse:
+    node = get_object_or_404(Node, pk=pk)
+    moved = deploy.drain_node(request.user, node)
+    messages.success(request, f"{node.name} drained: cordoned, {moved} instance(s) moving to other nodes.")
+    return redirect("node-detail", pk=node.pk)

@@ -1,0 +1,1 @@
+"""Quantization and benchmark jobs run by a node's agent."""

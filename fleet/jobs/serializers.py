@@ -1,0 +1,26 @@
+"""API shapes of jobs."""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from fleet.jobs.models import Job
+
+
+class JobSerializer(serializers.ModelSerializer):
+    node = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    deployment = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    variant = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Job
+        fields = ["id", "kind", "state", "params", "node", "model", "deployment", "variant", "progress", "phase",
+                  "error", "cancel_requested", "created_by", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class JobDetailSerializer(JobSerializer):
+    class Meta(JobSerializer.Meta):
+        fields = JobSerializer.Meta.fields + ["result", "artifacts", "log"]
+        read_only_fields = fields

@@ -1,0 +1,1 @@
+"""Nodes and their GPUs: join tokens, registration, heartbeats, telemetry rollups, cordon, removal."""

@@ -1,0 +1,1 @@
+"""Memory estimates and placement: pure functions over shapes and fleet views (no Django, no database)."""
