@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from access.models import AccessRequest, ApiKey, Department, Grant, PersonalToken, UsageRecord, User
+from access.grants.models import AccessRequest, ApiKey, Grant
+from access.people.models import Department, PersonalToken, User
+from access.usage.models import UsageRecord
 
 
 @admin.register(User)

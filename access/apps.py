@@ -6,4 +6,7 @@ class AccessConfig(AppConfig):
     verbose_name = "People and access"
 
     def ready(self) -> None:
-        from access import schema, signals  # noqa: F401  (OpenAPI auth scheme; audit of people changes)
+        # Imported for what importing does: the OpenAPI auth scheme registers itself, receivers
+        # connect (audit of sign-ins and people changes; the gateways' route table reloads).
+        from access.gateway import receivers  # noqa: F401
+        from access.people import schema, signals  # noqa: F401

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 import audit
 from access.gateway import bus
-from access.models import Grant
+from access.grants.models import Grant
 
 
 @shared_task(name="access.expire_grants")

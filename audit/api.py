@@ -8,8 +8,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from access.choices import Role
-from access.permissions import HasRole
+from access.people.choices import Role
+from access.people.permissions import HasRole
 from audit import verification
 from audit.filters import FilterError, TrailFilter
 from audit.serializers import AuditEventSerializer

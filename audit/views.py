@@ -10,8 +10,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 import audit
-from access.choices import Role
-from access.permissions import role_required
+from access.people.choices import Role
+from access.people.permissions import role_required
 from audit import exports, signing, verification
 from audit.filters import FilterError, TrailFilter
 from audit.models import AuditEvent

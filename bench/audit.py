@@ -130,8 +130,8 @@ def bulk_rows(total: int) -> None:
 def trail_p50(n: int = 21) -> tuple[float, float]:
     from django.test import Client
 
-    from access.choices import Role
-    from access.models import User
+    from access.people.choices import Role
+    from access.people.models import User
 
     auditor, _ = User.objects.get_or_create(username="bench-auditor", defaults={"role": Role.AUDITOR})
     client = Client()

@@ -84,8 +84,8 @@ def main(quick: bool) -> dict:
     from django.test import Client
     from django.test.utils import setup_test_environment
 
-    from access.choices import Role
-    from access.models import User
+    from access.people.choices import Role
+    from access.people.models import User
     from fleet.catalog import demo
     from fleet.catalog import services as registry
     from fleet.deployments.choices import InstanceState

@@ -160,9 +160,10 @@ def main(quick: bool, streams_only: bool = False) -> dict:
     from django.db import connection
     from django.test.utils import setup_test_environment
 
-    from access import grants
-    from access.choices import Role
-    from access.models import Department, UsageRecord, User
+    from access.grants import services as grants
+    from access.people.choices import Role
+    from access.people.models import Department, User
+    from access.usage.models import UsageRecord
     from bench import mock_openai
 
     litellm = ensure_litellm()

@@ -134,8 +134,8 @@ def main(args) -> dict:
     from django.test import Client
     from django.test.utils import setup_test_environment
 
-    from access.choices import Role
-    from access.models import User
+    from access.people.choices import Role
+    from access.people.models import User
     from console.embedded import free_port
 
     redis_url = os.environ["REDIS_URL"]

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from access.serializers import UserSerializer
+from access.people.serializers import UserSerializer
 from console.actions import ServiceError
 
 

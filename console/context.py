@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 from django.urls import reverse
 
-from access.choices import Role
+from access.people.choices import Role
 
 # (label, url name, roles that see it)
 NAV: list[tuple[str, str, tuple[str, ...]]] = [

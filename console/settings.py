@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -170,7 +171,7 @@ AXES_FAILURE_LIMIT = env_int("FLEET_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("FLEET_LOGIN_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "access.views.lockout"
+AXES_LOCKOUT_CALLABLE = "access.people.views.lockout"
 AXES_VERBOSE = False
 
 # --- HTTP security ------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ if not LOCAL:
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # token first, so an unauthenticated call gets 401 with WWW-Authenticate: Bearer
-        "access.authentication.PersonalTokenAuthentication",
+        "access.people.authentication.PersonalTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -214,7 +215,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated", "access.permissions.AnyRole"],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated", "access.people.permissions.AnyRole"],
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a "kind" and a "state": a node's, a model file's, a job's, ...
     "ENUM_NAME_OVERRIDES": {"NodeKindEnum": "fleet.nodes.choices.NodeKind", "ModelFileKindEnum": "fleet.catalog.models.ModelFile.Kind",

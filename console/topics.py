@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from access.choices import Role
+from access.people.choices import Role
 from fleet.protocol import telemetry
 
 _Rule = Callable[[Any, re.Match], bool]

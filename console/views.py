@@ -11,9 +11,10 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from access import grants
-from access.choices import Role
-from access.models import AccessRequest, ApiKey, Department, PersonalToken, User
+from access.grants import services as grants
+from access.grants.models import AccessRequest, ApiKey
+from access.people.choices import Role
+from access.people.models import Department, PersonalToken, User
 from audit.models import AuditEvent
 from fleet.nodes.models import GPU, Node
 

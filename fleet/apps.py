@@ -7,4 +7,4 @@ class FleetConfig(AppConfig):
 
     def ready(self) -> None:
         # Receivers connect on import; imported here, where every model is loaded.
-        from fleet.jobs import signals  # noqa: F401
+        from fleet.jobs import receivers  # noqa: F401

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 
-from access.choices import Role
+from access.people.choices import Role
 from fleet.nodes import services
 from fleet.nodes.choices import NodeState
 from fleet.nodes.models import Node

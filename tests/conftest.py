@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from access.choices import Role
-from access.models import Department, User
+from access.people.choices import Role
+from access.people.models import Department, User
 
 PASSWORD = "Fleet-test-passw0rd!"
 PERSONAS = ("admin", "dept_user", "auditor", "outsider")

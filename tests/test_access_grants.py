@@ -9,9 +9,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from access import grants, tokens
-from access.choices import Role
-from access.models import AccessRequest, ApiKey, Department, Grant, UsageRecord
+from access import tokens
+from access.grants import services as grants
+from access.grants.models import AccessRequest, ApiKey, Grant
+from access.people.choices import Role
+from access.people.models import Department
+from access.usage.models import UsageRecord
 from audit.models import AuditEvent
 from fleet.catalog.models import ModelArtifact
 from tests.conftest import make_user

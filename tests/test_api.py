@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from access.models import Department, PersonalToken, User
+from access.people.models import Department, PersonalToken, User
 from audit.models import AuditEvent
 
 

@@ -9,8 +9,8 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, connections, transaction
 
 import audit
-from access.choices import Role
-from access.models import Department, User
+from access.people.choices import Role
+from access.people.models import Department, User
 from audit import context as audit_context
 from audit.chain import GENESIS, event_hash, verify
 from audit.models import AuditEvent

@@ -10,9 +10,10 @@ import pytest
 from django.urls import URLResolver, get_resolver
 from django.utils import timezone
 
-from access import grants
-from access.choices import Role
-from access.models import AccessRequest, Department, PersonalToken
+from access.grants import services as grants
+from access.grants.models import AccessRequest
+from access.people.choices import Role
+from access.people.models import Department, PersonalToken
 from audit.models import AuditEvent
 from fleet.catalog.models import ModelArtifact
 from fleet.deployments.choices import InstanceState

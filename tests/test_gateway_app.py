@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from access import grants
 from access.gateway.app import Gateway
+from access.grants import services as grants
 from console.embedded import free_port
 from fleet.catalog.models import ModelArtifact
 

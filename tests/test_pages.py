@@ -4,8 +4,8 @@ from __future__ import annotations
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from access.choices import Role
-from access.models import Department, PersonalToken
+from access.people.choices import Role
+from access.people.models import Department, PersonalToken
 from audit.models import AuditEvent
 from tests.conftest import make_user
 
@@ -74,7 +74,7 @@ def test_token_page_shows_the_token_once(client_for, people):
 
 
 def test_a_user_cannot_revoke_someone_elses_token(client_for, people):
-    from access import services
+    from access.people import services
 
     token, _ = services.create_token(people["admin"], name="mine", expires_in_days=None)
     assert client_for("dept_user").post(f"/account/tokens/{token.pk}/revoke/").status_code == 404

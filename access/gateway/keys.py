@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from django.db import close_old_connections
 
 from access import tokens
-from access.models import ApiKey, DepartmentQuota
-from access.models.grants import LIMIT_FIELDS
+from access.grants.models import LIMIT_FIELDS, ApiKey, DepartmentQuota
 
 TTL_S = 60.0
 MISSING_TTL_S = 5.0

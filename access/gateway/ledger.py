@@ -21,7 +21,8 @@ import redis
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
-from access.models import ApiKey, UsageRecord
+from access.grants.models import ApiKey
+from access.usage.models import UsageRecord
 from audit.chain import record_many
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _existing(model, ids: set) -> set:
 
 def write(batch: list[Usage]) -> None:
     close_old_connections()
-    from access.models import Department, User
+    from access.people.models import Department, User
     from fleet.deployments.models import Deployment
 
     # A key, user, department or deployment deleted since the request keeps its row, without the link.

@@ -11,7 +11,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from access.permissions import ADMIN_ONLY
+from access.people.permissions import ADMIN_ONLY
 from fleet.catalog import services as registry
 from fleet.catalog.models import ModelArtifact
 from fleet.catalog.serializers import (

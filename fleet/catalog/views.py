@@ -8,8 +8,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from access.choices import Role
-from access.permissions import role_required
+from access.people.choices import Role
+from access.people.permissions import role_required
 from console.actions import ServiceError, flash, form_error
 from fleet.catalog import services as registry
 from fleet.catalog.choices import Sensitivity

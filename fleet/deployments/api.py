@@ -9,7 +9,7 @@ from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from access.permissions import ADMIN_ONLY
+from access.people.permissions import ADMIN_ONLY
 from fleet.deployments import services
 from fleet.deployments import services as deploy
 from fleet.deployments.models import Deployment

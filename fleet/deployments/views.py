@@ -9,8 +9,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from access.choices import Role
-from access.permissions import role_required
+from access.people.choices import Role
+from access.people.permissions import role_required
 from audit.models import AuditEvent
 from console.actions import ServiceError, form_error
 from fleet.deployments import services as deploy

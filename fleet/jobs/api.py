@@ -13,15 +13,13 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from access.permissions import ADMIN_ONLY
+from access.people.permissions import ADMIN_ONLY
 from fleet.catalog.models import ModelArtifact
 from fleet.deployments.models import Deployment
 from fleet.jobs import services as jobs
 from fleet.jobs.choices import JobKind, JobState
-from fleet.jobs.models import Job
+from fleet.jobs.queries import compare_runs, parse_ids
 from fleet.jobs.serializers import JobDetailSerializer, JobSerializer
-
-MAX_COMPARE = 8
 
 
 def _params(data: Any) -> Any:
@@ -42,16 +40,6 @@ def _pick(model, value: Any, field: str):
         raise ValidationError({field: f"No {field} with id {value!r}."}) from None
 
 
-def compare_runs(ids: list[int]) -> list[dict]:
-    """Succeeded benchmark runs, for charts side by side (one series per run)."""
-    found = {j.pk: j for j in Job.objects.filter(pk__in=ids, kind=JobKind.BENCHMARK, state=JobState.SUCCEEDED)
-             .select_related("deployment", "model")}
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise ValidationError({"ids": f"Not succeeded benchmark jobs: {', '.join(map(str, missing))}."})
-    return [{"id": j.pk, "label": f"#{j.pk} {j.params.get('served') or j.model}", "model": j.model.name if j.model else None,
-             "mode": j.result.get("mode"), "input_len": j.params.get("input_len"),
-             "output_len": j.params.get("output_len"), "points": j.result.get("points", [])} for j in map(found.get, ids)]
 
 
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -107,11 +95,3 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return Response({"runs": compare_runs(parse_ids(",".join(request.query_params.getlist("ids"))))})
 
 
-def parse_ids(raw: str) -> list[int]:
-    try:
-        ids = list(dict.fromkeys(int(p) for p in raw.split(",") if p.strip()))
-    except ValueError:
-        raise ValidationError({"ids": "ids: job numbers separated by commas, e.g. 4,7."}) from None
-    if not 1 <= len(ids) <= MAX_COMPARE:
-        raise ValidationError({"ids": f"Compare 1 to {MAX_COMPARE} runs."})
-    return ids

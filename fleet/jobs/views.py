@@ -8,20 +8,19 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from rest_framework.exceptions import ValidationError
 
-from access.choices import Role
-from access.permissions import role_required
+from access.people.choices import Role
+from access.people.permissions import role_required
 from console.actions import ServiceError, flash, form_error
 from fleet.catalog.models import ModelArtifact
 from fleet.catalog.views import model_page
 from fleet.deployments.models import Deployment
 from fleet.deployments.views import deployment_page
 from fleet.jobs import services as jobs
-from fleet.jobs.api import compare_runs, parse_ids
 from fleet.jobs.choices import JobKind, JobState
 from fleet.jobs.forms import BenchmarkForm, JobFilterForm, QuantizeForm
 from fleet.jobs.models import Job
+from fleet.jobs.queries import compare_runs, parse_ids
 
 PAGE_SIZE = 50
 
@@ -61,8 +60,8 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 def job_compare(request: HttpRequest) -> HttpResponse:
     try:
         runs = compare_runs(parse_ids(",".join(request.GET.getlist("ids"))))  # ?ids=3,4 or ?ids=3&ids=4
-    except ValidationError as exc:
-        return render(request, "fleet/job_compare.html", {"runs": [], "error": " ".join(exc.detail["ids"])},
+    except ServiceError as exc:
+        return render(request, "fleet/job_compare.html", {"runs": [], "error": exc.message},
                       status=400)
     return render(request, "fleet/job_compare.html", {"runs": runs})
 

@@ -9,7 +9,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from access.permissions import ADMIN_ONLY
+from access.people.permissions import ADMIN_ONLY
 from fleet.nodes import queries, services
 from fleet.nodes.choices import NodeKind, NodeState
 from fleet.nodes.models import JoinToken, Node

@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 from celery import current_app
 from channels.testing import WebsocketCommunicator
 
-from access.choices import Role
+from access.people.choices import Role
 from audit.models import AuditEvent
 from console.consumers import LiveConsumer
 from fleet.nodes import services

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from access.choices import Role
-from access.models import Department
+from access.people.choices import Role
+from access.people.models import Department
 from tests.conftest import PASSWORD, make_user
 from tests.e2e.conftest import record_in_own_connection
 

@@ -17,8 +17,9 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from access import grants
-from access.models import ApiKey, Grant, UsageRecord
+from access.grants import services as grants
+from access.grants.models import ApiKey, Grant
+from access.usage.models import UsageRecord
 from audit.models import AuditEvent
 from bench import mock_openai
 from console.config import BASE_DIR

@@ -10,7 +10,8 @@ import openai
 import pytest
 from django.utils import timezone
 
-from access.models import AccessRequest, ApiKey, Grant, UsageRecord
+from access.grants.models import AccessRequest, ApiKey, Grant
+from access.usage.models import UsageRecord
 from audit.models import AuditEvent
 from fleet.deployments.choices import InstanceState
 from fleet.deployments.models import Instance

@@ -18,7 +18,7 @@ import websockets.exceptions
 from django.test import Client
 
 import audit
-from access.choices import Role
+from access.people.choices import Role
 from audit.tasks import verify_chain_task
 from console.config import BASE_DIR
 from tests.conftest import make_user

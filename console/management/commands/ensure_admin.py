@@ -4,8 +4,8 @@ import secrets
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from access.choices import Role
-from access.models import User
+from access.people.choices import Role
+from access.people.models import User
 
 
 class Command(BaseCommand):

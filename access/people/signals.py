@@ -8,7 +8,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.dispatch import receiver
 
 import audit
-from access.models import Department, User
+from access.people.models import Department, User
 from audit import context as audit_context
 from audit.tracking import track
 
@@ -50,21 +50,6 @@ track(
 track(Department, prefix="department", fields=["name", "slug", "description"], actor=_actor)
 
 
-def _routes_changed(sender: Any, **kwargs: Any) -> None:
-    # Every gateway process reloads its route table (instances turned Ready, moved or stopped).
-    from access.gateway import bus
-
-    bus.publish_on_commit("routes")
 
 
-def _connect_route_signals() -> None:
-    from django.db.models.signals import post_delete, post_save
 
-    from fleet.deployments.models import Deployment, Instance
-
-    for model in (Deployment, Instance):
-        post_save.connect(_routes_changed, sender=model, dispatch_uid=f"gateway-routes-save-{model.__name__}")
-        post_delete.connect(_routes_changed, sender=model, dispatch_uid=f"gateway-routes-del-{model.__name__}")
-
-
-_connect_route_signals()

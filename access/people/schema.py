@@ -3,7 +3,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
 class PersonalTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "access.authentication.PersonalTokenAuthentication"
+    target_class = "access.people.authentication.PersonalTokenAuthentication"
     name = "personalToken"
 
     def get_security_definition(self, auto_schema):

@@ -8,11 +8,11 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from access import services
-from access.choices import Role
-from access.models import Department, PersonalToken, User
-from access.permissions import AnyRole, HasRole
-from access.serializers import (
+from access.people import services
+from access.people.choices import Role
+from access.people.models import Department, PersonalToken, User
+from access.people.permissions import AnyRole, HasRole
+from access.people.serializers import (
     DepartmentSerializer,
     NewTokenSerializer,
     TokenSerializer,

@@ -4,8 +4,8 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from access.choices import Role
-from access.models import Department, PersonalToken, User
+from access.people.choices import Role
+from access.people.models import Department, PersonalToken, User
 
 
 class DepartmentSerializer(serializers.ModelSerializer):

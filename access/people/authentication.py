@@ -7,7 +7,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from access import tokens
-from access.models import PersonalToken
+from access.people.models import PersonalToken
 from audit import context as audit_context
 
 

@@ -9,11 +9,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from access import services
-from access.choices import Role
-from access.forms import DepartmentForm, TokenForm
-from access.models import Department, PersonalToken, User
-from access.permissions import ANY_ROLE, role_required
+from access.people import services
+from access.people.choices import Role
+from access.people.forms import DepartmentForm, TokenForm
+from access.people.models import Department, PersonalToken, User
+from access.people.permissions import ANY_ROLE, role_required
 from console.actions import ServiceError, flash, form_error
 
 PAGE_SIZE = 25

@@ -2,23 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from access.models import Department, PersonalToken
-
-EXPIRY_CHOICES = [("30", "30 days"), ("90", "90 days"), ("365", "1 year"), ("", "Never")]
-
-
-class DepartmentForm(forms.ModelForm):
-    class Meta:
-        model = Department
-        fields = ["name", "slug", "description"]
-        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
-
-
-class TokenForm(forms.Form):
-    name = PersonalToken._meta.get_field("name").formfield(help_text="What will use it, e.g. 'nightly export'.")
-    expires_in_days = forms.TypedChoiceField(choices=EXPIRY_CHOICES, coerce=int, empty_value=None,
-                                             required=False, initial="90", label="Expires after")
-
+from access.people.models import Department
 
 # --- model access (access.grants) ---------------------------------------------------------------
 
@@ -31,7 +15,7 @@ class LimitsForm(forms.Form):
     tokens_per_month = forms.IntegerField(min_value=1, required=False, label="Tokens / month")
 
     def limits(self) -> dict:
-        from access.models.grants import LIMIT_FIELDS
+        from access.grants.models import LIMIT_FIELDS
 
         return {name: self.cleaned_data.get(name) for name in LIMIT_FIELDS}
 
@@ -79,8 +63,8 @@ class GrantForm(LimitsForm):
     note = forms.CharField(max_length=500, required=False)
 
     def __init__(self, *args, **kwargs) -> None:
-        from access.choices import Role
-        from access.models import User
+        from access.people.choices import Role
+        from access.people.models import User
 
         super().__init__(*args, **kwargs)
         self.fields["user"].queryset = User.objects.filter(role=Role.DEPT_USER, is_active=True)
@@ -93,11 +77,3 @@ class GrantForm(LimitsForm):
         return data
 
 
-class UsageFilterForm(forms.Form):
-    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    model = forms.CharField(required=False)
-    scope = forms.ChoiceField(required=False, choices=[("", "Default"), ("mine", "Mine"),
-                                                       ("department", "My department"), ("all", "Whole fleet")])
-    department = forms.CharField(required=False, help_text="Short name")
-    user = forms.CharField(required=False)

@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from rest_framework.permissions import BasePermission, IsAuthenticated
 
-from access.choices import Role
+from access.people.choices import Role
 
 ANY_ROLE = (Role.ADMIN, Role.DEPT_USER, Role.AUDITOR)
 

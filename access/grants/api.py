@@ -4,120 +4,49 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from access import grants, usage
-from access.choices import Role
-from access.models import AccessRequest, ApiKey, Department, Grant, User
-from access.models.grants import LIMIT_FIELDS
-from access.permissions import ADMIN_ONLY, AnyRole
-from console.actions import ServiceError
-from console.streaming import stream
+from access.grants import services as grants
+from access.grants.models import LIMIT_FIELDS, AccessRequest, ApiKey, Grant
+from access.grants.serializers import (
+    AccessRequestSerializer,
+    ApiKeySerializer,
+    CatalogSerializer,
+    DecisionSerializer,
+    GrantSerializer,
+    LimitsSerializer,
+    NewApiKeySerializer,
+)
+from access.people.choices import Role
+from access.people.models import Department
+from access.people.permissions import ADMIN_ONLY, AnyRole
 from fleet.catalog.models import ModelArtifact
 
 READERS = (Role.ADMIN, Role.AUDITOR)  # who sees everyone's requests, grants, keys and usage
 
 
 
-class _Models(serializers.SlugRelatedField):
-    def __init__(self, **kwargs) -> None:
-        super().__init__(slug_field="name", queryset=ModelArtifact.objects.all(), many=False, **kwargs)
 
 
-def _limit_fields() -> dict:
-    return {name: serializers.IntegerField(required=False, allow_null=True, min_value=1) for name in LIMIT_FIELDS}
 
 
-class LimitsSerializer(serializers.Serializer):
-    locals().update(_limit_fields())
 
 
-class CatalogSerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    served_as = serializers.SerializerMethodField()
-
-    class Meta:
-        model = ModelArtifact
-        fields = ["id", "name", "parent", "architecture", "parameter_count", "quantization", "license", "served_as"]
-
-    def get_served_as(self, obj: ModelArtifact) -> list[str]:
-        return [d.name for d in obj.deployments.all()]
 
 
-class AccessRequestSerializer(serializers.ModelSerializer):
-    requester = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    department = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    models = serializers.ListField(child=_Models(), allow_empty=False, write_only=True)
-    model_names = serializers.SerializerMethodField()
-
-    class Meta:
-        model = AccessRequest
-        fields = ["id", "requester", "department", "models", "model_names", "for_department", "justification",
-                  "duration_days", "state", "reason", "decided_by", "decided_at", "grant", "created_at"]
-        read_only_fields = ["id", "requester", "department", "state", "reason", "decided_by", "decided_at",
-                            "grant", "created_at"]
-        extra_kwargs = {"duration_days": {"min_value": 1, "max_value": grants.MAX_DURATION_DAYS}}
-
-    def get_model_names(self, obj: AccessRequest) -> list[str]:
-        return sorted(m.name for m in obj.models.all())
 
 
-class DecisionSerializer(LimitsSerializer):
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
-    duration_days = serializers.IntegerField(required=False, min_value=1, max_value=grants.MAX_DURATION_DAYS)
-    for_department = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 
-class GrantSerializer(serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(slug_field="username", queryset=User.objects.all(), required=False,
-                                        allow_null=True)
-    department = serializers.SlugRelatedField(slug_field="slug", queryset=Department.objects.all(), required=False,
-                                              allow_null=True)
-    models = serializers.ListField(child=_Models(), allow_empty=False, write_only=True)
-    model_names = serializers.SerializerMethodField()
-    duration_days = serializers.IntegerField(write_only=True, min_value=1, max_value=grants.MAX_DURATION_DAYS)
-    active = serializers.BooleanField(read_only=True)
-
-    class Meta:
-        model = Grant
-        fields = ["id", "user", "department", "models", "model_names", "duration_days", "expires_at", "note",
-                  "created_at", "revoked_at", "active", *LIMIT_FIELDS]
-        read_only_fields = ["id", "expires_at", "created_at", "revoked_at", "active"]
-
-    def get_model_names(self, obj: Grant) -> list[str]:
-        return sorted(m.name for m in obj.models.all())
 
 
-class ApiKeySerializer(serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    grant = serializers.PrimaryKeyRelatedField(queryset=Grant.objects.all())
-    models = serializers.ListField(child=_Models(), required=False, write_only=True)
-    model_names = serializers.SerializerMethodField()
-    expires_in_days = serializers.IntegerField(write_only=True, required=False, allow_null=True, min_value=1,
-                                               max_value=grants.MAX_DURATION_DAYS)
-
-    class Meta:
-        model = ApiKey
-        fields = ["id", "name", "user", "grant", "models", "model_names", "prefix", "created_at", "expires_at",
-                  "expires_in_days", "last_used_at", "revoked_at", *LIMIT_FIELDS]
-        read_only_fields = ["id", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
-
-    def get_model_names(self, obj: ApiKey) -> list[str]:
-        return sorted(m.name for m in obj.models.all())
 
 
-class NewApiKeySerializer(ApiKeySerializer):
-    key = serializers.CharField(read_only=True, help_text="Shown once; store it now. Only its hash is kept.")
-
-    class Meta(ApiKeySerializer.Meta):
-        fields = ApiKeySerializer.Meta.fields + ["key"]
 
 
 @extend_schema(responses=CatalogSerializer(many=True))
@@ -275,33 +204,5 @@ def department_quota(request, slug: str):
     return Response(quota.limits() if quota else {k: None for k in LIMIT_FIELDS})
 
 
-@extend_schema(responses=OpenApiTypes.OBJECT)
-@api_view(["GET"])
-@permission_classes([IsAuthenticated, AnyRole])
-def usage_rows(request):
-    """Ledger rows you may see (see access.usage.scope), newest first; ?since=&until= (ISO dates),
-    ?model=, ?department=, ?user=, ?scope=mine|department|all; ?export=csv streams them all as CSV."""
-    try:
-        qs, _label = usage.filtered(request.user, request.query_params)
-    except ServiceError as exc:
-        raise ValidationError({exc.field or "detail": exc.message}) from None
-    if request.query_params.get("export") == "csv":
-        return stream((line.encode() for line in usage.csv_lines(qs)), "text/csv", "usage.csv",
-                      asynchronous=hasattr(request._request, "scope"))
-    from rest_framework.pagination import PageNumberPagination
-
-    paginator = PageNumberPagination()
-    page = paginator.paginate_queryset(qs.select_related("user", "department"), request)
-    return paginator.get_paginated_response([usage.row_dict(r) for r in page])
 
 
-@extend_schema(responses=OpenApiTypes.OBJECT)
-@api_view(["GET"])
-@permission_classes([IsAuthenticated, AnyRole])
-def usage_summary(request):
-    """Totals by day, department, model and user for the same filters as /api/usage/."""
-    try:
-        qs, label = usage.filtered(request.user, request.query_params)
-    except ServiceError as exc:
-        raise ValidationError({exc.field or "detail": exc.message}) from None
-    return Response(usage.summary(qs) | {"scope": label})

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-from access.choices import Role
+from access.people.choices import Role
 
 
 class Department(models.Model):

@@ -15,11 +15,11 @@ from django.utils import timezone
 
 import audit
 from access import tokens
-from access.choices import Role
 from access.gateway import bus
-from access.models import AccessRequest, ApiKey, Department, DepartmentQuota, Grant, User
-from access.models.grants import LIMIT_FIELDS
-from access.services import revoke
+from access.grants.models import LIMIT_FIELDS, AccessRequest, ApiKey, DepartmentQuota, Grant
+from access.people.choices import Role
+from access.people.models import Department, User
+from access.people.services import revoke
 from console import live
 from console.actions import ServiceError
 from fleet.catalog.models import ModelArtifact

@@ -10,8 +10,9 @@ from django.db.models import Avg, Count, QuerySet, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
-from access.choices import Role
-from access.models import UsageRecord, User
+from access.people.choices import Role
+from access.people.models import User
+from access.usage.models import UsageRecord
 from audit.filters import FilterError, parse_when
 from console.actions import ServiceError
 

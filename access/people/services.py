@@ -9,7 +9,7 @@ from django.utils import timezone
 
 import audit
 from access import tokens
-from access.models import Department, PersonalToken, User
+from access.people.models import Department, PersonalToken, User
 from console.actions import ServiceError
 
 MAX_TOKENS_PER_USER = 20

@@ -1,0 +1,1 @@
+"""Model access: requests, grants, gateway keys and quotas."""

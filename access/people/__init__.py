@@ -1,0 +1,1 @@
+"""People: users, roles, departments, personal API tokens, sign-in and its audit."""

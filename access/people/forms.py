@@ -1,0 +1,21 @@
+"""Forms of the people pages."""
+from __future__ import annotations
+
+from django import forms
+
+from access.people.models import Department, PersonalToken
+
+EXPIRY_CHOICES = [("30", "30 days"), ("90", "90 days"), ("365", "1 year"), ("", "Never")]
+
+
+class DepartmentForm(forms.ModelForm):
+    class Meta:
+        model = Department
+        fields = ["name", "slug", "description"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+
+
+class TokenForm(forms.Form):
+    name = PersonalToken._meta.get_field("name").formfield(help_text="What will use it, e.g. 'nightly export'.")
+    expires_in_days = forms.TypedChoiceField(choices=EXPIRY_CHOICES, coerce=int, empty_value=None,
+                                             required=False, initial="90", label="Expires after")

@@ -1,0 +1,21 @@
+"""Pages and API routes of people, departments and personal API tokens."""
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from rest_framework.routers import SimpleRouter
+
+from access.people import api, views
+
+router = SimpleRouter()
+router.register("departments", api.DepartmentViewSet, basename="department")
+router.register("users", api.UserViewSet, basename="user")
+router.register("tokens", api.TokenViewSet, basename="token")
+
+urlpatterns = [
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("people/", views.people, name="people"),
+    path("account/tokens/", views.tokens, name="tokens"),
+    path("account/tokens/<int:pk>/revoke/", views.revoke_token, name="token-revoke"),
+]
+
+api_urlpatterns = [path("", include(router.urls))]
