@@ -27,7 +27,7 @@ def events(request: Request) -> Response:
     """The trail, newest first; ``next_before`` is the cursor for the next page."""
     flt = TrailFilter.from_params(request.query_params)
     try:
-        rows, next_before = flt.page()
+        rows, next_before = flt.page(request.user)
     except FilterError as exc:
         raise ValidationError({"detail": str(exc)}) from None
     return Response({"results": AuditEventSerializer(rows, many=True).data, "next_before": next_before})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
@@ -78,9 +79,10 @@ class TrailFilter:
             qs = qs.filter(seq__lt=int(self.before))
         return qs.order_by("-seq")
 
-    def page(self, size: int = PAGE_SIZE) -> tuple[list[AuditEvent], int | None]:
-        """One page, newest first, and the cursor for the next (older) page, if any."""
-        rows = list(self.apply(AuditEvent.objects.all())[: size + 1])
+    def page(self, user: Any, size: int = PAGE_SIZE) -> tuple[list[AuditEvent], int | None]:
+        """One page of what ``user`` may see, newest first, and the cursor for the next (older)
+        page, if any."""
+        rows = list(self.apply(AuditEvent.objects.visible_to(user))[: size + 1])
         more = len(rows) > size
         rows = rows[:size]
         return rows, (rows[-1].seq if more and rows else None)

@@ -1,10 +1,22 @@
 """AuditEvent: append-only (a database trigger refuses UPDATE and DELETE) and hash-chained."""
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
+
+from access.people.choices import READERS, role_of
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def visible_to(self, user: Any) -> AuditEventQuerySet:
+        """The whole trail for admins and auditors; nothing for anyone else."""
+        return self if role_of(user) in READERS else self.none()
 
 
 class AuditEvent(models.Model):
+    objects = AuditEventQuerySet.as_manager()
+
     seq = models.BigIntegerField(unique=True, help_text="Position in the chain, from 1, without gaps.")
     created_at = models.DateTimeField(db_index=True)
     # Copied, not foreign keys: the trail must outlive (and never be rewritten by) user deletion.

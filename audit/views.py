@@ -10,14 +10,13 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 import audit
-from access.people.choices import Role
+from access.people.choices import READERS
 from access.people.permissions import role_required
 from audit import exports, signing, verification
 from audit.filters import FilterError, TrailFilter
 from audit.models import AuditEvent
 from console.streaming import stream
 
-READERS = (Role.ADMIN, Role.AUDITOR)
 EXPORTS = {"csv": ("text/csv", "csv"), "jsonl": ("application/x-ndjson", "jsonl"), "pdf": ("application/pdf", "pdf"),
            "bundle": ("application/zip", "zip")}
 
@@ -39,7 +38,7 @@ def trail(request: HttpRequest) -> HttpResponse:
                "public_key": signing.public_key_b64(), "fingerprint": signing.fingerprint(),
                "today": timezone.localdate().isoformat()}
     try:
-        events, next_before = flt.page()
+        events, next_before = flt.page(request.user)
     except FilterError as exc:
         return render(request, "audit/trail.html", context | {"error": str(exc)}, status=400)
     older = None

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from django.contrib import messages
 from django.http import HttpRequest
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
 
 
 class ServiceError(Exception):
@@ -34,3 +38,8 @@ def form_error(form: Any, exc: Any) -> None:
     """Show a refusal (a ServiceError, or anything with ``message`` and ``field`` such as the
     estimator's) on the form: beside its field when the form has that field, else above it."""
     form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+
+
+# Who did something: a person (a user, or anonymous for a failed sign-in), a named system actor
+# such as "agent:<node>", or None for the console itself (beat, the worker).
+Actor: TypeAlias = "AbstractBaseUser | AnonymousUser | str | None"

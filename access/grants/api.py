@@ -1,18 +1,17 @@
 """/api/ for model access: the catalog, access requests, grants, gateway keys, quotas and usage."""
 from __future__ import annotations
 
-from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from access.grants import services as grants
-from access.grants.models import LIMIT_FIELDS, AccessRequest, ApiKey, Grant
+from access.grants.filtersets import AccessRequestFilterSet, ApiKeyFilterSet, GrantFilterSet
+from access.grants.models import LIMIT_FIELDS
 from access.grants.serializers import (
     AccessRequestSerializer,
     ApiKeySerializer,
@@ -22,31 +21,10 @@ from access.grants.serializers import (
     LimitsSerializer,
     NewApiKeySerializer,
 )
-from access.people.choices import Role
 from access.people.models import Department
 from access.people.permissions import ADMIN_ONLY, AnyRole
+from console.filtering import FilteredListMixin
 from fleet.catalog.models import ModelArtifact
-
-READERS = (Role.ADMIN, Role.AUDITOR)  # who sees everyone's requests, grants, keys and usage
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 @extend_schema(responses=CatalogSerializer(many=True))
@@ -59,25 +37,13 @@ def catalog(request):
     return Response(CatalogSerializer(qs.filter(name__icontains=q) if q else qs, many=True).data)
 
 
-class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+class AccessRequestViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                            viewsets.GenericViewSet):
     """Department users ask (POST) and may withdraw; admins approve or deny. ?state= filters."""
 
     permission_classes = [IsAuthenticated, AnyRole]
     serializer_class = AccessRequestSerializer
-    queryset = AccessRequest.objects.none()
-
-    def get_queryset(self) -> QuerySet[AccessRequest]:
-        qs = AccessRequest.objects.select_related("requester", "department", "decided_by").prefetch_related("models")
-        if not self.request.user.has_role(*READERS):
-            qs = qs.filter(requester=self.request.user)
-        state = self.request.query_params.get("state")
-        if state:
-            if state not in AccessRequest.State.values:
-                raise ValidationError({"state": f"Unknown state {state!r}; use one of "
-                                                f"{', '.join(AccessRequest.State.values)}."})
-            qs = qs.filter(state=state)
-        return qs
+    filterset_class = AccessRequestFilterSet
 
     def perform_create(self, serializer: AccessRequestSerializer) -> None:
         data = serializer.validated_data
@@ -116,25 +82,14 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
         return Response(AccessRequestSerializer(grants.withdraw(request.user, self.get_object())).data)
 
 
-class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+class GrantViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                    viewsets.GenericViewSet):
     """Grants you hold (yours or your department's); admins and auditors see all.
     ?expiring=1: those running out within 14 days; ?active=1: only usable ones."""
 
     permission_classes = [IsAuthenticated, AnyRole]
     serializer_class = GrantSerializer
-    queryset = Grant.objects.none()
-
-    def get_queryset(self) -> QuerySet[Grant]:
-        user = self.request.user
-        qs = (Grant.objects.select_related("user", "department").prefetch_related("models")
-              if user.has_role(*READERS) else grants.visible_grants(user))
-        params = self.request.query_params
-        if params.get("expiring") in ("1", "true"):
-            qs = qs.filter(pk__in=grants.expiring().values("pk"))
-        if params.get("active") in ("1", "true"):
-            qs = qs.filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
-        return qs
+    filterset_class = GrantFilterSet
 
     def perform_create(self, serializer: GrantSerializer) -> None:
         if not self.request.user.is_fleet_admin:
@@ -153,22 +108,14 @@ class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
         return Response(GrantSerializer(grants.revoke_grant(request.user, self.get_object())).data)
 
 
-class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+class ApiKeyViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                     mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """Gateway keys: yours (admins and auditors: everyone's, ?user= filters). POST returns the key
     once; DELETE revokes it (the row stays, for the record)."""
 
     permission_classes = [IsAuthenticated, AnyRole]
     serializer_class = ApiKeySerializer
-    queryset = ApiKey.objects.none()
-
-    def get_queryset(self) -> QuerySet[ApiKey]:
-        user = self.request.user
-        qs = ApiKey.objects.select_related("user", "grant").prefetch_related("models")
-        if not user.has_role(*READERS):
-            qs = qs.filter(user=user)
-        who = self.request.query_params.get("user")
-        return qs.filter(user__username=who) if who else qs
+    filterset_class = ApiKeyFilterSet
 
     @extend_schema(responses={201: NewApiKeySerializer})
     def create(self, request, *args, **kwargs) -> Response:

@@ -6,7 +6,40 @@ from django.core.validators import RegexValidator
 from django.db import models as db  # `models` is a field name below
 from django.utils import timezone
 
+from access.people.choices import READERS, Role, role_of
+from console.actions import Actor
+
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "tokens_per_month")
+
+
+class GrantQuerySet(db.QuerySet):
+    def visible_to(self, user: Actor) -> GrantQuerySet:
+        """Everyone's for admins and auditors; a department user's own and their department's."""
+        role = role_of(user)
+        if role in READERS:
+            return self
+        if role != Role.DEPT_USER:
+            return self.none()
+        return self.filter(db.Q(user=user) | db.Q(department_id=user.department_id, department__isnull=False))
+
+
+class AccessRequestQuerySet(db.QuerySet):
+    def visible_to(self, user: Actor) -> AccessRequestQuerySet:
+        """Everyone's for admins and auditors; a department user's own."""
+        role = role_of(user)
+        if role in READERS:
+            return self
+        return self.filter(requester=user) if role == Role.DEPT_USER else self.none()
+
+
+class ApiKeyQuerySet(db.QuerySet):
+    def visible_to(self, user: Actor) -> ApiKeyQuerySet:
+        """Key metadata (name, prefix, holder, dates; never the secret) for admins and auditors; a
+        department user's own keys."""
+        role = role_of(user)
+        if role in READERS:
+            return self
+        return self.filter(user=user) if role == Role.DEPT_USER else self.none()
 
 
 class Limits(db.Model):
@@ -36,6 +69,8 @@ class DepartmentQuota(Limits):
 
 class Grant(Limits):
     """A user (or a whole department) may call these models until ``expires_at``."""
+
+    objects = GrantQuerySet.as_manager()
 
     user = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=db.CASCADE,
                              related_name="grants")
@@ -70,6 +105,8 @@ class Grant(Limits):
 
 
 class AccessRequest(db.Model):
+    objects = AccessRequestQuerySet.as_manager()
+
     class State(db.TextChoices):
         PENDING = "pending", "Pending"
         APPROVED = "approved", "Approved"
@@ -99,6 +136,8 @@ class AccessRequest(db.Model):
 
 class ApiKey(Limits):
     """A gateway key under a grant. Only its SHA-256 is stored; the prefix finds it."""
+
+    objects = ApiKeyQuerySet.as_manager()
 
     grant = db.ForeignKey(Grant, on_delete=db.CASCADE, related_name="keys")
     user = db.ForeignKey(settings.AUTH_USER_MODEL, on_delete=db.CASCADE, related_name="api_keys")

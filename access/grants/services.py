@@ -189,15 +189,13 @@ def revoke_grant(actor: User, grant: Grant) -> Grant:
     return grant
 
 
-def visible_grants(user: User) -> QuerySet[Grant]:
-    qs = Grant.objects.select_related("user", "department").prefetch_related("models")
-    if user.is_fleet_admin:
-        return qs
-    return qs.filter(Q(user=user) | Q(department_id=user.department_id, department__isnull=False))
 
 
 def active_grants(user: User) -> QuerySet[Grant]:
-    return visible_grants(user).filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
+    """The usable grants a person holds, their own or their department's (what keys go under)."""
+    held = Q(user=user) | Q(department_id=user.department_id, department__isnull=False)
+    return (Grant.objects.filter(held, revoked_at__isnull=True, expires_at__gt=timezone.now())
+            .select_related("user", "department").prefetch_related("models"))
 
 
 def expiring(within: timedelta = EXPIRING_WITHIN) -> QuerySet[Grant]:
@@ -264,6 +262,3 @@ def revoke_key(actor: User, key: ApiKey) -> ApiKey:
     return key
 
 
-def visible_keys(user: User) -> QuerySet[ApiKey]:
-    qs = ApiKey.objects.select_related("user", "grant").prefetch_related("models")
-    return qs if user.is_fleet_admin else qs.filter(user=user)

@@ -14,6 +14,7 @@ urlpatterns = [
     path("access/requests/<int:pk>/withdraw/", views.withdraw, name="access-withdraw"),
     path("access/keys/<int:pk>/revoke/", views.revoke_key, name="key-revoke"),
     path("access/queue/", views.queue, name="access-queue"),
+    path("access/requests/", views.request_list, name="access-requests"),
     path("access/queue/<int:pk>/<str:decision>/", views.decide, name="access-decide"),
     path("access/grants/", views.grant_list, name="grants"),
     path("access/grants/<int:pk>/revoke/", views.revoke_grant, name="grant-revoke"),

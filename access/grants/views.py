@@ -3,21 +3,21 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from access.grants import services as grants
+from access.grants.filtersets import AccessRequestFilterSet, ApiKeyFilterSet, GrantFilterSet
 from access.grants.forms import AccessRequestForm, ApiKeyForm, DecisionForm, GrantForm
 from access.grants.models import AccessRequest, ApiKey, Grant
 from access.people.choices import Role
-from access.people.permissions import role_required
+from access.people.permissions import ANY_ROLE, role_required
 from console.actions import ServiceError, flash
+from console.filtering import list_page
 
 PAGE_SIZE = 25
-READERS = (Role.ADMIN, Role.AUDITOR)
 
 
 @role_required(Role.DEPT_USER)
@@ -48,7 +48,7 @@ def my_access(request: HttpRequest) -> HttpResponse:
                 exc.message)
     requests_ = AccessRequest.objects.filter(requester=user).select_related("decided_by").prefetch_related("models")
     return render(request, "access/mine.html", {
-        "grants": grants.visible_grants(user).order_by("-expires_at")[:50], "request_form": request_form,
+        "grants": GrantFilterSet.visible(user).order_by("-expires_at")[:50], "request_form": request_form,
         "key_form": key_form, "requests": requests_[:50], "created": created,
         "keys": ApiKey.objects.filter(user=user).select_related("grant").prefetch_related("models")[:100],
         "now": timezone.now(),
@@ -77,12 +77,10 @@ def revoke_key(request: HttpRequest, pk: int) -> HttpResponse:
 def queue(request: HttpRequest) -> HttpResponse:
     """Pending requests first (live), then the decided ones; ?state= filters the history."""
     state = request.GET.get("state", "")
-    qs = AccessRequest.objects.select_related("requester", "department", "decided_by").prefetch_related("models")
-    pending = qs.filter(state=AccessRequest.State.PENDING).order_by("created_at")
-    history = qs.exclude(state=AccessRequest.State.PENDING)
-    if state in AccessRequest.State.values:
-        history = history.filter(state=state)
-    page = Paginator(history, PAGE_SIZE).get_page(request.GET.get("page"))
+    visible = AccessRequestFilterSet.visible(request.user)
+    pending = visible.filter(state=AccessRequest.State.PENDING).order_by("created_at")
+    filterset = AccessRequestFilterSet(request.GET, queryset=visible.exclude(state=AccessRequest.State.PENDING))
+    page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "access/queue.html", {"pending": pending, "page": page, "state": state,
                                                  "states": AccessRequest.State.choices, "form": DecisionForm()})
 
@@ -111,10 +109,11 @@ def decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
     return redirect("access-queue")
 
 
-@role_required(*READERS)
+@role_required(*ANY_ROLE)
 @require_http_methods(["GET", "POST"])
 def grant_list(request: HttpRequest) -> HttpResponse:
-    """All grants; ?show=active|expiring|ended; ?q= searches holders and models. Admins grant directly."""
+    """The grants you may see (all for admins and auditors); ?show=active|expiring|ended|all; ?q=
+    searches holders and models. Admins grant directly."""
     form = GrantForm(request.POST or None) if request.user.is_fleet_admin else None
     status = 200
     if request.method == "POST":
@@ -132,21 +131,11 @@ def grant_list(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"Granted: {grant}.")
                 return redirect("grants")
         status = 400
-    show, q, now = request.GET.get("show", "active"), request.GET.get("q", "").strip(), timezone.now()
-    qs = Grant.objects.select_related("user", "department").prefetch_related("models").order_by("expires_at")
-    if show == "active":
-        qs = qs.filter(revoked_at__isnull=True, expires_at__gt=now)
-    elif show == "expiring":
-        qs = qs.filter(pk__in=grants.expiring().values("pk"))
-    elif show == "ended":
-        qs = qs.filter(Q(revoked_at__isnull=False) | Q(expires_at__lte=now)).order_by("-expires_at")
-    if q:
-        qs = qs.filter(Q(user__username__icontains=q) | Q(department__name__icontains=q) |
-                       Q(models__name__icontains=q)).distinct()
-    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    filterset, page, list_status = list_page(request, GrantFilterSet, PAGE_SIZE)
     return render(request, "access/grants.html", {
-        "page": page, "show": show, "q": q, "form": form, "now": now,
-        "expiring_count": grants.expiring().count()}, status=status)
+        "page": page, "filterset": filterset, "form": form, "now": timezone.now(),
+        "expiring_count": GrantFilterSet.visible(request.user).filter(pk__in=grants.expiring().values("pk")).count(),
+    }, status=max(status, list_status))
 
 
 @role_required(Role.ADMIN)
@@ -157,19 +146,20 @@ def revoke_grant(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("grants")
 
 
-@role_required(*READERS)
+@role_required(*ANY_ROLE)
 def key_list(request: HttpRequest) -> HttpResponse:
-    """Every gateway key (metadata only); ?q= user or key name/prefix, ?show=active|revoked."""
-    q, show = request.GET.get("q", "").strip(), request.GET.get("show", "active")
-    qs = ApiKey.objects.select_related("user", "grant").prefetch_related("models")
-    if show == "active":
-        qs = qs.filter(revoked_at__isnull=True)
-    elif show == "revoked":
-        qs = qs.filter(revoked_at__isnull=False)
-    if q:
-        qs = qs.filter(Q(user__username__icontains=q) | Q(name__icontains=q) | Q(prefix__startswith=q))
-    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "access/keys.html", {"page": page, "q": q, "show": show, "now": timezone.now()})
+    """Gateway keys, metadata only: everyone's for admins and auditors, a department user's own;
+    ?q= user or key name/prefix, ?show=active|revoked|all, ?user=."""
+    filterset, page, status = list_page(request, ApiKeyFilterSet, PAGE_SIZE)
+    return render(request, "access/keys.html", {"page": page, "filterset": filterset, "now": timezone.now()},
+                  status=status)
+
+
+@role_required(*ANY_ROLE)
+def request_list(request: HttpRequest) -> HttpResponse:
+    """Access requests: everyone's for admins and auditors, a department user's own; ?state=, ?q=."""
+    filterset, page, status = list_page(request, AccessRequestFilterSet, PAGE_SIZE)
+    return render(request, "access/requests.html", {"page": page, "filterset": filterset}, status=status)
 
 
 

@@ -1,11 +1,29 @@
 """The usage ledger: one row per gateway request. No prompt or output text, only its SHA-256."""
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
+from access.people.choices import READERS, Role, role_of
+
+
+class UsageRecordQuerySet(models.QuerySet):
+    def visible_to(self, user: Any) -> UsageRecordQuerySet:
+        """Every row for admins and auditors; a department user's own and their department's."""
+        role = role_of(user)
+        if role in READERS:
+            return self
+        if role != Role.DEPT_USER:
+            return self.none()
+        mine = models.Q(user=user)
+        return self.filter(mine | models.Q(department_id=user.department_id)) if user.department_id else self.filter(mine)
+
 
 class UsageRecord(models.Model):
+    objects = UsageRecordQuerySet.as_manager()
+
     created_at = models.DateTimeField(db_index=True)
     key = models.ForeignKey("access.ApiKey", null=True, on_delete=models.SET_NULL, related_name="usage")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="usage")

@@ -44,7 +44,7 @@ def filtered(user: User, params: Mapping[str, str]) -> tuple[QuerySet[UsageRecor
         raise ServiceError(str(exc), str(exc).split(":", 1)[0]) from None
     if since >= until:
         raise ServiceError("since must be before until.", "since")
-    qs = UsageRecord.objects.filter(created_at__gte=since, created_at__lte=until)
+    qs = UsageRecord.objects.visible_to(user).filter(created_at__gte=since, created_at__lte=until)
     if scope == "mine":
         qs, label = qs.filter(user=user), f"your usage ({user.username})"
     elif scope == "department":

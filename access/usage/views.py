@@ -5,7 +5,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from access.people.choices import Role
+from access.people.choices import READERS
 from access.people.permissions import ANY_ROLE, role_required
 from access.usage import queries as usage
 from access.usage.forms import UsageFilterForm
@@ -15,7 +15,6 @@ from console.streaming import stream
 PAGE_SIZE = 25
 
 
-READERS = (Role.ADMIN, Role.AUDITOR)
 
 
 def _usage_query(request: HttpRequest):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -12,7 +13,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from access.people.permissions import ADMIN_ONLY
+from console.filtering import FilteredListMixin
 from fleet.catalog import services as registry
+from fleet.catalog.filtersets import ModelFilterSet
 from fleet.catalog.models import ModelArtifact
 from fleet.catalog.serializers import (
     FitRequestSerializer,
@@ -24,24 +27,23 @@ from fleet.planning import placement
 from fleet.planning.estimator import GIB, EstimateError, ModelShape
 
 
-class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+class ModelViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                    mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """Registered models. POST registers a directory under a model root; PATCH changes license, notes,
     tags, sensitivity; DELETE unregisters (files stay on disk)."""
 
     permission_classes = ADMIN_ONLY
-    queryset = ModelArtifact.objects.select_related("parent").prefetch_related("files", "variants")
+    filterset_class = ModelFilterSet
     http_method_names = ["get", "post", "patch", "delete"]
 
     def get_serializer_class(self):
         return ModelArtifactSerializer if self.action in {"list", "create"} else ModelDetailSerializer
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[ModelArtifact]:
         if self.action == "list":
-            qs = ModelArtifact.objects.select_related("parent").order_by("name")
-            q = self.request.query_params.get("q")
-            return qs.filter(name__icontains=q) if q else qs
-        return super().get_queryset()
+            return super().get_queryset()
+        return (ModelArtifact.objects.visible_to(self.request.user).select_related("parent")
+                .prefetch_related("files", "variants"))
 
     def perform_create(self, serializer) -> None:
         data = serializer.validated_data

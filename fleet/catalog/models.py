@@ -6,6 +6,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from console.filtering import VisibleQuerySet
 from fleet.catalog.choices import ChecksumState, Sensitivity
 
 slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9._-]{0,99}$",
@@ -17,6 +18,8 @@ slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9._-]{0,99}$",
 
 
 class ModelArtifact(models.Model):
+    objects = VisibleQuerySet.as_manager()  # visible_to(user): admins only
+
     name = models.CharField(max_length=100, unique=True, validators=[slug_validator])
     path = models.CharField(max_length=1024, help_text="The model's directory, resolved, inside a model root.")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="variants",

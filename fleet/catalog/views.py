@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.paginator import Paginator
-from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -11,8 +9,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 from access.people.choices import Role
 from access.people.permissions import role_required
 from console.actions import ServiceError, flash, form_error
+from console.filtering import list_page
 from fleet.catalog import services as registry
-from fleet.catalog.choices import Sensitivity
+from fleet.catalog.filtersets import ModelFilterSet
 from fleet.catalog.forms import FitForm, ModelEditForm, ModelRegisterForm
 from fleet.catalog.models import ModelArtifact
 from fleet.jobs.forms import QuantizeForm
@@ -41,15 +40,9 @@ def model_list(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(request, f"Registered {artifact.name}; checksums are being computed.")
                 return redirect("model-detail", pk=artifact.pk)
-    models = ModelArtifact.objects.select_related("parent").annotate(variant_count=Count("variants")).order_by("name")
-    q, sensitivity = request.GET.get("q", "").strip(), request.GET.get("sensitivity", "")
-    if q:
-        models = models.filter(Q(name__icontains=q) | Q(architecture__icontains=q) | Q(tags__icontains=q))
-    if sensitivity in Sensitivity.values:
-        models = models.filter(sensitivity=sensitivity)
-    page = Paginator(models, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "fleet/models.html", {"page": page, "form": form, "q": q, "sensitivity": sensitivity,
-                                                 "sensitivities": Sensitivity.choices}, status=status)
+    filterset, page, list_status = list_page(request, ModelFilterSet, PAGE_SIZE)
+    return render(request, "fleet/models.html", {"page": page, "form": form, "filterset": filterset},
+                  status=max(status, list_status))
 
 
 def _tree(artifact: ModelArtifact, depth: int = 0) -> list[tuple[int, ModelArtifact]]:

@@ -10,20 +10,21 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from access.people.permissions import ADMIN_ONLY
+from console.filtering import FilteredListMixin
 from fleet.deployments import services
 from fleet.deployments import services as deploy
-from fleet.deployments.models import Deployment
-from fleet.deployments.serializers import DeploymentSerializer, ScaleSerializer
+from fleet.deployments.filtersets import DeploymentFilterSet, InstanceFilterSet
+from fleet.deployments.serializers import DeploymentSerializer, InstanceSerializer, ScaleSerializer
 from fleet.nodes.models import Node
 
 
-class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+class DeploymentViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                         mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """Deployments: what should run. The reconciler makes instances match; actions change the desired state."""
 
     permission_classes = ADMIN_ONLY
     serializer_class = DeploymentSerializer
-    queryset = Deployment.objects.select_related("model").prefetch_related("instances__node").order_by("name")
+    filterset_class = DeploymentFilterSet
 
     def perform_create(self, serializer) -> None:
         d = serializer.validated_data
@@ -61,6 +62,14 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
     def restart(self, request: Request, pk: str | None = None) -> Response:
         return self._act(deploy.restart)
 
+
+
+class InstanceViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Instances: what runs (or ran) for each deployment, on which node, in which state."""
+
+    permission_classes = ADMIN_ONLY
+    serializer_class = InstanceSerializer
+    filterset_class = InstanceFilterSet
 
 @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
 @api_view(["POST"])

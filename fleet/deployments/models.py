@@ -5,12 +5,15 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from console.filtering import VisibleQuerySet
 from console.states import check_transition
 from fleet.catalog.models import ModelArtifact, slug_validator
 from fleet.deployments.choices import INSTANCE_TRANSITIONS, DesiredState, InstanceState
 
 
 class Deployment(models.Model):
+    objects = VisibleQuerySet.as_manager()  # visible_to(user): admins only
+
     name = models.CharField(max_length=100, unique=True, validators=[slug_validator],
                             help_text="Also the served model name clients ask for.")
     model = models.ForeignKey(ModelArtifact, on_delete=models.PROTECT, related_name="deployments")
@@ -34,6 +37,8 @@ class Deployment(models.Model):
 
 
 class Instance(models.Model):
+    objects = VisibleQuerySet.as_manager()  # visible_to(user): admins only
+
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="instances")
     replica = models.PositiveSmallIntegerField()
     node = models.ForeignKey("fleet.Node", null=True, on_delete=models.SET_NULL, related_name="instances")

@@ -9,11 +9,12 @@ from fleet.deployments.models import Deployment, Instance
 
 class InstanceSerializer(serializers.ModelSerializer):
     node = serializers.CharField(source="node.name", default=None, read_only=True)
+    deployment = serializers.CharField(source="deployment.name", read_only=True)
     endpoint = serializers.CharField(read_only=True)
 
     class Meta:
         model = Instance
-        fields = ["id", "replica", "node", "gpus", "address", "port", "endpoint", "state", "pid", "restarts",
+        fields = ["id", "deployment", "replica", "node", "gpus", "address", "port", "endpoint", "state", "pid", "restarts",
                   "exit_code", "cause", "remedy", "created_at", "ready_at"]
         read_only_fields = fields
 

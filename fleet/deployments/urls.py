@@ -6,10 +6,12 @@ from fleet.deployments import api, views
 
 router = SimpleRouter()
 router.register("deployments", api.DeploymentViewSet, basename="api-deployment")
+router.register("instances", api.InstanceViewSet, basename="api-instance")
 
 urlpatterns = [
     path("nodes/<int:pk>/drain/", views.node_drain, name="node-drain"),
     path("deployments/", views.deployment_list, name="deployments"),
+    path("instances/", views.instance_list, name="instances"),
     path("deployments/check/", views.deployment_check, name="deployment-check"),
     path("deployments/<int:pk>/", views.deployment_detail, name="deployment-detail"),
 ]

@@ -3,8 +3,7 @@ with instances, live log and serving metrics, and the actions."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -13,8 +12,10 @@ from access.people.choices import Role
 from access.people.permissions import role_required
 from audit.models import AuditEvent
 from console.actions import ServiceError, form_error
+from console.filtering import list_page
 from fleet.deployments import services as deploy
 from fleet.deployments.choices import InstanceState
+from fleet.deployments.filtersets import DeploymentFilterSet, InstanceFilterSet
 from fleet.deployments.forms import DeploymentForm
 from fleet.deployments.models import Deployment, Instance
 from fleet.jobs.choices import JobKind
@@ -40,19 +41,21 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(request, f"{deployment.name} is being deployed.")
                 return redirect("deployment-detail", pk=deployment.pk)
-    deployments = (Deployment.objects.select_related("model").order_by("name")
-                   .annotate(ready=Count("instances", filter=Q(instances__state=InstanceState.READY)),
-                             failed=Count("instances", filter=Q(instances__state=InstanceState.FAILED))))
-    q = request.GET.get("q", "").strip()
-    if q:
-        deployments = deployments.filter(Q(name__icontains=q) | Q(model__name__icontains=q))
-    page = Paginator(deployments, PAGE_SIZE).get_page(request.GET.get("page"))
+    filterset, page, list_status = list_page(request, DeploymentFilterSet, PAGE_SIZE)
+    status = max(status, list_status)
     nodes: dict[int, list[Instance]] = {}
     for inst in Instance.objects.filter(deployment__in=list(page), state__in=InstanceState.LIVE).select_related("node"):
         nodes.setdefault(inst.deployment_id, []).append(inst)
     for d in page:
         d.live_instances = nodes.get(d.pk, [])
-    return render(request, "fleet/deployments.html", {"page": page, "form": form, "q": q}, status=status)
+    return render(request, "fleet/deployments.html", {"page": page, "form": form, "filterset": filterset}, status=status)
+
+
+@role_required(Role.ADMIN)
+def instance_list(request: HttpRequest) -> HttpResponse:
+    """Every instance of every deployment, filtered by state, deployment or node."""
+    filterset, page, status = list_page(request, InstanceFilterSet, PAGE_SIZE)
+    return render(request, "fleet/instances.html", {"page": page, "filterset": filterset}, status=status)
 
 
 @role_required(Role.ADMIN)

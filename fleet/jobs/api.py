@@ -14,10 +14,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from access.people.permissions import ADMIN_ONLY
+from console.filtering import FilteredListMixin
 from fleet.catalog.models import ModelArtifact
 from fleet.deployments.models import Deployment
 from fleet.jobs import services as jobs
-from fleet.jobs.choices import JobKind, JobState
+from fleet.jobs.choices import JobKind
+from fleet.jobs.filtersets import JobFilterSet
 from fleet.jobs.queries import compare_runs, parse_ids
 from fleet.jobs.serializers import JobDetailSerializer, JobSerializer
 
@@ -42,30 +44,17 @@ def _pick(model, value: Any, field: str):
 
 
 
-class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class JobViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Jobs. POST {"kind": "quantize", "model": id, "params": {...}} (multipart with a
     calibration_file to calibrate on your own text) or {"kind": "benchmark", "deployment": id,
     "params": {...}}; POST /cancel/ stops one; GET /compare/?ids=1,2 gives benchmark runs side by side."""
 
     permission_classes = ADMIN_ONLY
+    filterset_class = JobFilterSet
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
     def get_serializer_class(self):
         return JobSerializer if self.action == "list" else JobDetailSerializer
-
-    def get_queryset(self):
-        if self.action != "list":
-            return jobs.visible_jobs()
-        params = self.request.query_params
-        for key, allowed in (("kind", JobKind.values), ("state", JobState.values)):
-            if params.get(key) and params[key] not in allowed:
-                raise ValidationError({key: f"Unknown {key} {params[key]!r}; use one of {', '.join(allowed)}."})
-        return jobs.visible_jobs(params.get("kind", ""), params.get("state", ""), params.get("q", "").strip())
-
-    @extend_schema(parameters=[OpenApiParameter("kind", str, enum=JobKind.values),
-                               OpenApiParameter("state", str, enum=JobState.values), OpenApiParameter("q", str)])
-    def list(self, request: Request, *args, **kwargs) -> Response:
-        return super().list(request, *args, **kwargs)
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses={201: JobDetailSerializer})
     def create(self, request: Request) -> Response:
@@ -80,13 +69,13 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                                 _pick(Deployment, request.data.get("deployment"), "deployment"), params)
         else:
             raise ValidationError({"kind": f"Unknown job kind {kind!r}; use quantize or benchmark."})
-        return Response(JobDetailSerializer(jobs.visible_jobs().get(pk=job.pk)).data, status=status.HTTP_201_CREATED)
+        return Response(JobDetailSerializer(self.get_queryset().get(pk=job.pk)).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=JobDetailSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         job = jobs.cancel(request.user, self.get_object())
-        return Response(JobDetailSerializer(jobs.visible_jobs().get(pk=job.pk)).data, status=status.HTTP_202_ACCEPTED)
+        return Response(JobDetailSerializer(self.get_queryset().get(pk=job.pk)).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(parameters=[OpenApiParameter("ids", str, description="comma-separated job ids")],
                    responses=OpenApiTypes.OBJECT)

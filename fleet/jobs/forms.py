@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from django import forms
 
-from fleet.jobs.choices import JobKind, JobState
 from fleet.jobs.params import SCHEMES
 from fleet.nodes.choices import NodeState
 from fleet.nodes.models import Node
@@ -45,12 +44,3 @@ class BenchmarkForm(forms.Form):
     num_prompts = forms.IntegerField(initial=32, min_value=1, max_value=5000, label="Prompts per level")
 
 
-class JobFilterForm(forms.Form):
-    q = forms.CharField(required=False, label="Search", widget=forms.TextInput(attrs={"placeholder": "model, deployment or node"}))
-    kind = forms.ChoiceField(required=False, choices=[])
-    state = forms.ChoiceField(required=False, choices=[])
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["kind"].choices = [("", "any kind"), *JobKind.choices]
-        self.fields["state"].choices = [("", "any state"), *JobState.choices]

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from console.filtering import VisibleQuerySet
 from console.states import check_transition
 from fleet.jobs.choices import JOB_TRANSITIONS, JobKind, JobState
 
@@ -12,6 +13,8 @@ LOG_KEEP_CHARS = 64 * 1024  # the tail of the log kept on the row; the live view
 
 
 class Job(models.Model):
+    objects = VisibleQuerySet.as_manager()  # visible_to(user): admins only
+
     kind = models.CharField(max_length=16, choices=JobKind.choices)
     state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
     params = models.JSONField(default=dict)  # typed and validated by fleet.jobs.params

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 import audit
@@ -243,16 +242,6 @@ def fail_jobs_on(node: Node, why: str) -> int:
     return failed
 
 
-def visible_jobs(kind: str = "", state: str = "", q: str = ""):
-    jobs = Job.objects.select_related("node", "model", "deployment", "variant", "created_by")
-    if kind:
-        jobs = jobs.filter(kind=kind)
-    if state:
-        jobs = jobs.filter(state=state)
-    if q:
-        jobs = jobs.filter(Q(model__name__icontains=q) | Q(deployment__name__icontains=q) |
-                           Q(variant__name__icontains=q) | Q(node__name__icontains=q))
-    return jobs.order_by("-created_at", "-id")
 
 
-__all__ = ["quantize", "benchmark", "cancel", "report", "fail_jobs_on", "visible_jobs", "ready_instance"]
+__all__ = ["quantize", "benchmark", "cancel", "report", "fail_jobs_on", "ready_instance"]

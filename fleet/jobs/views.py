@@ -4,7 +4,6 @@ deployment pages."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -12,13 +11,15 @@ from django.views.decorators.http import require_POST
 from access.people.choices import Role
 from access.people.permissions import role_required
 from console.actions import ServiceError, flash, form_error
+from console.filtering import list_page
 from fleet.catalog.models import ModelArtifact
 from fleet.catalog.views import model_page
 from fleet.deployments.models import Deployment
 from fleet.deployments.views import deployment_page
 from fleet.jobs import services as jobs
 from fleet.jobs.choices import JobKind, JobState
-from fleet.jobs.forms import BenchmarkForm, JobFilterForm, QuantizeForm
+from fleet.jobs.filtersets import JobFilterSet
+from fleet.jobs.forms import BenchmarkForm, QuantizeForm
 from fleet.jobs.models import Job
 from fleet.jobs.queries import compare_runs, parse_ids
 
@@ -27,19 +28,15 @@ PAGE_SIZE = 50
 
 @role_required(Role.ADMIN)
 def job_list(request: HttpRequest) -> HttpResponse:
-    form = JobFilterForm(request.GET or None)
-    kind = state = q = ""
-    if form.is_valid():
-        kind, state, q = form.cleaned_data["kind"], form.cleaned_data["state"], form.cleaned_data["q"].strip()
-    page = Paginator(jobs.visible_jobs(kind, state, q), PAGE_SIZE).get_page(request.GET.get("page"))
+    filterset, page, status = list_page(request, JobFilterSet, PAGE_SIZE)
     template = "fleet/_job_rows.html" if request.headers.get("HX-Request") else "fleet/jobs.html"
-    return render(request, template, {"page": page, "form": form, "query": request.GET.urlencode()},
-                  status=200 if form.is_valid() or not request.GET else 400)
+    return render(request, template, {"page": page, "filterset": filterset, "query": request.GET.urlencode()},
+                  status=status)
 
 
 @role_required(Role.ADMIN)
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(jobs.visible_jobs(), pk=pk)
+    job = get_object_or_404(JobFilterSet.visible(request.user), pk=pk)
     others = []
     if job.kind == JobKind.BENCHMARK:
         others = list(Job.objects.filter(kind=JobKind.BENCHMARK, state=JobState.SUCCEEDED).exclude(pk=pk)

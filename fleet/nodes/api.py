@@ -1,6 +1,7 @@
 """/api/nodes/ and /api/join-tokens/ (admins only); the same services as the UI."""
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -10,8 +11,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from access.people.permissions import ADMIN_ONLY
+from console.filtering import FilteredListMixin
 from fleet.nodes import queries, services
-from fleet.nodes.choices import NodeKind, NodeState
+from fleet.nodes.filtersets import NodeFilterSet
 from fleet.nodes.models import JoinToken, Node
 from fleet.nodes.serializers import (
     JoinTokenSerializer,
@@ -21,29 +23,20 @@ from fleet.nodes.serializers import (
 )
 
 
-class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+class NodeViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                   viewsets.GenericViewSet):
     """Nodes that joined the fleet. DELETE removes a node (its agent is refused from then on)."""
 
     permission_classes = ADMIN_ONLY
-    queryset = Node.objects.none()
+    filterset_class = NodeFilterSet
 
     def get_serializer_class(self):
         return NodeSerializer if self.action == "list" else NodeDetailSerializer
 
-    @extend_schema(parameters=[OpenApiParameter("q", str), OpenApiParameter("state", str, enum=NodeState.values),
-                               OpenApiParameter("kind", str, enum=NodeKind.values)])
-    def list(self, request: Request, *args, **kwargs) -> Response:
-        return super().list(request, *args, **kwargs)
-
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Node]:
         if self.action != "list":
-            return Node.objects.prefetch_related("gpus")
-        params = self.request.query_params
-        for key, allowed in (("state", NodeState.values), ("kind", NodeKind.values)):
-            if params.get(key) and params[key] not in allowed:
-                raise ValidationError({key: f"Unknown {key} {params[key]!r}; use one of {', '.join(allowed)}."})
-        return queries.nodes(q=params.get("q", ""), state=params.get("state", ""), kind=params.get("kind", ""))
+            return Node.objects.visible_to(self.request.user).prefetch_related("gpus")
+        return super().get_queryset()
 
     def perform_destroy(self, node: Node) -> None:
         services.remove_node(self.request.user, node)

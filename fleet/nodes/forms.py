@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from django import forms
 
-from fleet.nodes.choices import NodeKind, NodeState
 from fleet.nodes.services import MAX_JOIN_TOKEN_HOURS
 
 
@@ -13,7 +12,3 @@ class JoinTokenForm(forms.Form):
                                           label="Expires in (hours)")
 
 
-class NodeFilterForm(forms.Form):
-    q = forms.CharField(required=False, label="Search", widget=forms.TextInput(attrs={"placeholder": "name or host"}))
-    state = forms.ChoiceField(required=False, choices=[("", "any state"), *NodeState.choices])
-    kind = forms.ChoiceField(required=False, choices=[("", "any kind"), *NodeKind.choices])

@@ -6,6 +6,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from console.filtering import VisibleQuerySet
 from console.states import check_transition
 from fleet.nodes.choices import NODE_TRANSITIONS, NodeKind, NodeState
 from fleet.protocol.tasks import node_queue
@@ -56,6 +57,8 @@ class JoinToken(models.Model):
 
 
 class Node(models.Model):
+    objects = VisibleQuerySet.as_manager()  # visible_to(user): admins only
+
     name = models.CharField(max_length=63, unique=True, validators=[node_name_validator])
     kind = models.CharField(max_length=8, choices=NodeKind.choices)
     state = models.CharField(max_length=16, choices=NodeState.choices, default=NodeState.ONLINE)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from fleet.nodes.models import HOST, Node, TelemetryRollup
@@ -12,15 +11,6 @@ from fleet.planning.placement import GpuView, NodeView
 RANGES = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
-def nodes(*, q: str = "", state: str = "", kind: str = "") -> QuerySet[Node]:
-    qs = Node.objects.annotate(gpu_count=Count("gpus")).order_by("name")
-    if q:
-        qs = qs.filter(Q(name__icontains=q) | Q(hostname__icontains=q))
-    if state:
-        qs = qs.filter(state=state)
-    if kind:
-        qs = qs.filter(kind=kind)
-    return qs
 
 
 def history(node: Node, range_name: str) -> dict:

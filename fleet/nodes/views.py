@@ -10,8 +10,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 from access.people.choices import Role
 from access.people.permissions import role_required
 from console.actions import ServiceError, flash
+from console.filtering import list_page
 from fleet.nodes import queries, services
-from fleet.nodes.forms import JoinTokenForm, NodeFilterForm
+from fleet.nodes.filtersets import NodeFilterSet
+from fleet.nodes.forms import JoinTokenForm
 from fleet.nodes.models import JoinToken, Node
 from fleet.protocol import telemetry
 
@@ -20,14 +22,12 @@ PAGE_SIZE = 50
 
 @role_required(Role.ADMIN)
 def node_list(request: HttpRequest) -> HttpResponse:
-    form = NodeFilterForm(request.GET or None)
-    filters = form.cleaned_data if form.is_valid() else {}
-    page = Paginator(queries.nodes(**{k: v for k, v in filters.items() if v}), PAGE_SIZE).get_page(request.GET.get("page"))
+    filterset, page, status = list_page(request, NodeFilterSet, PAGE_SIZE)
     for node in page:
         node.summary = telemetry.summarize(node.last_sample)
     template = "fleet/_node_rows.html" if request.headers.get("HX-Request") else "fleet/nodes.html"
-    return render(request, template, {"page": page, "form": form, "any_nodes": Node.objects.exists()},
-                  status=200 if form.is_valid() or not request.GET else 400)
+    return render(request, template, {"page": page, "filterset": filterset, "any_nodes": Node.objects.exists()},
+                  status=status)
 
 
 @role_required(Role.ADMIN)

@@ -1,0 +1,22 @@
+"""The model list's filters, for the Models page and /api/models/ alike."""
+from __future__ import annotations
+
+import django_filters
+from django.db.models import Count, QuerySet
+
+from console.filtering import ListFilterSet, search
+from fleet.catalog.choices import Sensitivity
+from fleet.catalog.models import ModelArtifact
+
+
+class ModelFilterSet(ListFilterSet):
+    q = search("name", "architecture", "tags")
+    sensitivity = django_filters.ChoiceFilter(choices=Sensitivity.choices, empty_label="any sensitivity")
+
+    class Meta:
+        model = ModelArtifact
+        fields = ["q", "sensitivity"]
+
+    @classmethod
+    def prepare(cls, qs: QuerySet) -> QuerySet:
+        return qs.select_related("parent").annotate(variant_count=Count("variants")).order_by("name")
