@@ -35,6 +35,10 @@ def _grant_show(qs: QuerySet, name: str, value: str) -> QuerySet:
     return qs
 
 
+def _flag(value: str, show: str) -> str:
+    return show if value in ("1", "true") else ""
+
+
 class GrantFilterSet(ListFilterSet):
     page_defaults = {"show": "active"}
 
@@ -43,10 +47,10 @@ class GrantFilterSet(ListFilterSet):
         choices=[("active", "Active"), ("expiring", "Expiring within 14 days"), ("ended", "Ended"), ("all", "All")],
         method=_grant_show, empty_label="all")
     # Earlier spellings of ?show=, kept for API clients: ?active=1, ?expiring=1.
-    active = django_filters.BooleanFilter(method=lambda qs, name, on: _grant_show(qs, name, "active" if on else ""),
-                                          label="Active only")
-    expiring = django_filters.BooleanFilter(
-        method=lambda qs, name, on: _grant_show(qs, name, "expiring" if on else ""), label="Expiring only")
+    active = django_filters.CharFilter(method=lambda qs, name, on: _grant_show(qs, name, _flag(on, "active")),
+                                       label="Active only (1)")
+    expiring = django_filters.CharFilter(method=lambda qs, name, on: _grant_show(qs, name, _flag(on, "expiring")),
+                                         label="Expiring only (1)")
 
     class Meta:
         model = Grant
