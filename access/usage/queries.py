@@ -63,7 +63,7 @@ def filtered(user: User, params: Mapping[str, str]) -> tuple[QuerySet[UsageRecor
 
 
 def row_dict(r: UsageRecord) -> dict:
-    return {"created_at": r.created_at.isoformat(), "user": r.user.username if r.user_id else None,
+    return {"id": r.pk, "created_at": r.created_at.isoformat(), "user": r.user.username if r.user_id else None,
             "department": r.department.slug if r.department_id else None, "model": r.model,
             "endpoint": r.endpoint, "stream": r.stream, "status": r.status, "prompt_tokens": r.prompt_tokens,
             "completion_tokens": r.completion_tokens, "latency_ms": r.latency_ms, "ttft_ms": r.ttft_ms,
