@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from console.actions import Actor
+
 __all__ = ["record"]
 
 
-def record(actor: Any, action: str, target: Any = None, before: Any = None, after: Any = None, **context: Any):
+def record(actor: Actor, action: str, target: Any = None, before: Any = None, after: Any = None, **context: Any):
     """Append one event to the hash chain; see ``audit.chain.record``."""
     from audit.chain import record as _record
 

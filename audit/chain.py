@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from audit import context as audit_context
 from audit.models import AuditEvent
+from console.actions import Actor
 
 __all__ = ["record", "record_many", "verify", "VerifyResult", "canonical_json", "event_hash", "GENESIS"]
 
@@ -63,7 +64,7 @@ def _describe_target(target: Any) -> tuple[str, str, str]:
     return "", "", str(target)[:200]
 
 
-def _describe_actor(actor: Any) -> tuple[int | None, str, str, str]:
+def _describe_actor(actor: Actor) -> tuple[int | None, str, str, str]:
     if actor is None:
         return None, "system", "", ""
     if isinstance(actor, str):
@@ -74,7 +75,7 @@ def _describe_actor(actor: Any) -> tuple[int | None, str, str, str]:
     return actor.pk, actor.get_username(), getattr(actor, "role", ""), department.name if department else ""
 
 
-def record(actor: Any, action: str, target: Any = None, *, before: Any = None, after: Any = None,
+def record(actor: Actor, action: str, target: Any = None, *, before: Any = None, after: Any = None,
            **context: Any) -> AuditEvent:
     """Append one event. ``actor`` is a user, a name (e.g. an agent) or None for the system.
 

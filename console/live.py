@@ -11,9 +11,11 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
+from django.db import transaction
+
 from fleet.protocol.live import Publisher, message
 
-__all__ = ["apublish", "publish", "publish_many", "publish_soon"]
+__all__ = ["apublish", "publish", "publish_many", "publish_on_commit", "publish_soon"]
 
 def _default_layer() -> Any:
     from channels.layers import get_channel_layer
@@ -39,3 +41,9 @@ def publish_many(topic: str, payloads: list[Any]) -> Future:
 
 def publish_soon(topic: str, payload: Any) -> None:
     _default.publish_soon(topic, payload)
+
+
+def publish_on_commit(topics: str | tuple[str, ...], payload: Any) -> None:
+    """Publish once the current transaction commits (at once outside one): browsers never see a
+    change that was rolled back."""
+    transaction.on_commit(lambda: publish(topics, payload))

@@ -6,8 +6,10 @@ from django.core.validators import RegexValidator
 from django.db import models as db  # `models` is a field name below
 from django.utils import timezone
 
+from access.grants.choices import ACCESS_REQUEST_TRANSITIONS, AccessRequestState
 from access.people.choices import READERS, Role, role_of
 from console.actions import Actor
+from console.states import Revocable, check_transition
 
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "tokens_per_month")
 
@@ -67,7 +69,7 @@ class DepartmentQuota(Limits):
         return f"quota of {self.department}"
 
 
-class Grant(Limits):
+class Grant(Revocable, Limits):
     """A user (or a whole department) may call these models until ``expires_at``."""
 
     objects = GrantQuerySet.as_manager()
@@ -107,11 +109,7 @@ class Grant(Limits):
 class AccessRequest(db.Model):
     objects = AccessRequestQuerySet.as_manager()
 
-    class State(db.TextChoices):
-        PENDING = "pending", "Pending"
-        APPROVED = "approved", "Approved"
-        DENIED = "denied", "Denied"
-        WITHDRAWN = "withdrawn", "Withdrawn"
+    State = AccessRequestState
 
     requester = db.ForeignKey(settings.AUTH_USER_MODEL, on_delete=db.CASCADE, related_name="access_requests")
     department = db.ForeignKey("access.Department", on_delete=db.PROTECT, related_name="+")
@@ -133,8 +131,12 @@ class AccessRequest(db.Model):
     def __str__(self) -> str:
         return f"request #{self.pk} by {self.requester}"
 
+    def set_state(self, new: str) -> None:
+        check_transition(ACCESS_REQUEST_TRANSITIONS, self.state, new)
+        self.state = new
 
-class ApiKey(Limits):
+
+class ApiKey(Revocable, Limits):
     """A gateway key under a grant. Only its SHA-256 is stored; the prefix finds it."""
 
     objects = ApiKeyQuerySet.as_manager()

@@ -33,7 +33,7 @@ State = AccessRequest.State
 def _push(request: AccessRequest) -> None:
     payload = {"kind": "access_request", "id": request.pk, "state": request.state, "reason": request.reason,
                "grant": request.grant_id}
-    transaction.on_commit(lambda: live.publish((f"user.{request.requester_id}", "access"), payload))
+    live.publish_on_commit((f"user.{request.requester_id}", "access"), payload)
 
 
 def _names(models: Iterable[ModelArtifact]) -> list[str]:
@@ -116,7 +116,8 @@ def approve(actor: User, request: AccessRequest, *, reason: str = "", duration_d
                            department=request.department if whole else None, models=models,
                            expires_at=timezone.now() + timedelta(days=days), limits=limits,
                            note=f"request #{request.pk}")
-        request.state, request.reason, request.grant = State.APPROVED, reason.strip()[:500], grant
+        request.set_state(State.APPROVED)
+        request.reason, request.grant = reason.strip()[:500], grant
         request.decided_by, request.decided_at = actor, timezone.now()
         request.save()
         audit.record(actor, "access.approve", request, before={"state": State.PENDING}, after={
@@ -132,7 +133,8 @@ def deny(actor: User, request: AccessRequest, *, reason: str) -> AccessRequest:
         raise ServiceError("Give the requester a reason.", "reason")
     with transaction.atomic():
         request = _pending(request)
-        request.state, request.reason = State.DENIED, reason[:500]
+        request.set_state(State.DENIED)
+        request.reason = reason[:500]
         request.decided_by, request.decided_at = actor, timezone.now()
         request.save()
         audit.record(actor, "access.deny", request, before={"state": State.PENDING},
@@ -146,7 +148,7 @@ def withdraw(user: User, request: AccessRequest) -> AccessRequest:
         request = _pending(request)
         if request.requester_id != user.pk:
             raise ServiceError("Only the requester can withdraw a request.")
-        request.state = State.WITHDRAWN
+        request.set_state(State.WITHDRAWN)
         request.save(update_fields=["state"])
         audit.record(user, "access.withdraw", request, before={"state": State.PENDING},
                      after={"state": State.WITHDRAWN})

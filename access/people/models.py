@@ -7,6 +7,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from access.people.choices import Role
+from console.states import Revocable
 
 
 class Department(models.Model):
@@ -63,7 +64,7 @@ class User(AbstractUser):
         return self.has_role(Role.ADMIN)
 
 
-class PersonalToken(models.Model):
+class PersonalToken(Revocable, models.Model):
     """A token for automation against /api/. Only its SHA-256 is stored; the prefix finds it."""
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="tokens")

@@ -49,7 +49,7 @@ def revoke(actor: User, obj: M, action: str, what: str, **also: Any) -> M:
         obj = type(obj).objects.select_for_update().get(pk=obj.pk)
         if obj.revoked_at is not None:
             raise ServiceError(f"This {what} is already revoked.")
-        obj.revoked_at = timezone.now()
+        obj.mark_revoked(timezone.now())
         for name, value in also.items():
             setattr(obj, name, value)
         obj.save(update_fields=["revoked_at", *also])

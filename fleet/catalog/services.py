@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 import audit
-from console.actions import ServiceError
+from console.actions import Actor, ServiceError
 from console.live import publish
 from fleet.catalog import artifacts
 from fleet.catalog.artifacts import ArtifactError
@@ -40,7 +40,7 @@ def _public(artifact: ModelArtifact) -> dict:
             "parent": artifact.parent.name if artifact.parent else None, **{k: getattr(artifact, k) for k in EDITABLE}}
 
 
-def register(actor: Any, *, path: str, name: str, parent: ModelArtifact | None = None, license: str = "",
+def register(actor: Actor, *, path: str, name: str, parent: ModelArtifact | None = None, license: str = "",
              notes: str = "", tags: Any = (), sensitivity: str = Sensitivity.INTERNAL, recipe: dict | None = None,
              checksum_now: bool = False) -> ModelArtifact:
     """Inspect the directory and record the model; checksums follow in the background."""
@@ -85,7 +85,7 @@ def _schedule_checksums(artifact_id: int) -> None:
     current_app.send_task(tasks.CHECKSUM_MODEL, args=[artifact_id], queue=tasks.CONSOLE_QUEUE)
 
 
-def update(actor: Any, artifact: ModelArtifact, **changes: Any) -> ModelArtifact:
+def update(actor: Actor, artifact: ModelArtifact, **changes: Any) -> ModelArtifact:
     unknown = set(changes) - set(EDITABLE)
     if unknown:
         raise ServiceError(f"Only {', '.join(EDITABLE)} can be changed, not {', '.join(sorted(unknown))}.")
@@ -105,7 +105,7 @@ def update(actor: Any, artifact: ModelArtifact, **changes: Any) -> ModelArtifact
     return artifact
 
 
-def forget(actor: Any, artifact: ModelArtifact) -> None:
+def forget(actor: Actor, artifact: ModelArtifact) -> None:
     """Unregister (the files stay on disk). Refused while variants point at it."""
     with transaction.atomic():
         artifact = ModelArtifact.objects.select_for_update().get(pk=artifact.pk)
@@ -116,7 +116,7 @@ def forget(actor: Any, artifact: ModelArtifact) -> None:
         artifact.delete()
 
 
-def request_checksums(actor: Any, artifact: ModelArtifact) -> None:
+def request_checksums(actor: Actor, artifact: ModelArtifact) -> None:
     with transaction.atomic():
         if ModelArtifact.objects.filter(pk=artifact.pk, checksum_state=ChecksumState.RUNNING).exists():
             raise ServiceError("Checksums are being computed already.")

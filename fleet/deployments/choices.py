@@ -9,6 +9,13 @@ class DesiredState(models.TextChoices):
     STOPPED = "stopped", "Stopped"
 
 
+# A desire may be repeated (start a running deployment: it is reconciled again) or reversed.
+DESIRED_TRANSITIONS: dict[str, set[str]] = {
+    DesiredState.RUNNING: {DesiredState.RUNNING, DesiredState.STOPPED},
+    DesiredState.STOPPED: {DesiredState.STOPPED, DesiredState.RUNNING},
+}
+
+
 class InstanceState(models.TextChoices):
     PENDING = "pending", "Pending"      # placed; the agent has been told to start it
     STARTING = "starting", "Starting"   # the process runs; not answering yet

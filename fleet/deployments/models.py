@@ -8,7 +8,12 @@ from django.utils import timezone
 from console.filtering import VisibleQuerySet
 from console.states import check_transition
 from fleet.catalog.models import ModelArtifact, slug_validator
-from fleet.deployments.choices import INSTANCE_TRANSITIONS, DesiredState, InstanceState
+from fleet.deployments.choices import (
+    DESIRED_TRANSITIONS,
+    INSTANCE_TRANSITIONS,
+    DesiredState,
+    InstanceState,
+)
 
 
 class Deployment(models.Model):
@@ -31,6 +36,10 @@ class Deployment(models.Model):
 
     class Meta:
         ordering = ["name"]
+
+    def set_desired_state(self, new: str) -> None:
+        check_transition(DESIRED_TRANSITIONS, self.desired_state, new)
+        self.desired_state = new
 
     def __str__(self) -> str:
         return self.name

@@ -12,8 +12,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import audit
-from console.actions import ServiceError
-from console.live import publish
+from console.actions import Actor, ServiceError
+from console.live import publish_on_commit
 from console.states import TransitionError
 from fleet.catalog.models import ModelArtifact, slug_validator
 from fleet.deployments import reconciler
@@ -42,7 +42,7 @@ def _snapshot(d: Deployment) -> dict:
 
 
 def _event(d: Deployment, kind: str, **extra: Any) -> None:
-    transaction.on_commit(lambda: publish(f"deployment.{d.pk}", {"kind": kind, **extra}))
+    publish_on_commit(f"deployment.{d.pk}", {"kind": kind, **extra})
 
 
 def check(*, name: Any, model: Any, replicas: Any, options: Any, selector: Any, strategy: Any,
@@ -71,7 +71,7 @@ def check(*, name: Any, model: Any, replicas: Any, options: Any, selector: Any, 
     return clean, planned
 
 
-def create(actor: Any, *, name: str, model: Any, replicas: int = 1, options: Any = None, selector: Any = None,
+def create(actor: Actor, *, name: str, model: Any, replicas: int = 1, options: Any = None, selector: Any = None,
            strategy: str = "binpack", force: bool = False) -> Deployment:
     options, selector = options if options is not None else {}, selector if selector is not None else {}
     clean, planned = check(name=name, model=model, replicas=replicas, options=options, selector=selector,
@@ -96,12 +96,15 @@ def create(actor: Any, *, name: str, model: Any, replicas: int = 1, options: Any
     return deployment
 
 
-def _change(actor: Any, deployment: Deployment, action: str, **changes: Any) -> Deployment:
+def _change(actor: Actor, deployment: Deployment, action: str, **changes: Any) -> Deployment:
     with transaction.atomic():
         d = Deployment.objects.select_for_update().select_related("model").get(pk=deployment.pk)
         before = {k: getattr(d, k) for k in changes}
         for key, value in changes.items():
-            setattr(d, key, value)
+            if key == "desired_state":
+                d.set_desired_state(value)
+            else:
+                setattr(d, key, value)
         d.save()
         audit.record(actor, action, d, before=before, after=changes)
         _event(d, "changed")
@@ -109,21 +112,21 @@ def _change(actor: Any, deployment: Deployment, action: str, **changes: Any) -> 
     return d
 
 
-def scale(actor: Any, deployment: Deployment, replicas: Any) -> Deployment:
+def scale(actor: Actor, deployment: Deployment, replicas: Any) -> Deployment:
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= MAX_REPLICAS:
         raise ServiceError(f"Replicas must be 0–{MAX_REPLICAS}.", "replicas")
     return _change(actor, deployment, "deployment.scale", replicas=replicas)
 
 
-def start(actor: Any, deployment: Deployment) -> Deployment:
+def start(actor: Actor, deployment: Deployment) -> Deployment:
     return _change(actor, deployment, "deployment.start", desired_state=DesiredState.RUNNING)
 
 
-def stop(actor: Any, deployment: Deployment) -> Deployment:
+def stop(actor: Actor, deployment: Deployment) -> Deployment:
     return _change(actor, deployment, "deployment.stop", desired_state=DesiredState.STOPPED)
 
 
-def restart(actor: Any, deployment: Deployment) -> Deployment:
+def restart(actor: Actor, deployment: Deployment) -> Deployment:
     """Stop every instance (Failed ones included); the reconciler starts fresh ones."""
     with transaction.atomic():
         d = Deployment.objects.select_for_update().get(pk=deployment.pk)
@@ -139,7 +142,7 @@ def restart(actor: Any, deployment: Deployment) -> Deployment:
     return d
 
 
-def delete(actor: Any, deployment: Deployment) -> None:
+def delete(actor: Actor, deployment: Deployment) -> None:
     with transaction.atomic():
         d = Deployment.objects.select_for_update().select_related("model").get(pk=deployment.pk)
         for inst in d.instances.filter(state__in=InstanceState.LIVE).select_related("node"):
@@ -149,7 +152,7 @@ def delete(actor: Any, deployment: Deployment) -> None:
         d.delete()
 
 
-def drain_node(actor: Any, node: Any) -> int:
+def drain_node(actor: Actor, node: Any) -> int:
     """Cordon the node and move its instances elsewhere: each is stopped here and the reconciler
     places its replica again (the cordon keeps it off this node). Returns how many move."""
     moved = set()

@@ -13,8 +13,8 @@ from django.db import transaction
 from django.utils import timezone
 
 import audit
-from console.actions import ServiceError
-from console.live import publish
+from console.actions import Actor, ServiceError
+from console.live import publish_on_commit
 from console.states import TransitionError
 from fleet.catalog import artifacts
 from fleet.catalog import services as registry
@@ -39,7 +39,7 @@ def _push(job: Job, kind: str, **extra: Any) -> None:
     """Live: the job's own page (job.<id>) and the jobs list (jobs)."""
     payload = {"kind": kind, "job": job.pk, "state": job.state, "progress": job.progress, "phase": job.phase,
                **extra}
-    transaction.on_commit(lambda: publish((job.topic, "jobs"), payload))
+    publish_on_commit((job.topic, "jobs"), payload)
 
 
 def _public(job: Job) -> dict:
@@ -77,7 +77,7 @@ def _output_dir(model: ModelArtifact, variant: str) -> Path:
     return out
 
 
-def quantize(actor: Any, model: ModelArtifact, params: Any, calibration_file: bytes | None = None,
+def quantize(actor: Actor, model: ModelArtifact, params: Any, calibration_file: bytes | None = None,
              calibration_name: str = "") -> Job:
     if not isinstance(model, ModelArtifact):
         raise ServiceError("Choose a registered model to quantize.", "model")
@@ -112,7 +112,7 @@ def ready_instance(deployment: Deployment) -> Instance:
     return instance
 
 
-def benchmark(actor: Any, deployment: Deployment, params: Any) -> Job:
+def benchmark(actor: Actor, deployment: Deployment, params: Any) -> Job:
     if not isinstance(deployment, Deployment):
         raise ServiceError("Choose a deployment to benchmark.", "deployment")
     clean = job_params.benchmark(params, int(deployment.options.get("max_model_len") or 2048))
@@ -130,7 +130,7 @@ def benchmark(actor: Any, deployment: Deployment, params: Any) -> Job:
     return job
 
 
-def cancel(actor: Any, job: Job) -> Job:
+def cancel(actor: Actor, job: Job) -> Job:
     with transaction.atomic():
         job = Job.objects.select_for_update(of=("self",)).select_related("node").get(pk=job.pk)
         if job.done:
@@ -150,7 +150,7 @@ def cancel(actor: Any, job: Job) -> Job:
     return job
 
 
-def _finish(job: Job, state: str, *, actor: Any, error: str = "") -> None:
+def _finish(job: Job, state: str, *, actor: Actor, error: str = "") -> None:
     was = job.state
     job.set_state(state)
     job.finished_at, job.error = timezone.now(), error[:500]

@@ -7,7 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from console.filtering import VisibleQuerySet
-from console.states import check_transition
+from console.states import Revocable, check_transition
 from fleet.nodes.choices import NODE_TRANSITIONS, NodeKind, NodeState
 from fleet.protocol.tasks import node_queue
 
@@ -18,7 +18,7 @@ node_name_validator = RegexValidator(
 )
 
 
-class JoinToken(models.Model):
+class JoinToken(Revocable, models.Model):
     """Admits one node, once, before it expires. Only the SHA-256 of the token is kept."""
 
     label = models.CharField(max_length=100, blank=True)

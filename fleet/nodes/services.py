@@ -22,9 +22,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import audit
-from console.actions import ServiceError
-from console.live import publish
-from fleet.nodes.choices import NodeKind, NodeState
+from console.actions import Actor, ServiceError
+from console.live import publish_on_commit
+from console.states import move
+from fleet.nodes.choices import NODE_TRANSITIONS, NodeKind, NodeState
 from fleet.nodes.models import GPU, JoinToken, Node, TelemetryRollup, node_name_validator
 from fleet.nodes.signals import work_lost
 from fleet.protocol import runtimes, tasks, telemetry
@@ -57,11 +58,11 @@ def fleet_event(kind: str, node: Node, **extra: Any) -> None:
     """Tell browsers watching the fleet that a node changed (state, cordon, removal)."""
     payload = {"kind": kind, "node": node.pk, "name": node.name, "state": node.state,
                "cordoned": node.cordoned, **extra}
-    transaction.on_commit(lambda: publish("fleet", payload))
+    publish_on_commit("fleet", payload)
 
 
 # --- join tokens -------------------------------------------------------------------------------
-def create_join_token(actor: Any, *, label: str = "", expires_in_hours: int = 24) -> tuple[JoinToken, str]:
+def create_join_token(actor: Actor, *, label: str = "", expires_in_hours: int = 24) -> tuple[JoinToken, str]:
     """Returns the row and the plaintext, which is shown once and never stored."""
     if not 1 <= expires_in_hours <= MAX_JOIN_TOKEN_HOURS:
         raise ServiceError(f"Expiry must be between 1 and {MAX_JOIN_TOKEN_HOURS} hours.", "expires_in_hours")
@@ -77,12 +78,12 @@ def create_join_token(actor: Any, *, label: str = "", expires_in_hours: int = 24
     return token, plaintext
 
 
-def revoke_join_token(actor: Any, token: JoinToken) -> JoinToken:
+def revoke_join_token(actor: Actor, token: JoinToken) -> JoinToken:
     with transaction.atomic():
         token = JoinToken.objects.select_for_update().get(pk=token.pk)
         if token.revoked_at or token.used_at:
             raise ServiceError("This join token is already used or revoked.")
-        token.revoked_at = timezone.now()
+        token.mark_revoked(timezone.now())
         token.save(update_fields=["revoked_at"])
         audit.record(actor, "node.join_token.revoke", token, after={"revoked_at": token.revoked_at})
     return token
@@ -221,7 +222,9 @@ def _admit(name: str, secret: str, fields: dict, gpus: list[dict], join_token: s
             node = existing or Node(name=name)
             before = {"state": existing.state} if existing else None
             node.agent_digest = digest(secret)
-            node.state, node.last_heartbeat = NodeState.ONLINE, timezone.now()
+            if node.state != NodeState.ONLINE:  # a removed node's name taken again
+                node.set_state(NodeState.ONLINE)
+            node.last_heartbeat = timezone.now()
             _apply(node, fields, gpus)
             token.used_at, token.used_by = timezone.now(), node
             token.save(update_fields=["used_at", "used_by"])
@@ -232,7 +235,9 @@ def _admit(name: str, secret: str, fields: dict, gpus: list[dict], join_token: s
             if node is None or not hmac.compare_digest(node.agent_digest, digest(secret)):
                 return None, "unknown node or wrong agent secret; join again with a new join token"
             was = node.state
-            node.state, node.last_heartbeat = NodeState.ONLINE, timezone.now()
+            if was != NodeState.ONLINE:  # an agent restarted within the liveness window stays online
+                node.set_state(NodeState.ONLINE)
+            node.last_heartbeat = timezone.now()
             _apply(node, fields, gpus)
             audit.record(_agent_actor(name), "node.rejoin", node, before={"state": was},
                          after={"state": node.state, "kind": node.kind, "gpus": len(gpus)})
@@ -271,8 +276,7 @@ def heartbeat(*, node_id: Any, secret: Any, sample: Any) -> Node | None:
             updates["last_sample"] = sample
         Node.objects.filter(pk=node.pk).update(**updates)
         # Conditional update: two heartbeats racing a liveness sweep bring a node back once.
-        if Node.objects.filter(pk=node.pk, state=NodeState.OFFLINE).update(state=NodeState.ONLINE):
-            node.state = NodeState.ONLINE
+        if move(node, NODE_TRANSITIONS, NodeState.OFFLINE, NodeState.ONLINE):
             audit.record(_agent_actor(node.name), "node.online", node,
                          before={"state": NodeState.OFFLINE}, after={"state": NodeState.ONLINE})
             fleet_event("state", node)
@@ -304,10 +308,9 @@ def mark_offline(*, now: datetime | None = None) -> list[Node]:
     gone = []
     for node in Node.objects.filter(state=NodeState.ONLINE, last_heartbeat__lt=cutoff):
         with transaction.atomic():
-            if not Node.objects.filter(pk=node.pk, state=NodeState.ONLINE, last_heartbeat__lt=cutoff).update(
-                    state=NodeState.OFFLINE):
+            if not move(node, NODE_TRANSITIONS, NodeState.ONLINE, NodeState.OFFLINE,
+                        where={"last_heartbeat__lt": cutoff}):
                 continue  # it heartbeated meanwhile
-            node.state = NodeState.OFFLINE
             audit.record(None, "node.offline", node, before={"state": NodeState.ONLINE},
                          after={"state": NodeState.OFFLINE}, silent_s=round((now - node.last_heartbeat).total_seconds(), 1))
             fleet_event("state", node)
@@ -323,7 +326,7 @@ def prune_rollups(*, now: datetime | None = None) -> int:
 
 
 # --- runtime environments ------------------------------------------------------------------------
-def install_runtime(actor: Any, node: Node, engine: Any, version: Any) -> None:
+def install_runtime(actor: Actor, node: Node, engine: Any, version: Any) -> None:
     if engine not in runtimes.ENGINES:
         raise ServiceError(f"Unknown engine {engine!r}; use one of {', '.join(runtimes.ENGINES)}.", "engine")
     if not isinstance(version, str) or not runtimes.VERSION_RE.match(version):
@@ -352,7 +355,7 @@ def runtime_report(*, node_id: Any, secret: Any, runtime: Any, state: Any, detai
 
 
 # --- admin actions -----------------------------------------------------------------------------
-def set_cordon(actor: Any, node: Node, cordoned: bool) -> Node:
+def set_cordon(actor: Actor, node: Node, cordoned: bool) -> Node:
     with transaction.atomic():
         node = Node.objects.select_for_update().get(pk=node.pk)
         if node.cordoned == cordoned:
@@ -365,7 +368,7 @@ def set_cordon(actor: Any, node: Node, cordoned: bool) -> Node:
     return node
 
 
-def remove_node(actor: Any, node: Node) -> None:
+def remove_node(actor: Actor, node: Node) -> None:
     """Forget a node: its GPUs and rollups go with it; its agent is refused from now on."""
     with transaction.atomic():
         node = Node.objects.select_for_update().get(pk=node.pk)

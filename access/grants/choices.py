@@ -1,0 +1,20 @@
+"""States of an access request and the transitions they allow (a grant or key is revoked once:
+console.states.Revocable)."""
+from __future__ import annotations
+
+from django.db import models
+
+
+class AccessRequestState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    DENIED = "denied", "Denied"
+    WITHDRAWN = "withdrawn", "Withdrawn"
+
+
+ACCESS_REQUEST_TRANSITIONS: dict[str, set[str]] = {
+    AccessRequestState.PENDING: {AccessRequestState.APPROVED, AccessRequestState.DENIED, AccessRequestState.WITHDRAWN},
+    AccessRequestState.APPROVED: set(),
+    AccessRequestState.DENIED: set(),
+    AccessRequestState.WITHDRAWN: set(),
+}
