@@ -14,6 +14,7 @@ Checks, and names the first thing wrong:
   4. events.csv holds the same events (same numbers and hashes, in order).
 Needs Python 3.9+ and the `cryptography` package. Exit status 0 when intact, 1 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -116,8 +117,11 @@ def check_chain(bundle: Bundle, manifest: dict) -> list[tuple[int, str]]:
             prev_seq, prev_hash = seq, stored
     if len(seen) != manifest.get("events"):
         raise Broken(f"events.jsonl holds {len(seen)} events, the manifest says {manifest.get('events')}")
-    if seen and (seen[0][0], seen[-1][0], seen[-1][1]) != (manifest["first_seq"], manifest["last_seq"],
-                                                            manifest["last_hash"]):
+    if seen and (seen[0][0], seen[-1][0], seen[-1][1]) != (
+        manifest["first_seq"],
+        manifest["last_seq"],
+        manifest["last_hash"],
+    ):
         raise Broken("events.jsonl does not start and end where the manifest says")
     return seen
 
@@ -139,8 +143,10 @@ def verify(path: Path, public_key: str | None = None) -> str:
     chain = check_chain(bundle, manifest)
     check_csv(bundle, chain)
     span = f"events {chain[0][0]}..{chain[-1][0]}" if chain else "no events (an empty period)"
-    return (f"OK: {len(chain)} {span}, chain intact, every file as listed; signature verified with {how} "
-            f"(fingerprint {manifest.get('key_fingerprint')})")
+    return (
+        f"OK: {len(chain)} {span}, chain intact, every file as listed; signature verified with {how} "
+        f"(fingerprint {manifest.get('key_fingerprint')})"
+    )
 
 
 def main() -> int:

@@ -11,9 +11,13 @@ class FleetUserAdmin(UserAdmin):
     list_display = ["username", "email", "role", "department", "is_active", "last_login"]
     list_filter = ["role", "department", "is_active"]
     list_select_related = ["department"]
-    fieldsets = UserAdmin.fieldsets[:1] + (("Fleet", {"fields": ["role", "department"]}),) + (
-        (None, {"fields": ["first_name", "last_name", "email", "is_active"]}),
-        ("Dates", {"fields": ["last_login", "date_joined"]}),
+    fieldsets = (
+        UserAdmin.fieldsets[:1]
+        + (("Fleet", {"fields": ["role", "department"]}),)
+        + (
+            (None, {"fields": ["first_name", "last_name", "email", "is_active"]}),
+            ("Dates", {"fields": ["last_login", "date_joined"]}),
+        )
     )
     add_fieldsets = UserAdmin.add_fieldsets + (("Fleet", {"fields": ["role", "department"]}),)
     readonly_fields = ["last_login", "date_joined"]
@@ -76,7 +80,16 @@ class ApiKeyAdmin(ViewOnlyAdmin):
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ViewOnlyAdmin):
-    list_display = ["created_at", "user", "department", "model", "endpoint", "status", "prompt_tokens",
-                    "completion_tokens", "latency_ms"]
+    list_display = [
+        "created_at",
+        "user",
+        "department",
+        "model",
+        "endpoint",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+    ]
     list_filter = ["model", "status", "endpoint"]
     list_select_related = ["user", "department"]

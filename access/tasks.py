@@ -1,4 +1,5 @@
 """Background work for access: grants that ran out are recorded once, and gateways told."""
+
 from __future__ import annotations
 
 from celery import shared_task
@@ -14,8 +15,11 @@ from access.grants.models import Grant
 def expire_grants() -> int:
     """The gateway refuses an expired grant at once (it checks the time); this writes the trail."""
     with transaction.atomic():
-        ran_out = list(Grant.objects.select_for_update(skip_locked=True).filter(
-            expires_at__lte=timezone.now(), expiry_recorded=False, revoked_at__isnull=True))
+        ran_out = list(
+            Grant.objects.select_for_update(skip_locked=True).filter(
+                expires_at__lte=timezone.now(), expiry_recorded=False, revoked_at__isnull=True
+            )
+        )
         for grant in ran_out:
             grant.expiry_recorded = True
             grant.save(update_fields=["expiry_recorded"])

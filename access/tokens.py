@@ -6,6 +6,7 @@
 - checksum: CRC32 of everything before it, 6 base62 characters, so a scanner (or the gateway,
   before any lookup) can tell a real key from a typo or a random string offline.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,7 @@ def generate(kind: str = TOKEN_KIND) -> NewToken:
 def parse_prefix(plaintext: str, kind: str = TOKEN_KIND) -> str | None:
     """The prefix of a well-formed secret of this kind with a valid checksum, else None."""
     parts = plaintext.split("_", 2)
-    if (len(parts) != 3 or parts[0] != kind or len(parts[1]) != _PREFIX_LEN
-            or len(parts[2]) != _SECRET_LEN + _CHECK_LEN):
+    if len(parts) != 3 or parts[0] != kind or len(parts[1]) != _PREFIX_LEN or len(parts[2]) != _SECRET_LEN + _CHECK_LEN:
         return None
     body, check = plaintext[:-_CHECK_LEN], plaintext[-_CHECK_LEN:]
     return parts[1] if hmac.compare_digest(_checksum(body), check) else None

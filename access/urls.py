@@ -1,4 +1,5 @@
 """Pages and API routes of people, model access and usage: each domain's own."""
+
 from access.grants import urls as grants
 from access.people import urls as people
 from access.usage import urls as usage

@@ -1,4 +1,5 @@
 """The audit trail. ``audit.record(...)`` is the one way to write to it."""
+
 from __future__ import annotations
 
 from typing import Any

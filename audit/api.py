@@ -40,6 +40,15 @@ def verify_chain(request: Request) -> Response:
     """Verify the chain now: from the last intact checkpoint, or (POST {"full": true}) from its start."""
     full = request.method == "POST" and request.data.get("full") in (True, "true", "1", 1)
     done = verification.run(full=full, requested_by=request.user.get_username())
-    return Response({"ok": done.ok, "checked": done.checked, "from_seq": done.from_seq,
-                     "intact_up_to": done.intact_up_to, "broken_seq": done.broken_seq, "problem": done.problem,
-                     "full": done.full, "summary": str(done)})
+    return Response(
+        {
+            "ok": done.ok,
+            "checked": done.checked,
+            "from_seq": done.from_seq,
+            "intact_up_to": done.intact_up_to,
+            "broken_seq": done.broken_seq,
+            "problem": done.problem,
+            "full": done.full,
+            "summary": str(done),
+        }
+    )

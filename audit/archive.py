@@ -4,6 +4,7 @@ A segment is an export bundle (CSV, JSON Lines, PDF summary, signed manifest) of
 events from the oldest on. Its last event's (seq, hash) is kept as the anchor, so what stays in
 the table still verifies from there; the database lets those rows go only after the segment is
 recorded, in a transaction that says it is archiving."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,12 @@ def archive_dir() -> Path:
 def archive_before(cutoff) -> ArchiveSegment | None:
     """Move every event created before ``cutoff`` (and after the last segment) into a new segment."""
     start_seq, start_hash = anchor()
-    last = (AuditEvent.objects.filter(seq__gt=start_seq, created_at__lt=cutoff).order_by("-seq")
-            .values_list("seq", "hash").first())
+    last = (
+        AuditEvent.objects.filter(seq__gt=start_seq, created_at__lt=cutoff)
+        .order_by("-seq")
+        .values_list("seq", "hash")
+        .first()
+    )
     if last is None:
         return None
     result = verify(after_seq=start_seq, after_hash=start_hash)
@@ -49,15 +54,30 @@ def archive_before(cutoff) -> ArchiveSegment | None:
     with zipfile.ZipFile(path) as bundle:
         manifest_sha = hashlib.sha256(bundle.read("manifest.json")).hexdigest()
     with transaction.atomic():
-        segment = ArchiveSegment.objects.create(first_seq=span.first, last_seq=span.last, last_hash=last[1],
-                                                events=manifest["events"], path=str(path),
-                                                manifest_sha256=manifest_sha)
+        segment = ArchiveSegment.objects.create(
+            first_seq=span.first,
+            last_seq=span.last,
+            last_hash=last[1],
+            events=manifest["events"],
+            path=str(path),
+            manifest_sha256=manifest_sha,
+        )
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL fleet.audit_archive = 'on'")
             cursor.execute("DELETE FROM audit_auditevent WHERE seq <= %s", [span.last])
-        audit.record(None, "audit.archive", segment, after={
-            "first_seq": span.first, "last_seq": span.last, "events": manifest["events"], "file": path.name,
-            "manifest_sha256": manifest_sha, "anchor_hash": last[1]})
+        audit.record(
+            None,
+            "audit.archive",
+            segment,
+            after={
+                "first_seq": span.first,
+                "last_seq": span.last,
+                "events": manifest["events"],
+                "file": path.name,
+                "manifest_sha256": manifest_sha,
+                "anchor_hash": last[1],
+            },
+        )
     return segment
 
 

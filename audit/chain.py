@@ -4,6 +4,7 @@ Each event stores its predecessor's hash and SHA-256(prev_hash + canonical JSON 
 Writers serialize on a transaction-scoped Postgres advisory lock, so the chain stays linear
 however many processes write at once.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,8 +76,9 @@ def _describe_actor(actor: Actor) -> tuple[int | None, str, str, str]:
     return actor.pk, actor.get_username(), getattr(actor, "role", ""), department.name if department else ""
 
 
-def record(actor: Actor, action: str, target: Any = None, *, before: Any = None, after: Any = None,
-           **context: Any) -> AuditEvent:
+def record(
+    actor: Actor, action: str, target: Any = None, *, before: Any = None, after: Any = None, **context: Any
+) -> AuditEvent:
     """Append one event. ``actor`` is a user, a name (e.g. an agent) or None for the system.
 
     Source IP, request id and channel come from the bound ``audit.context``; extra keyword
@@ -86,10 +88,21 @@ def record(actor: Actor, action: str, target: Any = None, *, before: Any = None,
     actor_id, actor_name, actor_role, actor_department = _describe_actor(actor)
     target_type, target_id, target_repr = _describe_target(target)
     event = AuditEvent(
-        created_at=timezone.now(), actor_id=actor_id, actor_name=actor_name, actor_role=actor_role,
-        actor_department=actor_department, action=action, target_type=target_type, target_id=target_id,
-        target_repr=target_repr, before=_scrub(before), after=_scrub(after), context=_scrub(context) or {},
-        source_ip=bound.source_ip or "", request_id=bound.request_id or "", channel=bound.channel,
+        created_at=timezone.now(),
+        actor_id=actor_id,
+        actor_name=actor_name,
+        actor_role=actor_role,
+        actor_department=actor_department,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        target_repr=target_repr,
+        before=_scrub(before),
+        after=_scrub(after),
+        context=_scrub(context) or {},
+        source_ip=bound.source_ip or "",
+        request_id=bound.request_id or "",
+        channel=bound.channel,
     )
     # Everything but the position is serialised here, outside the lock; the database fills in seq
     # and prev_hash from the last event and hashes the result in one call, so the lock is held for
@@ -110,8 +123,23 @@ def record(actor: Actor, action: str, target: Any = None, *, before: Any = None,
     return event
 
 
-_INSERT_FIELDS = ("created_at", "actor_id", "actor_name", "actor_role", "actor_department", "action", "target_type",
-                  "target_id", "target_repr", "before", "after", "context", "source_ip", "request_id", "channel")
+_INSERT_FIELDS = (
+    "created_at",
+    "actor_id",
+    "actor_name",
+    "actor_role",
+    "actor_department",
+    "action",
+    "target_type",
+    "target_id",
+    "target_repr",
+    "before",
+    "after",
+    "context",
+    "source_ip",
+    "request_id",
+    "channel",
+)
 # audit_append() (migration 0003) takes the lock, numbers, links, hashes and inserts in one call.
 _APPEND = f"SELECT o_id, o_seq, o_prev, o_hash FROM audit_append({', '.join(['%s'] * (4 + len(_INSERT_FIELDS)))})"
 
@@ -151,12 +179,24 @@ def record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
             actor_id, actor_name, actor_role, actor_department = _describe_actor(item["actor"])
             target_type, target_id, target_repr = _describe_target(item.get("target"))
             event = AuditEvent(
-                seq=seq, created_at=item.get("created_at") or timezone.now(), actor_id=actor_id,
-                actor_name=actor_name, actor_role=actor_role, actor_department=actor_department,
-                action=item["action"], target_type=target_type, target_id=target_id, target_repr=target_repr,
-                before=None, after=_scrub(item.get("after")), context=_scrub(item.get("context")) or {},
-                source_ip=item.get("source_ip", ""), request_id=item.get("request_id", ""),
-                channel=item.get("channel", ""), prev_hash=prev_hash)
+                seq=seq,
+                created_at=item.get("created_at") or timezone.now(),
+                actor_id=actor_id,
+                actor_name=actor_name,
+                actor_role=actor_role,
+                actor_department=actor_department,
+                action=item["action"],
+                target_type=target_type,
+                target_id=target_id,
+                target_repr=target_repr,
+                before=None,
+                after=_scrub(item.get("after")),
+                context=_scrub(item.get("context")) or {},
+                source_ip=item.get("source_ip", ""),
+                request_id=item.get("request_id", ""),
+                channel=item.get("channel", ""),
+                prev_hash=prev_hash,
+            )
             event.hash = event_hash(event.as_dict())
             events.append(event)
             seq, prev_hash = seq + 1, event.hash
@@ -195,9 +235,15 @@ class VerifyResult:
     head_hash: str = GENESIS  # hash of event intact_up_to: where the next incremental run starts
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "checked": self.checked, "intact_up_to": self.intact_up_to,
-                "broken_seq": self.broken_seq, "problem": self.problem, "head_hash": self.head_hash,
-                "summary": str(self)}
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "intact_up_to": self.intact_up_to,
+            "broken_seq": self.broken_seq,
+            "problem": self.problem,
+            "head_hash": self.head_hash,
+            "summary": str(self),
+        }
 
     def __str__(self) -> str:
         if self.ok:
@@ -205,9 +251,25 @@ class VerifyResult:
         return f"BROKEN at event {self.broken_seq}: {self.problem} (intact up to event {self.intact_up_to})"
 
 
-_COLUMNS = ("seq", "created_at", "actor_id", "actor_name", "actor_role", "actor_department", "action",
-            "target_type", "target_id", "target_repr", "before", "after", "context", "source_ip", "request_id",
-            "channel", "prev_hash")
+_COLUMNS = (
+    "seq",
+    "created_at",
+    "actor_id",
+    "actor_name",
+    "actor_role",
+    "actor_department",
+    "action",
+    "target_type",
+    "target_id",
+    "target_repr",
+    "before",
+    "after",
+    "context",
+    "source_ip",
+    "request_id",
+    "channel",
+    "prev_hash",
+)
 
 
 _UTC_ISO = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00'"
@@ -216,7 +278,9 @@ _UTC_ISO = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US
 def _fast_hash(content: dict) -> str:
     # orjson sorts keys and writes compact UTF-8 as canonical_json does, ~10x faster; where the
     # two could differ (exotic floats, huge ints) a mismatch is re-checked with canonical_json.
-    return hashlib.sha256(content["prev_hash"].encode() + orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(
+        content["prev_hash"].encode() + orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
 
 
 def _rows(after_seq: int) -> Iterable[tuple]:
@@ -236,7 +300,9 @@ def _rows(after_seq: int) -> Iterable[tuple]:
             yield from cursor
 
 
-def verify(events: Iterable[AuditEvent] | None = None, *, after_seq: int = 0, after_hash: str = GENESIS) -> VerifyResult:
+def verify(
+    events: Iterable[AuditEvent] | None = None, *, after_seq: int = 0, after_hash: str = GENESIS
+) -> VerifyResult:
     """Walk the chain in order from (after_seq, after_hash) — the genesis, an archive's anchor or a
     verified checkpoint — and name the first event whose link, order or content is wrong."""
     prev_seq, prev_hash, checked = after_seq, after_hash, 0
@@ -244,23 +310,32 @@ def verify(events: Iterable[AuditEvent] | None = None, *, after_seq: int = 0, af
     for row in rows:
         seq = row[0]
         if seq != prev_seq + 1:
-            problem = (f"sequence gap: events {prev_seq + 1}..{seq - 1} are missing (deleted)"
-                       if seq > prev_seq + 1 else f"sequence out of order after event {prev_seq}")
+            problem = (
+                f"sequence gap: events {prev_seq + 1}..{seq - 1} are missing (deleted)"
+                if seq > prev_seq + 1
+                else f"sequence out of order after event {prev_seq}"
+            )
             return VerifyResult(False, checked, prev_seq, seq, problem, prev_hash)
-        content = dict(zip(_COLUMNS, row[:-1]))
+        content = dict(zip(_COLUMNS, row[:-1], strict=True))
         if not isinstance(content["created_at"], str):
             content["created_at"] = content["created_at"].isoformat(timespec="microseconds")
         if content["prev_hash"] != prev_hash:
-            return VerifyResult(False, checked, prev_seq, seq,
-                                "prev_hash does not match the preceding event: an event was removed or inserted",
-                                prev_hash)
+            return VerifyResult(
+                False,
+                checked,
+                prev_seq,
+                seq,
+                "prev_hash does not match the preceding event: an event was removed or inserted",
+                prev_hash,
+            )
         stored = row[-1]
         try:
             fast = _fast_hash(content)
         except TypeError:
             fast = ""
         if fast != stored and event_hash(content) != stored:
-            return VerifyResult(False, checked, prev_seq, seq, "content does not match its hash: the event was altered",
-                                prev_hash)
+            return VerifyResult(
+                False, checked, prev_seq, seq, "content does not match its hash: the event was altered", prev_hash
+            )
         prev_seq, prev_hash, checked = seq, stored, checked + 1
     return VerifyResult(True, checked, prev_seq, head_hash=prev_hash)

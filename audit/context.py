@@ -1,4 +1,5 @@
 """Who is acting, from where: bound once per request/connection/task, read by ``audit.record``."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ class AuditContext:
     channel: str = "system"  # web, api, ws, task, cli, system
 
 
-_current: ContextVar[AuditContext] = ContextVar("audit_context", default=AuditContext())
+_current: ContextVar[AuditContext] = ContextVar("audit_context", default=AuditContext())  # noqa: B039 (frozen)
 
 
 def current() -> AuditContext:

@@ -2,6 +2,7 @@
 three with a manifest (each file's SHA-256, the chain's anchor and head) that ``verify_export.py``
 checks offline. Everything streams from a server-side cursor: memory stays flat however long the
 period."""
+
 from __future__ import annotations
 
 import csv
@@ -56,8 +57,10 @@ class Period:
         return f"{fmt(self.since) or 'the beginning'} to {fmt(self.until) or 'now'}"
 
     def as_dict(self) -> dict:
-        return {"since": self.since.isoformat() if self.since else None,
-                "until": self.until.isoformat() if self.until else None}
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class SeqRange:
 
 def _rows(period: Period | SeqRange) -> Iterator[dict]:
     for row in period.events().values_list(*FIELDS).iterator(chunk_size=5000):
-        event = dict(zip(FIELDS, row))
+        event = dict(zip(FIELDS, row, strict=True))
         event["created_at"] = event["created_at"].isoformat(timespec="microseconds")
         yield event
 
@@ -116,14 +119,15 @@ def summary(period: Period | SeqRange) -> dict:
     def counted(qs_, field: str, limit: int = 30) -> list[tuple[str, int]]:
         return [(r[field] or "—", r["n"]) for r in qs_.values(field).annotate(n=Count("id")).order_by("-n")[:limit]]
 
-    gateway = qs.filter(action="gateway.request").annotate(model=KeyTextTransform("model", "context"),
-                                                           status=Cast(KeyTextTransform("status", "context"),
-                                                                       IntegerField()))
+    gateway = qs.filter(action="gateway.request").annotate(
+        model=KeyTextTransform("model", "context"), status=Cast(KeyTextTransform("status", "context"), IntegerField())
+    )
     refused = gateway.filter(status__gte=400, status__lt=500)
     failed_logins = qs.filter(action="auth.login_failed").annotate(username=KeyTextTransform("username", "context"))
     return {
         "total": qs.count(),
-        "first_seq": qs.order_by("seq").values_list("seq", flat=True).first(), "last_seq": qs.order_by("-seq").values_list("seq", flat=True).first(),
+        "first_seq": qs.order_by("seq").values_list("seq", flat=True).first(),
+        "last_seq": qs.order_by("-seq").values_list("seq", flat=True).first(),
         "by_action": counted(qs, "action"),
         "by_department": counted(qs, "actor_department"),
         "by_model": counted(gateway, "model"),
@@ -138,19 +142,23 @@ def summary(period: Period | SeqRange) -> dict:
 
 def pdf_report(period: Period | SeqRange) -> bytes:
     s = summary(period)
-    lines = [("h1", "Fleet Console — audit summary"),
-             ("p", f"Period: {period.label()}"),
-             ("p", f"Generated {timezone.now().isoformat(timespec='seconds')}; "
-                   f"signing key {signing.fingerprint()}"),
-             ("p", f"Events: {s['total']}" + (f" (#{s['first_seq']} to #{s['last_seq']})" if s["total"] else "")),
-             ("h2", "Denied and failed"),
-             ("p", f"Access requests denied: {s['denied_access_requests']}"),
-             ("p", "Gateway calls refused: " + (", ".join(f"{k}: {v}" for k, v in s["refused_gateway_calls"])
-                                               or "none")),
-             ("p", f"Failed sign-ins: {s['failed_logins']}; lockouts: {s['lockouts']}"),
-             *[("li", f"{name}: {n}") for name, n in s["failed_login_names"]]]
-    for title, key in (("By action", "by_action"), ("By department", "by_department"),
-                       ("By model (gateway calls)", "by_model"), ("Top users", "top_users")):
+    lines = [
+        ("h1", "Fleet Console — audit summary"),
+        ("p", f"Period: {period.label()}"),
+        ("p", f"Generated {timezone.now().isoformat(timespec='seconds')}; signing key {signing.fingerprint()}"),
+        ("p", f"Events: {s['total']}" + (f" (#{s['first_seq']} to #{s['last_seq']})" if s["total"] else "")),
+        ("h2", "Denied and failed"),
+        ("p", f"Access requests denied: {s['denied_access_requests']}"),
+        ("p", "Gateway calls refused: " + (", ".join(f"{k}: {v}" for k, v in s["refused_gateway_calls"]) or "none")),
+        ("p", f"Failed sign-ins: {s['failed_logins']}; lockouts: {s['lockouts']}"),
+        *[("li", f"{name}: {n}") for name, n in s["failed_login_names"]],
+    ]
+    for title, key in (
+        ("By action", "by_action"),
+        ("By department", "by_department"),
+        ("By model (gateway calls)", "by_model"),
+        ("Top users", "top_users"),
+    ):
         lines.append(("h2", title))
         lines += [("li", f"{name}: {n}") for name, n in s[key]] or [("p", "none")]
     return pdf.render(lines)
@@ -192,11 +200,18 @@ def write_bundle(period: Period | SeqRange, out: IO[bytes]) -> dict:
         files["summary.pdf"] = {"sha256": hashlib.sha256(report).hexdigest(), "bytes": len(report)}
         head = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
         manifest = {
-            "format": FORMAT, "period": period.as_dict(), "generated_at": timezone.now().isoformat(),
-            "events": count, "first_seq": first[0] if first else None, "last_seq": last[0] if last else None,
-            "anchor_prev_hash": first[1] if first else None, "last_hash": last[1] if last else None,
+            "format": FORMAT,
+            "period": period.as_dict(),
+            "generated_at": timezone.now().isoformat(),
+            "events": count,
+            "first_seq": first[0] if first else None,
+            "last_seq": last[0] if last else None,
+            "anchor_prev_hash": first[1] if first else None,
+            "last_hash": last[1] if last else None,
             "chain_head": {"seq": head[0], "hash": head[1]} if head else None,
-            "files": files, "public_key": signing.public_key_b64(), "key_fingerprint": signing.fingerprint(),
+            "files": files,
+            "public_key": signing.public_key_b64(),
+            "key_fingerprint": signing.fingerprint(),
         }
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
         bundle.writestr("manifest.json", body)

@@ -1,4 +1,5 @@
 """One filter for the trail, shared by the UI page and the API (keyset pagination on seq)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,12 +60,20 @@ class TrailFilter:
         if self.department:
             qs = qs.filter(actor_department=self.department)
         if self.action:  # "auth." (ending in a dot) means every auth action; otherwise that action
-            qs = qs.filter(action__startswith=self.action) if self.action.endswith(".") else qs.filter(action=self.action)
+            qs = (
+                qs.filter(action__startswith=self.action)
+                if self.action.endswith(".")
+                else qs.filter(action=self.action)
+            )
         if self.target:
             qs = qs.filter(target_type=self.target)
         if self.q:
-            qs = qs.filter(Q(actor_name__icontains=self.q) | Q(action__icontains=self.q) |
-                           Q(target_repr__icontains=self.q) | Q(request_id=self.q))
+            qs = qs.filter(
+                Q(actor_name__icontains=self.q)
+                | Q(action__icontains=self.q)
+                | Q(target_repr__icontains=self.q)
+                | Q(request_id=self.q)
+            )
         since = parse_when("since", self.since) if self.since else None
         until = parse_when("until", self.until, end_of_day=True) if self.until else None
         if since and until and since > until:

@@ -1,4 +1,5 @@
 """AuditEvent: append-only (a database trigger refuses UPDATE and DELETE) and hash-chained."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,11 +42,13 @@ class AuditEvent(models.Model):
         ordering = ["-seq"]
         # Each filter of the trail with seq second: "newest first, filtered" reads an index range
         # backwards and stops after a page, however many millions of rows there are.
-        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_audit_target__idx"),
-                   models.Index(fields=["action", "seq"], name="audit_action_seq"),
-                   models.Index(fields=["actor_name", "seq"], name="audit_actor_seq"),
-                   models.Index(fields=["actor_department", "seq"], name="audit_department_seq"),
-                   models.Index(fields=["target_type", "seq"], name="audit_target_type_seq")]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"], name="audit_audit_target__idx"),
+            models.Index(fields=["action", "seq"], name="audit_action_seq"),
+            models.Index(fields=["actor_name", "seq"], name="audit_actor_seq"),
+            models.Index(fields=["actor_department", "seq"], name="audit_department_seq"),
+            models.Index(fields=["target_type", "seq"], name="audit_target_type_seq"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} by {self.actor_name}"

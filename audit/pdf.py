@@ -1,4 +1,5 @@
 """A small PDF writer for text reports (A4, Helvetica): enough for the audit summary, no dependency."""
+
 from __future__ import annotations
 
 STYLES = {"h1": ("F2", 16, 26, 0), "h2": ("F2", 12, 22, 0), "p": ("F1", 10, 14, 0), "li": ("F1", 10, 13, 14)}
@@ -43,11 +44,15 @@ def render(lines: list[tuple[str, str]]) -> bytes:
     ]
     kids = []
     for number, ops in enumerate(pages, 1):
-        ops.append(b"BT /F1 8 Tf %d %d Td (Page %d of %d) Tj ET" % (WIDTH - MARGIN - 60, MARGIN / 2, number, len(pages)))
+        ops.append(
+            b"BT /F1 8 Tf %d %d Td (Page %d of %d) Tj ET" % (WIDTH - MARGIN - 60, MARGIN / 2, number, len(pages))
+        )
         stream = b"\n".join(ops)
         objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
-        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents %d 0 R "
-                       b"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> >>" % (WIDTH, HEIGHT, len(objects)))
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents %d 0 R "
+            b"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> >>" % (WIDTH, HEIGHT, len(objects))
+        )
         kids.append(len(objects))
     objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(kids))
     out, offsets = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"), []

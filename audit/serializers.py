@@ -5,9 +5,24 @@ from rest_framework import serializers
 from audit.models import AuditEvent
 
 _FIELDS = [
-    "seq", "created_at", "actor_id", "actor_name", "actor_role", "actor_department", "action",
-    "target_type", "target_id", "target_repr", "before", "after", "context", "source_ip",
-    "request_id", "channel", "prev_hash", "hash",
+    "seq",
+    "created_at",
+    "actor_id",
+    "actor_name",
+    "actor_role",
+    "actor_department",
+    "action",
+    "target_type",
+    "target_id",
+    "target_repr",
+    "before",
+    "after",
+    "context",
+    "source_ip",
+    "request_id",
+    "channel",
+    "prev_hash",
+    "hash",
 ]
 
 

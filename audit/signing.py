@@ -3,6 +3,7 @@
 The private key lives in ``FLEET_AUDIT_SIGNING_KEY`` (a PEM file path) or, by default,
 ``<data>/audit_signing_key.pem`` (0600, created on first use). The public key is shown on the
 audit trail page so auditors can check bundles offline with ``verify_export.py``."""
+
 from __future__ import annotations
 
 import base64
@@ -26,8 +27,9 @@ def private_key() -> Ed25519PrivateKey:
     path = key_path()
     if not path.exists():
         key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
@@ -45,7 +47,7 @@ def public_key_b64() -> str:
 def fingerprint() -> str:
     """SHA-256 of the raw public key, grouped for reading aloud over the phone."""
     digest = hashlib.sha256(base64.b64decode(public_key_b64())).hexdigest()[:32]
-    return ":".join(digest[i:i + 4] for i in range(0, 32, 4))
+    return ":".join(digest[i : i + 4] for i in range(0, 32, 4))
 
 
 def sign(data: bytes) -> str:

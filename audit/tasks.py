@@ -14,8 +14,14 @@ def verify_chain_task(full: bool = False) -> dict:
 
     done = verification.run(full=full)
     (log.info if done.ok else log.error)("audit chain: %s", done)
-    return {"ok": done.ok, "checked": done.checked, "intact_up_to": done.intact_up_to,
-            "broken_seq": done.broken_seq, "problem": done.problem, "summary": str(done)}
+    return {
+        "ok": done.ok,
+        "checked": done.checked,
+        "intact_up_to": done.intact_up_to,
+        "broken_seq": done.broken_seq,
+        "problem": done.problem,
+        "summary": str(done),
+    }
 
 
 @shared_task(name="audit.tasks.archive_task")

@@ -1,4 +1,5 @@
 """Model change tracking: one audit event per create, update (changed fields only) or delete."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,8 +13,14 @@ import audit
 CHANGED = "(changed)"  # what a secret field's before/after shows: that it changed, never its value
 
 
-def track(model: type[models.Model], *, prefix: str, fields: list[str], actor: Callable[[], Any],
-          secret_fields: list[str] | None = None) -> None:
+def track(
+    model: type[models.Model],
+    *,
+    prefix: str,
+    fields: list[str],
+    actor: Callable[[], Any],
+    secret_fields: list[str] | None = None,
+) -> None:
     secrets_ = set(secret_fields or [])
 
     def snapshot(instance: models.Model) -> dict[str, Any]:
@@ -40,8 +47,13 @@ def track(model: type[models.Model], *, prefix: str, fields: list[str], actor: C
         new = snapshot(instance)
         changed = [f for f in fields if old.get(f) != new[f]]
         if changed:
-            audit.record(actor(), f"{prefix}.update", instance,
-                         before=shown({f: old[f] for f in changed}), after=shown({f: new[f] for f in changed}))
+            audit.record(
+                actor(),
+                f"{prefix}.update",
+                instance,
+                before=shown({f: old[f] for f in changed}),
+                after=shown({f: new[f] for f in changed}),
+            )
 
     def after_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
         before = {k: v for k, v in snapshot(instance).items() if k not in secrets_}

@@ -1,4 +1,5 @@
 """Pages and API routes of the audit trail."""
+
 from django.urls import path
 
 from audit import api, views

@@ -17,8 +17,12 @@ from audit.filters import FilterError, TrailFilter
 from audit.models import AuditEvent
 from console.streaming import stream
 
-EXPORTS = {"csv": ("text/csv", "csv"), "jsonl": ("application/x-ndjson", "jsonl"), "pdf": ("application/pdf", "pdf"),
-           "bundle": ("application/zip", "zip")}
+EXPORTS = {
+    "csv": ("text/csv", "csv"),
+    "jsonl": ("application/x-ndjson", "jsonl"),
+    "pdf": ("application/pdf", "pdf"),
+    "bundle": ("application/zip", "zip"),
+}
 
 
 def _actions() -> list[str]:
@@ -34,9 +38,15 @@ def _actions() -> list[str]:
 @require_GET
 def trail(request: HttpRequest) -> HttpResponse:
     flt = TrailFilter.from_params(request.GET)
-    context = {"filter": flt, "events": [], "actions": _actions(), "last_run": verification.latest(),
-               "public_key": signing.public_key_b64(), "fingerprint": signing.fingerprint(),
-               "today": timezone.localdate().isoformat()}
+    context = {
+        "filter": flt,
+        "events": [],
+        "actions": _actions(),
+        "last_run": verification.latest(),
+        "public_key": signing.public_key_b64(),
+        "fingerprint": signing.fingerprint(),
+        "today": timezone.localdate().isoformat(),
+    }
     try:
         events, next_before = flt.page(request.user)
     except FilterError as exc:
@@ -46,8 +56,11 @@ def trail(request: HttpRequest) -> HttpResponse:
         params = request.GET.copy()
         params["before"] = str(next_before)
         older = params.urlencode()
-    return render(request, "audit/trail.html", context | {
-        "events": events, "older": older, "live": not flt.before and not flt.until})
+    return render(
+        request,
+        "audit/trail.html",
+        context | {"events": events, "older": older, "live": not flt.before and not flt.until},
+    )
 
 
 @role_required(*READERS)
@@ -56,7 +69,8 @@ def verify_now(request: HttpRequest) -> HttpResponse:
     full = request.POST.get("full") == "1"
     done = verification.run(full=full, requested_by=request.user.get_username())
     (messages.success if done.ok else messages.error)(
-        request, f"{'Full' if full else 'Incremental'} verification: {done} ({done.checked} events checked).")
+        request, f"{'Full' if full else 'Incremental'} verification: {done} ({done.checked} events checked)."
+    )
     return redirect("audit-trail")
 
 

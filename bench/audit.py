@@ -12,6 +12,7 @@
   the page's speed is measured on them.
 Ends with one JSON line of these figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,11 +69,26 @@ def fill(total: int, batch: int = 5000) -> None:
     from audit.chain import record_many
 
     for start in range(0, total, batch):
-        record_many([{"actor": (7, "nurse-7", "dept_user", "Radiology"), "action": "gateway.request",
-                      "target": ("access.apikey", 3, "key 1a2b3c…"), "channel": "gateway", "request_id": f"r{start + i}",
-                      "context": {"model": "demo", "status": 200, "prompt_tokens": 12, "completion_tokens": 30,
-                                  "latency_ms": 41.5, "input_sha256": "ab" * 32}}
-                     for i in range(min(batch, total - start))])
+        record_many(
+            [
+                {
+                    "actor": (7, "nurse-7", "dept_user", "Radiology"),
+                    "action": "gateway.request",
+                    "target": ("access.apikey", 3, "key 1a2b3c…"),
+                    "channel": "gateway",
+                    "request_id": f"r{start + i}",
+                    "context": {
+                        "model": "demo",
+                        "status": 200,
+                        "prompt_tokens": 12,
+                        "completion_tokens": 30,
+                        "latency_ms": 41.5,
+                        "input_sha256": "ab" * 32,
+                    },
+                }
+                for i in range(min(batch, total - start))
+            ]
+        )
 
 
 def _export(db_name: str, out) -> None:
@@ -114,7 +130,8 @@ def bulk_rows(total: int) -> None:
         base = cursor.fetchone()[0]
         step = 1_000_000
         for lo in range(0, total, step):
-            cursor.execute("""
+            cursor.execute(
+                """
                 INSERT INTO audit_auditevent (seq, created_at, actor_id, actor_name, actor_role, actor_department,
                     action, target_type, target_id, target_repr, context, source_ip, request_id, channel,
                     prev_hash, hash)
@@ -123,7 +140,9 @@ def bulk_rows(total: int) -> None:
                        'apikey.create','access.request'])[1 + g %% 5], 'access.apikey', (g %% 1000)::text,
                        'key', '{}'::jsonb, '10.0.0.1', 'bulk' || g, 'gateway', md5(g::text) || md5((g+1)::text),
                        md5((g+2)::text) || md5((g+3)::text)
-                FROM generate_series(%s, %s) AS g""", [base, total, lo + 1, min(lo + step, total)])
+                FROM generate_series(%s, %s) AS g""",
+                [base, total, lo + 1, min(lo + step, total)],
+            )
         cursor.execute("ANALYZE audit_auditevent")
 
 
@@ -166,7 +185,8 @@ def main(quick: bool) -> dict:
         connection.close()
         append = append_rate(db_name, 250 if quick else 1000)
         linear = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(
-            range(1, AuditEvent.objects.count() + 1))
+            range(1, AuditEvent.objects.count() + 1)
+        )
         export_n = 100_000 if quick else 1_000_000
         fill(export_n - AuditEvent.objects.count())
         connection.close()
@@ -185,9 +205,14 @@ def main(quick: bool) -> dict:
             "export_peak_mb": round(export_mb, 1),
             "export_process_before_mb": round(baseline_mb, 1),
             "trail_p50_ms": round(max(first_page, filtered), 2),
-            "writers": WRITERS, "chain_linear": linear, "verified_events": result.checked,
-            "exported_events": export_n, "export_s": round(export_s, 2), "export_mb_written": round(export_bytes / 2**20, 1),
-            "trail_rows": rows, "trail_first_page_p50_ms": round(first_page, 2),
+            "writers": WRITERS,
+            "chain_linear": linear,
+            "verified_events": result.checked,
+            "exported_events": export_n,
+            "export_s": round(export_s, 2),
+            "export_mb_written": round(export_bytes / 2**20, 1),
+            "trail_rows": rows,
+            "trail_first_page_p50_ms": round(first_page, 2),
             "trail_filtered_p50_ms": round(filtered, 2),
             "note": "quick: export_1m_s scaled from 100k events, trail over 1M rows" if quick else "",
         }

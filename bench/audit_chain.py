@@ -5,6 +5,7 @@ and verification speed. Uses a throwaway database (test_<name>), never your data
 
 Ends with one JSON line: record_p50_ms, record_p99_ms, concurrent_records_per_s, verify_events_per_s.
 """
+
 from __future__ import annotations
 
 import argparse

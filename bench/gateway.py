@@ -16,6 +16,7 @@ one worker). A Celery worker writes the ledger, as in `make run`. Uses a throwaw
 - gateway_cpu_ms_per_request: the console process's CPU time during the rps run / requests.
 Ends with one JSON line of these figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,7 +103,7 @@ async def latency_c1(targets: dict[str, tuple[str, dict]], n: int) -> dict[str, 
     body = json.dumps(BODY).encode()
     out: dict[str, list[float]] = {name: [] for name in targets}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        for name, (url, headers) in targets.items():  # warm up connections and caches
+        for url, headers in targets.values():  # warm up connections and caches
             for _ in range(20):
                 await _one(session, url, headers, body)
         for _ in range(n):
@@ -176,28 +177,97 @@ def main(quick: bool, streams_only: bool = False) -> dict:
         mock_port, gw_port, ll_port = _free_port(), _free_port(), _free_port()
         db_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
         env = os.environ | {"DATABASE_URL": db_url}
-        procs.append(subprocess.Popen([sys.executable, "-m", "bench.mock_openai", "--port", str(mock_port),
-                                       "--chunks", "16"], env=env, cwd=ROOT))
-        procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "console.asgi:application", "--port",
-                                       str(gw_port), "--lifespan", "off", "--log-level", "warning",
-                                       "--no-access-log"], env=env, cwd=ROOT))
-        procs.append(subprocess.Popen([sys.executable, "-m", "celery", "-A", "console", "worker", "-Q", "console",
-                                       "--pool", "solo", "-n", "bench-gw@%h", "-l", "WARNING"], env=env, cwd=ROOT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.mock_openai", "--port", str(mock_port), "--chunks", "16"],
+                env=env,
+                cwd=ROOT,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "console.asgi:application",
+                    "--port",
+                    str(gw_port),
+                    "--lifespan",
+                    "off",
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                env=env,
+                cwd=ROOT,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "console",
+                    "worker",
+                    "-Q",
+                    "console",
+                    "--pool",
+                    "solo",
+                    "-n",
+                    "bench-gw@%h",
+                    "-l",
+                    "WARNING",
+                ],
+                env=env,
+                cwd=ROOT,
+            )
+        )
         config = work / "litellm.yaml"
-        config.write_text(json.dumps({"model_list": [{"model_name": MODEL, "litellm_params": {
-            "model": f"openai/{MODEL}", "api_base": f"http://127.0.0.1:{mock_port}/v1", "api_key": "unused"}}]}))
-        procs.append(subprocess.Popen(
-            [str(litellm), "--config", str(config), "--port", str(ll_port), "--num_workers", "1"],
-            env={k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-            | {"LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"},
-            cwd=work, stdout=subprocess.DEVNULL, stderr=open(work / "litellm.log", "w")))
+        config.write_text(
+            json.dumps(
+                {
+                    "model_list": [
+                        {
+                            "model_name": MODEL,
+                            "litellm_params": {
+                                "model": f"openai/{MODEL}",
+                                "api_base": f"http://127.0.0.1:{mock_port}/v1",
+                                "api_key": "unused",
+                            },
+                        }
+                    ]
+                }
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [str(litellm), "--config", str(config), "--port", str(ll_port), "--num_workers", "1"],
+                env={k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+                | {
+                    "LITELLM_MASTER_KEY": LITELLM_KEY,
+                    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                    "LITELLM_TELEMETRY": "False",
+                    "LITELLM_LOG": "ERROR",
+                },
+                cwd=work,
+                stdout=subprocess.DEVNULL,
+                stderr=open(work / "litellm.log", "w"),
+            )
+        )
 
         department = Department.objects.create(name="Bench", slug="bench")
         admin = User.objects.create(username="bench-admin", role=Role.ADMIN)
         user = User.objects.create(username="bench-user", role=Role.DEPT_USER, department=department)
         deployment, _ = mock_openai.register(MODEL, mock_port)
-        big = {"requests_per_minute": 10**9, "tokens_per_minute": 10**9, "tokens_per_day": 10**12,
-               "tokens_per_month": 10**12}
+        big = {
+            "requests_per_minute": 10**9,
+            "tokens_per_minute": 10**9,
+            "tokens_per_day": 10**12,
+            "tokens_per_month": 10**12,
+        }
         grants.set_department_quota(admin, department, big)
         grant = grants.create_grant(admin, user=user, models=[deployment.model], duration_days=1, limits=big)
         _key, plaintext = grants.create_key(user, grant=grant, name="bench", limits=big)
@@ -209,19 +279,26 @@ def main(quick: bool, streams_only: bool = False) -> dict:
         json_headers = {"Content-Type": "application/json"}
         targets = {
             "direct": (f"http://127.0.0.1:{mock_port}/v1/chat/completions", json_headers),
-            "gateway": (f"http://127.0.0.1:{gw_port}/v1/chat/completions",
-                        json_headers | {"Authorization": f"Bearer {plaintext}"}),
-            "litellm": (f"http://127.0.0.1:{ll_port}/v1/chat/completions",
-                        json_headers | {"Authorization": f"Bearer {LITELLM_KEY}"}),
+            "gateway": (
+                f"http://127.0.0.1:{gw_port}/v1/chat/completions",
+                json_headers | {"Authorization": f"Bearer {plaintext}"},
+            ),
+            "litellm": (
+                f"http://127.0.0.1:{ll_port}/v1/chat/completions",
+                json_headers | {"Authorization": f"Bearer {LITELLM_KEY}"},
+            ),
         }
         if streams_only:  # for profiling the stream path (py-spy on the console's uvicorn)
             gw_proc, worker = psutil.Process(procs[1].pid), psutil.Process(procs[2].pid)
             cpu0, n = sum(gw_proc.cpu_times()[:2]), 4000 if quick else 40000
             wcpu0 = sum(worker.cpu_times()[:2])
             ttft = {"gateway": asyncio.run(ttfts(targets["gateway"][0], targets["gateway"][1], 8, n))}
-            return {"ttft_p50_ms": round(pct(ttft["gateway"], 50), 3), "ttft_p99_ms": round(pct(ttft["gateway"], 99), 3),
-                    "gateway_cpu_ms_per_stream": round((sum(gw_proc.cpu_times()[:2]) - cpu0) / n * 1000, 3),
-                    "worker_cpu_ms_per_stream": round((sum(worker.cpu_times()[:2]) - wcpu0) / n * 1000, 3)}
+            return {
+                "ttft_p50_ms": round(pct(ttft["gateway"], 50), 3),
+                "ttft_p99_ms": round(pct(ttft["gateway"], 99), 3),
+                "gateway_cpu_ms_per_stream": round((sum(gw_proc.cpu_times()[:2]) - cpu0) / n * 1000, 3),
+                "worker_cpu_ms_per_stream": round((sum(worker.cpu_times()[:2]) - wcpu0) / n * 1000, 3),
+            }
         lat = asyncio.run(latency_c1(targets, 150 if quick else 1500))
         seconds = 3 if quick else 10
         gw_proc = psutil.Process(procs[1].pid)
@@ -249,7 +326,8 @@ def main(quick: bool, streams_only: bool = False) -> dict:
             "ttft_ms": {name: {"p50": round(pct(v, 50), 2), "p99": round(pct(v, 99), 2)} for name, v in ttft.items()},
             "direct_p50_ms": round(statistics.median(lat["direct"]), 3),
             "gateway_cpu_ms_per_request": round(cpu_s / served * 1000, 3) if served else None,
-            "ledger_rows_during_rps": ledger_rows, "requests_during_rps": round(served),
+            "ledger_rows_during_rps": ledger_rows,
+            "requests_during_rps": round(served),
         }
     finally:
         for proc in procs:

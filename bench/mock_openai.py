@@ -7,6 +7,7 @@ Serves /health, /v1/models, /v1/chat/completions (plain and SSE, with ``stream_o
 and how many streams the client abandoned (the gateway's disconnect test reads it).
 ``register(...)`` makes the console route a deployment to it (an online node and a Ready instance).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,9 @@ async def app(scope, receive, send, *, chunks: int = 8, chunk_delay_s: float = 0
     STATS["requests"] += 1
 
     async def reply(status: int, payload: dict) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
         await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
 
     if path == "/health":
@@ -51,19 +53,37 @@ async def app(scope, receive, send, *, chunks: int = 8, chunk_delay_s: float = 0
     delay = float(body.get("mock_chunk_delay_s", chunk_delay_s))
     created = int(time.time())
     if path == "/v1/embeddings":
-        return await reply(200, {"object": "list", "model": body.get("model"), "usage": _usage(body, 0),
-                                 "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 0.5, 1.0]}]})
+        return await reply(
+            200,
+            {
+                "object": "list",
+                "model": body.get("model"),
+                "usage": _usage(body, 0),
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 0.5, 1.0]}],
+            },
+        )
     if path not in ("/v1/chat/completions", "/v1/completions"):
         return await reply(404, {"error": {"message": f"no route {path}"}})
     chat = path == "/v1/chat/completions"
     kind = "chat.completion" if chat else "text_completion"
     if not body.get("stream"):
-        choice = ({"index": 0, "message": {"role": "assistant", "content": "tok " * n}, "finish_reason": "length"}
-                  if chat else {"index": 0, "text": "tok " * n, "finish_reason": "length"})
-        return await reply(200, {"id": "cmpl-mock", "object": kind, "created": created, "model": body.get("model"),
-                                 "choices": [choice], "usage": _usage(body, n)})
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/event-stream")]})
+        choice = (
+            {"index": 0, "message": {"role": "assistant", "content": "tok " * n}, "finish_reason": "length"}
+            if chat
+            else {"index": 0, "text": "tok " * n, "finish_reason": "length"}
+        )
+        return await reply(
+            200,
+            {
+                "id": "cmpl-mock",
+                "object": kind,
+                "created": created,
+                "model": body.get("model"),
+                "choices": [choice],
+                "usage": _usage(body, n),
+            },
+        )
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     gone = asyncio.ensure_future(receive())  # uvicorn answers http.disconnect when the client leaves
     try:
@@ -71,19 +91,43 @@ async def app(scope, receive, send, *, chunks: int = 8, chunk_delay_s: float = 0
             if gone.done():
                 STATS["abandoned"] += 1
                 return
-            delta = {"index": 0, "delta": {"content": "tok "}, "finish_reason": None} if chat else \
-                {"index": 0, "text": "tok ", "finish_reason": None}
-            chunk = {"id": "cmpl-mock", "object": f"{kind}.chunk", "created": created, "model": body.get("model"),
-                     "choices": [delta]}
-            await send({"type": "http.response.body", "body": b"data: " + json.dumps(chunk).encode() + b"\n\n",
-                        "more_body": True})
+            delta = (
+                {"index": 0, "delta": {"content": "tok "}, "finish_reason": None}
+                if chat
+                else {"index": 0, "text": "tok ", "finish_reason": None}
+            )
+            chunk = {
+                "id": "cmpl-mock",
+                "object": f"{kind}.chunk",
+                "created": created,
+                "model": body.get("model"),
+                "choices": [delta],
+            }
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + json.dumps(chunk).encode() + b"\n\n",
+                    "more_body": True,
+                }
+            )
             if delay:
                 await asyncio.sleep(delay)
         if include_usage:
-            last = {"id": "cmpl-mock", "object": f"{kind}.chunk", "created": created, "model": body.get("model"),
-                    "choices": [], "usage": _usage(body, n)}
-            await send({"type": "http.response.body", "body": b"data: " + json.dumps(last).encode() + b"\n\n",
-                        "more_body": True})
+            last = {
+                "id": "cmpl-mock",
+                "object": f"{kind}.chunk",
+                "created": created,
+                "model": body.get("model"),
+                "choices": [],
+                "usage": _usage(body, n),
+            }
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + json.dumps(last).encode() + b"\n\n",
+                    "more_body": True,
+                }
+            )
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
     finally:
         gone.cancel()
@@ -103,12 +147,17 @@ def register(name: str, port: int, *, host: str = "127.0.0.1"):
     from fleet.nodes.choices import NodeState
     from fleet.nodes.models import Node
 
-    node, _ = Node.objects.update_or_create(name=f"mock-{name}", defaults={
-        "state": NodeState.ONLINE, "last_heartbeat": timezone.now() + timedelta(hours=1), "address": host})
+    node, _ = Node.objects.update_or_create(
+        name=f"mock-{name}",
+        defaults={"state": NodeState.ONLINE, "last_heartbeat": timezone.now() + timedelta(hours=1), "address": host},
+    )
     model, _ = ModelArtifact.objects.get_or_create(name=f"mock-{name}", defaults={"path": f"/nonexistent/{name}"})
     deployment, _ = Deployment.objects.get_or_create(name=name, defaults={"model": model, "options": {}})
-    instance, _ = Instance.objects.update_or_create(deployment=deployment, replica=0, defaults={
-        "node": node, "port": port, "address": host, "state": InstanceState.READY})
+    instance, _ = Instance.objects.update_or_create(
+        deployment=deployment,
+        replica=0,
+        defaults={"node": node, "port": port, "address": host, "state": InstanceState.READY},
+    )
     return deployment, instance
 
 
@@ -124,8 +173,16 @@ def main() -> None:
     async def asgi(scope, receive, send):
         await app(scope, receive, send, chunks=args.chunks, chunk_delay_s=args.chunk_delay_ms / 1000)
 
-    uvicorn.run(asgi, host=args.host, port=args.port, log_level="warning", lifespan="off",
-                loop="uvloop", http="httptools", access_log=False)
+    uvicorn.run(
+        asgi,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        lifespan="off",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

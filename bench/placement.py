@@ -6,6 +6,7 @@ busy, some cordoned or offline, labelled by zone), Llama-3.1-70B at TP 4 × 2 re
 
 Ends with one JSON line: p50_ms, p99_ms (per plan() call, both deployments pooled).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,17 @@ def fleet(n: int = 1000, gpus: int = 8, seed: int = 1) -> list[NodeView]:
     for i in range(n):
         memory = 80 * GIB if i % 3 else 141 * GIB
         views = [GpuView(g, memory, memory if rng.random() > 0.6 else rng.randint(1, 40) * GIB) for g in range(gpus)]
-        nodes.append(NodeView(id=i, name=f"node-{i:04}", kind="gpu", online=rng.random() > 0.02,
-                              cordoned=rng.random() < 0.03, labels={"zone": rng.choice("abc")}, gpus=views))
+        nodes.append(
+            NodeView(
+                id=i,
+                name=f"node-{i:04}",
+                kind="gpu",
+                online=rng.random() > 0.02,
+                cordoned=rng.random() < 0.03,
+                labels={"zone": rng.choice("abc")},
+                gpus=views,
+            )
+        )
     return nodes
 
 
@@ -38,8 +48,14 @@ def main(quick: bool) -> dict:
     nodes = fleet()
     specs = [
         Spec(ModelShape.from_config(LLAMA_31_70B), replicas=2, tp=4, max_model_len=8192, concurrency=16),
-        Spec(ModelShape.from_config(LLAMA_31_8B), replicas=16, max_model_len=8192, concurrency=32, strategy="spread",
-             selector=(("zone", "a"),)),
+        Spec(
+            ModelShape.from_config(LLAMA_31_8B),
+            replicas=16,
+            max_model_len=8192,
+            concurrency=32,
+            strategy="spread",
+            selector=(("zone", "a"),),
+        ),
     ]
     for spec in specs:  # warm up, and prove the plans are real
         placed = plan(spec, nodes)
@@ -52,8 +68,13 @@ def main(quick: bool) -> dict:
         plan(spec, nodes)
         times.append((time.perf_counter() - start) * 1000)
     times.sort()
-    return {"nodes": len(nodes), "gpus": sum(len(n.gpus) for n in nodes), "runs": runs,
-            "p50_ms": round(statistics.median(times), 2), "p99_ms": round(times[max(0, int(runs * 0.99) - 1)], 2)}
+    return {
+        "nodes": len(nodes),
+        "gpus": sum(len(n.gpus) for n in nodes),
+        "runs": runs,
+        "p50_ms": round(statistics.median(times), 2),
+        "p99_ms": round(times[max(0, int(runs * 0.99) - 1)], 2),
+    }
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Shared by the benches: run ``main`` against DATABASE_URL/REDIS_URL, or the embedded servers
 `make run` uses (Redis on its own database number, off the run command's), then print its JSON line."""
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@ database (bench_telemetry).
 Ends with one JSON line: p50_ms, p99_ms (sample-to-client latency), web_cpu_pct (the web
 process, % of one core), agent_cpu_pct_per_gpu (the agent's sampling cost per GPU at 1 Hz).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,13 @@ def _agents(n: int, gpus: int, redis_url: str, publisher=None) -> list:
 
     agents = []
     for i in range(n):
-        agent = Agent(name=f"sim-{i}", redis_url=redis_url, state_dir=Path(tempfile.gettempdir()),
-                      nvml=NvmlTestDouble(gpus=gpus), publisher=publisher)
+        agent = Agent(
+            name=f"sim-{i}",
+            redis_url=redis_url,
+            state_dir=Path(tempfile.gettempdir()),
+            nvml=NvmlTestDouble(gpus=gpus),
+            publisher=publisher,
+        )
         agent.identity = Identity(100000 + i, agent.name, "bench")
         agents.append(agent)
     return agents
@@ -86,8 +92,9 @@ def clients(url: str, cookie: str, n: int, seconds: float, warmup: float, ready,
     counts = {"frames": 0, "messages": 0}
 
     async def one(origin: str) -> None:
-        async with websockets.connect(url, origin=origin, additional_headers={"Cookie": cookie},
-                                      max_size=None, open_timeout=60) as ws:
+        async with websockets.connect(
+            url, origin=origin, additional_headers={"Cookie": cookie}, max_size=None, open_timeout=60
+        ) as ws:
             await ws.send(json.dumps({"action": "subscribe", "topic": "telemetry.fleet"}))
             assert json.loads(await ws.recv())["type"] == "subscribed"
             connected.append(1)
@@ -121,8 +128,14 @@ def clients(url: str, cookie: str, n: int, seconds: float, warmup: float, ready,
 
     asyncio.run(main())
     latencies.sort()
-    out.put({"n": len(latencies), "p50": latencies[len(latencies) // 2],
-             "p99": latencies[int(len(latencies) * 0.99) - 1], **counts})
+    out.put(
+        {
+            "n": len(latencies),
+            "p50": latencies[len(latencies) // 2],
+            "p99": latencies[int(len(latencies) * 0.99) - 1],
+            **counts,
+        }
+    )
 
 
 def main(args) -> dict:
@@ -151,9 +164,24 @@ def main(args) -> dict:
         db_url = os.environ["DATABASE_URL"].rsplit("/", 1)
         port = free_port()
         env = os.environ | {"DATABASE_URL": f"{db_url[0]}/{connection.settings_dict['NAME']}"}
-        web = subprocess.Popen([sys.executable, "-m", "uvicorn", "console.asgi:application", "--host", "127.0.0.1",
-                                "--port", str(port), "--lifespan", "off", "--log-level", "warning"],
-                               env=env, cwd=ROOT)
+        web = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "console.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--lifespan",
+                "off",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            cwd=ROOT,
+        )
         time.sleep(3)
 
         cost = agent_cost(args.gpus, redis_url, 200 if args.quick else 1000)
@@ -162,8 +190,9 @@ def main(args) -> dict:
         ctx = mp.get_context("spawn")
         ready, out = ctx.Event(), ctx.Queue()
         sim = ctx.Process(target=simulate, args=(args.nodes, args.gpus, redis_url, warmup + measure + 10, ready))
-        cli = ctx.Process(target=clients, args=(f"ws://127.0.0.1:{port}/ws/", cookie, args.clients, measure,
-                                                warmup, ready, out))
+        cli = ctx.Process(
+            target=clients, args=(f"ws://127.0.0.1:{port}/ws/", cookie, args.clients, measure, warmup, ready, out)
+        )
         sim.start()
         cli.start()
         ready.wait(120)
@@ -177,11 +206,15 @@ def main(args) -> dict:
         sim.terminate()
         web_cpu = 100 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / (t1 - t0)
         return {
-            "nodes": args.nodes, "gpus_per_node": args.gpus, "clients": args.clients,
+            "nodes": args.nodes,
+            "gpus_per_node": args.gpus,
+            "clients": args.clients,
             "messages_per_client_per_s": round(result["messages"] / args.clients / measure, 1),
             "frames_per_client_per_s": round(result["frames"] / args.clients / measure, 1),
-            "p50_ms": round(result["p50"] * 1000, 1), "p99_ms": round(result["p99"] * 1000, 1),
-            "web_cpu_pct": round(web_cpu, 1), "agent_cpu_pct_per_gpu": round(cost, 4),
+            "p50_ms": round(result["p50"] * 1000, 1),
+            "p99_ms": round(result["p99"] * 1000, 1),
+            "web_cpu_pct": round(web_cpu, 1),
+            "agent_cpu_pct_per_gpu": round(cost, 4),
         }
     finally:
         if web is not None:

@@ -1,4 +1,5 @@
 """What every app's services share: the refusal they raise, and how a UI button shows the outcome."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """REST API plumbing: JSON errors and the /api/me endpoint."""
+
 from __future__ import annotations
 
 from typing import Any

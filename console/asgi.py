@@ -2,6 +2,7 @@
 
 The gateway is a plain ASGI app, not a Django view: the inference hot path skips Django's
 middleware and ORM (see access.gateway)."""
+
 import os
 
 from django.core.asgi import get_asgi_application

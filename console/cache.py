@@ -4,6 +4,7 @@ Node agents hold credentials for the same Redis (broker and channel layer). Djan
 Redis serializer unpickles what it reads, so anyone able to write a cache key could run code in
 the console; JSON cannot carry code. Integers stay raw so incr()/decr() remain atomic.
 """
+
 from __future__ import annotations
 
 import json

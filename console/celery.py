@@ -1,4 +1,5 @@
 """The Celery app: queue "console" for the web side; agents get "node.<name>" (later issues)."""
+
 import os
 
 from celery import Celery

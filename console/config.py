@@ -4,6 +4,7 @@ Two modes: ``production`` (the default) demands every required setting and turns
 cookies and HSTS; ``local`` (set by ``make run``/``make test``, see ``console.launch``) fills in
 safe defaults for a single machine served over plain HTTP on loopback.
 """
+
 from __future__ import annotations
 
 import os

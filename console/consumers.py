@@ -3,6 +3,7 @@
 Messages reach the socket through the process's fan-out hub (console.fanout), which hands this
 consumer ready-encoded frames; a writer task sends them so a slow browser never holds up others.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -71,8 +72,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         action, topic = content.get("action"), content.get("topic")
         if action not in {"subscribe", "unsubscribe"} or not isinstance(topic, str) or len(topic) > 90:
-            await self._reply(type="error", error="bad_request",
-                              message='send {"action": "subscribe" or "unsubscribe", "topic": "<name>"}')
+            await self._reply(
+                type="error",
+                error="bad_request",
+                message='send {"action": "subscribe" or "unsubscribe", "topic": "<name>"}',
+            )
             return
         if action == "unsubscribe":
             if topic in self.joined:

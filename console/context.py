@@ -1,4 +1,5 @@
 """Navigation per role, for the base template."""
+
 from __future__ import annotations
 
 from django.http import HttpRequest

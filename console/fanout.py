@@ -5,6 +5,7 @@ and copies each message to its local sockets: one Redis delivery and one JSON en
 message, not one per browser. High-rate topics (fleet telemetry) are batched into one frame per
 window. A malformed message is dropped and counted; nothing a producer sends can stop the hub.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,8 +63,11 @@ class Hub:
             self._refresher.cancel()
         if task.cancelled():
             return
-        log.error("live fan-out: receiving failed (%s); asking %d browsers to reconnect", task.exception(),
-                  sum(len(s) for s in self.subscribers.values()))
+        log.error(
+            "live fan-out: receiving failed (%s); asking %d browsers to reconnect",
+            task.exception(),
+            sum(len(s) for s in self.subscribers.values()),
+        )
         sinks = {sink for group in self.subscribers.values() for sink in group}
         self.subscribers.clear()
         self.pending.clear()
@@ -127,8 +131,14 @@ class Hub:
             if topic not in self.subscribers:
                 return  # the last browser left after the message was sent
             if spec.batch_s <= 0:
-                self._send(topic, _encode({"type": "batch", "topic": topic, "data": payloads} if several
-                                          else {"type": "event", "topic": topic, "data": payloads[0]}))
+                self._send(
+                    topic,
+                    _encode(
+                        {"type": "batch", "topic": topic, "data": payloads}
+                        if several
+                        else {"type": "event", "topic": topic, "data": payloads[0]}
+                    ),
+                )
                 return
             _encode(payloads)  # refuse what cannot be sent now, not when its batch is flushed
         except (ValueError, TypeError) as exc:

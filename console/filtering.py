@@ -1,5 +1,6 @@
 """One read path per list: a FilterSet that the page and the API both build, over the rows its
 object kind lets the user see (``Model.objects.visible_to(user)``), so the two cannot disagree."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -59,8 +60,9 @@ def search(*fields: str) -> django_filters.CharFilter:
     return django_filters.CharFilter(method=method, label="Search")
 
 
-def list_page(request: HttpRequest, filterset_class: type[ListFilterSet],
-              page_size: int) -> tuple[ListFilterSet, Page, int]:
+def list_page(
+    request: HttpRequest, filterset_class: type[ListFilterSet], page_size: int
+) -> tuple[ListFilterSet, Page, int]:
     """The page's side: the filtered rows, one page of them, and 400 when a filter is invalid."""
     filterset = filterset_class.for_page(request)
     status = 200 if filterset.is_valid() else 400

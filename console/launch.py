@@ -7,6 +7,7 @@
 With DATABASE_URL / REDIS_URL unset, each starts (or joins) the embedded PostgreSQL and Redis
 under FLEET_DATA_DIR and stops them when done.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,27 @@ def _local_agent(env: dict[str, str], data: Path) -> Program | None:
     name = os.environ.get("FLEET_LOCAL_NODE_NAME") or host or "local"
     state_dir = data / "agent" / name
     # A join token only when this agent has no identity the console still knows.
-    token = subprocess.run([PY, str(BASE_DIR / "manage.py"), "local_join_token", "--name", name,
-                            "--state-file", str(state_dir / "agent.json")],
-                           env=env, check=True, cwd=BASE_DIR, capture_output=True, text=True).stdout.strip()
-    return Program("agent", [PY, "-m", "fleet.agent", "--name", name, "--state-dir", str(state_dir)],
-                   env={"FLEET_JOIN_TOKEN": token} if token else {})
+    token = subprocess.run(
+        [
+            PY,
+            str(BASE_DIR / "manage.py"),
+            "local_join_token",
+            "--name",
+            name,
+            "--state-file",
+            str(state_dir / "agent.json"),
+        ],
+        env=env,
+        check=True,
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return Program(
+        "agent",
+        [PY, "-m", "fleet.agent", "--name", name, "--state-dir", str(state_dir)],
+        env={"FLEET_JOIN_TOKEN": token} if token else {},
+    )
 
 
 def run(host: str, port: int) -> int:
@@ -51,12 +68,45 @@ def run(host: str, port: int) -> int:
         _manage(env, "ensure_admin")
         _manage(env, "make_demo_model")  # a tiny model to try everything on; built once
         programs = [
-            Program("web", [PY, "-m", "uvicorn", "console.asgi:application", "--host", host, "--port", str(port),
-                            "--lifespan", "off", "--proxy-headers"]),
-            Program("worker", [PY, "-m", "celery", "-A", "console", "worker", "-Q", "console", "-n", "console@%h",
-                               "--concurrency", os.environ.get("FLEET_WORKER_CONCURRENCY", "2"), "-l", "INFO"]),
-            Program("beat", [PY, "-m", "celery", "-A", "console", "beat", "-l", "INFO",
-                             "-s", str(data / "celerybeat-schedule")]),
+            Program(
+                "web",
+                [
+                    PY,
+                    "-m",
+                    "uvicorn",
+                    "console.asgi:application",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--lifespan",
+                    "off",
+                    "--proxy-headers",
+                ],
+            ),
+            Program(
+                "worker",
+                [
+                    PY,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "console",
+                    "worker",
+                    "-Q",
+                    "console",
+                    "-n",
+                    "console@%h",
+                    "--concurrency",
+                    os.environ.get("FLEET_WORKER_CONCURRENCY", "2"),
+                    "-l",
+                    "INFO",
+                ],
+            ),
+            Program(
+                "beat",
+                [PY, "-m", "celery", "-A", "console", "beat", "-l", "INFO", "-s", str(data / "celerybeat-schedule")],
+            ),
         ]
         agent = _local_agent(env, data)
         if agent is not None:
@@ -86,8 +136,9 @@ def manage(args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     # The two commands serve one machine over plain HTTP unless told otherwise.
     os.environ.setdefault("FLEET_MODE", "local")
-    parser = argparse.ArgumentParser(prog="python -m console.launch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m console.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run web, worker, beat and this machine's agent")
     run_p.add_argument("--host", default=os.environ.get("FLEET_HOST", "127.0.0.1"))

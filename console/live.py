@@ -6,6 +6,7 @@ write, a request, the agent's sampler) never waits on Redis and no connection is
 message. The machinery is fleet.protocol.live's
 ``Publisher`` (the agent, which has no Django settings, builds its own around a layer).
 """
+
 from __future__ import annotations
 
 from concurrent.futures import Future
@@ -17,6 +18,7 @@ from fleet.protocol.live import Publisher, message
 
 __all__ = ["apublish", "publish", "publish_many", "publish_on_commit", "publish_soon"]
 
+
 def _default_layer() -> Any:
     from channels.layers import get_channel_layer
 
@@ -25,7 +27,6 @@ def _default_layer() -> Any:
 
 async def apublish(topic: str, payload: Any) -> None:
     await _default_layer().group_send(topic, message(topic, payload))
-
 
 
 _default = Publisher(_default_layer)

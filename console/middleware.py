@@ -1,4 +1,5 @@
 """Request id and audit context for every HTTP request."""
+
 from __future__ import annotations
 
 import logging

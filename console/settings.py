@@ -1,4 +1,5 @@
 """Django settings, read from the environment (see console/config.py and the README)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -84,9 +85,7 @@ TEMPLATES = [
 
 # --- data stores: real PostgreSQL and Redis, never SQLite -------------------------------------
 DATABASES = {
-    "default": dj_database_url.parse(
-        require("DATABASE_URL", _LAUNCH_HINT), conn_max_age=60, conn_health_checks=True
-    )
+    "default": dj_database_url.parse(require("DATABASE_URL", _LAUNCH_HINT), conn_max_age=60, conn_health_checks=True)
 }
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     from django.core.exceptions import ImproperlyConfigured
@@ -139,8 +138,11 @@ FLEET_GATEWAY_READ_TIMEOUT_S = env_int("FLEET_GATEWAY_READ_TIMEOUT_S", 600)  # s
 
 CELERY_BEAT_SCHEDULE = {
     "audit-verify": {"task": "audit.tasks.verify_chain_task", "schedule": timedelta(hours=1)},
-    "audit-verify-full": {"task": "audit.tasks.verify_chain_task", "schedule": timedelta(days=1),
-                          "kwargs": {"full": True}},
+    "audit-verify-full": {
+        "task": "audit.tasks.verify_chain_task",
+        "schedule": timedelta(days=1),
+        "kwargs": {"full": True},
+    },
     "audit-archive": {"task": "audit.tasks.archive_task", "schedule": timedelta(days=1)},
     "fleet-liveness": {"task": tasks.CHECK_LIVENESS, "schedule": timedelta(seconds=FLEET_LIVENESS_CHECK_S)},
     "fleet-prune-rollups": {"task": tasks.PRUNE_ROLLUPS, "schedule": timedelta(hours=1)},
@@ -206,7 +208,10 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "console.api.exception_handler",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Fleet Console API",
@@ -218,9 +223,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated", "access.people.permissions.AnyRole"],
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a "kind" and a "state": a node's, a model file's, a job's, ...
-    "ENUM_NAME_OVERRIDES": {"NodeKindEnum": "fleet.nodes.choices.NodeKind", "ModelFileKindEnum": "fleet.catalog.models.ModelFile.Kind",
-                            "NodeStateEnum": "fleet.nodes.choices.NodeState", "InstanceStateEnum": "fleet.deployments.choices.InstanceState",
-                            "JobKindEnum": "fleet.jobs.choices.JobKind", "JobStateEnum": "fleet.jobs.choices.JobState"},
+    "ENUM_NAME_OVERRIDES": {
+        "NodeKindEnum": "fleet.nodes.choices.NodeKind",
+        "ModelFileKindEnum": "fleet.catalog.models.ModelFile.Kind",
+        "NodeStateEnum": "fleet.nodes.choices.NodeState",
+        "InstanceStateEnum": "fleet.deployments.choices.InstanceState",
+        "JobKindEnum": "fleet.jobs.choices.JobKind",
+        "JobStateEnum": "fleet.jobs.choices.JobState",
+    },
 }
 
 # --- i18n, static -----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """State machines: every status field changes through a method that checks its domain's table
 (in that domain's choices.py); none is assigned directly."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -17,8 +18,15 @@ def check_transition(table: dict[str, set[str]], current: str, new: str) -> None
         raise TransitionError(f"cannot go from {current} to {new}")
 
 
-def move(instance: Model, table: dict[str, set[str]], current: str, new: str, *, field: str = "state",
-         where: dict[str, Any] | None = None) -> bool:
+def move(
+    instance: Model,
+    table: dict[str, set[str]],
+    current: str,
+    new: str,
+    *,
+    field: str = "state",
+    where: dict[str, Any] | None = None,
+) -> bool:
     """The transition as one conditional UPDATE of the row (``where``: more conditions): True when
     this caller made it, False when a concurrent one got there first or a condition no longer
     holds, so two workers never make the same change twice. ``instance`` follows on success."""

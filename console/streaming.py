@@ -3,6 +3,7 @@
 Django serves a *synchronous* iterator under ASGI by first reading it whole into a list; this
 hands it over one chunk at a time instead, each produced in Django's thread for synchronous code
 (so the database cursor stays on its connection)."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
@@ -19,8 +20,9 @@ async def _chunks(source: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def stream(source: Iterator[bytes], content_type: str, filename: str | None = None,
-           asynchronous: bool = True) -> StreamingHttpResponse:
+def stream(
+    source: Iterator[bytes], content_type: str, filename: str | None = None, asynchronous: bool = True
+) -> StreamingHttpResponse:
     """``asynchronous``: the request came through ASGI (the test client's is synchronous)."""
     response = StreamingHttpResponse(_chunks(source) if asynchronous else source, content_type=content_type)
     if filename:

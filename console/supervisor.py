@@ -3,6 +3,7 @@
 Each child runs in its own process group, so stopping also reaches its children (Celery's pool)
 and Ctrl-C in the terminal reaches only us: we stop the children in order, not all at once.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,13 @@ class Supervisor:
     def start(self) -> None:
         for program in self.programs:
             program.proc = subprocess.Popen(
-                list(program.argv), env=self.env | program.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True, bufsize=1, start_new_session=True,
+                list(program.argv),
+                env=self.env | program.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
             )
             threading.Thread(target=self._pump, args=(program,), daemon=True).start()
 
@@ -54,8 +60,10 @@ class Supervisor:
         while not self.stopping.wait(0.5):
             for program in self.programs:
                 if program.proc and program.proc.poll() is not None:
-                    print(f"supervisor: {program.name} exited with status {program.proc.returncode}; stopping all",
-                          flush=True)
+                    print(
+                        f"supervisor: {program.name} exited with status {program.proc.returncode}; stopping all",
+                        flush=True,
+                    )
                     code = 1
                     self.stopping.set()
         self.stop()

@@ -3,6 +3,7 @@
 The websocket consumer asks ``check`` before joining a topic; the fan-out hub asks ``spec_for``
 how to treat each message. Unlisted topics are refused.
 """
+
 from __future__ import annotations
 
 import re

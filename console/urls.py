@@ -1,4 +1,5 @@
 """The root URL configuration: the console's own few routes, then each app's."""
+
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView

@@ -1,4 +1,5 @@
 """Home per role, health check, error pages (JSON under /api/)."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -3,6 +3,7 @@
 Access: a Bearer token equal to FLEET_METRICS_TOKEN, or a signed-in admin, or anyone when
 FLEET_METRICS_PUBLIC is set (for a scrape network that is already trusted).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -69,8 +70,11 @@ def lines() -> Iterator[str]:
 
 def metrics(request: HttpRequest) -> HttpResponse:
     if not _allowed(request):
-        response = HttpResponse("Send Authorization: Bearer <FLEET_METRICS_TOKEN>, or sign in as an admin.\n",
-                                status=401, content_type="text/plain")
+        response = HttpResponse(
+            "Send Authorization: Bearer <FLEET_METRICS_TOKEN>, or sign in as an admin.\n",
+            status=401,
+            content_type="text/plain",
+        )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     return HttpResponse("\n".join(lines()) + "\n", content_type="text/plain; version=0.0.4; charset=utf-8")

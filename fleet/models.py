@@ -1,4 +1,5 @@
 """Every model of the "fleet" app, for Django's registry; code imports them from their domain."""
+
 from fleet.catalog.models import ModelArtifact, ModelFile
 from fleet.deployments.models import Deployment, Instance
 from fleet.jobs.models import Job

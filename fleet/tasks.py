@@ -1,5 +1,6 @@
 """Tasks on the "console" queue that agents send (they hold no database credentials), and the
 periodic ones. Names are spelled out: the agent sends them by name without importing this module."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,9 @@ from fleet.protocol import tasks as names
 
 
 @shared_task(name=names.REGISTER_NODE, ignore_result=False)
-def register_node_task(*, name: Any, secret: Any, facts: Any, join_token: str | None = None,
-                       node_id: int | None = None) -> dict:
+def register_node_task(
+    *, name: Any, secret: Any, facts: Any, join_token: str | None = None, node_id: int | None = None
+) -> dict:
     """The agent waits for this answer: the node id, or the reason it was refused."""
     try:
         node = services.register_node(name=name, secret=secret, facts=facts, join_token=join_token, node_id=node_id)

@@ -1,4 +1,5 @@
 """The fleet's pages and API routes: each domain's own, in the order Django must try them."""
+
 from django.urls import path
 
 from fleet import metrics
@@ -8,11 +9,17 @@ from fleet.jobs import urls as jobs
 from fleet.nodes import urls as nodes
 
 urlpatterns = [
-    *nodes.urlpatterns, *catalog.urlpatterns, *deployments.urlpatterns, *jobs.urlpatterns,
+    *nodes.urlpatterns,
+    *catalog.urlpatterns,
+    *deployments.urlpatterns,
+    *jobs.urlpatterns,
     *deployments.action_urlpatterns,
     path("metrics", metrics.metrics, name="metrics"),
 ]
 
 api_urlpatterns = [
-    *nodes.api_urlpatterns, *catalog.api_urlpatterns, *deployments.api_urlpatterns, *jobs.api_urlpatterns,
+    *nodes.api_urlpatterns,
+    *catalog.api_urlpatterns,
+    *deployments.api_urlpatterns,
+    *jobs.api_urlpatterns,
 ]

@@ -1,4 +1,5 @@
 """Personas and helpers shared by every test. Real Postgres and Redis (see console.launch)."""
+
 from __future__ import annotations
 
 import pytest
@@ -55,6 +56,8 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
     with django_db_blocker.unblock():
         with connection.cursor() as cursor:
-            cursor.execute(f'ALTER DATABASE "{connection.settings_dict["NAME"]}" SET fleet.audit_allow_truncate = \'on\'')
+            cursor.execute(
+                f"ALTER DATABASE \"{connection.settings_dict['NAME']}\" SET fleet.audit_allow_truncate = 'on'"
+            )
             cursor.execute("SET fleet.audit_allow_truncate = 'on'")
     yield

@@ -19,6 +19,7 @@ Knobs: ``gpus`` (count), ``nvlink`` (GPU 0 <-> GPU 1), ``ecc_supported``, ``fail
 ``fail_init()``, ``inject_xid(gpu)``; the simulated readings live in ``double.gpus[i]`` and can be
 changed between samples.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -164,11 +165,22 @@ class NvmlTestDouble:
 
     NVLINK_LINKS_PER_PEER = 4  # links 0..3 of GPU 0 go to GPU 1 and back; the others are down
 
-    def __init__(self, gpus: int = 2, *, nvlink: bool = True, ecc_supported: bool = True,
-                 bytes_strings: bool = False, driver_version: str = "550.54.15",
-                 cuda_driver_version: int = 12040) -> None:
-        self.gpus = [SimulatedGpu(uuid=f"GPU-{i:08x}-5a1e-4c0d-9e2b-0000000000{i:02x}",
-                                  bus_id=f"00000000:{0x18 + 0x12 * i:02X}:00.0") for i in range(gpus)]
+    def __init__(
+        self,
+        gpus: int = 2,
+        *,
+        nvlink: bool = True,
+        ecc_supported: bool = True,
+        bytes_strings: bool = False,
+        driver_version: str = "550.54.15",
+        cuda_driver_version: int = 12040,
+    ) -> None:
+        self.gpus = [
+            SimulatedGpu(
+                uuid=f"GPU-{i:08x}-5a1e-4c0d-9e2b-0000000000{i:02x}", bus_id=f"00000000:{0x18 + 0x12 * i:02X}:00.0"
+            )
+            for i in range(gpus)
+        ]
         self.nvlink = nvlink and gpus >= 2
         self.ecc_supported = ecc_supported
         self.bytes_strings = bytes_strings
@@ -332,4 +344,3 @@ class NvmlTestDouble:
         if not eventSet.pending:
             raise NVMLError_Timeout()
         return eventSet.pending.popleft()
-

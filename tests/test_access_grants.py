@@ -1,4 +1,5 @@
 """Access requests, grants, gateway keys, quotas and usage: services, API and pages (real Postgres)."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,11 @@ def test_request_approve_key_flow_audits_each_step_once(client_for, people, mode
     assert asked.json()["state"] == "pending" and _events("access.request") == 1
     assert [r["id"] for r in admin_c.get("/api/access-requests/?state=pending").json()["results"]] == [pk]
 
-    approved = admin_c.post(f"/api/access-requests/{pk}/approve/", {"reason": "ok", "tokens_per_minute": 500},
-                            content_type="application/json")
+    approved = admin_c.post(
+        f"/api/access-requests/{pk}/approve/",
+        {"reason": "ok", "tokens_per_minute": 500},
+        content_type="application/json",
+    )
     assert approved.status_code == 200 and approved.json()["state"] == "approved"
     grant = Grant.objects.get(pk=approved.json()["grant"])
     assert grant.user == people["dept_user"] and grant.tokens_per_minute == 500
@@ -86,8 +90,12 @@ def test_deny_needs_a_reason_and_is_shown_to_the_requester(client_for, models):
     pk = _request(user_c).json()["id"]
     refused = admin_c.post(f"/api/access-requests/{pk}/deny/", {}, content_type="application/json")
     assert refused.status_code == 400 and "reason" in _errors(refused)
-    assert admin_c.post(f"/api/access-requests/{pk}/deny/", {"reason": "Use the 7B model"},
-                        content_type="application/json").json()["state"] == "denied"
+    assert (
+        admin_c.post(
+            f"/api/access-requests/{pk}/deny/", {"reason": "Use the 7B model"}, content_type="application/json"
+        ).json()["state"]
+        == "denied"
+    )
     mine = user_c.get("/api/access-requests/").json()["results"][0]
     assert mine["state"] == "denied" and mine["reason"] == "Use the 7B model"
     twice = admin_c.post(f"/api/access-requests/{pk}/approve/", {}, content_type="application/json")
@@ -95,14 +103,17 @@ def test_deny_needs_a_reason_and_is_shown_to_the_requester(client_for, models):
     assert not Grant.objects.exists()
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"models": []}, "models"),
-    ({"models": ["no-such-model"]}, "models"),
-    ({"duration_days": 0}, "duration_days"),
-    ({"duration_days": 400}, "duration_days"),
-    ({"justification": "pls"}, "justification"),
-    ({"justification": ""}, "justification"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"models": []}, "models"),
+        ({"models": ["no-such-model"]}, "models"),
+        ({"duration_days": 0}, "duration_days"),
+        ({"duration_days": 400}, "duration_days"),
+        ({"justification": "pls"}, "justification"),
+        ({"justification": ""}, "justification"),
+    ],
+)
 def test_bad_requests_are_refused_with_the_field_named(client_for, models, body, field):
     response = _request(client_for("dept_user"), **body)
     assert response.status_code == 400 and field in _errors(response), response.json()
@@ -123,8 +134,9 @@ def test_duplicate_pending_request_and_wrong_roles_are_refused(client_for, model
 
 def test_users_neither_see_nor_revoke_each_others_keys(client_for, people, models, department):
     other = make_user("other", Role.DEPT_USER, department)
-    grant_a = grants.create_grant(people["admin"], user=people["dept_user"], models=[models["llama-a"]],
-                                  duration_days=5)
+    grant_a = grants.create_grant(
+        people["admin"], user=people["dept_user"], models=[models["llama-a"]], duration_days=5
+    )
     grant_b = grants.create_grant(people["admin"], user=other, models=[models["llama-a"]], duration_days=5)
     mine, _ = grants.create_key(people["dept_user"], grant=grant_a, name="mine")
     theirs, _ = grants.create_key(other, grant=grant_b, name="theirs")
@@ -142,17 +154,18 @@ def test_users_neither_see_nor_revoke_each_others_keys(client_for, people, model
 
 
 def test_key_scope_stays_inside_the_grant(client_for, people, models):
-    grant = grants.create_grant(people["admin"], user=people["dept_user"], models=[models["llama-a"]],
-                                duration_days=5)
+    grant = grants.create_grant(people["admin"], user=people["dept_user"], models=[models["llama-a"]], duration_days=5)
     c = client_for("dept_user")
-    outside = c.post("/api/api-keys/", {"grant": grant.pk, "name": "k", "models": ["qwen-b"]},
-                     content_type="application/json")
+    outside = c.post(
+        "/api/api-keys/", {"grant": grant.pk, "name": "k", "models": ["qwen-b"]}, content_type="application/json"
+    )
     assert outside.status_code == 400 and "qwen-b" in _errors(outside)["models"]
     Grant.objects.filter(pk=grant.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
     expired = c.post("/api/api-keys/", {"grant": grant.pk, "name": "k"}, content_type="application/json")
     assert expired.status_code == 400 and "expired" in _errors(expired)["grant"]
-    bad = c.post("/api/api-keys/", {"grant": grant.pk, "name": "k", "tokens_per_minute": 0},
-                 content_type="application/json")
+    bad = c.post(
+        "/api/api-keys/", {"grant": grant.pk, "name": "k", "tokens_per_minute": 0}, content_type="application/json"
+    )
     assert bad.status_code == 400 and "tokens_per_minute" in _errors(bad)
     assert not ApiKey.objects.exists()
 
@@ -183,11 +196,15 @@ def test_revoking_a_grant_is_audited_once_and_admin_only(client_for, people, mod
     assert _events("grant.revoke") == 1
 
 
-@pytest.mark.parametrize("body", [{"models": ["llama-a"], "duration_days": 5},  # no holder
-                                  {"user": "dept_user", "department": "radiology", "models": ["llama-a"],
-                                   "duration_days": 5},
-                                  {"user": "admin", "models": ["llama-a"], "duration_days": 5},
-                                  {"user": "dept_user", "models": ["llama-a"], "duration_days": 0}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"models": ["llama-a"], "duration_days": 5},  # no holder
+        {"user": "dept_user", "department": "radiology", "models": ["llama-a"], "duration_days": 5},
+        {"user": "admin", "models": ["llama-a"], "duration_days": 5},
+        {"user": "dept_user", "models": ["llama-a"], "duration_days": 0},
+    ],
+)
 def test_bad_direct_grants_are_refused(client_for, models, body):
     response = client_for("admin").post("/api/grants/", body, content_type="application/json")
     assert response.status_code == 400, response.json()
@@ -196,8 +213,12 @@ def test_bad_direct_grants_are_refused(client_for, models, body):
 
 def test_department_quota_api(client_for, department):
     c = client_for("admin")
-    assert c.put("/api/departments/radiology/quota/", {"tokens_per_day": 100000},
-                 content_type="application/json").json()["tokens_per_day"] == 100000
+    assert (
+        c.put("/api/departments/radiology/quota/", {"tokens_per_day": 100000}, content_type="application/json").json()[
+            "tokens_per_day"
+        ]
+        == 100000
+    )
     bad = c.put("/api/departments/radiology/quota/", {"tokens_per_day": -1}, content_type="application/json")
     assert bad.status_code == 400 and "tokens_per_day" in _errors(bad)
     assert c.get("/api/departments/radiology/quota/").json()["tokens_per_day"] == 100000
@@ -207,11 +228,24 @@ def test_department_quota_api(client_for, department):
 
 def _usage_rows(people, department, n: int) -> None:
     now = timezone.now()
-    UsageRecord.objects.bulk_create([
-        UsageRecord(created_at=now - timedelta(hours=i), user=people["dept_user"] if i % 2 else people["admin"],
-                    department=department if i % 2 else None, model="llama-a", endpoint="chat", status=200,
-                    prompt_tokens=10, completion_tokens=5, latency_ms=12.5, input_sha256="0" * 64, request_id=f"r{i}")
-        for i in range(n)])
+    UsageRecord.objects.bulk_create(
+        [
+            UsageRecord(
+                created_at=now - timedelta(hours=i),
+                user=people["dept_user"] if i % 2 else people["admin"],
+                department=department if i % 2 else None,
+                model="llama-a",
+                endpoint="chat",
+                status=200,
+                prompt_tokens=10,
+                completion_tokens=5,
+                latency_ms=12.5,
+                input_sha256="0" * 64,
+                request_id=f"r{i}",
+            )
+            for i in range(n)
+        ]
+    )
 
 
 def test_usage_scopes_filters_and_csv(client_for, people, department):
@@ -223,15 +257,24 @@ def test_usage_scopes_filters_and_csv(client_for, people, department):
     assert client_for("auditor").get("/api/usage/").json()["count"] == 10
     assert client_for("admin").get("/api/usage/?department=radiology").json()["count"] == 5
     summary = client_for("admin").get("/api/usage/summary/").json()
-    assert summary["requests"] == 10 and summary["prompt_tokens"] == 100 and summary["by_model"][0]["model"] == "llama-a"
+    assert (
+        summary["requests"] == 10 and summary["prompt_tokens"] == 100 and summary["by_model"][0]["model"] == "llama-a"
+    )
     csv_body = b"".join(client_for("admin").get("/api/usage/?export=csv").streaming_content).decode()
     assert csv_body.splitlines()[0].startswith("created_at,user,department") and len(csv_body.splitlines()) == 11
     page_csv = client_for("dept_user").get("/usage.csv")
     assert len(b"".join(page_csv.streaming_content).decode().splitlines()) == 6
 
 
-@pytest.mark.parametrize("query, field", [("since=yesterday", "since"), ("until=2026-13-01", "until"),
-                                          ("since=2026-11-02&until=2026-11-01", "since"), ("scope=everyone", "scope")])
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("since=yesterday", "since"),
+        ("until=2026-13-01", "until"),
+        ("since=2026-11-02&until=2026-11-01", "since"),
+        ("scope=everyone", "scope"),
+    ],
+)
 def test_bad_usage_filters_are_400(client_for, query, field):
     response = client_for("admin").get(f"/api/usage/?{query}")
     assert response.status_code == 400 and field in _errors(response), response.json()
@@ -245,13 +288,23 @@ def test_list_pages_have_constant_query_counts(client_for, people, models, depar
         for _ in range(n):
             grant = grants.create_grant(admin, user=user, models=list(models.values()), duration_days=9)
             grants.create_key(user, grant=grant, name="k", models=[models["llama-a"]])
-            AccessRequest.objects.create(requester=user, department=department, justification="x" * 10,
-                                         duration_days=3).models.set(models.values())
+            AccessRequest.objects.create(
+                requester=user, department=department, justification="x" * 10, duration_days=3
+            ).models.set(models.values())
         _usage_rows(people, department, n)
 
-    pages = [("admin", "/api/access-requests/"), ("admin", "/api/grants/"), ("admin", "/api/api-keys/"),
-             ("dept_user", "/api/api-keys/"), ("admin", "/access/grants/?show=all"), ("admin", "/access/keys/"),
-             ("admin", "/access/queue/"), ("dept_user", "/access/"), ("admin", "/usage/"), ("admin", "/api/usage/")]
+    pages = [
+        ("admin", "/api/access-requests/"),
+        ("admin", "/api/grants/"),
+        ("admin", "/api/api-keys/"),
+        ("dept_user", "/api/api-keys/"),
+        ("admin", "/access/grants/?show=all"),
+        ("admin", "/access/keys/"),
+        ("admin", "/access/queue/"),
+        ("dept_user", "/access/"),
+        ("admin", "/usage/"),
+        ("admin", "/api/usage/"),
+    ]
 
     def counts() -> list[int]:
         out = []
@@ -274,8 +327,9 @@ def test_pages_forms_and_roles(client_for, people, models):
     assert page.status_code == 200 and "No grants yet" in page.content.decode()
     bad = c.post("/access/?form=request", {"justification": "short"})
     assert bad.status_code == 400 and not AccessRequest.objects.exists()
-    ok = c.post("/access/?form=request", {"models": ["llama-a"], "justification": "Triage notes for A&E",
-                                          "duration_days": 14})
+    ok = c.post(
+        "/access/?form=request", {"models": ["llama-a"], "justification": "Triage notes for A&E", "duration_days": 14}
+    )
     assert ok.status_code == 302 and AccessRequest.objects.get().state == "pending"
     pk = AccessRequest.objects.get().pk
     assert client_for("admin").post(f"/access/queue/{pk}/approve/", {"reason": "fine"}).status_code == 302
@@ -285,7 +339,12 @@ def test_pages_forms_and_roles(client_for, people, models):
     assert created.status_code == 201 and 'data-testid="new-key"' in body and "flk_" in body
     assert "flk_" + ApiKey.objects.get().prefix + "_" in body
     assert c.post("/access/?form=key", {"name": "", "grant": grant.pk}).status_code == 400
-    for persona, url, allowed in [("dept_user", "/access/queue/", False), ("auditor", "/access/grants/", True),
-                                  ("auditor", "/access/keys/", True), ("outsider", "/usage/", False),
-                                  ("admin", "/access/", False), ("auditor", "/usage/", True)]:
+    for persona, url, allowed in [
+        ("dept_user", "/access/queue/", False),
+        ("auditor", "/access/grants/", True),
+        ("auditor", "/access/keys/", True),
+        ("outsider", "/usage/", False),
+        ("admin", "/access/", False),
+        ("auditor", "/usage/", True),
+    ]:
         assert (client_for(persona).get(url).status_code == 200) == allowed, (persona, url)

@@ -1,4 +1,5 @@
 """REST API: JSON errors, tokens, bad input that loses nothing."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,11 +25,14 @@ def test_unknown_object_gets_a_json_404(client_for):
     assert response.status_code == 404 and response.json()["status"] == 404
 
 
-@pytest.mark.parametrize("payload,field", [
-    ({"name": "", "slug": "x"}, "name"),
-    ({"name": "Cardiology", "slug": "not a slug!"}, "slug"),
-    ({"name": "Radiology", "slug": "radiology-2"}, "name"),  # duplicate name
-])
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ({"name": "", "slug": "x"}, "name"),
+        ({"name": "Cardiology", "slug": "not a slug!"}, "slug"),
+        ({"name": "Radiology", "slug": "radiology-2"}, "name"),  # duplicate name
+    ],
+)
 def test_bad_department_input_is_refused_and_nothing_written(client_for, department, payload, field):
     client = client_for("admin")
     count, events = Department.objects.count(), AuditEvent.objects.count()
@@ -38,13 +42,16 @@ def test_bad_department_input_is_refused_and_nothing_written(client_for, departm
     assert (Department.objects.count(), AuditEvent.objects.count()) == (count, events)
 
 
-@pytest.mark.parametrize("payload,field", [
-    ({"username": "newbie", "role": "dept_user", "password": "Sufficiently-long-pass-1"}, "department"),
-    ({"username": "newbie", "role": "auditor", "password": "short"}, "password"),
-    ({"username": "newbie", "role": "auditor"}, "password"),
-    ({"username": "newbie", "role": "wizard", "password": "Sufficiently-long-pass-1"}, "role"),
-    ({"username": "admin", "role": "auditor", "password": "Sufficiently-long-pass-1"}, "username"),
-])
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ({"username": "newbie", "role": "dept_user", "password": "Sufficiently-long-pass-1"}, "department"),
+        ({"username": "newbie", "role": "auditor", "password": "short"}, "password"),
+        ({"username": "newbie", "role": "auditor"}, "password"),
+        ({"username": "newbie", "role": "wizard", "password": "Sufficiently-long-pass-1"}, "role"),
+        ({"username": "admin", "role": "auditor", "password": "Sufficiently-long-pass-1"}, "username"),
+    ],
+)
 def test_bad_user_input_is_refused_and_nothing_written(client_for, payload, field):
     client = client_for("admin")
     users, events = User.objects.count(), AuditEvent.objects.count()
@@ -55,9 +62,16 @@ def test_bad_user_input_is_refused_and_nothing_written(client_for, payload, fiel
 
 
 def test_admin_creates_a_user_and_the_password_is_hashed(client_for, department):
-    response = client_for("admin").post("/api/users/", {
-        "username": "newbie", "role": "dept_user", "department": "radiology", "password": "Sufficiently-long-pass-1",
-    }, content_type="application/json")
+    response = client_for("admin").post(
+        "/api/users/",
+        {
+            "username": "newbie",
+            "role": "dept_user",
+            "department": "radiology",
+            "password": "Sufficiently-long-pass-1",
+        },
+        content_type="application/json",
+    )
     assert response.status_code == 201 and "password" not in response.json()
     user = User.objects.get(username="newbie")
     assert user.check_password("Sufficiently-long-pass-1") and "Sufficiently" not in user.password
@@ -73,8 +87,9 @@ def test_a_department_with_members_cannot_be_deleted(client_for, department):
 
 def test_personal_token_lifecycle(client_for, people):
     client = client_for("auditor")
-    created = client.post("/api/tokens/", {"name": "nightly export", "expires_in_days": 30},
-                          content_type="application/json")
+    created = client.post(
+        "/api/tokens/", {"name": "nightly export", "expires_in_days": 30}, content_type="application/json"
+    )
     assert created.status_code == 201
     plaintext = created.json()["token"]
     assert plaintext.startswith("fct_")
@@ -123,4 +138,6 @@ def test_audit_api_filters_and_pages(client_for, people):
 
 def test_openapi_schema_describes_the_api(client_for):
     schema = client_for("admin").get("/api/schema/", HTTP_ACCEPT="application/json").json()
-    assert {"/api/me/", "/api/users/", "/api/departments/", "/api/tokens/", "/api/audit/events/"} <= set(schema["paths"])
+    assert {"/api/me/", "/api/users/", "/api/departments/", "/api/tokens/", "/api/audit/events/"} <= set(
+        schema["paths"]
+    )

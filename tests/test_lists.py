@@ -7,6 +7,7 @@ endpoint show exactly the same rows (or both refuse). Who sees what:
 - the audit trail: admins and auditors;
 - a user with no role sees no list at all.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,18 +45,23 @@ class ListCase:
 LISTS = [
     ListCase("nodes", "/nodes/", "/api/nodes/", ({}, {"state": "online"}, {"kind": "cpu", "q": "b"})),
     ListCase("models", "/models/", "/api/models/", ({}, {"q": "llama"}, {"sensitivity": "restricted"})),
-    ListCase("deployments", "/deployments/", "/api/deployments/",
-             ({}, {"q": "chat"}, {"desired_state": "stopped"})),
+    ListCase("deployments", "/deployments/", "/api/deployments/", ({}, {"q": "chat"}, {"desired_state": "stopped"})),
     ListCase("instances", "/instances/", "/api/instances/", ({}, {"state": "ready"}, {"node": "gpu-a"})),
     ListCase("jobs", "/jobs/", "/api/jobs/", ({}, {"kind": "benchmark"}, {"state": "queued", "q": "llama"})),
-    ListCase("access requests", "/access/requests/", "/api/access-requests/",
-             ({}, {"state": "pending"}, {"q": "other"})),
-    ListCase("grants", "/access/grants/", "/api/grants/",
-             ({"show": "all"}, {"show": "active"}, {"show": "ended", "q": "qwen"})),
+    ListCase(
+        "access requests", "/access/requests/", "/api/access-requests/", ({}, {"state": "pending"}, {"q": "other"})
+    ),
+    ListCase(
+        "grants",
+        "/access/grants/",
+        "/api/grants/",
+        ({"show": "all"}, {"show": "active"}, {"show": "ended", "q": "qwen"}),
+    ),
     ListCase("keys", "/access/keys/", "/api/api-keys/", ({"show": "all"}, {"show": "revoked"}, {"q": "triage"})),
     ListCase("usage", "/usage/", "/api/usage/", ({}, {"model": "demo-chat"}, {"scope": "mine"})),
-    ListCase("audit", "/audit/", "/api/audit/events/", ({}, {"action": "list.test"}, {"actor": "admin"}),
-             api_key="seq"),
+    ListCase(
+        "audit", "/audit/", "/api/audit/events/", ({}, {"action": "list.test"}, {"actor": "admin"}), api_key="seq"
+    ),
 ]
 
 
@@ -67,30 +73,49 @@ def fleet_rows(people) -> None:
     gpu = Node.objects.create(name="gpu-a", kind="gpu", state="online", agent_digest="x")
     Node.objects.create(name="cpu-b", kind="cpu", state="offline", agent_digest="y")
     llama = ModelArtifact.objects.create(name="llama-a", path="/m/llama-a", architecture="LlamaForCausalLM")
-    qwen = ModelArtifact.objects.create(name="qwen-b", path="/m/qwen-b", architecture="Qwen2ForCausalLM",
-                                        sensitivity="restricted")
+    qwen = ModelArtifact.objects.create(
+        name="qwen-b", path="/m/qwen-b", architecture="Qwen2ForCausalLM", sensitivity="restricted"
+    )
     chat = Deployment.objects.create(name="demo-chat", model=llama)
     idle = Deployment.objects.create(name="idle-qwen", model=qwen, desired_state="stopped")
     Instance.objects.create(deployment=chat, replica=0, node=gpu, port=20001, state="ready")
     Instance.objects.create(deployment=idle, replica=0, port=20002, state="stopped")
     Job.objects.create(kind="quantize", model=llama, node=gpu, params={"scheme": "gptq-w4a16"})
-    Job.objects.create(kind="benchmark", deployment=chat, model=llama, state="succeeded",
-                       params={"served": "demo-chat", "input_len": 8, "output_len": 8})
+    Job.objects.create(
+        kind="benchmark",
+        deployment=chat,
+        model=llama,
+        state="succeeded",
+        params={"served": "demo-chat", "input_len": 8, "output_len": 8},
+    )
     now = timezone.now()
     mine = Grant.objects.create(user=people["dept_user"], expires_at=now + timedelta(days=30))
     mine.models.set([llama])
     ended = Grant.objects.create(department=other_dept, expires_at=now - timedelta(days=1))
     ended.models.set([qwen])
     for user, grant, name, revoked in ((people["dept_user"], mine, "triage", None), (other, ended, "nightly", now)):
-        ApiKey.objects.create(grant=grant, user=user, name=name, prefix=name[:8], digest="0" * 64,
-                              revoked_at=revoked)
-    AccessRequest.objects.create(requester=people["dept_user"], department=people["dept_user"].department,
-                                 justification="triage", duration_days=30)
-    AccessRequest.objects.create(requester=other, department=other_dept, justification="other work",
-                                 duration_days=30, state="denied")
+        ApiKey.objects.create(grant=grant, user=user, name=name, prefix=name[:8], digest="0" * 64, revoked_at=revoked)
+    AccessRequest.objects.create(
+        requester=people["dept_user"],
+        department=people["dept_user"].department,
+        justification="triage",
+        duration_days=30,
+    )
+    AccessRequest.objects.create(
+        requester=other, department=other_dept, justification="other work", duration_days=30, state="denied"
+    )
     for user, model in ((people["dept_user"], "demo-chat"), (other, "idle-qwen")):
-        UsageRecord.objects.create(created_at=now, user=user, department=user.department, model=model,
-                                   endpoint="chat", status=200, latency_ms=5, input_sha256="0" * 64, request_id="r")
+        UsageRecord.objects.create(
+            created_at=now,
+            user=user,
+            department=user.department,
+            model=model,
+            endpoint="chat",
+            status=200,
+            latency_ms=5,
+            input_sha256="0" * 64,
+            request_id="r",
+        )
     audit.record(people["admin"], "list.test", None)
     audit.record(people["auditor"], "list.other", None)
 
@@ -135,7 +160,8 @@ def test_a_department_user_sees_only_their_own_rows(client_for, people, fleet_ro
     requests = mine.get("/api/access-requests/").json()["results"]
     assert {r["justification"] for r in requests} == {"triage"}
     assert {g["id"] for g in mine.get("/api/grants/?show=all").json()["results"]} == {
-        Grant.objects.get(user=people["dept_user"]).pk}
+        Grant.objects.get(user=people["dept_user"]).pk
+    }
     assert {r["user"] for r in mine.get("/api/usage/?scope=department").json()["results"]} == {"dept_user"}
 
 
@@ -155,11 +181,20 @@ def _more_rows(people) -> None:
     grant = Grant.objects.create(user=people["dept_user"], expires_at=timezone.now() + timedelta(days=9))
     grant.models.set([model])
     ApiKey.objects.create(grant=grant, user=people["dept_user"], name="third", prefix="third", digest="0" * 64)
-    AccessRequest.objects.create(requester=people["dept_user"], department=people["dept_user"].department,
-                                 justification="more", duration_days=9)
-    UsageRecord.objects.create(created_at=timezone.now(), user=people["dept_user"], model="third", endpoint="chat",
-                               department=people["dept_user"].department, status=200, latency_ms=5,
-                               input_sha256="0" * 64, request_id="r")
+    AccessRequest.objects.create(
+        requester=people["dept_user"], department=people["dept_user"].department, justification="more", duration_days=9
+    )
+    UsageRecord.objects.create(
+        created_at=timezone.now(),
+        user=people["dept_user"],
+        model="third",
+        endpoint="chat",
+        department=people["dept_user"].department,
+        status=200,
+        latency_ms=5,
+        input_sha256="0" * 64,
+        request_id="r",
+    )
     audit.record(people["admin"], "list.more", None)
 
 

@@ -1,5 +1,6 @@
 """Nodes: joining with a token, heartbeats and liveness, rollups, admin actions, pages, API, /metrics.
 The agent's side runs for real in tests/e2e/test_agent.py; here the console's side is driven directly."""
+
 from __future__ import annotations
 
 import secrets
@@ -21,22 +22,58 @@ from fleet.nodes.choices import NodeKind, NodeState
 from fleet.nodes.models import GPU, HOST, JoinToken, Node, TelemetryRollup
 
 GPU_FACTS = {
-    "host": {"hostname": "gpu-a.local", "os": "Linux 6.1", "cpu_model": "EPYC", "cpu_cores": 64, "ram_bytes": 2 ** 40},
-    "gpu": {"driver_version": "550.54.15", "cuda_version": "12.4", "nvml_error": "", "gpus": [
-        {"index": i, "uuid": f"GPU-{i}", "name": "NVIDIA H100 80GB HBM3", "memory_total": 80 * 2 ** 30,
-         "compute_capability": "9.0", "mig_mode": False, "pcie_gen": 5, "pcie_width": 16, "nvlink_peers": [1 - i]}
-        for i in range(2)]},
-    "agent_version": "0.3.0", "interval_s": 1.0,
+    "host": {"hostname": "gpu-a.local", "os": "Linux 6.1", "cpu_model": "EPYC", "cpu_cores": 64, "ram_bytes": 2**40},
+    "gpu": {
+        "driver_version": "550.54.15",
+        "cuda_version": "12.4",
+        "nvml_error": "",
+        "gpus": [
+            {
+                "index": i,
+                "uuid": f"GPU-{i}",
+                "name": "NVIDIA H100 80GB HBM3",
+                "memory_total": 80 * 2**30,
+                "compute_capability": "9.0",
+                "mig_mode": False,
+                "pcie_gen": 5,
+                "pcie_width": 16,
+                "nvlink_peers": [1 - i],
+            }
+            for i in range(2)
+        ],
+    },
+    "agent_version": "0.3.0",
+    "interval_s": 1.0,
 }
 CPU_FACTS = {"host": GPU_FACTS["host"], "gpu": {"gpus": [], "nvml_error": "NVML Shared Library Not Found"}}
 
 
 def _message(node_id: int, **over) -> dict:
-    message = {"v": 1, "node": node_id, "name": "n", "ts": time.time(), "seq": 1,
-               "host": {"cpu": 10.0, "ram_used": 2 ** 30, "ram_total": 2 ** 32, "load1": 0.5},
-               "gpus": [{"i": 0, "util": 50, "mem_used": 2 ** 30, "mem_total": 2 ** 31, "temp": 60, "power": 300.0,
-                         "power_limit": 700.0, "sm_clock": 1980, "ecc": 0, "xid": 0, "throttle": []}],
-               "errors": [], "instances": []}
+    message = {
+        "v": 1,
+        "node": node_id,
+        "name": "n",
+        "ts": time.time(),
+        "seq": 1,
+        "host": {"cpu": 10.0, "ram_used": 2**30, "ram_total": 2**32, "load1": 0.5},
+        "gpus": [
+            {
+                "i": 0,
+                "util": 50,
+                "mem_used": 2**30,
+                "mem_total": 2**31,
+                "temp": 60,
+                "power": 300.0,
+                "power_limit": 700.0,
+                "sm_clock": 1980,
+                "ecc": 0,
+                "xid": 0,
+                "throttle": [],
+            }
+        ],
+        "errors": [],
+        "instances": [],
+    }
     return message | over
 
 
@@ -79,14 +116,17 @@ def test_it_stores_only_hashes_of_tokens_and_secrets(people):
     assert plaintext not in trail and secret not in trail
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("unknown", "unknown join token"),
-    ("replayed", "already used"),
-    ("expired", "expired"),
-    ("revoked", "revoked"),
-    ("bad-name", "not valid"),
-    ("short-secret", "malformed registration"),
-])
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("unknown", "unknown join token"),
+        ("replayed", "already used"),
+        ("expired", "expired"),
+        ("revoked", "revoked"),
+        ("bad-name", "not valid"),
+        ("short-secret", "malformed registration"),
+    ],
+)
 def test_it_refuses_a_bad_join_and_audits_it(people, case, expected):
     admin = people["admin"]
     token, plaintext = services.create_join_token(admin, expires_in_hours=1)
@@ -112,7 +152,10 @@ def test_it_refuses_a_bad_join_and_audits_it(people, case, expected):
 
 
 def _facts(**changes) -> dict:
-    facts = {"host": dict(GPU_FACTS["host"]), "gpu": {**GPU_FACTS["gpu"], "gpus": [dict(g) for g in GPU_FACTS["gpu"]["gpus"]]}}
+    facts = {
+        "host": dict(GPU_FACTS["host"]),
+        "gpu": {**GPU_FACTS["gpu"], "gpus": [dict(g) for g in GPU_FACTS["gpu"]["gpus"]]},
+    }
     for path, value in changes.items():
         target, *keys = path.split("__")
         box = facts[target]
@@ -122,17 +165,20 @@ def _facts(**changes) -> dict:
     return facts
 
 
-@pytest.mark.parametrize("facts,expected", [
-    ("a list", "facts must be an object"),
-    ({"host": ["x"], "gpu": {}}, "must be objects"),
-    (_facts(host__cpu_cores=-4), "expected a count"),
-    (_facts(host__cpu_cores="many"), "expected a count"),
-    (_facts(gpu__gpus__1__index=0), "reported twice"),
-    (_facts(gpu__gpus__0__index=None), "expected a count"),
-    (_facts(gpu__gpus__0__mig_mode="x"), "mig_mode"),
-    (_facts(gpu__gpus__0__nvlink_peers="all"), "nvlink_peers"),
-    (_facts(gpu__gpus=[1, 2]), "each GPU is an object"),
-])
+@pytest.mark.parametrize(
+    "facts,expected",
+    [
+        ("a list", "facts must be an object"),
+        ({"host": ["x"], "gpu": {}}, "must be objects"),
+        (_facts(host__cpu_cores=-4), "expected a count"),
+        (_facts(host__cpu_cores="many"), "expected a count"),
+        (_facts(gpu__gpus__1__index=0), "reported twice"),
+        (_facts(gpu__gpus__0__index=None), "expected a count"),
+        (_facts(gpu__gpus__0__mig_mode="x"), "mig_mode"),
+        (_facts(gpu__gpus__0__nvlink_peers="all"), "nvlink_peers"),
+        (_facts(gpu__gpus=[1, 2]), "each GPU is an object"),
+    ],
+)
 def test_it_refuses_malformed_facts_with_the_reason_and_writes_nothing(people, facts, expected):
     _t, plaintext = services.create_join_token(people["admin"])
     message = _refusal(name="n1", secret="s" * 40, facts=facts, join_token=plaintext)
@@ -194,12 +240,22 @@ def test_a_heartbeat_with_a_wrong_secret_or_unknown_node_is_ignored(people):
     assert Node.objects.get(pk=node.pk).last_sample == {}
 
 
-@pytest.mark.parametrize("bad", [
-    "not a dict", {"v": 2}, {"v": 1, "node": "x"}, _message(1, ts=float("nan")), _message(1, gpus="all"),
-    _message(1, gpus=[{"util": 3}]), _message(1, host=None),
-    _message(1, host={"ram_total": "lots"}), _message(1, seq=float("inf")),
-    _message(1, errors=[{"i": 0, "error": float("nan")}]), _message(1, gpus=[{"i": True}]),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not a dict",
+        {"v": 2},
+        {"v": 1, "node": "x"},
+        _message(1, ts=float("nan")),
+        _message(1, gpus="all"),
+        _message(1, gpus=[{"util": 3}]),
+        _message(1, host=None),
+        _message(1, host={"ram_total": "lots"}),
+        _message(1, seq=float("inf")),
+        _message(1, errors=[{"i": 0, "error": float("nan")}]),
+        _message(1, gpus=[{"i": True}]),
+    ],
+)
 def test_a_malformed_heartbeat_sample_is_dropped_and_counted(people, bad):
     node, secret = _join(people["admin"])
     before = services.malformed_count()
@@ -211,8 +267,10 @@ def test_a_malformed_heartbeat_sample_is_dropped_and_counted(people, bad):
 def test_rollups_are_stored_once_and_malformed_ones_counted(people, settings):
     node, secret = _join(people["admin"])
     minute = int(time.time() // 60 * 60)
-    rows = [{"gpu": HOST, "samples": 60, "stats": {"cpu": [1, 2, 3]}},
-            {"gpu": 0, "samples": 60, "stats": {"util": [10, 50, 90], "mem_used": [1, 2, 3]}}]
+    rows = [
+        {"gpu": HOST, "samples": 60, "stats": {"cpu": [1, 2, 3]}},
+        {"gpu": 0, "samples": 60, "stats": {"util": [10, 50, 90], "mem_used": [1, 2, 3]}},
+    ]
     assert services.ingest_rollups(node_id=node.pk, secret=secret, minute=minute, rows=rows) == 2
     services.ingest_rollups(node_id=node.pk, secret=secret, minute=minute, rows=rows)  # a retried task
     assert TelemetryRollup.objects.filter(node=node).count() == 2
@@ -250,7 +308,9 @@ def test_cordon_uncordon_and_remove_are_audited(client_for, people):
     assert response.status_code == 400 and Node.objects.filter(pk=node.pk).exists()
     assert client.post(f"/nodes/{node.pk}/remove/", {"confirm_name": "gpu-a"}).status_code == 302
     assert not Node.objects.filter(pk=node.pk).exists() and not GPU.objects.exists()
-    actions = list(AuditEvent.objects.filter(action__startswith="node.").order_by("seq").values_list("action", flat=True))
+    actions = list(
+        AuditEvent.objects.filter(action__startswith="node.").order_by("seq").values_list("action", flat=True)
+    )
     assert actions == ["node.join_token.create", "node.join", "node.cordon", "node.uncordon", "node.remove"]
 
 
@@ -267,7 +327,9 @@ def test_only_admins_change_nodes(client_for, people):
 
 def test_the_api_creates_a_join_token_once_and_refuses_bad_expiry(client_for, people):
     client = client_for("admin")
-    created = client.post("/api/join-tokens/", {"label": "rack 4", "expires_in_hours": 2}, content_type="application/json")
+    created = client.post(
+        "/api/join-tokens/", {"label": "rack 4", "expires_in_hours": 2}, content_type="application/json"
+    )
     assert created.status_code == 201 and created.json()["token"].startswith("fjt_")
     listed = client.get("/api/join-tokens/").json()["results"]
     assert "token" not in listed[0] and listed[0]["status"] == "usable"
@@ -319,8 +381,9 @@ def test_the_node_pages_render_live_hooks_and_history(client_for, people):
     node, secret = _join(people["admin"])
     services.heartbeat(node_id=node.pk, secret=secret, sample=_message(node.pk))
     minute = int(time.time() // 60 * 60) - 60
-    services.ingest_rollups(node_id=node.pk, secret=secret, minute=minute,
-                            rows=[{"gpu": 0, "samples": 60, "stats": {"util": [10, 50, 90]}}])
+    services.ingest_rollups(
+        node_id=node.pk, secret=secret, minute=minute, rows=[{"gpu": 0, "samples": 60, "stats": {"util": [10, 50, 90]}}]
+    )
     client = client_for("admin")
     listing = client.get("/nodes/").content.decode()
     assert f'data-node="{node.pk}"' in listing and 'aria-valuenow="50' in listing
@@ -361,11 +424,16 @@ class _Sink:
         self.frames.append("lost")
 
 
-@pytest.mark.parametrize("bad", [
-    "text", {"type": "other"}, {"type": "live.message", "topic": 5},
-    {"type": "live.message", "topic": "telemetry.node.1", "payload": {"v": 1, "node": "one"}},
-    {"type": "live.message", "topic": "telemetry.node.1", "payload": None},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "text",
+        {"type": "other"},
+        {"type": "live.message", "topic": 5},
+        {"type": "live.message", "topic": "telemetry.node.1", "payload": {"v": 1, "node": "one"}},
+        {"type": "live.message", "topic": "telemetry.node.1", "payload": None},
+    ],
+)
 def test_the_hub_drops_and_counts_malformed_telemetry_and_keeps_going(db, bad):
     # deliver() is the hub's whole handling of a message; Redis is not needed to exercise it.
     async def go():
@@ -375,6 +443,7 @@ def test_the_hub_drops_and_counts_malformed_telemetry_and_keeps_going(db, bad):
         assert hub.dropped == 1 and sink.frames == []
         hub.deliver({"type": "live.message", "topic": "telemetry.node.1", "payload": _message(1)})
         assert len(sink.frames) == 1 and '"node": 1' in sink.frames[0]
+
     async_to_sync(go)()
 
 
@@ -382,7 +451,10 @@ def test_when_redis_fails_under_the_hub_its_sockets_are_told_to_reconnect(db):
     async def go():
         hub, sink = fanout.Hub(), _Sink()
         hub.subscribers["telemetry.fleet"] = {sink}
-        failed = type("Failed", (), {"cancelled": lambda self: False, "exception": lambda self: ConnectionError("gone")})()
+        failed = type(
+            "Failed", (), {"cancelled": lambda self: False, "exception": lambda self: ConnectionError("gone")}
+        )()
         hub._reader_ended(failed)
         assert sink.frames == ["lost"] and hub.subscribers == {}  # browsers reconnect, joining again
+
     async_to_sync(go)()

@@ -1,4 +1,5 @@
 """UI forms and lists: bad input, pagination, constant query counts."""
+
 from __future__ import annotations
 
 from django.db import connection
@@ -39,7 +40,9 @@ def test_people_page_searches_filters_and_pages(client_for, department):
     for i in range(30):
         make_user(f"nurse{i:02}", Role.DEPT_USER, department)
     body = client.get("/people/?q=nurse0&role=dept_user&department=radiology").content.decode()
-    assert "nurse05" in body and "nurse15" not in body and "dept_user" not in body.split("<tbody>")[1].split("</tbody>")[0]
+    assert (
+        "nurse05" in body and "nurse15" not in body and "dept_user" not in body.split("<tbody>")[1].split("</tbody>")[0]
+    )
     page2 = client.get("/people/?page=2").content.decode()
     assert "Page 2 of 2" in page2
 
@@ -62,7 +65,10 @@ def test_token_page_shows_the_token_once(client_for, people):
     token = PersonalToken.objects.get(user=people["dept_user"])
     body = response.content.decode()
     assert 'data-testid="new-token"' in body and f"fct_{token.prefix}_" in body
-    assert f"fct_{token.prefix}_" in body and "data-testid=\"new-token\"" not in client.get("/account/tokens/").content.decode()
+    assert (
+        f"fct_{token.prefix}_" in body
+        and 'data-testid="new-token"' not in client.get("/account/tokens/").content.decode()
+    )
     assert client.post("/account/tokens/", {"name": "", "expires_in_days": "90"}).status_code == 400
     assert client.post("/account/tokens/", {"name": "x", "expires_in_days": "7"}).status_code == 400
     assert PersonalToken.objects.count() == 1

@@ -3,6 +3,7 @@
 No database: ``GpuProbe`` gets ``NvmlTestDouble`` in place of ``pynvml``; ``HostProbe`` reads this
 machine; ``telemetry.check`` and ``MinuteRollup`` are pure Python.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,8 +35,17 @@ def nvml() -> NvmlTestDouble:
 
 
 def message(host: dict, gpus: list[dict], errors: list[dict], *, seq: int = 1, ts: float | None = None) -> dict:
-    return {"v": 1, "node": 1, "name": "n", "ts": time.time() if ts is None else ts, "seq": seq,
-            "host": host, "gpus": gpus, "errors": errors, "instances": []}
+    return {
+        "v": 1,
+        "node": 1,
+        "name": "n",
+        "ts": time.time() if ts is None else ts,
+        "seq": seq,
+        "host": host,
+        "gpus": gpus,
+        "errors": errors,
+        "instances": [],
+    }
 
 
 # --- GPU discovery and samples -------------------------------------------------------------------
@@ -51,12 +61,28 @@ def test_it_discovers_the_gpus_driver_cuda_and_nvlink_peers(nvml, bytes_strings)
     assert found["cuda_version"] == "12.4"  # from 12040
     assert found["nvml_error"] == ""
     assert found["gpus"] == [
-        {"index": 0, "uuid": nvml.gpus[0].uuid, "name": "NVIDIA H100 80GB HBM3",
-         "memory_total": 85_520_809_984, "compute_capability": "9.0", "mig_mode": False,
-         "pcie_gen": 5, "pcie_width": 16, "nvlink_peers": [1]},
-        {"index": 1, "uuid": nvml.gpus[1].uuid, "name": "NVIDIA H100 80GB HBM3",
-         "memory_total": 85_520_809_984, "compute_capability": "9.0", "mig_mode": True,
-         "pcie_gen": 4, "pcie_width": 8, "nvlink_peers": [0]},
+        {
+            "index": 0,
+            "uuid": nvml.gpus[0].uuid,
+            "name": "NVIDIA H100 80GB HBM3",
+            "memory_total": 85_520_809_984,
+            "compute_capability": "9.0",
+            "mig_mode": False,
+            "pcie_gen": 5,
+            "pcie_width": 16,
+            "nvlink_peers": [1],
+        },
+        {
+            "index": 1,
+            "uuid": nvml.gpus[1].uuid,
+            "name": "NVIDIA H100 80GB HBM3",
+            "memory_total": 85_520_809_984,
+            "compute_capability": "9.0",
+            "mig_mode": True,
+            "pcie_gen": 4,
+            "pcie_width": 8,
+            "nvlink_peers": [0],
+        },
     ]
     assert all(isinstance(gpu["uuid"], str) and gpu["uuid"].startswith("GPU-") for gpu in found["gpus"])
 
@@ -72,12 +98,32 @@ def test_it_samples_every_field_of_both_gpus(nvml):
 
     assert errors == []
     assert readings == [
-        {"i": 0, "util": 97, "mem_used": 40 * GIB, "mem_total": 85_520_809_984, "temp": 61,
-         "power": 312.4, "power_limit": 700.0, "sm_clock": 1980, "ecc": 0, "xid": 0,
-         "throttle": ["sw_power_cap", "sw_thermal_slowdown"]},
-        {"i": 1, "util": 12, "mem_used": 1 * GIB, "mem_total": 85_520_809_984, "temp": 35,
-         "power": 85.1, "power_limit": 650.0, "sm_clock": 345, "ecc": 2, "xid": 0,
-         "throttle": ["gpu_idle"]},
+        {
+            "i": 0,
+            "util": 97,
+            "mem_used": 40 * GIB,
+            "mem_total": 85_520_809_984,
+            "temp": 61,
+            "power": 312.4,
+            "power_limit": 700.0,
+            "sm_clock": 1980,
+            "ecc": 0,
+            "xid": 0,
+            "throttle": ["sw_power_cap", "sw_thermal_slowdown"],
+        },
+        {
+            "i": 1,
+            "util": 12,
+            "mem_used": 1 * GIB,
+            "mem_total": 85_520_809_984,
+            "temp": 35,
+            "power": 85.1,
+            "power_limit": 650.0,
+            "sm_clock": 345,
+            "ecc": 2,
+            "xid": 0,
+            "throttle": ["gpu_idle"],
+        },
     ]
 
 
@@ -133,8 +179,12 @@ def test_it_is_a_cpu_node_when_nvml_does_not_initialise():
     probe = GpuProbe(nvml)
 
     assert probe.available is False
-    assert probe.discover() == {"driver_version": "", "cuda_version": "", "gpus": [],
-                                "nvml_error": "NVML Shared Library Not Found"}
+    assert probe.discover() == {
+        "driver_version": "",
+        "cuda_version": "",
+        "gpus": [],
+        "nvml_error": "NVML Shared Library Not Found",
+    }
     assert probe.sample() == ([], [])
 
 
@@ -190,6 +240,7 @@ def _set(path: tuple, value):
             target = target[key]
         target[path[-1]] = value
         return msg
+
     return mutate
 
 
@@ -234,12 +285,31 @@ def test_it_rolls_up_a_minute_into_min_avg_max_per_gpu_and_for_the_host(nvml):
         rollup.add(check(message(host, *probe.sample(), seq=seq, ts=1_764_200_040 + seq)))
 
     assert rollup.rows() == [
-        {"gpu": -1, "samples": 3, "stats": {
-            "cpu": [10.0, 30.0, 60.0], "ram_used": [4 * GIB, 5 * GIB, 6 * GIB], "load1": [0.5, 1.0, 1.5]}},
-        {"gpu": 0, "samples": 3, "stats": {
-            "util": [90, 95.0, 100], "mem_used": [40 * GIB, 40 * GIB, 40 * GIB], "temp": [61, 61.0, 61],
-            "power": [300.0, 310.167, 320.5], "sm_clock": [1980, 1980.0, 1980]}},
-        {"gpu": 1, "samples": 2, "stats": {
-            "util": [10, 15.0, 20], "mem_used": [GIB, GIB, GIB], "temp": [35, 35.0, 35],
-            "power": [85.1, 85.1, 85.1], "sm_clock": [345, 345.0, 345]}},
+        {
+            "gpu": -1,
+            "samples": 3,
+            "stats": {"cpu": [10.0, 30.0, 60.0], "ram_used": [4 * GIB, 5 * GIB, 6 * GIB], "load1": [0.5, 1.0, 1.5]},
+        },
+        {
+            "gpu": 0,
+            "samples": 3,
+            "stats": {
+                "util": [90, 95.0, 100],
+                "mem_used": [40 * GIB, 40 * GIB, 40 * GIB],
+                "temp": [61, 61.0, 61],
+                "power": [300.0, 310.167, 320.5],
+                "sm_clock": [1980, 1980.0, 1980],
+            },
+        },
+        {
+            "gpu": 1,
+            "samples": 2,
+            "stats": {
+                "util": [10, 15.0, 20],
+                "mem_used": [GIB, GIB, GIB],
+                "temp": [35, 35.0, 35],
+                "power": [85.1, 85.1, 85.1],
+                "sm_clock": [345, 345.0, 345],
+            },
+        },
     ]

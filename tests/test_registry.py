@@ -1,4 +1,5 @@
 """The model registry: exact facts from real files, every bad directory refused with its reason."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,14 @@ def _refusal(people, path, **kw) -> str:
 def test_it_reads_exact_facts_from_config_and_safetensors_headers(people, demo_dir):
     artifact = _register(people, demo_dir)
     config = json.loads((demo_dir / "config.json").read_text())
-    assert (artifact.architecture, artifact.num_layers, artifact.hidden_size, artifact.num_attention_heads,
-            artifact.num_kv_heads, artifact.head_dim) == ("LlamaForCausalLM", 2, 128, 2, 1, 64)
+    assert (
+        artifact.architecture,
+        artifact.num_layers,
+        artifact.hidden_size,
+        artifact.num_attention_heads,
+        artifact.num_kv_heads,
+        artifact.head_dim,
+    ) == ("LlamaForCausalLM", 2, 128, 2, 1, 64)
     # The headers' element count equals the architecture's parameter formula, and bytes are 2 per bf16 element.
     assert artifact.parameter_count == parameters(ModelShape.from_config(config))
     assert artifact.dtypes == {"BF16": artifact.parameter_count}
@@ -73,14 +80,22 @@ def test_a_quantized_variant_points_at_its_parent_and_keeps_its_quantization(peo
     parent = _register(people, demo_dir)
     demo.build(root / "demo-w4")
     config = json.loads((root / "demo-w4" / "config.json").read_text())
-    config["quantization_config"] = {"quant_method": "compressed-tensors", "format": "pack-quantized",
-                                     "config_groups": {"group_0": {"weights": {"num_bits": 4, "group_size": 128,
-                                                                               "type": "int"}}}}
+    config["quantization_config"] = {
+        "quant_method": "compressed-tensors",
+        "format": "pack-quantized",
+        "config_groups": {"group_0": {"weights": {"num_bits": 4, "group_size": 128, "type": "int"}}},
+    }
     (root / "demo-w4" / "config.json").write_text(json.dumps(config))
     variant = _register(people, root / "demo-w4", name="demo-w4", parent=parent, recipe={"scheme": "W4A16"})
     assert variant.parent == parent and list(parent.variants.all()) == [variant]
-    assert variant.quantization == {"method": "compressed-tensors", "bits": 4, "group_size": 128, "type": "int",
-                                    "activation_bits": None, "format": "pack-quantized"}
+    assert variant.quantization == {
+        "method": "compressed-tensors",
+        "bits": 4,
+        "group_size": 128,
+        "type": "int",
+        "activation_bits": None,
+        "format": "pack-quantized",
+    }
     with pytest.raises(ServiceError, match="has variants"):
         registry.forget(people["admin"], parent)
 
@@ -97,23 +112,26 @@ def _corrupt_header(directory: Path, header: bytes, declared: int | None = None)
     weights.write_bytes(struct.pack("<Q", len(header) if declared is None else declared) + header + b"\0" * 64)
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("outside", "is outside the model roots"),
-    ("dotdot", "is outside the model roots"),
-    ("symlink-dir", "symlink that leads outside the model roots"),
-    ("symlink-file", "symlink that leads outside the model roots"),
-    ("not-a-dir", "is not a directory"),
-    ("no-config", "config.json is missing"),
-    ("bad-json", "config.json is not valid JSON"),
-    ("config-list", "must hold a JSON object"),
-    ("no-architecture", "names no architecture"),
-    ("header-not-json", "corrupt safetensors header (not JSON"),
-    ("header-too-long", "corrupt safetensors header (says"),
-    ("header-bad-offsets", "bad dtype, shape or offsets"),
-    ("header-bad-dtype", "bad dtype, shape or offsets"),
-    ("too-short", "too short to be a safetensors file"),
-    ("no-weights", "holds no *.safetensors weights"),
-])
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("outside", "is outside the model roots"),
+        ("dotdot", "is outside the model roots"),
+        ("symlink-dir", "symlink that leads outside the model roots"),
+        ("symlink-file", "symlink that leads outside the model roots"),
+        ("not-a-dir", "is not a directory"),
+        ("no-config", "config.json is missing"),
+        ("bad-json", "config.json is not valid JSON"),
+        ("config-list", "must hold a JSON object"),
+        ("no-architecture", "names no architecture"),
+        ("header-not-json", "corrupt safetensors header (not JSON"),
+        ("header-too-long", "corrupt safetensors header (says"),
+        ("header-bad-offsets", "bad dtype, shape or offsets"),
+        ("header-bad-dtype", "bad dtype, shape or offsets"),
+        ("too-short", "too short to be a safetensors file"),
+        ("no-weights", "holds no *.safetensors weights"),
+    ],
+)
 def test_it_refuses_a_bad_model_directory_naming_the_problem(people, demo_dir, root, tmp_path, case, expected):
     path = demo_dir
     if case == "outside":
@@ -143,9 +161,11 @@ def test_it_refuses_a_bad_model_directory_naming_the_problem(people, demo_dir, r
     elif case == "header-not-json":
         _corrupt_header(demo_dir, b"\xff\xfe garbage")
     elif case == "header-too-long":
-        _corrupt_header(demo_dir, b"{}", declared=10 ** 9)
+        _corrupt_header(demo_dir, b"{}", declared=10**9)
     elif case == "header-bad-offsets":
-        _corrupt_header(demo_dir, json.dumps({"w": {"dtype": "BF16", "shape": [4, 4], "data_offsets": [0, 9999]}}).encode())
+        _corrupt_header(
+            demo_dir, json.dumps({"w": {"dtype": "BF16", "shape": [4, 4], "data_offsets": [0, 9999]}}).encode()
+        )
     elif case == "header-bad-dtype":
         _corrupt_header(demo_dir, json.dumps({"w": {"dtype": "Q3", "shape": [2], "data_offsets": [0, 2]}}).encode())
     elif case == "too-short":
@@ -164,7 +184,9 @@ def test_names_and_paths_are_registered_once(people, demo_dir, root):
         _register(people, root / "second", name="demo")
 
 
-@pytest.mark.parametrize("kw,field", [({"tags": ["ok", "<script>"]}, "tags"), ({"sensitivity": "secret"}, "sensitivity")])
+@pytest.mark.parametrize(
+    "kw,field", [({"tags": ["ok", "<script>"]}, "tags"), ({"sensitivity": "secret"}, "sensitivity")]
+)
 def test_bad_metadata_is_refused(people, demo_dir, kw, field):
     with pytest.raises(ServiceError) as refused:
         _register(people, demo_dir, **kw)
@@ -191,29 +213,36 @@ def test_make_demo_model_builds_and_registers_it(people, root):
 # --- UI and API ---------------------------------------------------------------------------------
 def test_the_api_registers_edits_and_unregisters(client_for, people, demo_dir):
     client = client_for("admin")
-    created = client.post("/api/models/", {"path": str(demo_dir), "name": "demo", "tags": ["demo"]},
-                          content_type="application/json")
+    created = client.post(
+        "/api/models/", {"path": str(demo_dir), "name": "demo", "tags": ["demo"]}, content_type="application/json"
+    )
     assert created.status_code == 201, created.json()
     pk = created.json()["id"]
     assert created.json()["num_kv_heads"] == 1 and created.json()["weights_bytes"] > 0
-    edited = client.patch(f"/api/models/{pk}/", {"license": "MIT", "sensitivity": "restricted"},
-                          content_type="application/json")
+    edited = client.patch(
+        f"/api/models/{pk}/", {"license": "MIT", "sensitivity": "restricted"}, content_type="application/json"
+    )
     assert edited.status_code == 200 and edited.json()["sensitivity"] == "restricted"
     refused = client.patch(f"/api/models/{pk}/", {"name": "renamed"}, content_type="application/json")
     assert refused.status_code == 400 and ModelArtifact.objects.get(pk=pk).name == "demo"
     detail = client.get(f"/api/models/{pk}/").json()
     assert {f["name"] for f in detail["files"]} >= {"model.safetensors"} and detail["config"]["hidden_size"] == 128
     assert client.delete(f"/api/models/{pk}/").status_code == 204 and not ModelArtifact.objects.exists()
-    actions = list(AuditEvent.objects.filter(action__startswith="model.").order_by("seq").values_list("action", flat=True))
+    actions = list(
+        AuditEvent.objects.filter(action__startswith="model.").order_by("seq").values_list("action", flat=True)
+    )
     assert actions == ["model.register", "model.update", "model.unregister"]
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"path": "/etc", "name": "etc"}, "path"),
-    ({"path": "nope", "name": "nope"}, "path"),
-    ({"path": "demo", "name": "Bad Name"}, "name"),
-    ({"name": "demo"}, "path"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"path": "/etc", "name": "etc"}, "path"),
+        ({"path": "nope", "name": "nope"}, "path"),
+        ({"path": "demo", "name": "Bad Name"}, "name"),
+        ({"name": "demo"}, "path"),
+    ],
+)
 def test_the_api_answers_bad_registrations_with_400_and_the_reason(client_for, people, demo_dir, body, field):
     response = client_for("admin").post("/api/models/", body, content_type="application/json")
     assert response.status_code == 400 and field in response.json()["errors"]
@@ -252,17 +281,32 @@ def test_will_it_fit_answers_on_page_and_api(client_for, people, demo_dir):
     from fleet.nodes.models import Node
 
     artifact = _register(people, demo_dir)
-    Node.objects.create(name="cpu-a", kind="cpu", agent_digest="x", ram_bytes=16 * 2 ** 30)
+    Node.objects.create(name="cpu-a", kind="cpu", agent_digest="x", ram_bytes=16 * 2**30)
     client = client_for("admin")
-    page = client.get("/models/fit/", {"model": artifact.pk, "max_model_len": 1024, "concurrency": 4,
-                                       "quantization": "none", "kv_dtype": "auto", "tp": 1, "pp": 1,
-                                       "gpu_memory_utilization": 0.9, "cpu_kv_space_gib": 1})
+    page = client.get(
+        "/models/fit/",
+        {
+            "model": artifact.pk,
+            "max_model_len": 1024,
+            "concurrency": 4,
+            "quantization": "none",
+            "kv_dtype": "auto",
+            "tp": 1,
+            "pp": 1,
+            "gpu_memory_utilization": 0.9,
+            "cpu_kv_space_gib": 1,
+        },
+    )
     assert page.status_code == 200 and "Placed 1 replica" in page.content.decode()
     assert "2,097,152" in page.content.decode()  # token capacity of 1 GiB of KV for this model
-    api = client.post("/api/fit/", {"model": artifact.pk, "max_model_len": 1024, "tp": 2},
-                      content_type="application/json")
+    api = client.post(
+        "/api/fit/", {"model": artifact.pk, "max_model_len": 1024, "tp": 2}, content_type="application/json"
+    )
     assert api.status_code == 200 and not api.json()["ok"] and "CPU node" in api.json()["rejected"]["cpu-a"]
     bad = client.post("/api/fit/", {"model": artifact.pk, "max_model_len": 999_999}, content_type="application/json")
     assert bad.status_code == 400 and "max_model_len" in bad.json()["errors"]
     assert client.get("/models/fit/", {"model": artifact.pk, "max_model_len": "lots"}).status_code == 400
-    assert client_for("dept_user").post("/api/fit/", {"model": artifact.pk}, content_type="application/json").status_code == 403
+    assert (
+        client_for("dept_user").post("/api/fit/", {"model": artifact.pk}, content_type="application/json").status_code
+        == 403
+    )

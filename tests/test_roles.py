@@ -1,4 +1,5 @@
 """The role × page matrix: each persona reaches only its pages and API endpoints."""
+
 from __future__ import annotations
 
 import pytest
@@ -77,9 +78,15 @@ def test_it_answers_anonymous_api_calls_with_401(client_for, path, _allowed):
         assert response.json() == {"detail": "Authentication credentials were not provided.", "status": 401}
 
 
-@pytest.mark.parametrize("persona,marker", [
-    ("admin", "admin-home"), ("dept_user", "dept-home"), ("auditor", "auditor-home"), ("outsider", "no-role-home"),
-])
+@pytest.mark.parametrize(
+    "persona,marker",
+    [
+        ("admin", "admin-home"),
+        ("dept_user", "dept-home"),
+        ("auditor", "auditor-home"),
+        ("outsider", "no-role-home"),
+    ],
+)
 def test_it_gives_each_persona_its_own_home(client_for, persona, marker):
     body = client_for(persona).get("/").content.decode()
     assert f'data-testid="{marker}"' in body

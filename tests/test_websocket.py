@@ -1,4 +1,5 @@
 """/ws/: refused to anonymous visitors, topics joined only after a role check (real Redis layer)."""
+
 from __future__ import annotations
 
 import uuid
@@ -21,6 +22,7 @@ def test_an_anonymous_websocket_is_refused(db):
         comm = WebsocketCommunicator(application, "/ws/", headers=[(b"origin", b"http://127.0.0.1")])
         connected, code = await comm.connect()
         assert not connected and code == 4401
+
     _run(go)
 
 
@@ -30,16 +32,19 @@ def _as(user) -> WebsocketCommunicator:
     return comm
 
 
-@pytest.mark.parametrize("persona,topic,allowed", [
-    ("dept_user", "fleet", False),
-    ("dept_user", "audit", False),
-    ("dept_user", "telemetry.node.1", False),
-    ("auditor", "audit", True),
-    ("auditor", "fleet", False),
-    ("admin", "fleet", True),
-    ("admin", "telemetry.node.7", True),
-    ("outsider", "audit", False),
-])
+@pytest.mark.parametrize(
+    "persona,topic,allowed",
+    [
+        ("dept_user", "fleet", False),
+        ("dept_user", "audit", False),
+        ("dept_user", "telemetry.node.1", False),
+        ("auditor", "audit", True),
+        ("auditor", "fleet", False),
+        ("admin", "fleet", True),
+        ("admin", "telemetry.node.7", True),
+        ("outsider", "audit", False),
+    ],
+)
 def test_topics_need_the_right_role(people, persona, topic, allowed):
     async def go():
         comm = _as(people[persona])
@@ -52,6 +57,7 @@ def test_topics_need_the_right_role(people, persona, topic, allowed):
         else:
             assert reply["type"] == "error" and reply["error"] == "forbidden" and topic in reply["message"]
         await comm.disconnect()
+
     _run(go)
 
 
@@ -66,11 +72,20 @@ def test_own_user_topic_only(people):
         await comm.send_json_to({"action": "subscribe", "topic": f"user.{me.pk}"})
         assert (await comm.receive_json_from(timeout=5))["type"] == "subscribed"
         await comm.disconnect()
+
     _run(go)
 
 
-@pytest.mark.parametrize("message", ["not json", '["a list"]', '{"action": "dance"}', '{"action": "subscribe"}',
-                                     '{"action": "subscribe", "topic": "no.such.topic"}'])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "not json",
+        '["a list"]',
+        '{"action": "dance"}',
+        '{"action": "subscribe"}',
+        '{"action": "subscribe", "topic": "no.such.topic"}',
+    ],
+)
 def test_bad_messages_get_a_clear_error(people, message):
     async def go():
         comm = _as(people["admin"])
@@ -79,6 +94,7 @@ def test_bad_messages_get_a_clear_error(people, message):
         reply = await comm.receive_json_from(timeout=5)
         assert reply["type"] == "error" and reply["message"]
         await comm.disconnect()
+
     _run(go)
 
 
@@ -98,6 +114,7 @@ def test_a_subscriber_receives_what_is_published(people):
         await live.apublish(topic, {"marker": "after"})
         assert await comm.receive_nothing(timeout=0.5)
         await comm.disconnect()
+
     _run(go)
 
 
@@ -112,4 +129,5 @@ def test_published_messages_arrive_in_the_order_they_were_published(people):
         received = [(await comm.receive_json_from(timeout=5))["data"]["n"] for _ in range(30)]
         assert received == list(range(30))
         await comm.disconnect()
+
     _run(go)

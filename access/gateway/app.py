@@ -1,4 +1,5 @@
 """The /v1 ASGI app: key → model → quota → least busy Ready instance, streamed through unbuffered."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +27,11 @@ ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "
 STREAMABLE = {"chat", "completions"}
 INPUT_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 _JSON = [(b"content-type", b"application/json")]
-_SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
-        (b"x-accel-buffering", b"no")]
+_SSE = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 
 
 def input_sha256(body: dict[str, Any], endpoint: str) -> str:
@@ -41,8 +45,22 @@ def input_sha256(body: dict[str, Any], endpoint: str) -> str:
 class Call:
     """One request's facts, filled in as it goes and written to the ledger at the end."""
 
-    __slots__ = ("started", "rid", "entry", "model", "route", "upstream", "endpoint", "stream", "status",
-                 "prompt_tokens", "completion_tokens", "ttft_ms", "sha", "source_ip")
+    __slots__ = (
+        "started",
+        "rid",
+        "entry",
+        "model",
+        "route",
+        "upstream",
+        "endpoint",
+        "stream",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "ttft_ms",
+        "sha",
+        "source_ip",
+    )
 
     def __init__(self, scope: dict) -> None:
         self.started = time.perf_counter()
@@ -65,13 +83,28 @@ class Call:
         if e is None or not self.model:
             return None
         return ledger.Usage(
-            at=time.time(), key_id=e.key_id, key_prefix=e.prefix, user_id=e.user_id, username=e.username,
-            role=e.role, department_id=e.department_id, department=e.department, model=self.model,
+            at=time.time(),
+            key_id=e.key_id,
+            key_prefix=e.prefix,
+            user_id=e.user_id,
+            username=e.username,
+            role=e.role,
+            department_id=e.department_id,
+            department=e.department,
+            model=self.model,
             deployment_id=self.route.deployment_id if self.route else None,
-            instance_id=self.upstream.instance_id if self.upstream else None, endpoint=self.endpoint,
-            stream=self.stream, status=self.status, prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens, latency_ms=(time.perf_counter() - self.started) * 1000,
-            ttft_ms=self.ttft_ms, input_sha256=self.sha, request_id=self.rid, source_ip=self.source_ip)
+            instance_id=self.upstream.instance_id if self.upstream else None,
+            endpoint=self.endpoint,
+            stream=self.stream,
+            status=self.status,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            latency_ms=(time.perf_counter() - self.started) * 1000,
+            ttft_ms=self.ttft_ms,
+            input_sha256=self.sha,
+            request_id=self.rid,
+            source_ip=self.source_ip,
+        )
 
 
 class Gateway:
@@ -101,7 +134,9 @@ class Gateway:
             self.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
                 timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=settings.FLEET_GATEWAY_READ_TIMEOUT_S),
-                auto_decompress=False, skip_auto_headers=("User-Agent",))
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+            )
             self.redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
             self.quotas = Quotas(self.redis)
             self.keys.clear()
@@ -182,8 +217,9 @@ class Gateway:
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
         parsed = keys.parse_bearer(header)
         if parsed is None:
-            raise GatewayError(401, "Missing or malformed API key: send 'Authorization: Bearer flk_…'.",
-                               "invalid_api_key")
+            raise GatewayError(
+                401, "Missing or malformed API key: send 'Authorization: Bearer flk_…'.", "invalid_api_key"
+            )
         plaintext, prefix = parsed
         known, entry = self.keys.get(prefix)
         if not known:
@@ -191,8 +227,12 @@ class Gateway:
                 entry = await asyncio.get_running_loop().run_in_executor(self._db, keys.load, prefix)
             except DatabaseError as exc:  # fail closed, and say so: no key is taken on trust
                 log.error("gateway: could not look up a key: %s", exc)
-                raise GatewayError(503, "Keys cannot be checked right now; try again shortly.", "keys_unavailable",
-                                   kind="service_unavailable") from None
+                raise GatewayError(
+                    503,
+                    "Keys cannot be checked right now; try again shortly.",
+                    "keys_unavailable",
+                    kind="service_unavailable",
+                ) from None
             self.keys.put(prefix, entry)
         if entry is None or hashlib.sha256(plaintext.encode()).hexdigest() != entry.digest:
             raise GatewayError(401, "Invalid API key.", "invalid_api_key")
@@ -211,14 +251,21 @@ class Gateway:
                 raise GatewayError(405, "Use GET for /v1/models.", "method_not_allowed")
             entry = await self._authenticate(scope)
             _check_grant(entry)
-            data = [{"id": r.name, "object": "model", "created": r.created, "owned_by": "fleet-console"}
-                    for r in self.routes.values() if r.model_id in entry.model_ids]
+            data = [
+                {"id": r.name, "object": "model", "created": r.created, "owned_by": "fleet-console"}
+                for r in self.routes.values()
+                if r.model_id in entry.model_ids
+            ]
             await _respond(send, 200, json.dumps({"object": "list", "data": data}).encode())
             return
         endpoint = ENDPOINTS.get(path)
         if endpoint is None:
-            raise GatewayError(404, f"Unknown endpoint {path}; this gateway serves /v1/models, "
-                                    "/v1/chat/completions, /v1/completions and /v1/embeddings.", "unknown_url")
+            raise GatewayError(
+                404,
+                f"Unknown endpoint {path}; this gateway serves /v1/models, "
+                "/v1/chat/completions, /v1/completions and /v1/embeddings.",
+                "unknown_url",
+            )
         if method != "POST":
             raise GatewayError(405, f"Use POST for {path}.", "method_not_allowed")
         call.endpoint = endpoint
@@ -234,18 +281,21 @@ class Gateway:
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "Name the model: the request needs a 'model' string.", "missing_model", "model")
         if INPUT_FIELD[endpoint] not in body:
-            raise GatewayError(400, f"The request needs '{INPUT_FIELD[endpoint]}'.", "missing_input",
-                               INPUT_FIELD[endpoint])
+            raise GatewayError(
+                400, f"The request needs '{INPUT_FIELD[endpoint]}'.", "missing_input", INPUT_FIELD[endpoint]
+            )
         call.entry, call.model, call.sha = entry, model[:100], input_sha256(body, endpoint)
         route = self.routes.get(model)
         if route is None:
-            raise GatewayError(404, f"The model '{model}' does not exist; GET /v1/models lists yours.",
-                               "model_not_found", "model")
+            raise GatewayError(
+                404, f"The model '{model}' does not exist; GET /v1/models lists yours.", "model_not_found", "model"
+            )
         call.route = route
         _check_grant(entry)
         if route.model_id not in entry.model_ids:
-            raise GatewayError(403, f"This key may not use the model '{model}'; request access to it.",
-                               "model_not_granted", "model")
+            raise GatewayError(
+                403, f"This key may not use the model '{model}'; request access to it.", "model_not_granted", "model"
+            )
         stream = endpoint in STREAMABLE and body.get("stream") is True
         call.stream = stream
         wants_usage = False
@@ -260,11 +310,16 @@ class Gateway:
             verdict = await self.quotas.check(_scopes(entry))
         except RedisError as exc:  # fail closed: without the counters no quota can be enforced
             log.error("gateway: quota check failed: %s", exc)
-            raise GatewayError(503, "Quotas cannot be checked right now; try again shortly.", "quota_unavailable",
-                               kind="service_unavailable") from None
+            raise GatewayError(
+                503,
+                "Quotas cannot be checked right now; try again shortly.",
+                "quota_unavailable",
+                kind="service_unavailable",
+            ) from None
         if not verdict.allowed:
-            raise GatewayError(429, verdict.message, "rate_limit_exceeded", retry_after=verdict.retry_after,
-                               kind="rate_limit_error")
+            raise GatewayError(
+                429, verdict.message, "rate_limit_exceeded", retry_after=verdict.retry_after, kind="rate_limit_error"
+            )
         await self._forward(call, path, raw, wants_usage, receive, send)
 
     async def _forward(self, call: Call, path: str, raw: bytes, wants_usage: bool, receive, send) -> None:
@@ -293,8 +348,12 @@ class Gateway:
         while True:
             upstream = route.pick(tried)
             if upstream is None:
-                raise GatewayError(503, f"No ready instance of '{route.name}' right now; try again shortly.",
-                                   "no_ready_instance", kind="service_unavailable")
+                raise GatewayError(
+                    503,
+                    f"No ready instance of '{route.name}' right now; try again shortly.",
+                    "no_ready_instance",
+                    kind="service_unavailable",
+                )
             tried.add(upstream.instance_id)
             upstream.outstanding += 1
             try:
@@ -319,9 +378,13 @@ class Gateway:
             data = await resp.read()
             if resp.status == 200:
                 _count(call, _usage_of(data))
-            await send({"type": "http.response.start", "status": resp.status,
-                        "headers": [(b"content-type", resp.headers.get("Content-Type", "application/json").encode())]
-                        + rid})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": resp.status,
+                    "headers": [(b"content-type", resp.headers.get("Content-Type", "application/json").encode())] + rid,
+                }
+            )
             await send({"type": "http.response.body", "body": data})
             return
         await send({"type": "http.response.start", "status": 200, "headers": _SSE + rid})
@@ -331,7 +394,7 @@ class Gateway:
             cut = pending.rfind(b"\n\n")
             if cut < 0:
                 continue
-            ready, pending = pending[: cut + 2], pending[cut + 2:]
+            ready, pending = pending[: cut + 2], pending[cut + 2 :]
             if b'"usage"' in ready:
                 ready = _take_usage(call, ready, wants_usage)
             if ready:
@@ -346,8 +409,9 @@ def _check_grant(entry: keys.KeyEntry) -> None:
         raise GatewayError(403, "The grant behind this key was revoked; request access again.", "grant_revoked")
     if entry.grant_expires_at <= time.time():
         expired = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(entry.grant_expires_at))
-        raise GatewayError(403, f"The grant behind this key expired on {expired}; request access again.",
-                           "grant_expired")
+        raise GatewayError(
+            403, f"The grant behind this key expired on {expired}; request access again.", "grant_expired"
+        )
 
 
 def _scopes(entry: keys.KeyEntry) -> list[tuple[str, str, dict[str, int]]]:

@@ -1,4 +1,5 @@
 """Tell every gateway process that keys or routes changed (Redis pub/sub; each process listens)."""
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ every request with no query. The whole cache is dropped when the console publish
 or grant was created, revoked or changed); entries also expire after ``TTL_S`` in case a message
 was lost while Redis was away.
 """
+
 from __future__ import annotations
 
 import time
@@ -51,8 +52,12 @@ def _tighter(*levels: dict[str, int | None]) -> dict[str, int]:
 def load(prefix: str) -> KeyEntry | None:
     """One key with its grant, user and department quota (runs in a worker thread)."""
     close_old_connections()
-    key = (ApiKey.objects.select_related("grant", "user", "user__department")
-           .prefetch_related("models", "grant__models").filter(prefix=prefix).first())
+    key = (
+        ApiKey.objects.select_related("grant", "user", "user__department")
+        .prefetch_related("models", "grant__models")
+        .filter(prefix=prefix)
+        .first()
+    )
     if key is None:
         return None
     grant, user = key.grant, key.user
@@ -60,13 +65,19 @@ def load(prefix: str) -> KeyEntry | None:
     chosen = {m.pk for m in key.models.all()}
     quota = DepartmentQuota.objects.filter(department_id=user.department_id).first()
     return KeyEntry(
-        key_id=key.pk, prefix=key.prefix, digest=key.digest, user_id=user.pk, username=user.username,
-        role=user.role, department_id=user.department_id,
+        key_id=key.pk,
+        prefix=key.prefix,
+        digest=key.digest,
+        user_id=user.pk,
+        username=user.username,
+        role=user.role,
+        department_id=user.department_id,
         department=user.department.name if user.department_id else "",
         model_ids=frozenset(chosen & granted if chosen else granted),
         key_expires_at=key.expires_at.timestamp() if key.expires_at else None,
         grant_expires_at=grant.expires_at.timestamp(),
-        revoked=key.revoked_at is not None, grant_revoked=grant.revoked_at is not None,
+        revoked=key.revoked_at is not None,
+        grant_revoked=grant.revoked_at is not None,
         user_active=user.is_active,
         key_limits=_tighter(key.limits(), grant.limits()),
         department_limits=_tighter(quota.limits()) if quota else {},

@@ -7,13 +7,14 @@ which writes the rows, their audit events and the keys' last-used times, one tra
 batch. The web process so spends no time on SQL or hashing; if the worker is down the rows wait in
 Redis (up to ``MAX_QUEUED``).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -157,23 +158,50 @@ def write(batch: list[Usage]) -> None:
     deployments = _existing(Deployment, {u.deployment_id for u in batch})
     rows, events, last_used = [], [], {}
     for u in batch:
-        at = datetime.fromtimestamp(u.at, tz=timezone.utc)
-        rows.append(UsageRecord(
-            created_at=at, key_id=u.key_id if u.key_id in keys else None,
-            user_id=u.user_id if u.user_id in users else None,
-            department_id=u.department_id if u.department_id in departments else None, model=u.model,
-            deployment_id=u.deployment_id if u.deployment_id in deployments else None, instance_id=u.instance_id, endpoint=u.endpoint, stream=u.stream,
-            status=u.status, prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
-            latency_ms=round(u.latency_ms, 3), ttft_ms=None if u.ttft_ms is None else round(u.ttft_ms, 3),
-            input_sha256=u.input_sha256, request_id=u.request_id))
-        events.append({
-            "actor": (u.user_id, u.username, u.role, u.department), "action": "gateway.request",
-            "target": ("access.apikey", u.key_id, f"key {u.key_prefix}…"), "created_at": at,
-            "source_ip": u.source_ip, "request_id": u.request_id, "channel": "gateway",
-            "context": {"model": u.model, "endpoint": u.endpoint, "deployment": u.deployment_id,
-                        "instance": u.instance_id, "status": u.status, "stream": u.stream,
-                        "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                        "latency_ms": round(u.latency_ms, 1), "input_sha256": u.input_sha256}})
+        at = datetime.fromtimestamp(u.at, tz=UTC)
+        rows.append(
+            UsageRecord(
+                created_at=at,
+                key_id=u.key_id if u.key_id in keys else None,
+                user_id=u.user_id if u.user_id in users else None,
+                department_id=u.department_id if u.department_id in departments else None,
+                model=u.model,
+                deployment_id=u.deployment_id if u.deployment_id in deployments else None,
+                instance_id=u.instance_id,
+                endpoint=u.endpoint,
+                stream=u.stream,
+                status=u.status,
+                prompt_tokens=u.prompt_tokens,
+                completion_tokens=u.completion_tokens,
+                latency_ms=round(u.latency_ms, 3),
+                ttft_ms=None if u.ttft_ms is None else round(u.ttft_ms, 3),
+                input_sha256=u.input_sha256,
+                request_id=u.request_id,
+            )
+        )
+        events.append(
+            {
+                "actor": (u.user_id, u.username, u.role, u.department),
+                "action": "gateway.request",
+                "target": ("access.apikey", u.key_id, f"key {u.key_prefix}…"),
+                "created_at": at,
+                "source_ip": u.source_ip,
+                "request_id": u.request_id,
+                "channel": "gateway",
+                "context": {
+                    "model": u.model,
+                    "endpoint": u.endpoint,
+                    "deployment": u.deployment_id,
+                    "instance": u.instance_id,
+                    "status": u.status,
+                    "stream": u.stream,
+                    "prompt_tokens": u.prompt_tokens,
+                    "completion_tokens": u.completion_tokens,
+                    "latency_ms": round(u.latency_ms, 1),
+                    "input_sha256": u.input_sha256,
+                },
+            }
+        )
         if u.key_id in keys:
             last_used[u.key_id] = max(at, last_used.get(u.key_id, at))
     with transaction.atomic():

@@ -5,6 +5,7 @@ tokens used this minute/day/month < the limit) and, only if all pass, counts the
 response the tokens it used are added to the windows. Counters are kept whether or not a limit is
 set, so a limit set mid-window applies to what was already used.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,10 +47,18 @@ end
 return {0, 0}
 """
 
-_LIMIT_OF = {("r", "m"): "requests_per_minute", ("t", "m"): "tokens_per_minute",
-             ("t", "d"): "tokens_per_day", ("t", "mo"): "tokens_per_month"}
-_DESCRIBE = {"requests_per_minute": "requests per minute", "tokens_per_minute": "tokens per minute",
-             "tokens_per_day": "tokens per day", "tokens_per_month": "tokens per month"}
+_LIMIT_OF = {
+    ("r", "m"): "requests_per_minute",
+    ("t", "m"): "tokens_per_minute",
+    ("t", "d"): "tokens_per_day",
+    ("t", "mo"): "tokens_per_month",
+}
+_DESCRIBE = {
+    "requests_per_minute": "requests per minute",
+    "tokens_per_minute": "tokens per minute",
+    "tokens_per_day": "tokens per day",
+    "tokens_per_month": "tokens per month",
+}
 
 
 @dataclass(frozen=True)
@@ -68,9 +77,14 @@ class Windows:
         t = time.gmtime(now)
         days_in_month = calendar.monthrange(t.tm_year, t.tm_mon)[1]
         to_day_end = 86400 - (int(now) % 86400)
-        return cls(minute=int(now // 60), day=int(now // 86400), month=f"{t.tm_year}{t.tm_mon:02d}",
-                   to_minute_end=60 - int(now) % 60, to_day_end=to_day_end,
-                   to_month_end=(days_in_month - t.tm_mday) * 86400 + to_day_end)
+        return cls(
+            minute=int(now // 60),
+            day=int(now // 86400),
+            month=f"{t.tm_year}{t.tm_mon:02d}",
+            to_minute_end=60 - int(now) % 60,
+            to_day_end=to_day_end,
+            to_month_end=(days_in_month - t.tm_mday) * 86400 + to_day_end,
+        )
 
     def counters(self, scope: str) -> list[tuple[str, str, str, int, int]]:
         """(redis key, kind, window, ttl, retry-after) for one scope such as ``k:12``."""

@@ -1,4 +1,5 @@
 """Deployments and instances that change reload every gateway's route table."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -3,6 +3,7 @@
 The table is reloaded (in a thread) when the console publishes "routes" (an instance or deployment
 changed) and at least every ``REFRESH_S`` in case a message was lost.
 """
+
 from __future__ import annotations
 
 import time
@@ -65,5 +66,7 @@ def merge(old: dict[str, Route], new: dict[str, Route]) -> dict[str, Route]:
     for name, route in new.items():
         previous = {u.instance_id: u for u in old[name].upstreams} if name in old else {}
         kept = [previous.get(u.instance_id) for u in route.upstreams]
-        route.upstreams = [k if k is not None and k.base_url == u.base_url else u for k, u in zip(kept, route.upstreams)]
+        route.upstreams = [
+            k if k is not None and k.base_url == u.base_url else u for k, u in zip(kept, route.upstreams, strict=True)
+        ]
     return new

@@ -1,4 +1,5 @@
 """/api/ for model access: the catalog, access requests, grants, gateway keys, quotas and usage."""
+
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
@@ -37,8 +38,13 @@ def catalog(request):
     return Response(CatalogSerializer(qs.filter(name__icontains=q) if q else qs, many=True).data)
 
 
-class AccessRequestViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                           viewsets.GenericViewSet):
+class AccessRequestViewSet(
+    FilteredListMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
     """Department users ask (POST) and may withdraw; admins approve or deny. ?state= filters."""
 
     permission_classes = [IsAuthenticated, AnyRole]
@@ -47,9 +53,13 @@ class AccessRequestViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.Retr
 
     def perform_create(self, serializer: AccessRequestSerializer) -> None:
         data = serializer.validated_data
-        serializer.instance = grants.request_access(self.request.user, models=data["models"],
-                                    justification=data["justification"], duration_days=data["duration_days"],
-                                    for_department=data.get("for_department", False))
+        serializer.instance = grants.request_access(
+            self.request.user,
+            models=data["models"],
+            justification=data["justification"],
+            duration_days=data["duration_days"],
+            for_department=data.get("for_department", False),
+        )
 
     def _decide(self, request, approve: bool) -> Response:
         if not request.user.is_fleet_admin:
@@ -59,9 +69,14 @@ class AccessRequestViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.Retr
         d = body.validated_data
         target = self.get_object()
         if approve:
-            done = grants.approve(request.user, target, reason=d["reason"],
-                         duration_days=d.get("duration_days"), for_department=d.get("for_department"),
-                         limits={k: d.get(k) for k in LIMIT_FIELDS})
+            done = grants.approve(
+                request.user,
+                target,
+                reason=d["reason"],
+                duration_days=d.get("duration_days"),
+                for_department=d.get("for_department"),
+                limits={k: d.get(k) for k in LIMIT_FIELDS},
+            )
         else:
             done = grants.deny(request.user, target, reason=d["reason"])
         return Response(AccessRequestSerializer(done).data)
@@ -82,8 +97,13 @@ class AccessRequestViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.Retr
         return Response(AccessRequestSerializer(grants.withdraw(request.user, self.get_object())).data)
 
 
-class GrantViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                   viewsets.GenericViewSet):
+class GrantViewSet(
+    FilteredListMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
     """Grants you hold (yours or your department's); admins and auditors see all.
     ?expiring=1: those running out within 14 days; ?active=1: only usable ones."""
 
@@ -95,10 +115,15 @@ class GrantViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveMode
         if not self.request.user.is_fleet_admin:
             raise PermissionDenied("Only admins grant access directly; department users request it.")
         d = serializer.validated_data
-        serializer.instance = grants.create_grant(self.request.user, user=d.get("user"),
-                                    department=d.get("department"), models=d["models"],
-                                    duration_days=d["duration_days"], note=d.get("note", ""),
-                                    limits={k: d.get(k) for k in LIMIT_FIELDS})
+        serializer.instance = grants.create_grant(
+            self.request.user,
+            user=d.get("user"),
+            department=d.get("department"),
+            models=d["models"],
+            duration_days=d["duration_days"],
+            note=d.get("note", ""),
+            limits={k: d.get(k) for k in LIMIT_FIELDS},
+        )
 
     @extend_schema(request=None, responses=GrantSerializer)
     @action(detail=True, methods=["post"])
@@ -108,8 +133,14 @@ class GrantViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveMode
         return Response(GrantSerializer(grants.revoke_grant(request.user, self.get_object())).data)
 
 
-class ApiKeyViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                    mixins.DestroyModelMixin, viewsets.GenericViewSet):
+class ApiKeyViewSet(
+    FilteredListMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
     """Gateway keys: yours (admins and auditors: everyone's, ?user= filters). POST returns the key
     once; DELETE revokes it (the row stays, for the record)."""
 
@@ -122,9 +153,14 @@ class ApiKeyViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveMod
         body = ApiKeySerializer(data=request.data)
         body.is_valid(raise_exception=True)
         d = body.validated_data
-        key, plaintext = grants.create_key(request.user, grant=d["grant"], name=d["name"],
-                               models=d.get("models"), expires_in_days=d.get("expires_in_days"),
-                               limits={k: d.get(k) for k in LIMIT_FIELDS})
+        key, plaintext = grants.create_key(
+            request.user,
+            grant=d["grant"],
+            name=d["name"],
+            models=d.get("models"),
+            expires_in_days=d.get("expires_in_days"),
+            limits={k: d.get(k) for k in LIMIT_FIELDS},
+        )
         return Response(NewApiKeySerializer(key).data | {"key": plaintext}, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs) -> Response:
@@ -144,12 +180,9 @@ def department_quota(request, slug: str):
     if request.method == "PUT":
         body = LimitsSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        quota = grants.set_department_quota(request.user, department,
-                      {k: body.validated_data.get(k) for k in LIMIT_FIELDS})
+        quota = grants.set_department_quota(
+            request.user, department, {k: body.validated_data.get(k) for k in LIMIT_FIELDS}
+        )
         return Response(quota.limits())
     quota = getattr(department, "quota", None)
     return Response(quota.limits() if quota else {k: None for k in LIMIT_FIELDS})
-
-
-
-

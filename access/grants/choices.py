@@ -1,5 +1,6 @@
 """States of an access request and the transitions they allow (a grant or key is revoked once:
 console.states.Revocable)."""
+
 from __future__ import annotations
 
 from django.db import models

@@ -1,4 +1,5 @@
 """The filters of the access-request, grant and key lists, for the pages and the API alike."""
+
 from __future__ import annotations
 
 import django_filters
@@ -20,8 +21,11 @@ class AccessRequestFilterSet(ListFilterSet):
 
     @classmethod
     def prepare(cls, qs: QuerySet) -> QuerySet:
-        return (qs.select_related("requester", "department", "decided_by").prefetch_related("models")
-                .order_by("-created_at", "-id"))
+        return (
+            qs.select_related("requester", "department", "decided_by")
+            .prefetch_related("models")
+            .order_by("-created_at", "-id")
+        )
 
 
 def _grant_show(qs: QuerySet, name: str, value: str) -> QuerySet:
@@ -45,12 +49,16 @@ class GrantFilterSet(ListFilterSet):
     q = search("user__username", "department__name", "models__name")
     show = django_filters.ChoiceFilter(
         choices=[("active", "Active"), ("expiring", "Expiring within 14 days"), ("ended", "Ended"), ("all", "All")],
-        method=_grant_show, empty_label="all")
+        method=_grant_show,
+        empty_label="all",
+    )
     # Earlier spellings of ?show=, kept for API clients: ?active=1, ?expiring=1.
-    active = django_filters.CharFilter(method=lambda qs, name, on: _grant_show(qs, name, _flag(on, "active")),
-                                       label="Active only (1)")
-    expiring = django_filters.CharFilter(method=lambda qs, name, on: _grant_show(qs, name, _flag(on, "expiring")),
-                                         label="Expiring only (1)")
+    active = django_filters.CharFilter(
+        method=lambda qs, name, on: _grant_show(qs, name, _flag(on, "active")), label="Active only (1)"
+    )
+    expiring = django_filters.CharFilter(
+        method=lambda qs, name, on: _grant_show(qs, name, _flag(on, "expiring")), label="Expiring only (1)"
+    )
 
     class Meta:
         model = Grant
@@ -73,8 +81,9 @@ class ApiKeyFilterSet(ListFilterSet):
     page_defaults = {"show": "active"}
 
     q = django_filters.CharFilter(method="search_keys", label="Search")
-    show = django_filters.ChoiceFilter(choices=[("active", "Not revoked"), ("revoked", "Revoked"), ("all", "All")],
-                                       method=_key_show, empty_label="all")
+    show = django_filters.ChoiceFilter(
+        choices=[("active", "Not revoked"), ("revoked", "Revoked"), ("all", "All")], method=_key_show, empty_label="all"
+    )
     user = django_filters.CharFilter(field_name="user__username", label="User")
 
     class Meta:

@@ -6,6 +6,7 @@ from access.people.models import Department
 
 # --- model access (access.grants) ---------------------------------------------------------------
 
+
 class LimitsForm(forms.Form):
     """The four quota fields; empty means no limit at this level."""
 
@@ -23,14 +24,22 @@ class LimitsForm(forms.Form):
 def _model_field(**kwargs) -> forms.ModelMultipleChoiceField:
     from fleet.catalog.models import ModelArtifact
 
-    return forms.ModelMultipleChoiceField(queryset=ModelArtifact.objects.order_by("name"), to_field_name="name",
-                                          widget=forms.CheckboxSelectMultiple, **kwargs)
+    return forms.ModelMultipleChoiceField(
+        queryset=ModelArtifact.objects.order_by("name"),
+        to_field_name="name",
+        widget=forms.CheckboxSelectMultiple,
+        **kwargs,
+    )
 
 
 class AccessRequestForm(forms.Form):
     models = _model_field(help_text="The models (or quantized variants) you need.")
-    justification = forms.CharField(min_length=10, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}),
-                                    help_text="What you will use it for; the admins read this.")
+    justification = forms.CharField(
+        min_length=10,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="What you will use it for; the admins read this.",
+    )
     duration_days = forms.IntegerField(min_value=1, max_value=366, initial=90, label="For how many days")
     for_department = forms.BooleanField(required=False, label="For my whole department")
 
@@ -38,14 +47,20 @@ class AccessRequestForm(forms.Form):
 class ApiKeyForm(LimitsForm):
     name = forms.CharField(max_length=64, help_text="What will use it, e.g. 'discharge-summaries'.")
     grant = forms.ModelChoiceField(queryset=None, empty_label=None)
-    expires_in_days = forms.IntegerField(min_value=1, max_value=366, required=False, label="Expires after (days)",
-                                         help_text="Empty: when the grant ends.")
+    expires_in_days = forms.IntegerField(
+        min_value=1,
+        max_value=366,
+        required=False,
+        label="Expires after (days)",
+        help_text="Empty: when the grant ends.",
+    )
 
     def __init__(self, *args, grants_qs=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["grant"].queryset = grants_qs
         self.fields["grant"].label_from_instance = lambda g: (
-            f"#{g.pk}: {', '.join(sorted(m.name for m in g.models.all()))} (until {g.expires_at:%Y-%m-%d})")
+            f"#{g.pk}: {', '.join(sorted(m.name for m in g.models.all()))} (until {g.expires_at:%Y-%m-%d})"
+        )
         self.order_fields(["name", "grant", "expires_in_days"])
 
 
@@ -56,8 +71,9 @@ class DecisionForm(LimitsForm):
 
 class GrantForm(LimitsForm):
     user = forms.ModelChoiceField(queryset=None, required=False, help_text="One user…")
-    department = forms.ModelChoiceField(queryset=Department.objects.all(), required=False,
-                                        help_text="…or a whole department.")
+    department = forms.ModelChoiceField(
+        queryset=Department.objects.all(), required=False, help_text="…or a whole department."
+    )
     models = _model_field()
     duration_days = forms.IntegerField(min_value=1, max_value=366, initial=90, label="Days")
     note = forms.CharField(max_length=500, required=False)
@@ -75,5 +91,3 @@ class GrantForm(LimitsForm):
         if bool(data.get("user")) == bool(data.get("department")):
             raise forms.ValidationError("Choose one user or one department.")
         return data
-
-

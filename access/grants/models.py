@@ -1,4 +1,5 @@
 """Who may call which model through the gateway: requests → grants → API keys, with quotas."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -74,10 +75,8 @@ class Grant(Revocable, Limits):
 
     objects = GrantQuerySet.as_manager()
 
-    user = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=db.CASCADE,
-                             related_name="grants")
-    department = db.ForeignKey("access.Department", null=True, blank=True, on_delete=db.CASCADE,
-                                   related_name="grants")
+    user = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=db.CASCADE, related_name="grants")
+    department = db.ForeignKey("access.Department", null=True, blank=True, on_delete=db.CASCADE, related_name="grants")
     models = db.ManyToManyField("fleet.ModelArtifact", related_name="grants")
     expires_at = db.DateTimeField(db_index=True)
     note = db.CharField(max_length=500, blank=True)
@@ -88,8 +87,11 @@ class Grant(Revocable, Limits):
 
     class Meta:
         ordering = ["expires_at"]
-        constraints = [db.CheckConstraint(
-            condition=db.Q(user__isnull=False) | db.Q(department__isnull=False), name="grant_has_holder")]
+        constraints = [
+            db.CheckConstraint(
+                condition=db.Q(user__isnull=False) | db.Q(department__isnull=False), name="grant_has_holder"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"grant #{self.pk} to {self.holder}"
@@ -119,8 +121,7 @@ class AccessRequest(db.Model):
     duration_days = db.PositiveSmallIntegerField()
     state = db.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
     reason = db.CharField(max_length=500, blank=True, help_text="Why it was approved or denied.")
-    decided_by = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=db.SET_NULL,
-                                   related_name="+")
+    decided_by = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=db.SET_NULL, related_name="+")
     decided_at = db.DateTimeField(null=True, blank=True)
     grant = db.OneToOneField(Grant, null=True, blank=True, on_delete=db.SET_NULL, related_name="request")
     created_at = db.DateTimeField(default=timezone.now)
@@ -143,18 +144,19 @@ class ApiKey(Revocable, Limits):
 
     grant = db.ForeignKey(Grant, on_delete=db.CASCADE, related_name="keys")
     user = db.ForeignKey(settings.AUTH_USER_MODEL, on_delete=db.CASCADE, related_name="api_keys")
-    name = db.CharField(max_length=64, validators=[
-        RegexValidator(r"^[\w .:-]+$", "Use letters, digits, spaces and . : - _ only.")])
-    models = db.ManyToManyField("fleet.ModelArtifact", blank=True, related_name="+",
-                                    help_text="Empty: every model of the grant.")
+    name = db.CharField(
+        max_length=64, validators=[RegexValidator(r"^[\w .:-]+$", "Use letters, digits, spaces and . : - _ only.")]
+    )
+    models = db.ManyToManyField(
+        "fleet.ModelArtifact", blank=True, related_name="+", help_text="Empty: every model of the grant."
+    )
     prefix = db.CharField(max_length=16, unique=True)
     digest = db.CharField(max_length=64)
     created_at = db.DateTimeField(default=timezone.now)
     expires_at = db.DateTimeField(null=True, blank=True)
     last_used_at = db.DateTimeField(null=True, blank=True)
     revoked_at = db.DateTimeField(null=True, blank=True)
-    revoked_by = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=db.SET_NULL,
-                                   related_name="+")
+    revoked_by = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=db.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["-created_at"]

@@ -1,4 +1,5 @@
 """API shapes of access requests, grants, keys and quotas."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -43,10 +44,33 @@ class AccessRequestSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AccessRequest
-        fields = ["id", "requester", "department", "models", "model_names", "for_department", "justification",
-                  "duration_days", "state", "reason", "decided_by", "decided_at", "grant", "created_at"]
-        read_only_fields = ["id", "requester", "department", "state", "reason", "decided_by", "decided_at",
-                            "grant", "created_at"]
+        fields = [
+            "id",
+            "requester",
+            "department",
+            "models",
+            "model_names",
+            "for_department",
+            "justification",
+            "duration_days",
+            "state",
+            "reason",
+            "decided_by",
+            "decided_at",
+            "grant",
+            "created_at",
+        ]
+        read_only_fields = [
+            "id",
+            "requester",
+            "department",
+            "state",
+            "reason",
+            "decided_by",
+            "decided_at",
+            "grant",
+            "created_at",
+        ]
         extra_kwargs = {"duration_days": {"min_value": 1, "max_value": grants.MAX_DURATION_DAYS}}
 
     def get_model_names(self, obj: AccessRequest) -> list[str]:
@@ -60,10 +84,12 @@ class DecisionSerializer(LimitsSerializer):
 
 
 class GrantSerializer(serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(slug_field="username", queryset=User.objects.all(), required=False,
-                                        allow_null=True)
-    department = serializers.SlugRelatedField(slug_field="slug", queryset=Department.objects.all(), required=False,
-                                              allow_null=True)
+    user = serializers.SlugRelatedField(
+        slug_field="username", queryset=User.objects.all(), required=False, allow_null=True
+    )
+    department = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Department.objects.all(), required=False, allow_null=True
+    )
     models = serializers.ListField(child=_Models(), allow_empty=False, write_only=True)
     model_names = serializers.SerializerMethodField()
     duration_days = serializers.IntegerField(write_only=True, min_value=1, max_value=grants.MAX_DURATION_DAYS)
@@ -71,8 +97,20 @@ class GrantSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Grant
-        fields = ["id", "user", "department", "models", "model_names", "duration_days", "expires_at", "note",
-                  "created_at", "revoked_at", "active", *LIMIT_FIELDS]
+        fields = [
+            "id",
+            "user",
+            "department",
+            "models",
+            "model_names",
+            "duration_days",
+            "expires_at",
+            "note",
+            "created_at",
+            "revoked_at",
+            "active",
+            *LIMIT_FIELDS,
+        ]
         read_only_fields = ["id", "expires_at", "created_at", "revoked_at", "active"]
 
     def get_model_names(self, obj: Grant) -> list[str]:
@@ -84,13 +122,27 @@ class ApiKeySerializer(serializers.ModelSerializer):
     grant = serializers.PrimaryKeyRelatedField(queryset=Grant.objects.all())
     models = serializers.ListField(child=_Models(), required=False, write_only=True)
     model_names = serializers.SerializerMethodField()
-    expires_in_days = serializers.IntegerField(write_only=True, required=False, allow_null=True, min_value=1,
-                                               max_value=grants.MAX_DURATION_DAYS)
+    expires_in_days = serializers.IntegerField(
+        write_only=True, required=False, allow_null=True, min_value=1, max_value=grants.MAX_DURATION_DAYS
+    )
 
     class Meta:
         model = ApiKey
-        fields = ["id", "name", "user", "grant", "models", "model_names", "prefix", "created_at", "expires_at",
-                  "expires_in_days", "last_used_at", "revoked_at", *LIMIT_FIELDS]
+        fields = [
+            "id",
+            "name",
+            "user",
+            "grant",
+            "models",
+            "model_names",
+            "prefix",
+            "created_at",
+            "expires_at",
+            "expires_in_days",
+            "last_used_at",
+            "revoked_at",
+            *LIMIT_FIELDS,
+        ]
         read_only_fields = ["id", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
 
     def get_model_names(self, obj: ApiKey) -> list[str]:

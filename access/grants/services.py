@@ -3,6 +3,7 @@
 Each step writes one audit event, is pushed live to the requester (``user.<id>``) and the admins'
 queue (``access``), and tells every gateway process to drop its cached keys (``gateway.bus``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -31,8 +32,13 @@ State = AccessRequest.State
 
 
 def _push(request: AccessRequest) -> None:
-    payload = {"kind": "access_request", "id": request.pk, "state": request.state, "reason": request.reason,
-               "grant": request.grant_id}
+    payload = {
+        "kind": "access_request",
+        "id": request.pk,
+        "state": request.state,
+        "reason": request.reason,
+        "grant": request.grant_id,
+    }
     live.publish_on_commit((f"user.{request.requester_id}", "access"), payload)
 
 
@@ -72,8 +78,10 @@ def _check_models(models: list[ModelArtifact]) -> list[ModelArtifact]:
 
 # --- requests ---------------------------------------------------------------------------------
 
-def request_access(user: User, *, models: list[ModelArtifact], justification: str, duration_days: int,
-                   for_department: bool = False) -> AccessRequest:
+
+def request_access(
+    user: User, *, models: list[ModelArtifact], justification: str, duration_days: int, for_department: bool = False
+) -> AccessRequest:
     if user.role != Role.DEPT_USER or user.department_id is None:
         raise ServiceError("Only department users request access; admins grant it directly.")
     _check_models(models)
@@ -84,15 +92,28 @@ def request_access(user: User, *, models: list[ModelArtifact], justification: st
     with transaction.atomic():
         pending = AccessRequest.objects.filter(requester=user, state=State.PENDING, models__in=models)
         if pending.exists():
-            raise ServiceError("You already have a pending request for one of these models; "
-                               "wait for it or withdraw it.", "models")
-        request = AccessRequest.objects.create(requester=user, department_id=user.department_id,
-                                               justification=justification, duration_days=duration_days,
-                                               for_department=for_department)
+            raise ServiceError(
+                "You already have a pending request for one of these models; wait for it or withdraw it.", "models"
+            )
+        request = AccessRequest.objects.create(
+            requester=user,
+            department_id=user.department_id,
+            justification=justification,
+            duration_days=duration_days,
+            for_department=for_department,
+        )
         request.models.set(models)
-        audit.record(user, "access.request", request, after={
-            "models": _names(models), "duration_days": duration_days, "for_department": for_department,
-            "justification": justification})
+        audit.record(
+            user,
+            "access.request",
+            request,
+            after={
+                "models": _names(models),
+                "duration_days": duration_days,
+                "for_department": for_department,
+                "justification": justification,
+            },
+        )
         _push(request)
     return request
 
@@ -104,25 +125,49 @@ def _pending(request: AccessRequest) -> AccessRequest:
     return request
 
 
-def approve(actor: User, request: AccessRequest, *, reason: str = "", duration_days: int | None = None,
-            for_department: bool | None = None, limits: dict | None = None) -> AccessRequest:
+def approve(
+    actor: User,
+    request: AccessRequest,
+    *,
+    reason: str = "",
+    duration_days: int | None = None,
+    for_department: bool | None = None,
+    limits: dict | None = None,
+) -> AccessRequest:
     limits = clean_limits(limits)
     with transaction.atomic():
         request = _pending(request)
         days = _check_duration(duration_days if duration_days is not None else request.duration_days)
         whole = request.for_department if for_department is None else for_department
         models = list(request.models.all())
-        grant = _new_grant(actor, user=None if whole else request.requester,
-                           department=request.department if whole else None, models=models,
-                           expires_at=timezone.now() + timedelta(days=days), limits=limits,
-                           note=f"request #{request.pk}")
+        grant = _new_grant(
+            actor,
+            user=None if whole else request.requester,
+            department=request.department if whole else None,
+            models=models,
+            expires_at=timezone.now() + timedelta(days=days),
+            limits=limits,
+            note=f"request #{request.pk}",
+        )
         request.set_state(State.APPROVED)
         request.reason, request.grant = reason.strip()[:500], grant
         request.decided_by, request.decided_at = actor, timezone.now()
         request.save()
-        audit.record(actor, "access.approve", request, before={"state": State.PENDING}, after={
-            "state": State.APPROVED, "grant": grant.pk, "holder": grant.holder, "models": _names(models),
-            "expires_at": grant.expires_at, "reason": request.reason, **limits})
+        audit.record(
+            actor,
+            "access.approve",
+            request,
+            before={"state": State.PENDING},
+            after={
+                "state": State.APPROVED,
+                "grant": grant.pk,
+                "holder": grant.holder,
+                "models": _names(models),
+                "expires_at": grant.expires_at,
+                "reason": request.reason,
+                **limits,
+            },
+        )
         _push(request)
     return request
 
@@ -137,8 +182,13 @@ def deny(actor: User, request: AccessRequest, *, reason: str) -> AccessRequest:
         request.reason = reason[:500]
         request.decided_by, request.decided_at = actor, timezone.now()
         request.save()
-        audit.record(actor, "access.deny", request, before={"state": State.PENDING},
-                     after={"state": State.DENIED, "reason": request.reason})
+        audit.record(
+            actor,
+            "access.deny",
+            request,
+            before={"state": State.PENDING},
+            after={"state": State.DENIED, "reason": request.reason},
+        )
         _push(request)
     return request
 
@@ -150,25 +200,43 @@ def withdraw(user: User, request: AccessRequest) -> AccessRequest:
             raise ServiceError("Only the requester can withdraw a request.")
         request.set_state(State.WITHDRAWN)
         request.save(update_fields=["state"])
-        audit.record(user, "access.withdraw", request, before={"state": State.PENDING},
-                     after={"state": State.WITHDRAWN})
+        audit.record(
+            user, "access.withdraw", request, before={"state": State.PENDING}, after={"state": State.WITHDRAWN}
+        )
         _push(request)
     return request
 
 
 # --- grants -----------------------------------------------------------------------------------
 
-def _new_grant(actor: User, *, user: User | None, department: Department | None, models: list[ModelArtifact],
-               expires_at, limits: dict, note: str = "") -> Grant:
-    grant = Grant.objects.create(user=user, department=department, expires_at=expires_at, note=note[:500],
-                                 created_by=actor, **limits)
+
+def _new_grant(
+    actor: User,
+    *,
+    user: User | None,
+    department: Department | None,
+    models: list[ModelArtifact],
+    expires_at,
+    limits: dict,
+    note: str = "",
+) -> Grant:
+    grant = Grant.objects.create(
+        user=user, department=department, expires_at=expires_at, note=note[:500], created_by=actor, **limits
+    )
     grant.models.set(models)
     return grant
 
 
-def create_grant(actor: User, *, user: User | None = None, department: Department | None = None,
-                 models: list[ModelArtifact], duration_days: int, limits: dict | None = None,
-                 note: str = "") -> Grant:
+def create_grant(
+    actor: User,
+    *,
+    user: User | None = None,
+    department: Department | None = None,
+    models: list[ModelArtifact],
+    duration_days: int,
+    limits: dict | None = None,
+    note: str = "",
+) -> Grant:
     """An admin grants directly, without a request."""
     if (user is None) == (department is None):
         raise ServiceError("Grant to one user or to one department.", "user")
@@ -177,11 +245,21 @@ def create_grant(actor: User, *, user: User | None = None, department: Departmen
     _check_models(models)
     limits = clean_limits(limits)
     with transaction.atomic():
-        grant = _new_grant(actor, user=user, department=department, models=models,
-                           expires_at=timezone.now() + timedelta(days=_check_duration(duration_days)),
-                           limits=limits, note=note)
-        audit.record(actor, "grant.create", grant, after={
-            "holder": grant.holder, "models": _names(models), "expires_at": grant.expires_at, **limits})
+        grant = _new_grant(
+            actor,
+            user=user,
+            department=department,
+            models=models,
+            expires_at=timezone.now() + timedelta(days=_check_duration(duration_days)),
+            limits=limits,
+            note=note,
+        )
+        audit.record(
+            actor,
+            "grant.create",
+            grant,
+            after={"holder": grant.holder, "models": _names(models), "expires_at": grant.expires_at, **limits},
+        )
     return grant
 
 
@@ -191,13 +269,14 @@ def revoke_grant(actor: User, grant: Grant) -> Grant:
     return grant
 
 
-
-
 def active_grants(user: User) -> QuerySet[Grant]:
     """The usable grants a person holds, their own or their department's (what keys go under)."""
     held = Q(user=user) | Q(department_id=user.department_id, department__isnull=False)
-    return (Grant.objects.filter(held, revoked_at__isnull=True, expires_at__gt=timezone.now())
-            .select_related("user", "department").prefetch_related("models"))
+    return (
+        Grant.objects.filter(held, revoked_at__isnull=True, expires_at__gt=timezone.now())
+        .select_related("user", "department")
+        .prefetch_related("models")
+    )
 
 
 def expiring(within: timedelta = EXPIRING_WITHIN) -> QuerySet[Grant]:
@@ -220,8 +299,16 @@ def set_department_quota(actor: User, department: Department, limits: dict) -> D
 
 # --- keys -------------------------------------------------------------------------------------
 
-def create_key(user: User, *, grant: Grant, name: str, models: list[ModelArtifact] | None = None,
-               expires_in_days: int | None = None, limits: dict | None = None) -> tuple[ApiKey, str]:
+
+def create_key(
+    user: User,
+    *,
+    grant: Grant,
+    name: str,
+    models: list[ModelArtifact] | None = None,
+    expires_in_days: int | None = None,
+    limits: dict | None = None,
+) -> tuple[ApiKey, str]:
     """Returns the key and its plaintext, which is shown once and never stored."""
     name = (name or "").strip()
     if not name:
@@ -246,12 +333,23 @@ def create_key(user: User, *, grant: Grant, name: str, models: list[ModelArtifac
         expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
         if expires_at is None or expires_at > grant.expires_at:
             expires_at = grant.expires_at  # a key never outlives its grant
-        key = ApiKey.objects.create(grant=grant, user=user, name=name, prefix=new.prefix, digest=new.digest,
-                                    expires_at=expires_at, **limits)
+        key = ApiKey.objects.create(
+            grant=grant, user=user, name=name, prefix=new.prefix, digest=new.digest, expires_at=expires_at, **limits
+        )
         key.models.set(models or [])
-        audit.record(user, "apikey.create", key, after={
-            "name": name, "prefix": new.prefix, "grant": grant.pk, "models": _names(models or []),
-            "expires_at": expires_at, **limits})
+        audit.record(
+            user,
+            "apikey.create",
+            key,
+            after={
+                "name": name,
+                "prefix": new.prefix,
+                "grant": grant.pk,
+                "models": _names(models or []),
+                "expires_at": expires_at,
+                **limits,
+            },
+        )
         bus.publish_on_commit("keys")
     return key, new.plaintext
 
@@ -262,5 +360,3 @@ def revoke_key(actor: User, key: ApiKey) -> ApiKey:
     key = revoke(actor, key, "apikey.revoke", "key", revoked_by=actor)
     bus.publish("keys")
     return key
-
-

@@ -1,4 +1,5 @@
 """Pages and API routes of access requests, grants, gateway keys and quotas."""
+
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 

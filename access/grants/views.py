@@ -1,4 +1,5 @@
 """UI for model access: a department user's own page, the admins' request queue, grants, keys, usage."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -33,26 +34,45 @@ def my_access(request: HttpRequest) -> HttpResponse:
         try:
             if which == "request" and request_form.is_valid():
                 d = request_form.cleaned_data
-                grants.request_access(user, models=list(d["models"]), justification=d["justification"],
-                                      duration_days=d["duration_days"], for_department=d["for_department"])
+                grants.request_access(
+                    user,
+                    models=list(d["models"]),
+                    justification=d["justification"],
+                    duration_days=d["duration_days"],
+                    for_department=d["for_department"],
+                )
                 messages.success(request, "Request sent; you will see the decision here.")
                 return redirect("my-access")
             if which == "key" and key_form.is_valid():
                 d = key_form.cleaned_data
-                key, plaintext = grants.create_key(user, grant=d["grant"], name=d["name"],
-                                                   expires_in_days=d["expires_in_days"], limits=key_form.limits())
+                key, plaintext = grants.create_key(
+                    user,
+                    grant=d["grant"],
+                    name=d["name"],
+                    expires_in_days=d["expires_in_days"],
+                    limits=key_form.limits(),
+                )
                 created, status, key_form = {"key": key, "plaintext": plaintext}, 201, ApiKeyForm(grants_qs=active)
         except ServiceError as exc:
             (request_form if which == "request" else key_form).add_error(
                 exc.field if exc.field in ("models", "justification", "duration_days", "name", "grant") else None,
-                exc.message)
+                exc.message,
+            )
     requests_ = AccessRequest.objects.filter(requester=user).select_related("decided_by").prefetch_related("models")
-    return render(request, "access/mine.html", {
-        "grants": GrantFilterSet.visible(user).order_by("-expires_at")[:50], "request_form": request_form,
-        "key_form": key_form, "requests": requests_[:50], "created": created,
-        "keys": ApiKey.objects.filter(user=user).select_related("grant").prefetch_related("models")[:100],
-        "now": timezone.now(),
-    }, status=status)
+    return render(
+        request,
+        "access/mine.html",
+        {
+            "grants": GrantFilterSet.visible(user).order_by("-expires_at")[:50],
+            "request_form": request_form,
+            "key_form": key_form,
+            "requests": requests_[:50],
+            "created": created,
+            "keys": ApiKey.objects.filter(user=user).select_related("grant").prefetch_related("models")[:100],
+            "now": timezone.now(),
+        },
+        status=status,
+    )
 
 
 @role_required(Role.DEPT_USER)
@@ -68,8 +88,11 @@ def withdraw(request: HttpRequest, pk: int) -> HttpResponse:
 def revoke_key(request: HttpRequest, pk: int) -> HttpResponse:
     qs = ApiKey.objects.all() if request.user.is_fleet_admin else ApiKey.objects.filter(user=request.user)
     key = get_object_or_404(qs, pk=pk)
-    flash(request, lambda: grants.revoke_key(request.user, key),
-          f"Key “{key.name}” revoked; calls with it are refused from now on.")
+    flash(
+        request,
+        lambda: grants.revoke_key(request.user, key),
+        f"Key “{key.name}” revoked; calls with it are refused from now on.",
+    )
     return redirect(request.POST.get("next") if request.POST.get("next") in ("/access/keys/",) else "my-access")
 
 
@@ -81,8 +104,17 @@ def queue(request: HttpRequest) -> HttpResponse:
     pending = visible.filter(state=AccessRequest.State.PENDING).order_by("created_at")
     filterset = AccessRequestFilterSet(request.GET, queryset=visible.exclude(state=AccessRequest.State.PENDING))
     page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "access/queue.html", {"pending": pending, "page": page, "state": state,
-                                                 "states": AccessRequest.State.choices, "form": DecisionForm()})
+    return render(
+        request,
+        "access/queue.html",
+        {
+            "pending": pending,
+            "page": page,
+            "state": state,
+            "states": AccessRequest.State.choices,
+            "form": DecisionForm(),
+        },
+    )
 
 
 @role_required(Role.ADMIN)
@@ -97,8 +129,9 @@ def decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
     d = form.cleaned_data
     try:
         if decision == "approve":
-            grants.approve(request.user, target, reason=d["reason"], duration_days=d["duration_days"],
-                           limits=form.limits())
+            grants.approve(
+                request.user, target, reason=d["reason"], duration_days=d["duration_days"], limits=form.limits()
+            )
         else:
             grants.deny(request.user, target, reason=d["reason"])
     except ServiceError as exc:
@@ -122,9 +155,15 @@ def grant_list(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             d = form.cleaned_data
             try:
-                grant = grants.create_grant(request.user, user=d["user"], department=d["department"],
-                                            models=list(d["models"]), duration_days=d["duration_days"],
-                                            limits=form.limits(), note=d["note"])
+                grant = grants.create_grant(
+                    request.user,
+                    user=d["user"],
+                    department=d["department"],
+                    models=list(d["models"]),
+                    duration_days=d["duration_days"],
+                    limits=form.limits(),
+                    note=d["note"],
+                )
             except ServiceError as exc:
                 form.add_error(None, exc.message)
             else:
@@ -132,17 +171,31 @@ def grant_list(request: HttpRequest) -> HttpResponse:
                 return redirect("grants")
         status = 400
     filterset, page, list_status = list_page(request, GrantFilterSet, PAGE_SIZE)
-    return render(request, "access/grants.html", {
-        "page": page, "filterset": filterset, "form": form, "now": timezone.now(),
-        "expiring_count": GrantFilterSet.visible(request.user).filter(pk__in=grants.expiring().values("pk")).count(),
-    }, status=max(status, list_status))
+    return render(
+        request,
+        "access/grants.html",
+        {
+            "page": page,
+            "filterset": filterset,
+            "form": form,
+            "now": timezone.now(),
+            "expiring_count": GrantFilterSet.visible(request.user)
+            .filter(pk__in=grants.expiring().values("pk"))
+            .count(),
+        },
+        status=max(status, list_status),
+    )
 
 
 @role_required(Role.ADMIN)
 @require_POST
 def revoke_grant(request: HttpRequest, pk: int) -> HttpResponse:
     grant = get_object_or_404(Grant, pk=pk)
-    flash(request, lambda: grants.revoke_grant(request.user, grant), f"Grant #{pk} revoked; its keys are refused from now on.")
+    flash(
+        request,
+        lambda: grants.revoke_grant(request.user, grant),
+        f"Grant #{pk} revoked; its keys are refused from now on.",
+    )
     return redirect("grants")
 
 
@@ -151,8 +204,9 @@ def key_list(request: HttpRequest) -> HttpResponse:
     """Gateway keys, metadata only: everyone's for admins and auditors, a department user's own;
     ?q= user or key name/prefix, ?show=active|revoked|all, ?user=."""
     filterset, page, status = list_page(request, ApiKeyFilterSet, PAGE_SIZE)
-    return render(request, "access/keys.html", {"page": page, "filterset": filterset, "now": timezone.now()},
-                  status=status)
+    return render(
+        request, "access/keys.html", {"page": page, "filterset": filterset, "now": timezone.now()}, status=status
+    )
 
 
 @role_required(*ANY_ROLE)
@@ -160,9 +214,3 @@ def request_list(request: HttpRequest) -> HttpResponse:
     """Access requests: everyone's for admins and auditors, a department user's own; ?state=, ?q=."""
     filterset, page, status = list_page(request, AccessRequestFilterSet, PAGE_SIZE)
     return render(request, "access/requests.html", {"page": page, "filterset": filterset}, status=status)
-
-
-
-
-
-

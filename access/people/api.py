@@ -1,4 +1,5 @@
 """/api/ endpoints for people and personal tokens."""
+
 from __future__ import annotations
 
 from django.db.models import Count, ProtectedError
@@ -41,8 +42,13 @@ class DepartmentViewSet(viewsets.ModelViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                  mixins.UpdateModelMixin, viewsets.GenericViewSet):
+class UserViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
     """Users are deactivated (is_active=false), not deleted, so their history stays readable."""
 
     permission_classes = [IsAuthenticated, HasRole.of(Role.ADMIN)]
@@ -62,8 +68,7 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         return qs
 
 
-class TokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
-                   viewsets.GenericViewSet):
+class TokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """Your personal API tokens. DELETE revokes (the row stays, for the record)."""
 
     permission_classes = [IsAuthenticated, AnyRole]
@@ -78,7 +83,8 @@ class TokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Destro
         serializer = TokenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         token, plaintext = services.create_token(
-            request.user, name=serializer.validated_data["name"],
+            request.user,
+            name=serializer.validated_data["name"],
             expires_in_days=serializer.validated_data.get("expires_in_days"),
         )
         data = NewTokenSerializer(token).data | {"token": plaintext}

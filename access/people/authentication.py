@@ -1,4 +1,5 @@
 """DRF authentication by personal token: ``Authorization: Bearer fct_...``."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -24,7 +25,8 @@ class PersonalTokenAuthentication(authentication.BaseAuthentication):
         prefix = tokens.parse_prefix(plaintext)
         token = (
             PersonalToken.objects.select_related("user", "user__department").filter(prefix=prefix).first()
-            if prefix else None
+            if prefix
+            else None
         )
         if token is None or not tokens.matches(plaintext, token.digest):
             raise exceptions.AuthenticationFailed("Invalid token.")

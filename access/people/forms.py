@@ -1,4 +1,5 @@
 """Forms of the people pages."""
+
 from __future__ import annotations
 
 from django import forms
@@ -17,5 +18,6 @@ class DepartmentForm(forms.ModelForm):
 
 class TokenForm(forms.Form):
     name = PersonalToken._meta.get_field("name").formfield(help_text="What will use it, e.g. 'nightly export'.")
-    expires_in_days = forms.TypedChoiceField(choices=EXPIRY_CHOICES, coerce=int, empty_value=None,
-                                             required=False, initial="90", label="Expires after")
+    expires_in_days = forms.TypedChoiceField(
+        choices=EXPIRY_CHOICES, coerce=int, empty_value=None, required=False, initial="90", label="Expires after"
+    )

@@ -1,4 +1,5 @@
 """People: users with one role, departments, personal API tokens."""
+
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser
@@ -25,9 +26,7 @@ class Department(models.Model):
 
 class User(AbstractUser):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.NONE, db_index=True)
-    department = models.ForeignKey(
-        Department, null=True, blank=True, on_delete=models.PROTECT, related_name="members"
-    )
+    department = models.ForeignKey(Department, null=True, blank=True, on_delete=models.PROTECT, related_name="members")
 
     class Meta:
         ordering = ["username"]

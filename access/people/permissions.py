@@ -1,4 +1,5 @@
 """Role checks for views (UI and API). Every view names the roles that may use it."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

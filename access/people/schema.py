@@ -1,4 +1,5 @@
 """Tells the OpenAPI schema how personal tokens authenticate."""
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
@@ -7,5 +8,9 @@ class PersonalTokenScheme(OpenApiAuthenticationExtension):
     name = "personalToken"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "bearerFormat": "fct_<prefix>_<secret>",
-                "description": "A personal API token from Account → API tokens."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "fct_<prefix>_<secret>",
+            "description": "A personal API token from Account → API tokens.",
+        }

@@ -25,8 +25,19 @@ class UserSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = User
-        fields = ["id", "username", "first_name", "last_name", "email", "role", "department", "is_active",
-                  "last_login", "date_joined", "password"]
+        fields = [
+            "id",
+            "username",
+            "first_name",
+            "last_name",
+            "email",
+            "role",
+            "department",
+            "is_active",
+            "last_login",
+            "date_joined",
+            "password",
+        ]
         read_only_fields = ["id", "last_login", "date_joined"]
 
     def validate(self, attrs: dict) -> dict:
@@ -63,8 +74,9 @@ class UserSerializer(serializers.ModelSerializer):
 
 
 class TokenSerializer(serializers.ModelSerializer):
-    expires_in_days = serializers.IntegerField(write_only=True, required=False, allow_null=True,
-                                               min_value=1, max_value=3650)
+    expires_in_days = serializers.IntegerField(
+        write_only=True, required=False, allow_null=True, min_value=1, max_value=3650
+    )
 
     class Meta:
         model = PersonalToken

@@ -1,4 +1,5 @@
 """Side effects for people and tokens: the UI and the API both call these."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -37,8 +38,7 @@ def create_token(user: User, *, name: str, expires_in_days: int | None) -> tuple
         token = PersonalToken.objects.create(
             user=user, name=name, prefix=new.prefix, digest=new.digest, expires_at=expires_at
         )
-        audit.record(user, "token.create", token,
-                     after={"name": name, "prefix": new.prefix, "expires_at": expires_at})
+        audit.record(user, "token.create", token, after={"name": name, "prefix": new.prefix, "expires_at": expires_at})
     return token, new.plaintext
 
 

@@ -1,4 +1,5 @@
 """Audit of sign-ins and of every change to people (UI, API, Django admin, shell alike)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -42,14 +43,18 @@ def _actor() -> Any:
 track(
     User,
     prefix="user",
-    fields=["username", "first_name", "last_name", "email", "role", "department_id", "is_active",
-            "is_superuser", "password"],
+    fields=[
+        "username",
+        "first_name",
+        "last_name",
+        "email",
+        "role",
+        "department_id",
+        "is_active",
+        "is_superuser",
+        "password",
+    ],
     secret_fields=["password"],
     actor=_actor,
 )
 track(Department, prefix="department", fields=["name", "slug", "description"], actor=_actor)
-
-
-
-
-

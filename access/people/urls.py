@@ -1,4 +1,5 @@
 """Pages and API routes of people, departments and personal API tokens."""
+
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter

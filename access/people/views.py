@@ -1,4 +1,5 @@
 """UI pages for people and personal tokens, and the lockout response."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -42,8 +43,9 @@ def people(request: HttpRequest) -> HttpResponse:
     users = User.objects.select_related("department").order_by("username")
     q, role, dept = request.GET.get("q", "").strip(), request.GET.get("role", ""), request.GET.get("department", "")
     if q:
-        users = users.filter(Q(username__icontains=q) | Q(first_name__icontains=q) |
-                             Q(last_name__icontains=q) | Q(email__icontains=q))
+        users = users.filter(
+            Q(username__icontains=q) | Q(first_name__icontains=q) | Q(last_name__icontains=q) | Q(email__icontains=q)
+        )
     if role in Role.values:
         users = users.filter(role=role)
     if dept:
@@ -51,10 +53,20 @@ def people(request: HttpRequest) -> HttpResponse:
     page = Paginator(users, PAGE_SIZE).get_page(request.GET.get("page"))
     departments = Department.objects.annotate(member_count=Count("members")).order_by("name")
     status = 400 if request.method == "POST" else 200
-    return render(request, "people/index.html", {
-        "page": page, "departments": departments, "form": form, "roles": Role.choices,
-        "q": q, "role": role, "department": dept,
-    }, status=status)
+    return render(
+        request,
+        "people/index.html",
+        {
+            "page": page,
+            "departments": departments,
+            "form": form,
+            "roles": Role.choices,
+            "q": q,
+            "role": role,
+            "department": dept,
+        },
+        status=status,
+    )
 
 
 @role_required(*ANY_ROLE)

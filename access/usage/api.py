@@ -1,4 +1,5 @@
 """/api/usage/ and /api/usage/summary/."""
+
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
@@ -25,8 +26,12 @@ def usage_rows(request):
     except ServiceError as exc:
         raise ValidationError({exc.field or "detail": exc.message}) from None
     if request.query_params.get("export") == "csv":
-        return stream((line.encode() for line in usage.csv_lines(qs)), "text/csv", "usage.csv",
-                      asynchronous=hasattr(request._request, "scope"))
+        return stream(
+            (line.encode() for line in usage.csv_lines(qs)),
+            "text/csv",
+            "usage.csv",
+            asynchronous=hasattr(request._request, "scope"),
+        )
     from rest_framework.pagination import PageNumberPagination
 
     paginator = PageNumberPagination()

@@ -1,4 +1,5 @@
 """The usage ledger: one row per gateway request. No prompt or output text, only its SHA-256."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,7 +19,9 @@ class UsageRecordQuerySet(models.QuerySet):
         if role != Role.DEPT_USER:
             return self.none()
         mine = models.Q(user=user)
-        return self.filter(mine | models.Q(department_id=user.department_id)) if user.department_id else self.filter(mine)
+        return (
+            self.filter(mine | models.Q(department_id=user.department_id)) if user.department_id else self.filter(mine)
+        )
 
 
 class UsageRecord(models.Model):
@@ -43,9 +46,11 @@ class UsageRecord(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["user", "created_at"], name="usage_user_time"),
-                   models.Index(fields=["department", "created_at"], name="usage_dept_time"),
-                   models.Index(fields=["model", "created_at"], name="usage_model_time")]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="usage_user_time"),
+            models.Index(fields=["department", "created_at"], name="usage_dept_time"),
+            models.Index(fields=["model", "created_at"], name="usage_model_time"),
+        ]
 
     @property
     def total_tokens(self) -> int:

@@ -1,4 +1,5 @@
 """Reading the usage ledger: who may see which rows, filters, totals for charts, CSV export."""
+
 from __future__ import annotations
 
 import csv
@@ -18,9 +19,24 @@ from console.actions import ServiceError
 
 DEFAULT_DAYS = 30
 SCOPES = ("mine", "department", "all")
-CSV_FIELDS = ["created_at", "user", "department", "model", "endpoint", "stream", "status", "prompt_tokens",
-              "completion_tokens", "latency_ms", "ttft_ms", "input_sha256", "request_id", "key_id", "deployment_id",
-              "instance_id"]
+CSV_FIELDS = [
+    "created_at",
+    "user",
+    "department",
+    "model",
+    "endpoint",
+    "stream",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms",
+    "ttft_ms",
+    "input_sha256",
+    "request_id",
+    "key_id",
+    "deployment_id",
+    "instance_id",
+]
 
 
 def scope_for(user: User, wanted: str | None) -> str:
@@ -39,7 +55,9 @@ def filtered(user: User, params: Mapping[str, str]) -> tuple[QuerySet[UsageRecor
     now = timezone.now()
     try:  # the audit trail's parser: the same dates mean the same instants everywhere
         since = parse_when("since", params["since"]) if params.get("since") else now - timedelta(days=DEFAULT_DAYS)
-        until = parse_when("until", params["until"], end_of_day=True) if params.get("until") else now + timedelta(minutes=1)
+        until = (
+            parse_when("until", params["until"], end_of_day=True) if params.get("until") else now + timedelta(minutes=1)
+        )
     except FilterError as exc:
         raise ServiceError(str(exc), str(exc).split(":", 1)[0]) from None
     if since >= until:
@@ -63,12 +81,25 @@ def filtered(user: User, params: Mapping[str, str]) -> tuple[QuerySet[UsageRecor
 
 
 def row_dict(r: UsageRecord) -> dict:
-    return {"id": r.pk, "created_at": r.created_at.isoformat(), "user": r.user.username if r.user_id else None,
-            "department": r.department.slug if r.department_id else None, "model": r.model,
-            "endpoint": r.endpoint, "stream": r.stream, "status": r.status, "prompt_tokens": r.prompt_tokens,
-            "completion_tokens": r.completion_tokens, "latency_ms": r.latency_ms, "ttft_ms": r.ttft_ms,
-            "input_sha256": r.input_sha256, "request_id": r.request_id, "key_id": r.key_id,
-            "deployment_id": r.deployment_id, "instance_id": r.instance_id}
+    return {
+        "id": r.pk,
+        "created_at": r.created_at.isoformat(),
+        "user": r.user.username if r.user_id else None,
+        "department": r.department.slug if r.department_id else None,
+        "model": r.model,
+        "endpoint": r.endpoint,
+        "stream": r.stream,
+        "status": r.status,
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "latency_ms": r.latency_ms,
+        "ttft_ms": r.ttft_ms,
+        "input_sha256": r.input_sha256,
+        "request_id": r.request_id,
+        "key_id": r.key_id,
+        "deployment_id": r.deployment_id,
+        "instance_id": r.instance_id,
+    }
 
 
 def csv_lines(qs: QuerySet[UsageRecord]) -> Iterator[str]:
@@ -84,9 +115,24 @@ def csv_lines(qs: QuerySet[UsageRecord]) -> Iterator[str]:
 
     writer.writerow(CSV_FIELDS)
     yield take()
-    rows = qs.values_list("created_at", "user__username", "department__slug", "model", "endpoint", "stream",
-                          "status", "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "input_sha256",
-                          "request_id", "key_id", "deployment_id", "instance_id")
+    rows = qs.values_list(
+        "created_at",
+        "user__username",
+        "department__slug",
+        "model",
+        "endpoint",
+        "stream",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "ttft_ms",
+        "input_sha256",
+        "request_id",
+        "key_id",
+        "deployment_id",
+        "instance_id",
+    )
     for row in rows.iterator(chunk_size=2000):
         writer.writerow([row[0].isoformat(), *row[1:]])
         yield take()
@@ -94,21 +140,28 @@ def csv_lines(qs: QuerySet[UsageRecord]) -> Iterator[str]:
 
 def summary(qs: QuerySet[UsageRecord]) -> dict:
     """Totals for the charts and tables: by day, department, model and user (a handful of GROUP BYs)."""
-    totals = {"requests": Count("id"), "prompt_tokens": Sum("prompt_tokens"),
-              "completion_tokens": Sum("completion_tokens")}
+    totals = {
+        "requests": Count("id"),
+        "prompt_tokens": Sum("prompt_tokens"),
+        "completion_tokens": Sum("completion_tokens"),
+    }
     base = qs.order_by()
 
     def grouped(*fields: str) -> list[dict]:
         rows = base.values(*fields).annotate(**totals).order_by(*fields)
-        return [r | {"prompt_tokens": r["prompt_tokens"] or 0, "completion_tokens": r["completion_tokens"] or 0}
-                for r in rows]
+        return [
+            r | {"prompt_tokens": r["prompt_tokens"] or 0, "completion_tokens": r["completion_tokens"] or 0}
+            for r in rows
+        ]
 
     overall = base.aggregate(**totals, avg_latency_ms=Avg("latency_ms"), avg_ttft_ms=Avg("ttft_ms"))
     refused = base.exclude(status=200).count()
     by_day = [r | {"day": r["day"].date().isoformat()} for r in grouped_day(base, totals)]
     return {
-        "requests": overall["requests"], "prompt_tokens": overall["prompt_tokens"] or 0,
-        "completion_tokens": overall["completion_tokens"] or 0, "refused": refused,
+        "requests": overall["requests"],
+        "prompt_tokens": overall["prompt_tokens"] or 0,
+        "completion_tokens": overall["completion_tokens"] or 0,
+        "refused": refused,
         "avg_latency_ms": round(overall["avg_latency_ms"] or 0, 1),
         "avg_ttft_ms": round(overall["avg_ttft_ms"], 1) if overall["avg_ttft_ms"] is not None else None,
         "by_day": by_day,

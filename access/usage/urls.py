@@ -1,4 +1,5 @@
 """Pages and API routes of the usage ledger."""
+
 from django.urls import path
 
 from access.usage import api, views

@@ -1,4 +1,5 @@
 """The usage page and its CSV."""
+
 from __future__ import annotations
 
 from django.core.paginator import Paginator
@@ -15,8 +16,6 @@ from console.streaming import stream
 PAGE_SIZE = 25
 
 
-
-
 def _usage_query(request: HttpRequest):
     form = UsageFilterForm(request.GET or None)
     params = {k: v for k, v in request.GET.items() if v and k in UsageFilterForm.base_fields}
@@ -31,12 +30,22 @@ def usage_page(request: HttpRequest) -> HttpResponse:
     try:
         form, qs, label = _usage_query(request)
     except ServiceError as exc:
-        return render(request, "access/usage.html", {"form": UsageFilterForm(request.GET), "error": exc.message},
-                      status=400)
+        return render(
+            request, "access/usage.html", {"form": UsageFilterForm(request.GET), "error": exc.message}, status=400
+        )
     page = Paginator(qs.select_related("user", "department"), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "access/usage.html", {
-        "form": form, "summary": usage.summary(qs), "label": label, "page": page,
-        "query": request.GET.urlencode(), "wide": request.user.has_role(*READERS)})
+    return render(
+        request,
+        "access/usage.html",
+        {
+            "form": form,
+            "summary": usage.summary(qs),
+            "label": label,
+            "page": page,
+            "query": request.GET.urlencode(),
+            "wide": request.user.has_role(*READERS),
+        },
+    )
 
 
 @role_required(*ANY_ROLE)
@@ -45,5 +54,6 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
         _form, qs, _label = _usage_query(request)
     except ServiceError as exc:
         return HttpResponse(exc.message, status=400, content_type="text/plain")
-    return stream((line.encode() for line in usage.csv_lines(qs)), "text/csv", "usage.csv",
-                  asynchronous=hasattr(request, "scope"))
+    return stream(
+        (line.encode() for line in usage.csv_lines(qs)), "text/csv", "usage.csv", asynchronous=hasattr(request, "scope")
+    )

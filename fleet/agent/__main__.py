@@ -1,4 +1,5 @@
 """python -m fleet.agent --name gpu-a   (join token in FLEET_JOIN_TOKEN the first time; REDIS_URL)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,13 +14,24 @@ from fleet.agent.runtime import Agent, AgentError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet.agent", description="Fleet Console node agent")
     parser.add_argument("--name", required=True, help="node name: lower-case letters, digits, hyphens")
-    parser.add_argument("--interval", type=float, default=float(os.environ.get("FLEET_TELEMETRY_INTERVAL_S", 1.0)),
-                        help="seconds between telemetry samples (default 1)")
-    parser.add_argument("--address", default=os.environ.get("FLEET_AGENT_ADDRESS", "127.0.0.1"),
-                        help="the address vLLM listens on and the console's gateway reaches (default 127.0.0.1)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=float(os.environ.get("FLEET_TELEMETRY_INTERVAL_S", 1.0)),
+        help="seconds between telemetry samples (default 1)",
+    )
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("FLEET_AGENT_ADDRESS", "127.0.0.1"),
+        help="the address vLLM listens on and the console's gateway reaches (default 127.0.0.1)",
+    )
     parser.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats (default 5)")
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="where the agent keeps its identity (default $FLEET_AGENT_STATE_DIR or ~/.fleet-agent/<name>)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the agent keeps its identity (default $FLEET_AGENT_STATE_DIR or ~/.fleet-agent/<name>)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
 
@@ -30,9 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.1 <= args.interval <= 60:
         print("agent: --interval must be between 0.1 and 60 seconds", file=sys.stderr)
         return 2
-    state_dir = args.state_dir or Path(os.environ.get("FLEET_AGENT_STATE_DIR") or Path.home() / ".fleet-agent" / args.name)
-    agent = Agent(name=args.name, redis_url=redis_url, state_dir=state_dir, interval_s=args.interval,
-                  heartbeat_s=args.heartbeat, address=args.address)
+    state_dir = args.state_dir or Path(
+        os.environ.get("FLEET_AGENT_STATE_DIR") or Path.home() / ".fleet-agent" / args.name
+    )
+    agent = Agent(
+        name=args.name,
+        redis_url=redis_url,
+        state_dir=state_dir,
+        interval_s=args.interval,
+        heartbeat_s=args.heartbeat,
+        address=args.address,
+    )
     try:
         agent.join(os.environ.get("FLEET_JOIN_TOKEN") or None)
     except AgentError as exc:

@@ -5,6 +5,7 @@ outlives the agent), and is recorded in a state file; a restarted agent adopts e
 process that still runs. Readiness: /health answers 200 and /v1/models lists the served name.
 A crash restarts after a growing delay; a permanent cause (fleet.protocol.diagnosis) or K crashes within
 the window make the instance Failed. Every change is reported to the console."""
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,13 @@ log = logging.getLogger("fleet.agent")
 CRASH_LIMIT, CRASH_WINDOW_S = 5, 300.0
 STOP_GRACE_S = float(os.environ.get("FLEET_STOP_GRACE_S", "10"))
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
-METRICS = {"vllm:num_requests_running": "running", "vllm:num_requests_waiting": "waiting",
-           "vllm:kv_cache_usage_perc": "kv_cache_usage", "vllm:generation_tokens_total": "generation_tokens",
-           "vllm:prompt_tokens_total": "prompt_tokens"}
+METRICS = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:kv_cache_usage_perc": "kv_cache_usage",
+    "vllm:generation_tokens_total": "generation_tokens",
+    "vllm:prompt_tokens_total": "prompt_tokens",
+}
 
 
 @dataclass
@@ -135,11 +140,17 @@ class InstanceSupervisor:
                 threading.Thread(target=self._install_then_start, args=(engine, version, spec), daemon=True).start()
                 return
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            m = Managed(id=spec["id"], served=spec["served"], host=spec["host"], port=spec["port"],
-                        argv=vllm_options.argv(python, spec["model_path"], spec["served"], spec["host"], spec["port"],
-                                               spec["options"]),
-                        env=vllm_options.environment(spec["options"], spec.get("gpus", [])),
-                        log_path=str(self.log_dir / f"instance-{spec['id']}.log"))
+            m = Managed(
+                id=spec["id"],
+                served=spec["served"],
+                host=spec["host"],
+                port=spec["port"],
+                argv=vllm_options.argv(
+                    python, spec["model_path"], spec["served"], spec["host"], spec["port"], spec["options"]
+                ),
+                env=vllm_options.environment(spec["options"], spec.get("gpus", [])),
+                log_path=str(self.log_dir / f"instance-{spec['id']}.log"),
+            )
             self.managed[m.id] = m
             self._spawn(m)
 
@@ -148,8 +159,14 @@ class InstanceSupervisor:
         try:
             runtimes.ensure(engine, version, log=lambda line: self.publish(topic, {"lines": [line]}))
         except Exception as exc:
-            self.report({"instance": spec["id"], "state": "failed", "cause": "Runtime could not be installed",
-                         "remedy": f"{exc}"[:400] + " — check FLEET_PIP_INDEX_URL or FLEET_WHEEL_DIR on the node."})
+            self.report(
+                {
+                    "instance": spec["id"],
+                    "state": "failed",
+                    "cause": "Runtime could not be installed",
+                    "remedy": f"{exc}"[:400] + " — check FLEET_PIP_INDEX_URL or FLEET_WHEEL_DIR on the node.",
+                }
+            )
             return
         self.start(spec)
 
@@ -171,8 +188,14 @@ class InstanceSupervisor:
         fd = os.open(m.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         m.attempt_offset = os.fstat(fd).st_size
         try:
-            proc = subprocess.Popen(m.argv, env=os.environ | m.env, stdout=fd, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                m.argv,
+                env=os.environ | m.env,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             os.close(fd)
         self.children[m.id] = proc
@@ -248,14 +271,30 @@ class InstanceSupervisor:
         m.crashes = [t for t in m.crashes if now - t < CRASH_WINDOW_S] + [now]
         m.pid = None
         if found.permanent or len(m.crashes) >= CRASH_LIMIT:
-            cause = found.cause if found.permanent else f"{found.cause} ({len(m.crashes)} crashes in {CRASH_WINDOW_S / 60:.0f} min)"
-            report = {"instance": m.id, "state": "failed", "exit_code": exit_code, "cause": cause,
-                      "remedy": found.remedy, "restarts": m.restarts}
+            cause = (
+                found.cause
+                if found.permanent
+                else f"{found.cause} ({len(m.crashes)} crashes in {CRASH_WINDOW_S / 60:.0f} min)"
+            )
+            report = {
+                "instance": m.id,
+                "state": "failed",
+                "exit_code": exit_code,
+                "cause": cause,
+                "remedy": found.remedy,
+                "restarts": m.restarts,
+            }
             del self.managed[m.id]
         else:
             m.state, m.next_start = "crashed", now + min(30.0, 2.0 ** (len(m.crashes) - 1) - 1)
-            report = {"instance": m.id, "state": "crashed", "exit_code": exit_code, "cause": found.cause,
-                      "remedy": found.remedy, "restarts": m.restarts}
+            report = {
+                "instance": m.id,
+                "state": "crashed",
+                "exit_code": exit_code,
+                "cause": found.cause,
+                "remedy": found.remedy,
+                "restarts": m.restarts,
+            }
         self._save()
         self.report(report)
 
@@ -310,5 +349,7 @@ class InstanceSupervisor:
 
     def describe(self) -> list[dict]:
         with self.lock:
-            return [{"id": m.id, "pid": m.pid, "state": m.state, "port": m.port, "restarts": m.restarts}
-                    for m in self.managed.values()]
+            return [
+                {"id": m.id, "pid": m.pid, "state": m.state, "port": m.port, "restarts": m.restarts}
+                for m in self.managed.values()
+            ]

@@ -2,6 +2,7 @@
 runtime environment and process group. Output is read as it comes (lines split on \\n and \\r, so
 progress bars arrive too), runner events (``@fleet {...}``) become progress and the result, and
 everything reaches the console in one report per half second. Cancel kills the process group."""
+
 from __future__ import annotations
 
 import json
@@ -116,8 +117,15 @@ class JobSupervisor:
             if job.cancelled:
                 self._finish(job, "cancelled", "")
                 return
-            job.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, cwd=str(RUNNERS), start_new_session=True)
+            job.proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=str(RUNNERS),
+                start_new_session=True,
+            )
         self.report({"job": job.id, "state": "running", "pid": job.proc.pid})
         stop = threading.Event()
         flusher = threading.Thread(target=self._flush_loop, args=(job, stop), daemon=True)

@@ -4,6 +4,7 @@
 production it is ``pynvml`` from nvidia-ml-py. Without NVML (no driver, no GPU) the node is a CPU
 node: discovery says why and sampling returns no GPUs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,9 +21,15 @@ log = logging.getLogger(__name__)
 
 # Clock event ("throttle") reason bits from nvml.h; names as the UI shows them.
 THROTTLE_REASONS = {
-    0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
-    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
-    0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting",
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
 }
 NVLINK_MAX_LINKS = 18
 
@@ -179,7 +186,9 @@ class GpuProbe:
         memory = n.nvmlDeviceGetMemoryInfo(handle)
         power = self._opt(n.nvmlDeviceGetPowerUsage, handle)
         limit = self._opt(n.nvmlDeviceGetEnforcedPowerLimit, handle)
-        reasons_fn = getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or n.nvmlDeviceGetCurrentClocksThrottleReasons
+        reasons_fn = (
+            getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or n.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
         reasons = self._opt(reasons_fn, handle)
         return {
             "i": index,
@@ -190,8 +199,9 @@ class GpuProbe:
             "power": round(power / 1000, 1) if power is not None else None,
             "power_limit": round(limit / 1000, 1) if limit is not None else None,
             "sm_clock": self._opt(n.nvmlDeviceGetClockInfo, handle, n.NVML_CLOCK_SM),
-            "ecc": self._opt(n.nvmlDeviceGetTotalEccErrors, handle,
-                             n.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, n.NVML_VOLATILE_ECC),
+            "ecc": self._opt(
+                n.nvmlDeviceGetTotalEccErrors, handle, n.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, n.NVML_VOLATILE_ECC
+            ),
             "xid": self._xid.get(index, 0) if self._events is not None else None,
             "throttle": [name for bit, name in THROTTLE_REASONS.items() if reasons and reasons & bit],
         }

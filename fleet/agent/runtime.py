@@ -1,4 +1,5 @@
 """The agent's work: join, sample every tick, publish, heartbeat, roll up, serve its queue."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,14 @@ class Identity:
 def make_app(redis_url: str) -> Celery:
     # set_as_current=False: in a process that also has the console app (tests, bench) it stays current.
     app = Celery("fleet-agent", broker=redis_url, backend=redis_url, set_as_current=False)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
-                    broker_connection_retry_on_startup=True, task_ignore_result=True,
-                    worker_hijack_root_logger=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        worker_hijack_root_logger=False,
+    )
     return app
 
 
@@ -53,10 +59,20 @@ def layer_publisher(redis_url: str) -> Publisher:
 
 
 class Agent:
-    def __init__(self, *, name: str, redis_url: str, state_dir: Path, interval_s: float = 1.0,
-                 heartbeat_s: float = 5.0, nvml: Any = "auto", app: Celery | None = None,
-                 publisher: Publisher | None = None, clock: Callable[[], float] = time.time,
-                 address: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        redis_url: str,
+        state_dir: Path,
+        interval_s: float = 1.0,
+        heartbeat_s: float = 5.0,
+        nvml: Any = "auto",
+        app: Celery | None = None,
+        publisher: Publisher | None = None,
+        clock: Callable[[], float] = time.time,
+        address: str = "127.0.0.1",
+    ) -> None:
         self.name, self.redis_url, self.state_dir, self.address = name, redis_url, Path(state_dir), address
         self.interval_s, self.heartbeat_s = interval_s, heartbeat_s
         self.app = app or make_app(redis_url)
@@ -70,8 +86,10 @@ class Agent:
         self._last_heartbeat = 0.0
         self.clock = clock  # wall-clock time of samples (tests step it across minute boundaries)
         self.instances = InstanceSupervisor(
-            self.state_dir, report=lambda payload: self._send(tasks.INSTANCE_REPORT, report=payload),
-            publish=lambda topic, payload: self.publisher.publish(topic, payload))
+            self.state_dir,
+            report=lambda payload: self._send(tasks.INSTANCE_REPORT, report=payload),
+            publish=lambda topic, payload: self.publisher.publish(topic, payload),
+        )
         self.jobs = JobSupervisor(self.state_dir, report=lambda payload: self._send(tasks.JOB_REPORT, report=payload))
         self.started = clock()
 
@@ -81,9 +99,13 @@ class Agent:
         return self.state_dir / "agent.json"
 
     def facts(self) -> dict:
-        return {"host": self.host.discover() | {"address": self.address}, "gpu": self.gpus.discover(),
-                "runtimes": runtimes.installed(), "agent_version": AGENT_VERSION,
-                "interval_s": self.interval_s}
+        return {
+            "host": self.host.discover() | {"address": self.address},
+            "gpu": self.gpus.discover(),
+            "runtimes": runtimes.installed(),
+            "agent_version": AGENT_VERSION,
+            "interval_s": self.interval_s,
+        }
 
     def _ask_console(self, wait_s: float, **kwargs: Any) -> dict:
         """Send the registration and wait for its answer (never re-sent: a join token works once)."""
@@ -94,7 +116,9 @@ class Agent:
                 return result.get(timeout=min(10.0, max(0.1, deadline - time.monotonic())), disable_sync_subtasks=False)
             except ResultTimeout:
                 if time.monotonic() >= deadline:
-                    raise AgentError(f"no answer from the console within {wait_s:.0f} s: is its worker running?")
+                    raise AgentError(
+                        f"no answer from the console within {wait_s:.0f} s: is its worker running?"
+                    ) from None
                 log.info("still waiting for the console to answer the registration…")
 
     def join(self, join_token: str | None = None, wait_s: float = 120.0) -> Identity:
@@ -139,9 +163,17 @@ class Agent:
         assert self.identity is not None
         readings, errors = self.gpus.sample()
         self.seq += 1
-        return {"v": telemetry.VERSION, "node": self.identity.node_id, "name": self.name, "ts": self.clock(),
-                "seq": self.seq, "host": self.host.sample(), "gpus": readings, "errors": errors,
-                "instances": self.instances.metrics()}
+        return {
+            "v": telemetry.VERSION,
+            "node": self.identity.node_id,
+            "name": self.name,
+            "ts": self.clock(),
+            "seq": self.seq,
+            "host": self.host.sample(),
+            "gpus": readings,
+            "errors": errors,
+            "instances": self.instances.metrics(),
+        }
 
     def tick(self) -> dict:
         """One telemetry tick: sample, publish live, fold into the minute, heartbeat when due."""
@@ -167,8 +199,11 @@ class Agent:
     def _send(self, task: str, **kwargs: Any) -> None:
         assert self.identity is not None
         try:
-            self.app.send_task(task, kwargs={"node_id": self.identity.node_id, "secret": self.identity.secret,
-                                             **kwargs}, queue=tasks.CONSOLE_QUEUE)
+            self.app.send_task(
+                task,
+                kwargs={"node_id": self.identity.node_id, "secret": self.identity.secret, **kwargs},
+                queue=tasks.CONSOLE_QUEUE,
+            )
         except Exception as exc:  # Redis away: keep sampling, the next tick tries again
             log.warning("could not send %s: %s", task, exc)
 
@@ -214,9 +249,13 @@ class Agent:
 
         @self.app.task(name=tasks.PING, ignore_result=False)
         def ping() -> dict:
-            return {"name": agent.name, "node_id": agent.identity.node_id if agent.identity else None,
-                    "uptime_s": round(agent.clock() - agent.started, 1), "gpus": len(agent.gpus.handles),
-                    "version": AGENT_VERSION}
+            return {
+                "name": agent.name,
+                "node_id": agent.identity.node_id if agent.identity else None,
+                "uptime_s": round(agent.clock() - agent.started, 1),
+                "gpus": len(agent.gpus.handles),
+                "version": AGENT_VERSION,
+            }
 
         @self.app.task(name=tasks.START_INSTANCE)
         def start_instance(spec: dict) -> None:
@@ -224,8 +263,15 @@ class Agent:
                 agent.instances.start(spec)
             except Exception as exc:  # e.g. the runtime is missing: the console shows why
                 log.exception("could not start instance %s", spec.get("id"))
-                agent._send(tasks.INSTANCE_REPORT, report={"instance": spec.get("id"), "state": "failed",
-                                                             "cause": "Could not start", "remedy": str(exc)[:400]})
+                agent._send(
+                    tasks.INSTANCE_REPORT,
+                    report={
+                        "instance": spec.get("id"),
+                        "state": "failed",
+                        "cause": "Could not start",
+                        "remedy": str(exc)[:400],
+                    },
+                )
 
         @self.app.task(name=tasks.ENSURE_RUNTIME)
         def ensure_runtime(engine: str, version: str) -> None:
@@ -248,7 +294,18 @@ class Agent:
             return agent.instances.describe()
 
         try:
-            self.app.worker_main(["worker", "-Q", f"node.{self.name}", "-n", f"agent@{self.name}", "--pool=solo",
-                                  "--without-mingle", "--without-gossip", "--loglevel=INFO"])
+            self.app.worker_main(
+                [
+                    "worker",
+                    "-Q",
+                    f"node.{self.name}",
+                    "-n",
+                    f"agent@{self.name}",
+                    "--pool=solo",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--loglevel=INFO",
+                ]
+            )
         finally:
             stop.set()

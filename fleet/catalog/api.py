@@ -1,4 +1,5 @@
 """/api/models/ and /api/fit/ (admins only)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -27,8 +28,15 @@ from fleet.planning import placement
 from fleet.planning.estimator import GIB, EstimateError, ModelShape
 
 
-class ModelViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                   mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+class ModelViewSet(
+    FilteredListMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
     """Registered models. POST registers a directory under a model root; PATCH changes license, notes,
     tags, sensitivity; DELETE unregisters (files stay on disk)."""
 
@@ -42,15 +50,24 @@ class ModelViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveMode
     def get_queryset(self) -> QuerySet[ModelArtifact]:
         if self.action == "list":
             return super().get_queryset()
-        return (ModelArtifact.objects.visible_to(self.request.user).select_related("parent")
-                .prefetch_related("files", "variants"))
+        return (
+            ModelArtifact.objects.visible_to(self.request.user)
+            .select_related("parent")
+            .prefetch_related("files", "variants")
+        )
 
     def perform_create(self, serializer) -> None:
         data = serializer.validated_data
         serializer.instance = registry.register(
-            self.request.user, path=data["path"], name=data["name"], parent=data.get("parent"),
-            license=data.get("license", ""), notes=data.get("notes", ""), tags=data.get("tags", []),
-            sensitivity=data.get("sensitivity", "internal"))
+            self.request.user,
+            path=data["path"],
+            name=data["name"],
+            parent=data.get("parent"),
+            license=data.get("license", ""),
+            notes=data.get("notes", ""),
+            tags=data.get("tags", []),
+            sensitivity=data.get("sensitivity", "internal"),
+        )
 
     def perform_update(self, serializer) -> None:
         changes = {k: v for k, v in serializer.validated_data.items() if k in registry.EDITABLE}
@@ -79,17 +96,29 @@ def fit(request: Request) -> Response:
     serializer.is_valid(raise_exception=True)
     d = serializer.validated_data
     spec = placement.Spec(
-        shape=ModelShape.from_artifact(d["model"]), replicas=d["replicas"], tp=d["tp"], pp=d["pp"],
-        max_model_len=d["max_model_len"], concurrency=d["concurrency"],
-        gpu_memory_utilization=d["gpu_memory_utilization"], kv_dtype=d["kv_dtype"], quantization=d["quantization"],
-        strategy=d["strategy"], selector=tuple(sorted(d["selector"].items())),
-        cpu_kv_space_bytes=int(d["cpu_kv_space_gib"] * GIB))
+        shape=ModelShape.from_artifact(d["model"]),
+        replicas=d["replicas"],
+        tp=d["tp"],
+        pp=d["pp"],
+        max_model_len=d["max_model_len"],
+        concurrency=d["concurrency"],
+        gpu_memory_utilization=d["gpu_memory_utilization"],
+        kv_dtype=d["kv_dtype"],
+        quantization=d["quantization"],
+        strategy=d["strategy"],
+        selector=tuple(sorted(d["selector"].items())),
+        cpu_kv_space_bytes=int(d["cpu_kv_space_gib"] * GIB),
+    )
     try:
         result = placement.plan(spec, queries.fleet_view())
     except EstimateError as exc:
         raise ValidationError({exc.field or "detail": exc.message}) from None
-    return Response({
-        "ok": result.ok, "message": result.message, "rejected": result.rejected,
-        "replicas": [[asdict(stage) for stage in replica] for replica in result.replicas],
-        "estimates": {label: e.as_dict() for label, e in result.estimates.items()},
-    })
+    return Response(
+        {
+            "ok": result.ok,
+            "message": result.message,
+            "rejected": result.rejected,
+            "replicas": [[asdict(stage) for stage in replica] for replica in result.replicas],
+            "estimates": {label: e.as_dict() for label, e in result.estimates.items()},
+        }
+    )

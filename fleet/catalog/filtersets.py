@@ -1,4 +1,5 @@
 """The model list's filters, for the Models page and /api/models/ alike."""
+
 from __future__ import annotations
 
 import django_filters

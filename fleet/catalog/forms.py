@@ -1,4 +1,5 @@
 """Forms of the catalog pages."""
+
 from __future__ import annotations
 
 from django import forms
@@ -10,9 +11,13 @@ from fleet.planning.placement import Spec
 
 
 class ModelRegisterForm(forms.Form):
-    path = forms.CharField(max_length=1024, help_text="The model's directory: absolute, or relative to the first model root.")
+    path = forms.CharField(
+        max_length=1024, help_text="The model's directory: absolute, or relative to the first model root."
+    )
     name = forms.SlugField(max_length=100, help_text="Lower-case; it becomes the served model name.")
-    parent = forms.ModelChoiceField(queryset=None, required=False, help_text="For a quantized variant: the model it came from.")
+    parent = forms.ModelChoiceField(
+        queryset=None, required=False, help_text="For a quantized variant: the model it came from."
+    )
     license = forms.CharField(max_length=200, required=False)
     sensitivity = forms.ChoiceField(choices=Sensitivity.choices, initial=Sensitivity.INTERNAL)
     tags = forms.CharField(max_length=400, required=False, help_text="Comma-separated.")
@@ -35,7 +40,9 @@ class FitForm(forms.Form):
     max_model_len = forms.IntegerField(min_value=1, max_value=10_000_000, initial=4096, label="Context length (tokens)")
     concurrency = forms.IntegerField(min_value=1, max_value=100_000, initial=8, label="Concurrent sequences")
     quantization = forms.ChoiceField(choices=[(q, q) for q in QUANTIZATIONS], initial="none")
-    kv_dtype = forms.ChoiceField(choices=[("auto", "auto (the model's)"), ("fp8", "fp8")], initial="auto", label="KV cache dtype")
+    kv_dtype = forms.ChoiceField(
+        choices=[("auto", "auto (the model's)"), ("fp8", "fp8")], initial="auto", label="KV cache dtype"
+    )
     tp = forms.IntegerField(min_value=1, max_value=64, initial=1, label="Tensor parallel")
     pp = forms.IntegerField(min_value=1, max_value=64, initial=1, label="Pipeline parallel")
     gpu_memory_utilization = forms.FloatField(min_value=0.05, max_value=1.0, initial=0.9)
@@ -47,7 +54,14 @@ class FitForm(forms.Form):
 
     def spec(self) -> Spec:
         d = self.cleaned_data
-        return Spec(shape=ModelShape.from_artifact(d["model"]), tp=d["tp"], pp=d["pp"], max_model_len=d["max_model_len"],
-                    concurrency=d["concurrency"], gpu_memory_utilization=d["gpu_memory_utilization"],
-                    kv_dtype=d["kv_dtype"], quantization=d["quantization"],
-                    cpu_kv_space_bytes=int(d["cpu_kv_space_gib"] * GIB))
+        return Spec(
+            shape=ModelShape.from_artifact(d["model"]),
+            tp=d["tp"],
+            pp=d["pp"],
+            max_model_len=d["max_model_len"],
+            concurrency=d["concurrency"],
+            gpu_memory_utilization=d["gpu_memory_utilization"],
+            kv_dtype=d["kv_dtype"],
+            quantization=d["quantization"],
+            cpu_kv_space_bytes=int(d["cpu_kv_space_gib"] * GIB),
+        )

@@ -1,4 +1,5 @@
 """Registered models: what a Hugging Face-layout directory holds, parsed once, kept exactly."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -9,12 +10,10 @@ from django.utils import timezone
 from console.filtering import VisibleQuerySet
 from fleet.catalog.choices import ChecksumState, Sensitivity
 
-slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9._-]{0,99}$",
-                                "Use lower-case letters, digits, dots, hyphens and underscores (it becomes the served name).")
-
-
-
-
+slug_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9._-]{0,99}$",
+    "Use lower-case letters, digits, dots, hyphens and underscores (it becomes the served name).",
+)
 
 
 class ModelArtifact(models.Model):
@@ -22,8 +21,14 @@ class ModelArtifact(models.Model):
 
     name = models.CharField(max_length=100, unique=True, validators=[slug_validator])
     path = models.CharField(max_length=1024, help_text="The model's directory, resolved, inside a model root.")
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="variants",
-                               help_text="The model this one was quantized from.")
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="variants",
+        help_text="The model this one was quantized from.",
+    )
     recipe = models.JSONField(default=dict, blank=True)  # how a variant was made (quantization jobs)
     # Parsed from config.json
     architecture = models.CharField(max_length=128, blank=True)
@@ -55,8 +60,9 @@ class ModelArtifact(models.Model):
     checksum_state = models.CharField(max_length=16, choices=ChecksumState.choices, default=ChecksumState.PENDING)
     checksum_progress = models.PositiveSmallIntegerField(default=0)  # percent of bytes hashed
     checksum_error = models.CharField(max_length=500, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -1,4 +1,5 @@
 """API shapes of catalog."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -19,12 +20,43 @@ class ModelArtifactSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelArtifact
-        fields = ["id", "name", "path", "parent", "architecture", "architecture_known", "model_type", "num_layers",
-                  "hidden_size", "intermediate_size", "num_attention_heads", "num_kv_heads", "head_dim", "vocab_size",
-                  "max_position_embeddings", "num_experts", "rope_scaling", "torch_dtype", "quantization",
-                  "parameter_count", "weights_bytes", "dtypes", "warnings", "recipe", "license", "notes", "tags",
-                  "sensitivity", "checksum_state", "checksum_progress", "checksum_error", "created_at"]
-        read_only_fields = [f for f in fields if f not in {"name", "path", "parent", "license", "notes", "tags", "sensitivity"}]
+        fields = [
+            "id",
+            "name",
+            "path",
+            "parent",
+            "architecture",
+            "architecture_known",
+            "model_type",
+            "num_layers",
+            "hidden_size",
+            "intermediate_size",
+            "num_attention_heads",
+            "num_kv_heads",
+            "head_dim",
+            "vocab_size",
+            "max_position_embeddings",
+            "num_experts",
+            "rope_scaling",
+            "torch_dtype",
+            "quantization",
+            "parameter_count",
+            "weights_bytes",
+            "dtypes",
+            "warnings",
+            "recipe",
+            "license",
+            "notes",
+            "tags",
+            "sensitivity",
+            "checksum_state",
+            "checksum_progress",
+            "checksum_error",
+            "created_at",
+        ]
+        read_only_fields = [
+            f for f in fields if f not in {"name", "path", "parent", "license", "notes", "tags", "sensitivity"}
+        ]
         # Uniqueness is the service's to say, in its words; the name's shape is checked here.
         extra_kwargs = {"name": {"validators": [slug_validator]}}
 

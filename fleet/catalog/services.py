@@ -1,4 +1,5 @@
 """Side effects for registered models: register, describe, forget, and checksum in the background."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,17 +36,35 @@ def _clean_tags(tags: Any) -> list[str]:
 
 
 def _public(artifact: ModelArtifact) -> dict:
-    return {"name": artifact.name, "path": artifact.path, "architecture": artifact.architecture,
-            "parameter_count": artifact.parameter_count, "weights_bytes": artifact.weights_bytes,
-            "parent": artifact.parent.name if artifact.parent else None, **{k: getattr(artifact, k) for k in EDITABLE}}
+    return {
+        "name": artifact.name,
+        "path": artifact.path,
+        "architecture": artifact.architecture,
+        "parameter_count": artifact.parameter_count,
+        "weights_bytes": artifact.weights_bytes,
+        "parent": artifact.parent.name if artifact.parent else None,
+        **{k: getattr(artifact, k) for k in EDITABLE},
+    }
 
 
-def register(actor: Actor, *, path: str, name: str, parent: ModelArtifact | None = None, license: str = "",
-             notes: str = "", tags: Any = (), sensitivity: str = Sensitivity.INTERNAL, recipe: dict | None = None,
-             checksum_now: bool = False) -> ModelArtifact:
+def register(
+    actor: Actor,
+    *,
+    path: str,
+    name: str,
+    parent: ModelArtifact | None = None,
+    license: str = "",
+    notes: str = "",
+    tags: Any = (),
+    sensitivity: str = Sensitivity.INTERNAL,
+    recipe: dict | None = None,
+    checksum_now: bool = False,
+) -> ModelArtifact:
     """Inspect the directory and record the model; checksums follow in the background."""
     if sensitivity not in Sensitivity.values:
-        raise ServiceError(f"Unknown sensitivity {sensitivity!r}; use one of {', '.join(Sensitivity.values)}.", "sensitivity")
+        raise ServiceError(
+            f"Unknown sensitivity {sensitivity!r}; use one of {', '.join(Sensitivity.values)}.", "sensitivity"
+        )
     try:
         slug_validator(name)
     except ValidationError as exc:
@@ -65,12 +84,29 @@ def register(actor: Actor, *, path: str, name: str, parent: ModelArtifact | None
             if ModelArtifact.objects.filter(path=str(directory)).exists():
                 raise ServiceError(f"{directory} is already registered.", "path")
             artifact = ModelArtifact.objects.create(
-                name=name, path=str(directory), parent=parent, recipe=recipe or {}, license=license, notes=notes,
-                tags=tags, sensitivity=sensitivity, warnings=found.warnings,
-                created_by=actor if getattr(actor, "pk", None) else None, **found.facts)
-            ModelFile.objects.bulk_create([ModelFile(artifact=artifact, name=n, kind=k, size=s) for n, k, s in found.files])
-            audit.record(actor, "model.register", artifact, after=_public(artifact), files=len(found.files),
-                         warnings=found.warnings)
+                name=name,
+                path=str(directory),
+                parent=parent,
+                recipe=recipe or {},
+                license=license,
+                notes=notes,
+                tags=tags,
+                sensitivity=sensitivity,
+                warnings=found.warnings,
+                created_by=actor if getattr(actor, "pk", None) else None,
+                **found.facts,
+            )
+            ModelFile.objects.bulk_create(
+                [ModelFile(artifact=artifact, name=n, kind=k, size=s) for n, k, s in found.files]
+            )
+            audit.record(
+                actor,
+                "model.register",
+                artifact,
+                after=_public(artifact),
+                files=len(found.files),
+                warnings=found.warnings,
+            )
             if not checksum_now:
                 transaction.on_commit(lambda: _schedule_checksums(artifact.pk))
     except IntegrityError:
@@ -127,8 +163,11 @@ def request_checksums(actor: Actor, artifact: ModelArtifact) -> None:
 
 def compute_checksums(artifact_id: int, chunk: int = 1 << 20) -> None:
     """SHA-256 of every file, with progress (percent of bytes) pushed to topic model.<id>."""
-    claimed = ModelArtifact.objects.filter(pk=artifact_id).exclude(checksum_state=ChecksumState.RUNNING).update(
-        checksum_state=ChecksumState.RUNNING, checksum_progress=0, checksum_error="")
+    claimed = (
+        ModelArtifact.objects.filter(pk=artifact_id)
+        .exclude(checksum_state=ChecksumState.RUNNING)
+        .update(checksum_state=ChecksumState.RUNNING, checksum_progress=0, checksum_error="")
+    )
     if not claimed:
         return  # gone, or another worker has it
     artifact = ModelArtifact.objects.get(pk=artifact_id)

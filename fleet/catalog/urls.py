@@ -1,4 +1,5 @@
 """Pages and API routes of the model registry and the "Will it fit?" planner."""
+
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 

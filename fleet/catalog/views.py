@@ -1,4 +1,5 @@
 """Admin pages for registered models and the "Will it fit?" planner."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -32,17 +33,28 @@ def model_list(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                artifact = registry.register(request.user, path=data["path"], name=data["name"], parent=data["parent"],
-                                             license=data["license"], notes=data["notes"], tags=data["tags"],
-                                             sensitivity=data["sensitivity"])
+                artifact = registry.register(
+                    request.user,
+                    path=data["path"],
+                    name=data["name"],
+                    parent=data["parent"],
+                    license=data["license"],
+                    notes=data["notes"],
+                    tags=data["tags"],
+                    sensitivity=data["sensitivity"],
+                )
             except ServiceError as exc:
                 form_error(form, exc)
             else:
                 messages.success(request, f"Registered {artifact.name}; checksums are being computed.")
                 return redirect("model-detail", pk=artifact.pk)
     filterset, page, list_status = list_page(request, ModelFilterSet, PAGE_SIZE)
-    return render(request, "fleet/models.html", {"page": page, "form": form, "filterset": filterset},
-                  status=max(status, list_status))
+    return render(
+        request,
+        "fleet/models.html",
+        {"page": page, "form": form, "filterset": filterset},
+        status=max(status, list_status),
+    )
 
 
 def _tree(artifact: ModelArtifact, depth: int = 0) -> list[tuple[int, ModelArtifact]]:
@@ -59,8 +71,12 @@ def _tree(artifact: ModelArtifact, depth: int = 0) -> list[tuple[int, ModelArtif
 @require_http_methods(["GET", "POST"])
 def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     artifact = get_object_or_404(ModelArtifact.objects.select_related("parent"), pk=pk)
-    initial = {"license": artifact.license, "sensitivity": artifact.sensitivity, "tags": ", ".join(artifact.tags),
-               "notes": artifact.notes}
+    initial = {
+        "license": artifact.license,
+        "sensitivity": artifact.sensitivity,
+        "tags": ", ".join(artifact.tags),
+        "notes": artifact.notes,
+    }
     form = ModelEditForm(request.POST or None, initial=initial)
     status = 200
     if request.method == "POST":
@@ -76,16 +92,37 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return model_page(request, artifact, form=form, status=status)
 
 
-def model_page(request: HttpRequest, artifact: ModelArtifact, *, form: ModelEditForm | None = None,
-               quantize_form: QuantizeForm | None = None, status: int = 200) -> HttpResponse:
+def model_page(
+    request: HttpRequest,
+    artifact: ModelArtifact,
+    *,
+    form: ModelEditForm | None = None,
+    quantize_form: QuantizeForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
     if form is None:
-        form = ModelEditForm(initial={"license": artifact.license, "sensitivity": artifact.sensitivity,
-                                      "tags": ", ".join(artifact.tags), "notes": artifact.notes})
+        form = ModelEditForm(
+            initial={
+                "license": artifact.license,
+                "sensitivity": artifact.sensitivity,
+                "tags": ", ".join(artifact.tags),
+                "notes": artifact.notes,
+            }
+        )
     recent = artifact.jobs.select_related("node", "variant").order_by("-created_at")[:10]
-    return render(request, "fleet/model_detail.html", {
-        "model": artifact, "files": artifact.files.all(), "variants": _tree(artifact), "form": form,
-        "quantize_form": quantize_form or QuantizeForm(), "jobs": recent,
-    }, status=status)
+    return render(
+        request,
+        "fleet/model_detail.html",
+        {
+            "model": artifact,
+            "files": artifact.files.all(),
+            "variants": _tree(artifact),
+            "form": form,
+            "quantize_form": quantize_form or QuantizeForm(),
+            "jobs": recent,
+        },
+        status=status,
+    )
 
 
 @role_required(Role.ADMIN)
@@ -128,7 +165,15 @@ def fit(request: HttpRequest) -> HttpResponse:
     if result is not None:
         for label, e in result.estimates.items():
             total = sum(line.bytes for line in e.lines if line.label != "Usable memory") or 1
-            charts.append({"label": label, "estimate": e, "segments": [
-                {"label": line.label, "gib": line.bytes / GIB, "pct": 100 * line.bytes / total, "line": line}
-                for line in e.lines if line.label != "Usable memory"]})
+            charts.append(
+                {
+                    "label": label,
+                    "estimate": e,
+                    "segments": [
+                        {"label": line.label, "gib": line.bytes / GIB, "pct": 100 * line.bytes / total, "line": line}
+                        for line in e.lines
+                        if line.label != "Usable memory"
+                    ],
+                }
+            )
     return render(request, "fleet/fit.html", {"form": form, "result": result, "charts": charts}, status=status)

@@ -1,4 +1,5 @@
 """/api/deployments/ (admins only)."""
+
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
@@ -18,8 +19,14 @@ from fleet.deployments.serializers import DeploymentSerializer, InstanceSerializ
 from fleet.nodes.models import Node
 
 
-class DeploymentViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                        mixins.DestroyModelMixin, viewsets.GenericViewSet):
+class DeploymentViewSet(
+    FilteredListMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
     """Deployments: what should run. The reconciler makes instances match; actions change the desired state."""
 
     permission_classes = ADMIN_ONLY
@@ -28,10 +35,16 @@ class DeploymentViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.Retriev
 
     def perform_create(self, serializer) -> None:
         d = serializer.validated_data
-        serializer.instance = deploy.create(self.request.user, name=d["name"], model=d["model"],
-                                            replicas=d.get("replicas", 1), options=d.get("options", {}),
-                                            selector=d.get("selector", {}), strategy=d.get("strategy", "binpack"),
-                                            force=d.get("force", False))
+        serializer.instance = deploy.create(
+            self.request.user,
+            name=d["name"],
+            model=d["model"],
+            replicas=d.get("replicas", 1),
+            options=d.get("options", {}),
+            selector=d.get("selector", {}),
+            strategy=d.get("strategy", "binpack"),
+            force=d.get("force", False),
+        )
 
     def perform_destroy(self, deployment) -> None:
         deploy.delete(self.request.user, deployment)
@@ -63,13 +76,13 @@ class DeploymentViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.Retriev
         return self._act(deploy.restart)
 
 
-
 class InstanceViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Instances: what runs (or ran) for each deployment, on which node, in which state."""
 
     permission_classes = ADMIN_ONLY
     serializer_class = InstanceSerializer
     filterset_class = InstanceFilterSet
+
 
 @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
 @api_view(["POST"])

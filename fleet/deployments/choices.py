@@ -1,4 +1,5 @@
 """Desired states of a deployment, states of an instance, and the transitions they allow."""
+
 from __future__ import annotations
 
 from django.db import models
@@ -17,28 +18,53 @@ DESIRED_TRANSITIONS: dict[str, set[str]] = {
 
 
 class InstanceState(models.TextChoices):
-    PENDING = "pending", "Pending"      # placed; the agent has been told to start it
-    STARTING = "starting", "Starting"   # the process runs; not answering yet
-    READY = "ready", "Ready"            # /health is 200 and /v1/models lists the served name
-    CRASHED = "crashed", "Restarting"   # exited unexpectedly; the agent restarts it after a backoff
+    PENDING = "pending", "Pending"  # placed; the agent has been told to start it
+    STARTING = "starting", "Starting"  # the process runs; not answering yet
+    READY = "ready", "Ready"  # /health is 200 and /v1/models lists the served name
+    CRASHED = "crashed", "Restarting"  # exited unexpectedly; the agent restarts it after a backoff
     STOPPING = "stopping", "Stopping"
     STOPPED = "stopped", "Stopped"
-    FAILED = "failed", "Failed"         # will not run as specified: see cause and remedy
-    LOST = "lost", "Lost"               # its node went away; replaced elsewhere
+    FAILED = "failed", "Failed"  # will not run as specified: see cause and remedy
+    LOST = "lost", "Lost"  # its node went away; replaced elsewhere
 
 
 InstanceState.LIVE = {InstanceState.PENDING, InstanceState.STARTING, InstanceState.READY, InstanceState.CRASHED}
 
 
 INSTANCE_TRANSITIONS: dict[str, set[str]] = {
-    InstanceState.PENDING: {InstanceState.STARTING, InstanceState.READY, InstanceState.FAILED, InstanceState.STOPPING,
-                            InstanceState.STOPPED, InstanceState.CRASHED, InstanceState.LOST},
-    InstanceState.STARTING: {InstanceState.READY, InstanceState.CRASHED, InstanceState.FAILED, InstanceState.STOPPING,
-                             InstanceState.STOPPED, InstanceState.LOST},
-    InstanceState.READY: {InstanceState.CRASHED, InstanceState.FAILED, InstanceState.STOPPING, InstanceState.STOPPED,
-                          InstanceState.LOST, InstanceState.STARTING},
-    InstanceState.CRASHED: {InstanceState.STARTING, InstanceState.READY, InstanceState.FAILED, InstanceState.STOPPING,
-                            InstanceState.STOPPED, InstanceState.LOST},
+    InstanceState.PENDING: {
+        InstanceState.STARTING,
+        InstanceState.READY,
+        InstanceState.FAILED,
+        InstanceState.STOPPING,
+        InstanceState.STOPPED,
+        InstanceState.CRASHED,
+        InstanceState.LOST,
+    },
+    InstanceState.STARTING: {
+        InstanceState.READY,
+        InstanceState.CRASHED,
+        InstanceState.FAILED,
+        InstanceState.STOPPING,
+        InstanceState.STOPPED,
+        InstanceState.LOST,
+    },
+    InstanceState.READY: {
+        InstanceState.CRASHED,
+        InstanceState.FAILED,
+        InstanceState.STOPPING,
+        InstanceState.STOPPED,
+        InstanceState.LOST,
+        InstanceState.STARTING,
+    },
+    InstanceState.CRASHED: {
+        InstanceState.STARTING,
+        InstanceState.READY,
+        InstanceState.FAILED,
+        InstanceState.STOPPING,
+        InstanceState.STOPPED,
+        InstanceState.LOST,
+    },
     InstanceState.STOPPING: {InstanceState.STOPPED, InstanceState.FAILED, InstanceState.LOST},
     InstanceState.STOPPED: set(),
     InstanceState.FAILED: {InstanceState.STOPPING, InstanceState.STOPPED},

@@ -1,4 +1,5 @@
 """The deployment and instance lists' filters, for the pages and the API alike."""
+
 from __future__ import annotations
 
 import django_filters
@@ -19,9 +20,15 @@ class DeploymentFilterSet(ListFilterSet):
 
     @classmethod
     def prepare(cls, qs: QuerySet) -> QuerySet:
-        return (qs.select_related("model").prefetch_related("instances__node").order_by("name")
-                .annotate(ready=Count("instances", filter=Q(instances__state=InstanceState.READY)),
-                          failed=Count("instances", filter=Q(instances__state=InstanceState.FAILED))))
+        return (
+            qs.select_related("model")
+            .prefetch_related("instances__node")
+            .order_by("name")
+            .annotate(
+                ready=Count("instances", filter=Q(instances__state=InstanceState.READY)),
+                failed=Count("instances", filter=Q(instances__state=InstanceState.FAILED)),
+            )
+        )
 
 
 class InstanceFilterSet(ListFilterSet):

@@ -1,4 +1,5 @@
 """Forms of the deployments pages."""
+
 from __future__ import annotations
 
 from django import forms
@@ -16,14 +17,25 @@ class DeploymentForm(forms.Form):
     max_num_seqs = forms.IntegerField(min_value=1, max_value=4096, initial=256, label="Max concurrent sequences")
     tensor_parallel_size = forms.IntegerField(min_value=1, max_value=64, initial=1, label="Tensor parallel")
     pipeline_parallel_size = forms.IntegerField(min_value=1, max_value=64, initial=1, label="Pipeline parallel")
-    kv_cache_dtype = forms.ChoiceField(choices=[(c, c) for c in ("auto", "fp8")], initial="auto", label="KV cache dtype")
+    kv_cache_dtype = forms.ChoiceField(
+        choices=[(c, c) for c in ("auto", "fp8")], initial="auto", label="KV cache dtype"
+    )
     cpu_kv_space_gib = forms.IntegerField(min_value=1, max_value=4096, initial=1, label="CPU KV space (GiB)")
     enable_prefix_caching = forms.BooleanField(required=False, label="Prefix caching")
     strategy = forms.ChoiceField(choices=[("binpack", "binpack"), ("spread", "spread")], initial="binpack")
     force = forms.BooleanField(required=False, label="Start even if the estimate says it will not fit")
 
-    OPTION_FIELDS = ("max_model_len", "dtype", "gpu_memory_utilization", "max_num_seqs", "tensor_parallel_size",
-                     "pipeline_parallel_size", "kv_cache_dtype", "cpu_kv_space_gib", "enable_prefix_caching")
+    OPTION_FIELDS = (
+        "max_model_len",
+        "dtype",
+        "gpu_memory_utilization",
+        "max_num_seqs",
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "kv_cache_dtype",
+        "cpu_kv_space_gib",
+        "enable_prefix_caching",
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -31,5 +43,12 @@ class DeploymentForm(forms.Form):
 
     def service_kwargs(self) -> dict:
         d = self.cleaned_data
-        return {"name": d["name"], "model": d["model"], "replicas": d["replicas"], "strategy": d["strategy"],
-                "force": d["force"], "selector": {}, "options": {k: d[k] for k in self.OPTION_FIELDS}}
+        return {
+            "name": d["name"],
+            "model": d["model"],
+            "replicas": d["replicas"],
+            "strategy": d["strategy"],
+            "force": d["force"],
+            "selector": {},
+            "options": {k: d[k] for k in self.OPTION_FIELDS},
+        }

@@ -1,4 +1,5 @@
 """Deployments (what should run) and Instances (what runs: one vLLM process on one node)."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -19,8 +20,12 @@ from fleet.deployments.choices import (
 class Deployment(models.Model):
     objects = VisibleQuerySet.as_manager()  # visible_to(user): admins only
 
-    name = models.CharField(max_length=100, unique=True, validators=[slug_validator],
-                            help_text="Also the served model name clients ask for.")
+    name = models.CharField(
+        max_length=100,
+        unique=True,
+        validators=[slug_validator],
+        help_text="Also the served model name clients ask for.",
+    )
     model = models.ForeignKey(ModelArtifact, on_delete=models.PROTECT, related_name="deployments")
     desired_state = models.CharField(max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING)
     replicas = models.PositiveSmallIntegerField(default=1)
@@ -28,8 +33,9 @@ class Deployment(models.Model):
     selector = models.JSONField(default=dict, blank=True)  # node labels that must match
     strategy = models.CharField(max_length=16, default="binpack")
     force = models.BooleanField(default=False, help_text="Start even where the estimator says it will not fit.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     placement_note = models.CharField(max_length=500, blank=True)  # why replicas are missing, if they are

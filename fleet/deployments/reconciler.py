@@ -1,6 +1,7 @@
 """Make instances match deployments (DESIGN.md rule 1): place what is missing with the planner,
 tell agents to start it, stop what nobody wants, replace what died with its node. Commands are
 idempotent (keyed by instance id), so a repeated pass changes nothing."""
+
 from __future__ import annotations
 
 import logging
@@ -37,12 +38,19 @@ class Pass:
 def spec_for(deployment: Deployment, replicas: int) -> placement.Spec:
     o = deployment.options
     return placement.Spec(
-        shape=ModelShape.from_artifact(deployment.model), replicas=replicas, tp=o["tensor_parallel_size"],
-        pp=o["pipeline_parallel_size"], max_model_len=o["max_model_len"], concurrency=1,
+        shape=ModelShape.from_artifact(deployment.model),
+        replicas=replicas,
+        tp=o["tensor_parallel_size"],
+        pp=o["pipeline_parallel_size"],
+        max_model_len=o["max_model_len"],
+        concurrency=1,
         gpu_memory_utilization=o["gpu_memory_utilization"],
-        kv_dtype="auto" if o["kv_cache_dtype"] == "auto" else "fp8", strategy=deployment.strategy,
-        selector=tuple(sorted(deployment.selector.items())), cpu_kv_space_bytes=o["cpu_kv_space_gib"] * GIB,
-        check_fit=not deployment.force)
+        kv_dtype="auto" if o["kv_cache_dtype"] == "auto" else "fp8",
+        strategy=deployment.strategy,
+        selector=tuple(sorted(deployment.selector.items())),
+        cpu_kv_space_bytes=o["cpu_kv_space_gib"] * GIB,
+        check_fit=not deployment.force,
+    )
 
 
 def send(node: Node, task: str, **kwargs) -> None:
@@ -50,9 +58,19 @@ def send(node: Node, task: str, **kwargs) -> None:
 
 
 def start_command(instance: Instance, deployment: Deployment, node: Node) -> None:
-    send(node, tasks.START_INSTANCE, spec={
-        "id": instance.pk, "served": deployment.name, "host": instance.address, "port": instance.port,
-        "gpus": instance.gpus, "model_path": deployment.model.path, "options": deployment.options})
+    send(
+        node,
+        tasks.START_INSTANCE,
+        spec={
+            "id": instance.pk,
+            "served": deployment.name,
+            "host": instance.address,
+            "port": instance.port,
+            "gpus": instance.gpus,
+            "model_path": deployment.model.path,
+            "options": deployment.options,
+        },
+    )
 
 
 def _free_port(node_id: int, taken: dict[int, set[int]]) -> int:
@@ -69,7 +87,11 @@ def reconcile(deployment_ids: list[int] | None = None) -> Pass:
     if deployment_ids is not None:
         deployments = deployments.filter(pk__in=deployment_ids)
     nodes = {n.pk: n for n in Node.objects.all()}
-    live = list(Instance.objects.filter(state__in=InstanceState.LIVE).values_list("node_id", "port", "gpus", "deployment__options"))
+    live = list(
+        Instance.objects.filter(state__in=InstanceState.LIVE).values_list(
+            "node_id", "port", "gpus", "deployment__options"
+        )
+    )
     taken: dict[int, set[int]] = {}
     busy_gpus: dict[int, set[int]] = {}
     ram_used: dict[int, int] = {}
@@ -84,7 +106,9 @@ def reconcile(deployment_ids: list[int] | None = None) -> Pass:
         with transaction.atomic():
             for inst in instances:
                 node = nodes.get(inst.node_id)
-                gone = node is None or (node.state == NodeState.OFFLINE and (node.last_heartbeat or lost_after) <= lost_after)
+                gone = node is None or (
+                    node.state == NodeState.OFFLINE and (node.last_heartbeat or lost_after) <= lost_after
+                )
                 if inst.state in InstanceState.LIVE and gone:
                     inst.set_state(InstanceState.LOST)
                     inst.save(update_fields=["state", "updated_at"])
@@ -118,14 +142,20 @@ def reconcile(deployment_ids: list[int] | None = None) -> Pass:
                 Deployment.objects.filter(pk=deployment.pk).update(placement_note=note[:500])
                 result.unplaced[deployment.name] = note
                 continue
-            for replica, stages in zip(missing, planned.replicas):
+            for replica, stages in zip(missing, planned.replicas, strict=False):  # placed may be fewer
                 if len({stage.node_id for stage in stages}) > 1:  # deploy.check refuses these up front
                     result.unplaced[deployment.name] = "pipeline stages on several nodes"
                     continue
                 node = nodes[stages[0].node_id]
                 gpus = [g for stage in stages for g in stage.gpus]  # every stage's GPUs: vLLM splits them
-                inst = Instance.objects.create(deployment=deployment, replica=replica, node=node, gpus=gpus,
-                                               port=_free_port(node.pk, taken), address=node.address)
+                inst = Instance.objects.create(
+                    deployment=deployment,
+                    replica=replica,
+                    node=node,
+                    gpus=gpus,
+                    port=_free_port(node.pk, taken),
+                    address=node.address,
+                )
                 busy_gpus.setdefault(node.pk, set()).update(gpus)
                 ram_used[node.pk] = ram_used.get(node.pk, 0) + deployment.options["cpu_kv_space_gib"] * GIB
                 audit.record(None, "instance.place", inst, after={"node": node.name, "gpus": gpus, "port": inst.port})

@@ -1,4 +1,5 @@
 """API shapes of deployments."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -14,8 +15,24 @@ class InstanceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Instance
-        fields = ["id", "deployment", "replica", "node", "gpus", "address", "port", "endpoint", "state", "pid", "restarts",
-                  "exit_code", "cause", "remedy", "created_at", "ready_at"]
+        fields = [
+            "id",
+            "deployment",
+            "replica",
+            "node",
+            "gpus",
+            "address",
+            "port",
+            "endpoint",
+            "state",
+            "pid",
+            "restarts",
+            "exit_code",
+            "cause",
+            "remedy",
+            "created_at",
+            "ready_at",
+        ]
         read_only_fields = fields
 
 
@@ -28,8 +45,22 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Deployment
-        fields = ["id", "name", "model", "replicas", "desired_state", "options", "selector", "strategy", "force",
-                  "ready", "placement_note", "instances", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "model",
+            "replicas",
+            "desired_state",
+            "options",
+            "selector",
+            "strategy",
+            "force",
+            "ready",
+            "placement_note",
+            "instances",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["id", "desired_state", "ready", "placement_note", "instances", "created_at", "updated_at"]
         extra_kwargs = {"name": {"validators": [slug_validator]}, "replicas": {"min_value": 0, "max_value": 64}}
 

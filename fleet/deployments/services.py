@@ -1,5 +1,6 @@
 """Side effects for deployments: create, scale, start, stop, restart, delete (each audited, then
 reconciled after commit), and the agents' reports of what their instances do."""
+
 from __future__ import annotations
 
 import logging
@@ -32,21 +33,31 @@ MAX_REPLICAS = 64
 
 
 def _after_commit_reconcile(deployment_id: int) -> None:
-    transaction.on_commit(lambda: current_app.send_task(tasks.RECONCILE, args=[[deployment_id]],
-                                                        queue=tasks.CONSOLE_QUEUE))
+    transaction.on_commit(
+        lambda: current_app.send_task(tasks.RECONCILE, args=[[deployment_id]], queue=tasks.CONSOLE_QUEUE)
+    )
 
 
 def _snapshot(d: Deployment) -> dict:
-    return {"name": d.name, "model": d.model.name, "replicas": d.replicas, "desired_state": d.desired_state,
-            "options": d.options, "selector": d.selector, "strategy": d.strategy, "force": d.force}
+    return {
+        "name": d.name,
+        "model": d.model.name,
+        "replicas": d.replicas,
+        "desired_state": d.desired_state,
+        "options": d.options,
+        "selector": d.selector,
+        "strategy": d.strategy,
+        "force": d.force,
+    }
 
 
 def _event(d: Deployment, kind: str, **extra: Any) -> None:
     publish_on_commit(f"deployment.{d.pk}", {"kind": kind, **extra})
 
 
-def check(*, name: Any, model: Any, replicas: Any, options: Any, selector: Any, strategy: Any,
-          force: bool) -> tuple[dict, placement.Placement]:
+def check(
+    *, name: Any, model: Any, replicas: Any, options: Any, selector: Any, strategy: Any, force: bool
+) -> tuple[dict, placement.Placement]:
     """Validate a deployment and plan it over the fleet; ServiceError names the field at fault."""
     try:
         slug_validator(name)
@@ -56,14 +67,23 @@ def check(*, name: Any, model: Any, replicas: Any, options: Any, selector: Any, 
         raise ServiceError("Choose a registered model.", "model")
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= MAX_REPLICAS:
         raise ServiceError(f"Replicas must be 0–{MAX_REPLICAS}.", "replicas")
-    if not isinstance(selector, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in selector.items()):
+    if not isinstance(selector, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
+    ):
         raise ServiceError("The node selector maps label names to values.", "selector")
     try:
         clean = vllm_options.validate(options, settings.FLEET_VLLM_EXTRA_OPTIONS)
     except vllm_options.OptionError as exc:
         raise ServiceError(exc.message, exc.field) from None
-    draft = Deployment(name=name, model=model, replicas=max(1, replicas), options=clean, selector=selector,
-                       strategy=strategy, force=force)
+    draft = Deployment(
+        name=name,
+        model=model,
+        replicas=max(1, replicas),
+        options=clean,
+        selector=selector,
+        strategy=strategy,
+        force=force,
+    )
     try:
         planned = placement.plan(reconciler.spec_for(draft, max(1, replicas)), queries.fleet_view())
     except EstimateError as exc:
@@ -71,24 +91,44 @@ def check(*, name: Any, model: Any, replicas: Any, options: Any, selector: Any, 
     return clean, planned
 
 
-def create(actor: Actor, *, name: str, model: Any, replicas: int = 1, options: Any = None, selector: Any = None,
-           strategy: str = "binpack", force: bool = False) -> Deployment:
+def create(
+    actor: Actor,
+    *,
+    name: str,
+    model: Any,
+    replicas: int = 1,
+    options: Any = None,
+    selector: Any = None,
+    strategy: str = "binpack",
+    force: bool = False,
+) -> Deployment:
     options, selector = options if options is not None else {}, selector if selector is not None else {}
-    clean, planned = check(name=name, model=model, replicas=replicas, options=options, selector=selector,
-                           strategy=strategy, force=force)
+    clean, planned = check(
+        name=name, model=model, replicas=replicas, options=options, selector=selector, strategy=strategy, force=force
+    )
     if replicas and not planned.ok:
         reasons = "; ".join(f"{node}: {why}" for node, why in list(planned.rejected.items())[:5])
         raise ServiceError(f"{planned.message} {reasons}".strip(), "options")
     if any(len({stage.node_id for stage in stages}) > 1 for stages in planned.replicas):
-        raise ServiceError("These pipeline stages would span several nodes; running one replica across nodes "
-                           "(vLLM over a Ray cluster) is not supported yet. Use a node with "
-                           f"{clean['tensor_parallel_size'] * clean['pipeline_parallel_size']} GPUs, or a smaller "
-                           "pipeline parallel size.", "pipeline_parallel_size")
+        raise ServiceError(
+            "These pipeline stages would span several nodes; running one replica across nodes "
+            "(vLLM over a Ray cluster) is not supported yet. Use a node with "
+            f"{clean['tensor_parallel_size'] * clean['pipeline_parallel_size']} GPUs, or a smaller "
+            "pipeline parallel size.",
+            "pipeline_parallel_size",
+        )
     try:
         with transaction.atomic():
-            deployment = Deployment.objects.create(name=name, model=model, replicas=replicas, options=clean,
-                                                   selector=selector, strategy=strategy, force=force,
-                                                   created_by=actor if getattr(actor, "pk", None) else None)
+            deployment = Deployment.objects.create(
+                name=name,
+                model=model,
+                replicas=replicas,
+                options=clean,
+                selector=selector,
+                strategy=strategy,
+                force=force,
+                created_by=actor if getattr(actor, "pk", None) else None,
+            )
             audit.record(actor, "deployment.create", deployment, after=_snapshot(deployment))
             _after_commit_reconcile(deployment.pk)
     except IntegrityError:
@@ -167,16 +207,25 @@ def drain_node(actor: Actor, node: Any) -> int:
             inst.save(update_fields=["state", "updated_at"])
             reconciler.send(node, tasks.STOP_INSTANCE, instance_id=inst.pk)
             moved.add(inst.deployment_id)
-        audit.record(actor, "node.drain", node, after={"instances": len(moved), "cordoned": True},
-                     before={"cordoned": not newly_cordoned})
+        audit.record(
+            actor,
+            "node.drain",
+            node,
+            after={"instances": len(moved), "cordoned": True},
+            before={"cordoned": not newly_cordoned},
+        )
         for deployment_id in moved:
             _after_commit_reconcile(deployment_id)
     return len(moved)
 
 
 # --- what agents report -------------------------------------------------------------------------
-REPORT_ACTIONS = {InstanceState.READY: "instance.ready", InstanceState.CRASHED: "instance.crash",
-                  InstanceState.FAILED: "instance.failed", InstanceState.STOPPED: "instance.stopped"}
+REPORT_ACTIONS = {
+    InstanceState.READY: "instance.ready",
+    InstanceState.CRASHED: "instance.crash",
+    InstanceState.FAILED: "instance.failed",
+    InstanceState.STOPPED: "instance.stopped",
+}
 
 
 def instance_report(*, node_id: Any, secret: Any, report: Any) -> Instance | None:
@@ -188,8 +237,12 @@ def instance_report(*, node_id: Any, secret: Any, report: Any) -> Instance | Non
     if state not in InstanceState.values:
         return None
     with transaction.atomic():
-        inst = Instance.objects.select_for_update().select_related("deployment").filter(
-            pk=report["instance"], node=node).first()
+        inst = (
+            Instance.objects.select_for_update()
+            .select_related("deployment")
+            .filter(pk=report["instance"], node=node)
+            .first()
+        )
         if inst is None:
             # Not ours any more (deleted deployment): make sure it does not keep running.
             if state not in (InstanceState.STOPPED, InstanceState.FAILED):
@@ -218,9 +271,22 @@ def instance_report(*, node_id: Any, secret: Any, report: Any) -> Instance | Non
             if state == InstanceState.STARTING and was == InstanceState.CRASHED:
                 action = "instance.restart"
             if action:
-                audit.record(f"agent:{node.name}", action, inst, before={"state": was},
-                             after={"state": state, "pid": inst.pid, "restarts": inst.restarts},
-                             cause=inst.cause or None)
-            _event(inst.deployment, "instance", instance=inst.pk, state=state, pid=inst.pid, cause=inst.cause,
-                   remedy=inst.remedy, restarts=inst.restarts)
+                audit.record(
+                    f"agent:{node.name}",
+                    action,
+                    inst,
+                    before={"state": was},
+                    after={"state": state, "pid": inst.pid, "restarts": inst.restarts},
+                    cause=inst.cause or None,
+                )
+            _event(
+                inst.deployment,
+                "instance",
+                instance=inst.pk,
+                state=state,
+                pid=inst.pid,
+                cause=inst.cause,
+                remedy=inst.remedy,
+                restarts=inst.restarts,
+            )
     return inst

@@ -1,4 +1,5 @@
 """Pages and API routes of deployments, and draining a node (it moves deployments' instances)."""
+
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 

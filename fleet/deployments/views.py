@@ -1,5 +1,6 @@
 """Admin pages for deployments: list and create (with the planner's verdict before submit), detail
 with instances, live log and serving metrics, and the actions."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -48,7 +49,9 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
         nodes.setdefault(inst.deployment_id, []).append(inst)
     for d in page:
         d.live_instances = nodes.get(d.pk, [])
-    return render(request, "fleet/deployments.html", {"page": page, "form": form, "filterset": filterset}, status=status)
+    return render(
+        request, "fleet/deployments.html", {"page": page, "form": form, "filterset": filterset}, status=status
+    )
 
 
 @role_required(Role.ADMIN)
@@ -80,18 +83,29 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return deployment_page(request, deployment)
 
 
-def deployment_page(request: HttpRequest, deployment: Deployment, *, benchmark_form: BenchmarkForm | None = None,
-                    status: int = 200) -> HttpResponse:
+def deployment_page(
+    request: HttpRequest, deployment: Deployment, *, benchmark_form: BenchmarkForm | None = None, status: int = 200
+) -> HttpResponse:
     pk = deployment.pk
     instances = list(deployment.instances.select_related("node").order_by("-created_at")[:50])
     ids = [str(i.pk) for i in instances]
-    history = (AuditEvent.objects.filter(Q(target_type="fleet.deployment", target_id=str(pk)) |
-                                         Q(target_type="fleet.instance", target_id__in=ids)).order_by("-seq")[:50])
+    history = AuditEvent.objects.filter(
+        Q(target_type="fleet.deployment", target_id=str(pk)) | Q(target_type="fleet.instance", target_id__in=ids)
+    ).order_by("-seq")[:50]
     template = "fleet/_instances.html" if request.headers.get("HX-Request") else "fleet/deployment_detail.html"
     benchmarks = deployment.jobs.filter(kind=JobKind.BENCHMARK).order_by("-created_at")[:10]
-    return render(request, template, {"deployment": deployment, "instances": instances, "history": history,
-                                      "benchmark_form": benchmark_form or BenchmarkForm(), "benchmarks": benchmarks},
-                  status=status)
+    return render(
+        request,
+        template,
+        {
+            "deployment": deployment,
+            "instances": instances,
+            "history": history,
+            "benchmark_form": benchmark_form or BenchmarkForm(),
+            "benchmarks": benchmarks,
+        },
+        status=status,
+    )
 
 
 @role_required(Role.ADMIN)

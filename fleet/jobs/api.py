@@ -1,4 +1,5 @@
 """/api/jobs/: quantization and benchmark jobs (admins only), through the same services as the UI."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,6 @@ def _pick(model, value: Any, field: str):
         raise ValidationError({field: f"No {field} with id {value!r}."}) from None
 
 
-
-
 class JobViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Jobs. POST {"kind": "quantize", "model": id, "params": {...}} (multipart with a
     calibration_file to calibrate on your own text) or {"kind": "benchmark", "deployment": id,
@@ -62,11 +61,15 @@ class JobViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         params = _params(request.data)
         if kind == JobKind.QUANTIZE:
             upload = request.FILES.get("calibration_file")
-            job = jobs.quantize(request.user, _pick(ModelArtifact, request.data.get("model"), "model"),
-                                params, upload.read() if upload else None, upload.name if upload else "")
+            job = jobs.quantize(
+                request.user,
+                _pick(ModelArtifact, request.data.get("model"), "model"),
+                params,
+                upload.read() if upload else None,
+                upload.name if upload else "",
+            )
         elif kind == JobKind.BENCHMARK:
-            job = jobs.benchmark(request.user,
-                                _pick(Deployment, request.data.get("deployment"), "deployment"), params)
+            job = jobs.benchmark(request.user, _pick(Deployment, request.data.get("deployment"), "deployment"), params)
         else:
             raise ValidationError({"kind": f"Unknown job kind {kind!r}; use quantize or benchmark."})
         return Response(JobDetailSerializer(self.get_queryset().get(pk=job.pk)).data, status=status.HTTP_201_CREATED)
@@ -77,10 +80,9 @@ class JobViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         job = jobs.cancel(request.user, self.get_object())
         return Response(JobDetailSerializer(self.get_queryset().get(pk=job.pk)).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(parameters=[OpenApiParameter("ids", str, description="comma-separated job ids")],
-                   responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        parameters=[OpenApiParameter("ids", str, description="comma-separated job ids")], responses=OpenApiTypes.OBJECT
+    )
     @action(detail=False, methods=["get"])
     def compare(self, request: Request) -> Response:
         return Response({"runs": compare_runs(parse_ids(",".join(request.query_params.getlist("ids"))))})
-
-

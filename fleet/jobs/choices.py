@@ -1,4 +1,5 @@
 """Kinds and states of a job, and the transitions a job's state allows."""
+
 from __future__ import annotations
 
 from django.db import models

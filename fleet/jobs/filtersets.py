@@ -1,4 +1,5 @@
 """The job list's filters, for the Jobs page and /api/jobs/ alike."""
+
 from __future__ import annotations
 
 import django_filters
@@ -20,5 +21,4 @@ class JobFilterSet(ListFilterSet):
 
     @classmethod
     def prepare(cls, qs: QuerySet) -> QuerySet:
-        return (qs.select_related("node", "model", "deployment", "variant", "created_by")
-                .order_by("-created_at", "-id"))
+        return qs.select_related("node", "model", "deployment", "variant", "created_by").order_by("-created_at", "-id")

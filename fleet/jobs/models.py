@@ -1,4 +1,5 @@
 """Jobs: quantizations and benchmarks, run by a node's agent in a runtime environment of their own."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -19,12 +20,20 @@ class Job(models.Model):
     state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
     params = models.JSONField(default=dict)  # typed and validated by fleet.jobs.params
     node = models.ForeignKey("fleet.Node", null=True, on_delete=models.SET_NULL, related_name="jobs")
-    model = models.ForeignKey("fleet.ModelArtifact", null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="jobs", help_text="The model quantized, or the one the benchmark served.")
-    deployment = models.ForeignKey("fleet.Deployment", null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="jobs")
-    variant = models.ForeignKey("fleet.ModelArtifact", null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="made_by")
+    model = models.ForeignKey(
+        "fleet.ModelArtifact",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+        help_text="The model quantized, or the one the benchmark served.",
+    )
+    deployment = models.ForeignKey(
+        "fleet.Deployment", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    variant = models.ForeignKey(
+        "fleet.ModelArtifact", null=True, blank=True, on_delete=models.SET_NULL, related_name="made_by"
+    )
     progress = models.FloatField(default=0)
     phase = models.CharField(max_length=200, blank=True)
     log = models.TextField(blank=True)
@@ -32,16 +41,19 @@ class Job(models.Model):
     artifacts = models.JSONField(default=list, blank=True)  # files the job wrote: name, size, sha256
     error = models.CharField(max_length=500, blank=True)
     cancel_requested = models.BooleanField(default=False)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["state"], name="job_state"),
-                   models.Index(fields=["kind", "-created_at"], name="job_kind_created")]
+        indexes = [
+            models.Index(fields=["state"], name="job_state"),
+            models.Index(fields=["kind", "-created_at"], name="job_kind_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display().lower()} job {self.pk}"

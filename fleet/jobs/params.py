@@ -1,5 +1,6 @@
 """Typed, validated parameters of quantization and benchmark jobs. Each refusal is a ServiceError
 naming the field and what to change; nothing is queued before every parameter passed."""
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,9 @@ SCHEMES: dict[str, Scheme] = {
     "gptq-w4a16": Scheme("GPTQ W4A16 (4-bit int weights, 16-bit activations)", 4, "int", True, True),
     "awq-w4a16": Scheme("AWQ W4A16 (activation-aware 4-bit int weights)", 4, "int", True, True),
     "w8a8-int8": Scheme("W8A8 int8 (SmoothQuant + GPTQ: 8-bit weights and activations)", 8, "int", True, False),
-    "fp8-dynamic": Scheme("FP8 dynamic (8-bit float weights, per-token activation scales; no calibration)",
-                          8, "float", False, False),
+    "fp8-dynamic": Scheme(
+        "FP8 dynamic (8-bit float weights, per-token activation scales; no calibration)", 8, "float", False, False
+    ),
 }
 GROUP_SIZES = (32, 64, 128)
 CALIBRATION_MAX_BYTES = 2 * 1024 * 1024
@@ -57,11 +59,13 @@ def _float(params: dict, name: str, default: float, low: float, high: float) -> 
 def calibration_samples(data: bytes | None) -> list[str]:
     """An uploaded calibration file: UTF-8 text, samples separated by blank lines (or one per line)."""
     if data is None:
-        raise ServiceError("Choose a calibration file to upload, or use the built-in calibration set.",
-                           "calibration_file")
+        raise ServiceError(
+            "Choose a calibration file to upload, or use the built-in calibration set.", "calibration_file"
+        )
     if len(data) > CALIBRATION_MAX_BYTES:
-        raise ServiceError(f"The calibration file is {len(data):,} bytes; the limit is {CALIBRATION_MAX_BYTES:,}.",
-                           "calibration_file")
+        raise ServiceError(
+            f"The calibration file is {len(data):,} bytes; the limit is {CALIBRATION_MAX_BYTES:,}.", "calibration_file"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -75,13 +79,23 @@ def calibration_samples(data: bytes | None) -> list[str]:
     return samples
 
 
-def quantize(model: ModelArtifact, params: Any, calibration_file: bytes | None = None,
-             calibration_name: str = "") -> tuple[dict, list[str] | None]:
+def quantize(
+    model: ModelArtifact, params: Any, calibration_file: bytes | None = None, calibration_name: str = ""
+) -> tuple[dict, list[str] | None]:
     """(clean params to store, uploaded calibration samples or None)."""
     if not isinstance(params, dict):
         raise ServiceError("Parameters must be an object.", "params")
-    unknown = set(params) - {"scheme", "bits", "group_size", "calibration", "num_samples", "max_seq_length",
-                             "smoothing_strength", "name", "node"}
+    unknown = set(params) - {
+        "scheme",
+        "bits",
+        "group_size",
+        "calibration",
+        "num_samples",
+        "max_seq_length",
+        "smoothing_strength",
+        "name",
+        "node",
+    }
     if unknown:
         raise ServiceError(f"Unknown parameter(s): {', '.join(sorted(unknown))}.", sorted(unknown)[0])
     name = params.get("scheme")
@@ -92,21 +106,29 @@ def quantize(model: ModelArtifact, params: Any, calibration_file: bytes | None =
         bits = _int(params, "bits", scheme.bits, 1, 16)
         if bits != scheme.bits:
             fits = [k for k, s in SCHEMES.items() if s.bits == bits]
-            raise ServiceError(f"{name} quantizes weights to {scheme.bits} bits, not {bits}"
-                               + (f": for {bits}-bit weights use {' or '.join(fits)}." if fits else "."), "bits")
+            raise ServiceError(
+                f"{name} quantizes weights to {scheme.bits} bits, not {bits}"
+                + (f": for {bits}-bit weights use {' or '.join(fits)}." if fits else "."),
+                "bits",
+            )
     if model.quantization or model.is_variant:
         raise ServiceError(f"{model.name} is already quantized; quantize its unquantized parent.", "model")
-    clean: dict[str, Any] = {"scheme": name, "bits": scheme.bits,
-                             "max_seq_length": _int(params, "max_seq_length", 512, 16, 8192)}
+    clean: dict[str, Any] = {
+        "scheme": name,
+        "bits": scheme.bits,
+        "max_seq_length": _int(params, "max_seq_length", 512, 16, 8192),
+    }
     if scheme.grouped:
         group = _int(params, "group_size", 128, 1, 1024)
         if group not in GROUP_SIZES:
             raise ServiceError(f"Group size must be one of {', '.join(map(str, GROUP_SIZES))}.", "group_size")
         for dim, what in ((model.hidden_size, "hidden size"), (model.intermediate_size, "intermediate size")):
             if dim and dim % group:
-                raise ServiceError(f"Group size {group} does not divide the model's {what} ({dim}); "
-                                   f"choose one of {', '.join(str(g) for g in GROUP_SIZES if dim % g == 0) or 'none'}.",
-                                   "group_size")
+                raise ServiceError(
+                    f"Group size {group} does not divide the model's {what} ({dim}); "
+                    f"choose one of {', '.join(str(g) for g in GROUP_SIZES if dim % g == 0) or 'none'}.",
+                    "group_size",
+                )
         clean["group_size"] = group
     if name == "w8a8-int8":
         clean["smoothing_strength"] = _float(params, "smoothing_strength", 0.8, 0.0, 1.0)
@@ -114,12 +136,18 @@ def quantize(model: ModelArtifact, params: Any, calibration_file: bytes | None =
     samples = None
     if scheme.calibrated:
         if source not in ("builtin", "upload"):
-            raise ServiceError("Calibration is “builtin” (the set shipped with the console) or “upload”.", "calibration")
+            raise ServiceError(
+                "Calibration is “builtin” (the set shipped with the console) or “upload”.", "calibration"
+            )
         clean["num_samples"] = _int(params, "num_samples", 64, 1, 4096)
         if source == "upload":
             samples = calibration_samples(calibration_file)
-            clean["calibration"] = {"source": "upload", "file": calibration_name[:200], "samples": len(samples),
-                                    "sha256": hashlib.sha256(calibration_file or b"").hexdigest()}
+            clean["calibration"] = {
+                "source": "upload",
+                "file": calibration_name[:200],
+                "samples": len(samples),
+                "sha256": hashlib.sha256(calibration_file or b"").hexdigest(),
+            }
         else:
             clean["calibration"] = {"source": "builtin"}
     elif calibration_file is not None or source == "upload":
@@ -143,14 +171,22 @@ def benchmark(params: Any, max_model_len: int) -> dict:
         raise ServiceError(f"Unknown parameter(s): {', '.join(sorted(unknown))}.", sorted(unknown)[0])
     mode = params.get("mode", "concurrency")
     if mode not in BENCH_MODES:
-        raise ServiceError(f"Mode is “concurrency” (requests in flight) or “rate” (requests per second), not {mode!r}.",
-                           "mode")
-    clean = {"mode": mode, "input_len": _int(params, "input_len", 128, 1, 32768),
-             "output_len": _int(params, "output_len", 64, 1, 8192),
-             "num_prompts": _int(params, "num_prompts", 32, 1, 5000), "seed": _int(params, "seed", 0, 0, 2 ** 31)}
+        raise ServiceError(
+            f"Mode is “concurrency” (requests in flight) or “rate” (requests per second), not {mode!r}.", "mode"
+        )
+    clean = {
+        "mode": mode,
+        "input_len": _int(params, "input_len", 128, 1, 32768),
+        "output_len": _int(params, "output_len", 64, 1, 8192),
+        "num_prompts": _int(params, "num_prompts", 32, 1, 5000),
+        "seed": _int(params, "seed", 0, 0, 2**31),
+    }
     if clean["input_len"] + clean["output_len"] > max_model_len:
-        raise ServiceError(f"Input plus output length ({clean['input_len'] + clean['output_len']}) exceeds the "
-                           f"deployment's context of {max_model_len} tokens.", "input_len")
+        raise ServiceError(
+            f"Input plus output length ({clean['input_len'] + clean['output_len']}) exceeds the "
+            f"deployment's context of {max_model_len} tokens.",
+            "input_len",
+        )
     levels = params.get("levels", [1, 4])
     if isinstance(levels, str):
         levels = [p.strip() for p in levels.split(",") if p.strip()]
@@ -162,11 +198,20 @@ def benchmark(params: Any, max_model_len: int) -> dict:
             number = float(value)
         except (TypeError, ValueError):
             number = math.nan
-        if isinstance(value, bool) or not (0 < number <= (256 if mode == "concurrency" else 1000)) or \
-                (mode == "concurrency" and number != int(number)):
-            raise ServiceError(f"Level {value!r}: a {mode} must be " +
-                               ("a whole number from 1 to 256." if mode == "concurrency" else "a rate above 0 and up to 1000 requests/s."),
-                               "levels")
+        if (
+            isinstance(value, bool)
+            or not (0 < number <= (256 if mode == "concurrency" else 1000))
+            or (mode == "concurrency" and number != int(number))
+        ):
+            raise ServiceError(
+                f"Level {value!r}: a {mode} must be "
+                + (
+                    "a whole number from 1 to 256."
+                    if mode == "concurrency"
+                    else "a rate above 0 and up to 1000 requests/s."
+                ),
+                "levels",
+            )
         out.append(int(number) if mode == "concurrency" else number)
     clean["levels"] = sorted(set(out))
     return clean

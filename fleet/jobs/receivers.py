@@ -1,4 +1,5 @@
 """Receivers of the lower domains' signals (connected in FleetConfig.ready)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """API shapes of jobs."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -15,8 +16,24 @@ class JobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = ["id", "kind", "state", "params", "node", "model", "deployment", "variant", "progress", "phase",
-                  "error", "cancel_requested", "created_by", "created_at", "started_at", "finished_at"]
+        fields = [
+            "id",
+            "kind",
+            "state",
+            "params",
+            "node",
+            "model",
+            "deployment",
+            "variant",
+            "progress",
+            "phase",
+            "error",
+            "cancel_requested",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
         read_only_fields = fields
 
 

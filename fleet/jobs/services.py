@@ -2,6 +2,7 @@
 the node's queue after commit), cancel one, and take in what the agent running it reports. A
 succeeded quantization registers its output as a variant of its parent, with recipe, size,
 checksums (the console's own, compared with the node's) and the perplexity delta."""
+
 from __future__ import annotations
 
 import logging
@@ -31,21 +32,27 @@ from fleet.nodes.services import agent_node
 from fleet.protocol import runtimes, tasks
 
 log = logging.getLogger(__name__)
-FINISHED_ACTIONS = {JobState.SUCCEEDED: "job.succeeded", JobState.FAILED: "job.failed",
-                    JobState.CANCELLED: "job.cancelled"}
+FINISHED_ACTIONS = {
+    JobState.SUCCEEDED: "job.succeeded",
+    JobState.FAILED: "job.failed",
+    JobState.CANCELLED: "job.cancelled",
+}
 
 
 def _push(job: Job, kind: str, **extra: Any) -> None:
     """Live: the job's own page (job.<id>) and the jobs list (jobs)."""
-    payload = {"kind": kind, "job": job.pk, "state": job.state, "progress": job.progress, "phase": job.phase,
-               **extra}
+    payload = {"kind": kind, "job": job.pk, "state": job.state, "progress": job.progress, "phase": job.phase, **extra}
     publish_on_commit((job.topic, "jobs"), payload)
 
 
 def _public(job: Job) -> dict:
-    return {"kind": job.kind, "params": job.params, "node": job.node.name if job.node else None,
-            "model": job.model.name if job.model else None,
-            "deployment": job.deployment.name if job.deployment else None}
+    return {
+        "kind": job.kind,
+        "params": job.params,
+        "node": job.node.name if job.node else None,
+        "model": job.model.name if job.model else None,
+        "deployment": job.deployment.name if job.deployment else None,
+    }
 
 
 def _choose_node(name: Any) -> Node:
@@ -59,8 +66,7 @@ def _choose_node(name: Any) -> Node:
         return node
     candidates = list(nodes.filter(cordoned=False).prefetch_related("gpus"))
     busy = Counter(Job.objects.filter(state=JobState.RUNNING, node__in=candidates).values_list("node_id", flat=True))
-    node = min(candidates, default=None,
-               key=lambda n: (-sum(g.memory_total for g in n.gpus.all()), busy[n.pk], n.name))
+    node = min(candidates, default=None, key=lambda n: (-sum(g.memory_total for g in n.gpus.all()), busy[n.pk], n.name))
     if node is None:
         raise ServiceError("No node is online to run the job; start an agent (README: adding a GPU node).", "node")
     return node
@@ -71,14 +77,17 @@ def _output_dir(model: ModelArtifact, variant: str) -> Path:
     no separators, so it cannot climb out)."""
     out = Path(model.path).parent / variant
     if not any(out.is_relative_to(root) for root in artifacts.model_roots()):
-        raise ServiceError(f"{out} would be outside the model roots; move {model.name} into a folder of a root.", "name")
+        raise ServiceError(
+            f"{out} would be outside the model roots; move {model.name} into a folder of a root.", "name"
+        )
     if out.exists() or out.with_name(out.name + ".partial").exists():
         raise ServiceError(f"{out} exists already; give the variant another name or move that directory.", "name")
     return out
 
 
-def quantize(actor: Actor, model: ModelArtifact, params: Any, calibration_file: bytes | None = None,
-             calibration_name: str = "") -> Job:
+def quantize(
+    actor: Actor, model: ModelArtifact, params: Any, calibration_file: bytes | None = None, calibration_name: str = ""
+) -> Job:
     if not isinstance(model, ModelArtifact):
         raise ServiceError("Choose a registered model to quantize.", "model")
     clean, samples = job_params.quantize(model, params, calibration_file, calibration_name)
@@ -86,17 +95,26 @@ def quantize(actor: Actor, model: ModelArtifact, params: Any, calibration_file: 
     node = _choose_node(params.get("node") if isinstance(params, dict) else None)
     clean["node"] = node.name
     with transaction.atomic():
-        if Job.objects.filter(kind=JobKind.QUANTIZE, state__in=[JobState.QUEUED, JobState.RUNNING],
-                              params__name=clean["name"]).exists():
+        if Job.objects.filter(
+            kind=JobKind.QUANTIZE, state__in=[JobState.QUEUED, JobState.RUNNING], params__name=clean["name"]
+        ).exists():
             raise ServiceError(f"A job making {clean['name']!r} is already queued or running.", "name")
-        job = Job.objects.create(kind=JobKind.QUANTIZE, params=clean, node=node, model=model,
-                                 created_by=actor if getattr(actor, "pk", None) else None)
+        job = Job.objects.create(
+            kind=JobKind.QUANTIZE,
+            params=clean,
+            node=node,
+            model=model,
+            created_by=actor if getattr(actor, "pk", None) else None,
+        )
         audit.record(actor, "job.quantize", job, after=_public(job))
         engine, version = runtimes.DEFAULT_COMPRESSOR
         spec_params = {k: v for k, v in clean.items() if k not in ("calibration", "node", "name")}
         spec_params |= {"model_path": model.path, "output_path": str(out), "calibration": samples}
-        reconciler.send(node, tasks.RUN_JOB, spec={"id": job.pk, "kind": "quantize",
-                                                     "runtime": f"{engine}=={version}", "params": spec_params})
+        reconciler.send(
+            node,
+            tasks.RUN_JOB,
+            spec={"id": job.pk, "kind": "quantize", "runtime": f"{engine}=={version}", "params": spec_params},
+        )
         _push(job, "created")
     return job
 
@@ -104,11 +122,11 @@ def quantize(actor: Actor, model: ModelArtifact, params: Any, calibration_file: 
 def ready_instance(deployment: Deployment) -> Instance:
     if deployment.desired_state != DesiredState.RUNNING:
         raise ServiceError(f"Deployment {deployment.name} is stopped; start it, then benchmark it.", "deployment")
-    instance = (deployment.instances.filter(state=InstanceState.READY).select_related("node")
-                .order_by("replica").first())
+    instance = deployment.instances.filter(state=InstanceState.READY).select_related("node").order_by("replica").first()
     if instance is None or instance.node is None:
-        raise ServiceError(f"Deployment {deployment.name} has no Ready instance yet; wait until one is Ready.",
-                           "deployment")
+        raise ServiceError(
+            f"Deployment {deployment.name} has no Ready instance yet; wait until one is Ready.", "deployment"
+        )
     return instance
 
 
@@ -119,13 +137,28 @@ def benchmark(actor: Actor, deployment: Deployment, params: Any) -> Job:
     instance = ready_instance(deployment)
     clean |= {"instance": instance.pk, "served": deployment.name}
     with transaction.atomic():
-        job = Job.objects.create(kind=JobKind.BENCHMARK, params=clean, node=instance.node, model=deployment.model,
-                                 deployment=deployment, created_by=actor if getattr(actor, "pk", None) else None)
+        job = Job.objects.create(
+            kind=JobKind.BENCHMARK,
+            params=clean,
+            node=instance.node,
+            model=deployment.model,
+            deployment=deployment,
+            created_by=actor if getattr(actor, "pk", None) else None,
+        )
         audit.record(actor, "job.benchmark", job, after=_public(job))
-        reconciler.send(instance.node, tasks.RUN_JOB, spec={
-            "id": job.pk, "kind": "benchmark", "runtime": deployment.options["runtime"],
-            "params": {k: clean[k] for k in ("mode", "levels", "input_len", "output_len", "num_prompts", "seed",
-                                             "served")} | {"endpoint": f"http://{instance.address}:{instance.port}"}})
+        reconciler.send(
+            instance.node,
+            tasks.RUN_JOB,
+            spec={
+                "id": job.pk,
+                "kind": "benchmark",
+                "runtime": deployment.options["runtime"],
+                "params": {
+                    k: clean[k] for k in ("mode", "levels", "input_len", "output_len", "num_prompts", "seed", "served")
+                }
+                | {"endpoint": f"http://{instance.address}:{instance.port}"},
+            },
+        )
         _push(job, "created")
     return job
 
@@ -157,23 +190,45 @@ def _finish(job: Job, state: str, *, actor: Actor, error: str = "") -> None:
     if state == JobState.SUCCEEDED:
         job.progress = 100
     job.save()
-    audit.record(actor, FINISHED_ACTIONS[state], job, before={"state": was}, after={"state": state},
-                 error=error or None, variant=job.variant.name if job.variant else None)
+    audit.record(
+        actor,
+        FINISHED_ACTIONS[state],
+        job,
+        before={"state": was},
+        after={"state": state},
+        error=error or None,
+        variant=job.variant.name if job.variant else None,
+    )
 
 
 def _register_variant(job: Job, result: dict) -> ModelArtifact:
     """Register the output; the console hashes the files itself and must find what the node wrote."""
     if job.model is None:
         raise ServiceError("its parent model was unregistered while the job ran; register the output by hand")
-    recipe = {"job": job.pk, "scheme": job.params["scheme"], "bits": job.params["bits"],
-              **{k: job.params[k] for k in ("group_size", "smoothing_strength", "num_samples", "max_seq_length",
-                                            "calibration") if k in job.params},
-              "tool": runtimes.DEFAULT_COMPRESSOR[0] + "==" + runtimes.DEFAULT_COMPRESSOR[1],
-              "recipe_yaml": str(result.get("recipe", ""))[:20000],
-              "perplexity": {k: result.get(f"perplexity_{k}") for k in ("parent", "variant", "delta", "delta_pct")}}
-    variant = registry.register(job.created_by, path=str(result.get("output_path", "")), name=job.params["name"],
-                                parent=job.model, recipe=recipe, tags=["quantized", job.params["scheme"]],
-                                sensitivity=job.model.sensitivity, license=job.model.license, checksum_now=True)
+    recipe = {
+        "job": job.pk,
+        "scheme": job.params["scheme"],
+        "bits": job.params["bits"],
+        **{
+            k: job.params[k]
+            for k in ("group_size", "smoothing_strength", "num_samples", "max_seq_length", "calibration")
+            if k in job.params
+        },
+        "tool": runtimes.DEFAULT_COMPRESSOR[0] + "==" + runtimes.DEFAULT_COMPRESSOR[1],
+        "recipe_yaml": str(result.get("recipe", ""))[:20000],
+        "perplexity": {k: result.get(f"perplexity_{k}") for k in ("parent", "variant", "delta", "delta_pct")},
+    }
+    variant = registry.register(
+        job.created_by,
+        path=str(result.get("output_path", "")),
+        name=job.params["name"],
+        parent=job.model,
+        recipe=recipe,
+        tags=["quantized", job.params["scheme"]],
+        sensitivity=job.model.sensitivity,
+        license=job.model.license,
+        checksum_now=True,
+    )
     theirs = {f["name"]: f["sha256"] for f in result.get("files", []) if isinstance(f, dict)}
     ours = dict(variant.files.values_list("name", "sha256"))
     if ours != theirs:
@@ -189,8 +244,12 @@ def report(*, node_id: Any, secret: Any, report: Any) -> Job | None:
         log.warning("job report refused (node %r)", node_id)
         return None
     with transaction.atomic():
-        job = Job.objects.select_for_update(of=("self",)).select_related("model", "created_by").filter(
-            pk=report["job"], node=node).first()
+        job = (
+            Job.objects.select_for_update(of=("self",))
+            .select_related("model", "created_by")
+            .filter(pk=report["job"], node=node)
+            .first()
+        )
         if job is None or job.done:
             return job
         lines = [str(line)[:2000] for line in report.get("lines") or [] if isinstance(line, str)][-500:]
@@ -215,7 +274,12 @@ def report(*, node_id: Any, secret: Any, report: Any) -> Job | None:
                         with transaction.atomic():
                             job.variant = _register_variant(job, result)
                     except ServiceError as exc:
-                        _finish(job, JobState.FAILED, actor=actor, error=f"The variant could not be registered: {exc.message}")
+                        _finish(
+                            job,
+                            JobState.FAILED,
+                            actor=actor,
+                            error=f"The variant could not be registered: {exc.message}",
+                        )
                         _push(job, "finished", lines=lines, error=job.error)
                         return job
                 _finish(job, JobState.SUCCEEDED, actor=actor)
@@ -226,8 +290,14 @@ def report(*, node_id: Any, secret: Any, report: Any) -> Job | None:
         except TransitionError:
             log.info("job %s: ignoring %s after %s", job.pk, state, job.state)
             return job
-        _push(job, "finished" if job.done else "progress", lines=lines, error=job.error,
-              variant=job.variant_id, variant_name=job.variant.name if job.variant else None)
+        _push(
+            job,
+            "finished" if job.done else "progress",
+            lines=lines,
+            error=job.error,
+            variant=job.variant_id,
+            variant_name=job.variant.name if job.variant else None,
+        )
     return job
 
 
@@ -240,8 +310,6 @@ def fail_jobs_on(node: Node, why: str) -> int:
         _push(job, "finished", error=job.error)
         failed += 1
     return failed
-
-
 
 
 __all__ = ["quantize", "benchmark", "cancel", "report", "fail_jobs_on", "ready_instance"]

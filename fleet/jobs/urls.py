@@ -1,4 +1,5 @@
 """Pages and API routes of quantization and benchmark jobs."""
+
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 

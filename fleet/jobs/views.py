@@ -1,6 +1,7 @@
 """Admin pages for jobs: the list (live), a job's page (live progress and log, its result and
 charts), runs compared side by side, and the "Quantize" and "Benchmark" forms on the model and
 deployment pages."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -30,8 +31,9 @@ PAGE_SIZE = 50
 def job_list(request: HttpRequest) -> HttpResponse:
     filterset, page, status = list_page(request, JobFilterSet, PAGE_SIZE)
     template = "fleet/_job_rows.html" if request.headers.get("HX-Request") else "fleet/jobs.html"
-    return render(request, template, {"page": page, "filterset": filterset, "query": request.GET.urlencode()},
-                  status=status)
+    return render(
+        request, template, {"page": page, "filterset": filterset, "query": request.GET.urlencode()}, status=status
+    )
 
 
 @role_required(Role.ADMIN)
@@ -39,8 +41,12 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(JobFilterSet.visible(request.user), pk=pk)
     others = []
     if job.kind == JobKind.BENCHMARK:
-        others = list(Job.objects.filter(kind=JobKind.BENCHMARK, state=JobState.SUCCEEDED).exclude(pk=pk)
-                      .select_related("deployment").order_by("-created_at")[:20])
+        others = list(
+            Job.objects.filter(kind=JobKind.BENCHMARK, state=JobState.SUCCEEDED)
+            .exclude(pk=pk)
+            .select_related("deployment")
+            .order_by("-created_at")[:20]
+        )
     runs = compare_runs([job.pk]) if job.kind == JobKind.BENCHMARK and job.state == JobState.SUCCEEDED else []
     return render(request, "fleet/job_detail.html", {"job": job, "others": others, "runs": runs})
 
@@ -58,8 +64,7 @@ def job_compare(request: HttpRequest) -> HttpResponse:
     try:
         runs = compare_runs(parse_ids(",".join(request.GET.getlist("ids"))))  # ?ids=3,4 or ?ids=3&ids=4
     except ServiceError as exc:
-        return render(request, "fleet/job_compare.html", {"runs": [], "error": exc.message},
-                      status=400)
+        return render(request, "fleet/job_compare.html", {"runs": [], "error": exc.message}, status=400)
     return render(request, "fleet/job_compare.html", {"runs": runs})
 
 
@@ -71,8 +76,9 @@ def quantize(request: HttpRequest, pk: int) -> HttpResponse:
     if form.is_valid():
         upload = form.cleaned_data.get("calibration_file")
         try:
-            job = jobs.quantize(request.user, model, form.params(), upload.read() if upload else None,
-                                upload.name if upload else "")
+            job = jobs.quantize(
+                request.user, model, form.params(), upload.read() if upload else None, upload.name if upload else ""
+            )
         except ServiceError as exc:
             form_error(form, exc)
         else:

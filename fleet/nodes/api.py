@@ -1,4 +1,5 @@
 """/api/nodes/ and /api/join-tokens/ (admins only); the same services as the UI."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet
@@ -23,8 +24,13 @@ from fleet.nodes.serializers import (
 )
 
 
-class NodeViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
-                  viewsets.GenericViewSet):
+class NodeViewSet(
+    FilteredListMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
     """Nodes that joined the fleet. DELETE removes a node (its agent is refused from then on)."""
 
     permission_classes = ADMIN_ONLY

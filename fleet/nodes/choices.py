@@ -1,4 +1,5 @@
 """Kinds and states of a node, and the transitions a node's state allows."""
+
 from __future__ import annotations
 
 from django.db import models

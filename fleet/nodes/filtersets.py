@@ -1,4 +1,5 @@
 """The node list's filters, for the Nodes page and /api/nodes/ alike."""
+
 from __future__ import annotations
 
 import django_filters

@@ -1,4 +1,5 @@
 """Nodes, their GPUs, the join tokens that admit them, and 1-minute telemetry rollups."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -67,7 +68,9 @@ class Node(models.Model):
     agent_digest = models.CharField(max_length=64)  # SHA-256 of the agent's own secret
     agent_version = models.CharField(max_length=32, blank=True)
     hostname = models.CharField(max_length=255, blank=True)
-    address = models.CharField(max_length=255, default="127.0.0.1", help_text="Where the console reaches its vLLM instances.")
+    address = models.CharField(
+        max_length=255, default="127.0.0.1", help_text="Where the console reaches its vLLM instances."
+    )
     os = models.CharField(max_length=255, blank=True)
     cpu_model = models.CharField(max_length=255, blank=True)
     cpu_cores = models.PositiveIntegerField(default=0)

@@ -1,4 +1,5 @@
 """Read side of nodes: the one filtered queryset that the UI list and the API list share."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -11,14 +12,15 @@ from fleet.planning.placement import GpuView, NodeView
 RANGES = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
-
-
 def history(node: Node, range_name: str) -> dict:
     """Rollups of the last hour or day as columns for a chart: {"t": [...], "series": {label: [...]}}.
     Utilization average per GPU (CPU % of the host on a CPU node) and memory used %."""
     since = timezone.now() - RANGES[range_name]
-    rows = (TelemetryRollup.objects.filter(node=node, minute__gte=since)
-            .order_by("minute", "gpu_index").values_list("minute", "gpu_index", "stats"))
+    rows = (
+        TelemetryRollup.objects.filter(node=node, minute__gte=since)
+        .order_by("minute", "gpu_index")
+        .values_list("minute", "gpu_index", "stats")
+    )
     times: list[int] = []
     series: dict[str, dict[int, float]] = {}
     totals = {g.index: g.memory_total for g in node.gpus.all()}
@@ -51,7 +53,16 @@ def fleet_view() -> list:
             gpus.append(GpuView(gpu.index, gpu.memory_total, max(0, gpu.memory_total - int(used))))
         host = sample.get("host") or {}
         ram_used = host.get("ram_used") if isinstance(host.get("ram_used"), (int, float)) else 0
-        views.append(NodeView(id=node.pk, name=node.name, kind=node.kind, online=node.state == "online",
-                              cordoned=node.cordoned, labels=node.labels or {}, gpus=gpus,
-                              ram_free=max(0, node.ram_bytes - int(ram_used))))
+        views.append(
+            NodeView(
+                id=node.pk,
+                name=node.name,
+                kind=node.kind,
+                online=node.state == "online",
+                cordoned=node.cordoned,
+                labels=node.labels or {},
+                gpus=gpus,
+                ram_free=max(0, node.ram_bytes - int(ram_used)),
+            )
+        )
     return views

@@ -1,4 +1,5 @@
 """API shapes of nodes."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -10,8 +11,17 @@ from fleet.nodes.services import MAX_JOIN_TOKEN_HOURS
 class GPUSerializer(serializers.ModelSerializer):
     class Meta:
         model = GPU
-        fields = ["index", "uuid", "name", "memory_total", "compute_capability", "mig_mode", "pcie_gen",
-                  "pcie_width", "nvlink_peers"]
+        fields = [
+            "index",
+            "uuid",
+            "name",
+            "memory_total",
+            "compute_capability",
+            "mig_mode",
+            "pcie_gen",
+            "pcie_width",
+            "nvlink_peers",
+        ]
 
 
 class NodeSerializer(serializers.ModelSerializer):
@@ -19,9 +29,29 @@ class NodeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Node
-        fields = ["id", "name", "kind", "state", "cordoned", "labels", "gpu_count", "hostname", "os",
-                  "cpu_model", "cpu_cores", "ram_bytes", "driver_version", "cuda_version", "nvml_error",
-                  "agent_version", "telemetry_interval_s", "registered_at", "last_heartbeat", "address", "runtimes"]
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "state",
+            "cordoned",
+            "labels",
+            "gpu_count",
+            "hostname",
+            "os",
+            "cpu_model",
+            "cpu_cores",
+            "ram_bytes",
+            "driver_version",
+            "cuda_version",
+            "nvml_error",
+            "agent_version",
+            "telemetry_interval_s",
+            "registered_at",
+            "last_heartbeat",
+            "address",
+            "runtimes",
+        ]
         read_only_fields = fields
 
 
@@ -38,18 +68,39 @@ class NodeDetailSerializer(NodeSerializer):
 
 
 class JoinTokenSerializer(serializers.ModelSerializer):
-    expires_in_hours = serializers.IntegerField(min_value=1, max_value=MAX_JOIN_TOKEN_HOURS, default=24,
-                                                write_only=True)
+    expires_in_hours = serializers.IntegerField(
+        min_value=1, max_value=MAX_JOIN_TOKEN_HOURS, default=24, write_only=True
+    )
     status = serializers.CharField(read_only=True)
     created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
     used_by = serializers.CharField(source="used_by.name", read_only=True, default=None)
 
     class Meta:
         model = JoinToken
-        fields = ["id", "label", "prefix", "status", "created_by", "created_at", "expires_at", "used_at",
-                  "used_by", "revoked_at", "expires_in_hours"]
-        read_only_fields = ["id", "prefix", "status", "created_by", "created_at", "expires_at", "used_at",
-                            "used_by", "revoked_at"]
+        fields = [
+            "id",
+            "label",
+            "prefix",
+            "status",
+            "created_by",
+            "created_at",
+            "expires_at",
+            "used_at",
+            "used_by",
+            "revoked_at",
+            "expires_in_hours",
+        ]
+        read_only_fields = [
+            "id",
+            "prefix",
+            "status",
+            "created_by",
+            "created_at",
+            "expires_at",
+            "used_at",
+            "used_by",
+            "revoked_at",
+        ]
 
 
 class NewJoinTokenSerializer(JoinTokenSerializer):

@@ -4,14 +4,14 @@ The UI, the API and the Celery tasks that agents call all come through here; eac
 its audit event. Agents authenticate with a secret of their own, stored as SHA-256 (the join
 token admits a node once; the agent secret keeps it in).
 """
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 import logging
 import secrets
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import current_app
@@ -56,8 +56,14 @@ def malformed_count() -> int:
 
 def fleet_event(kind: str, node: Node, **extra: Any) -> None:
     """Tell browsers watching the fleet that a node changed (state, cordon, removal)."""
-    payload = {"kind": kind, "node": node.pk, "name": node.name, "state": node.state,
-               "cordoned": node.cordoned, **extra}
+    payload = {
+        "kind": kind,
+        "node": node.pk,
+        "name": node.name,
+        "state": node.state,
+        "cordoned": node.cordoned,
+        **extra,
+    }
     publish_on_commit("fleet", payload)
 
 
@@ -70,11 +76,18 @@ def create_join_token(actor: Actor, *, label: str = "", expires_in_hours: int = 
     plaintext = f"{JOIN_TOKEN_KIND}_{prefix}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():
         token = JoinToken.objects.create(
-            label=label, prefix=prefix, digest=digest(plaintext), created_by=actor if getattr(actor, "pk", None) else None,
+            label=label,
+            prefix=prefix,
+            digest=digest(plaintext),
+            created_by=actor if getattr(actor, "pk", None) else None,
             expires_at=timezone.now() + timedelta(hours=expires_in_hours),
         )
-        audit.record(actor, "node.join_token.create", token,
-                     after={"label": label, "prefix": prefix, "expires_at": token.expires_at})
+        audit.record(
+            actor,
+            "node.join_token.create",
+            token,
+            after={"label": label, "prefix": prefix, "expires_at": token.expires_at},
+        )
     return token, plaintext
 
 
@@ -112,7 +125,7 @@ def _text(value: Any, limit: int) -> str:
     return str(value)[:limit]
 
 
-def _count(value: Any, limit: int = 2 ** 62) -> int:
+def _count(value: Any, limit: int = 2**62) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
@@ -121,7 +134,7 @@ def _count(value: Any, limit: int = 2 ** 62) -> int:
 
 
 def _optional_count(value: Any) -> int | None:
-    return None if value is None else _count(value, 2 ** 15)
+    return None if value is None else _count(value, 2**15)
 
 
 def parse_facts(facts: Any) -> tuple[dict, list[dict]]:
@@ -135,12 +148,17 @@ def parse_facts(facts: Any) -> tuple[dict, list[dict]]:
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.1 <= interval <= 60:
         raise ValueError("interval_s must be between 0.1 and 60")
     fields = {
-        "hostname": _text(host.get("hostname"), 255), "os": _text(host.get("os"), 255),
+        "hostname": _text(host.get("hostname"), 255),
+        "os": _text(host.get("os"), 255),
         "address": _text(host.get("address"), 255) or "127.0.0.1",
-        "cpu_model": _text(host.get("cpu_model"), 255), "cpu_cores": _count(host.get("cpu_cores"), 100000),
-        "ram_bytes": _count(host.get("ram_bytes")), "driver_version": _text(gpu.get("driver_version"), 64),
-        "cuda_version": _text(gpu.get("cuda_version"), 32), "nvml_error": _text(gpu.get("nvml_error"), 255),
-        "agent_version": _text(facts.get("agent_version"), 32), "telemetry_interval_s": float(interval),
+        "cpu_model": _text(host.get("cpu_model"), 255),
+        "cpu_cores": _count(host.get("cpu_cores"), 100000),
+        "ram_bytes": _count(host.get("ram_bytes")),
+        "driver_version": _text(gpu.get("driver_version"), 64),
+        "cuda_version": _text(gpu.get("cuda_version"), 32),
+        "nvml_error": _text(gpu.get("nvml_error"), 255),
+        "agent_version": _text(facts.get("agent_version"), 32),
+        "telemetry_interval_s": float(interval),
     }
     reported = gpu.get("gpus") or []
     if not isinstance(reported, list) or len(reported) > telemetry.MAX_GPUS:
@@ -162,11 +180,19 @@ def parse_facts(facts: Any) -> tuple[dict, list[dict]]:
             raise ValueError("mig_mode must be true, false or null")
         if not isinstance(peers, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in peers):
             raise ValueError("nvlink_peers must be a list of GPU indexes")
-        gpus.append({"index": index, "uuid": _text(g.get("uuid"), 64), "name": _text(g.get("name"), 128),
-                     "memory_total": _count(g.get("memory_total")),
-                     "compute_capability": _text(g.get("compute_capability"), 8), "mig_mode": mig,
-                     "pcie_gen": _optional_count(g.get("pcie_gen")), "pcie_width": _optional_count(g.get("pcie_width")),
-                     "nvlink_peers": peers[:telemetry.MAX_GPUS]})
+        gpus.append(
+            {
+                "index": index,
+                "uuid": _text(g.get("uuid"), 64),
+                "name": _text(g.get("name"), 128),
+                "memory_total": _count(g.get("memory_total")),
+                "compute_capability": _text(g.get("compute_capability"), 8),
+                "mig_mode": mig,
+                "pcie_gen": _optional_count(g.get("pcie_gen")),
+                "pcie_width": _optional_count(g.get("pcie_width")),
+                "nvlink_peers": peers[: telemetry.MAX_GPUS],
+            }
+        )
     fields["kind"] = NodeKind.GPU if gpus else NodeKind.CPU
     ready = facts.get("runtimes") or []
     if not isinstance(ready, list) or not all(isinstance(r, str) and len(r) < 80 for r in ready):
@@ -183,8 +209,7 @@ def _apply(node: Node, fields: dict, gpus: list[dict]) -> None:
     GPU.objects.bulk_create([GPU(node=node, **g) for g in gpus])
 
 
-def register_node(*, name: Any, secret: Any, facts: Any, join_token: str | None = None,
-                  node_id: Any = None) -> Node:
+def register_node(*, name: Any, secret: Any, facts: Any, join_token: str | None = None, node_id: Any = None) -> Node:
     """Admit an agent: with a join token the first time, with its own secret after a restart."""
     shown_name = str(name)[:63]
     if not isinstance(name, str) or not isinstance(secret, str) or len(secret) < 32:
@@ -192,13 +217,15 @@ def register_node(*, name: Any, secret: Any, facts: Any, join_token: str | None 
     try:
         node_name_validator(name)
     except ValidationError:
-        raise _refuse(shown_name, f"node name {name!r} is not valid: use 1–63 lower-case letters, digits and hyphens")
+        raise _refuse(
+            shown_name, f"node name {name!r} is not valid: use 1–63 lower-case letters, digits and hyphens"
+        ) from None
     if join_token is None and (not isinstance(node_id, int) or isinstance(node_id, bool)):
         raise _refuse(shown_name, "malformed registration: give a join token, or the node id this agent saved")
     try:
         fields, gpus = parse_facts(facts)
     except ValueError as exc:
-        raise _refuse(name, f"malformed facts: {exc}")
+        raise _refuse(name, f"malformed facts: {exc}") from None
     try:
         node, refusal = _admit(name, secret, fields, gpus, join_token, node_id)
     except IntegrityError:  # another agent took this name in the same instant
@@ -208,8 +235,9 @@ def register_node(*, name: Any, secret: Any, facts: Any, join_token: str | None 
     return node
 
 
-def _admit(name: str, secret: str, fields: dict, gpus: list[dict], join_token: str | None,
-           node_id: int | None) -> tuple[Node | None, str | None]:
+def _admit(
+    name: str, secret: str, fields: dict, gpus: list[dict], join_token: str | None, node_id: int | None
+) -> tuple[Node | None, str | None]:
     with transaction.atomic():
         if join_token is not None:
             token = _token_row(join_token)
@@ -228,8 +256,13 @@ def _admit(name: str, secret: str, fields: dict, gpus: list[dict], join_token: s
             _apply(node, fields, gpus)
             token.used_at, token.used_by = timezone.now(), node
             token.save(update_fields=["used_at", "used_by"])
-            audit.record(_agent_actor(name), "node.join", node, before=before,
-                         after={"kind": node.kind, "gpus": len(gpus), "join_prefix": token.prefix})
+            audit.record(
+                _agent_actor(name),
+                "node.join",
+                node,
+                before=before,
+                after={"kind": node.kind, "gpus": len(gpus), "join_prefix": token.prefix},
+            )
         else:
             node = Node.objects.select_for_update().filter(pk=node_id, name=name).first()
             if node is None or not hmac.compare_digest(node.agent_digest, digest(secret)):
@@ -239,11 +272,17 @@ def _admit(name: str, secret: str, fields: dict, gpus: list[dict], join_token: s
                 node.set_state(NodeState.ONLINE)
             node.last_heartbeat = timezone.now()
             _apply(node, fields, gpus)
-            audit.record(_agent_actor(name), "node.rejoin", node, before={"state": was},
-                         after={"state": node.state, "kind": node.kind, "gpus": len(gpus)})
+            audit.record(
+                _agent_actor(name),
+                "node.rejoin",
+                node,
+                before={"state": was},
+                after={"state": node.state, "kind": node.kind, "gpus": len(gpus)},
+            )
             # A restarted agent ended what it ran (fleet/agent/jobs.py reaps leftovers): say so.
-            work_lost.send(Node, node=node,
-                           reason=f"The agent on {node.name} restarted while the job ran; start the job again.")
+            work_lost.send(
+                Node, node=node, reason=f"The agent on {node.name} restarted while the job ran; start the job again."
+            )
         fleet_event("joined", node)
         return node, None
 
@@ -277,8 +316,13 @@ def heartbeat(*, node_id: Any, secret: Any, sample: Any) -> Node | None:
         Node.objects.filter(pk=node.pk).update(**updates)
         # Conditional update: two heartbeats racing a liveness sweep bring a node back once.
         if move(node, NODE_TRANSITIONS, NodeState.OFFLINE, NodeState.ONLINE):
-            audit.record(_agent_actor(node.name), "node.online", node,
-                         before={"state": NodeState.OFFLINE}, after={"state": NodeState.ONLINE})
+            audit.record(
+                _agent_actor(node.name),
+                "node.online",
+                node,
+                before={"state": NodeState.OFFLINE},
+                after={"state": NodeState.ONLINE},
+            )
             fleet_event("state", node)
     return node
 
@@ -290,13 +334,14 @@ def ingest_rollups(*, node_id: Any, secret: Any, minute: Any, rows: Any) -> int:
     try:
         if isinstance(minute, bool) or not isinstance(minute, int) or minute % 60:
             raise telemetry.MalformedTelemetry("minute must be the epoch second a minute starts at")
-        at = datetime.fromtimestamp(minute, tz=dt_timezone.utc)
+        at = datetime.fromtimestamp(minute, tz=UTC)
         rows = telemetry.check_rollup_rows(rows)
     except (telemetry.MalformedTelemetry, OverflowError, OSError, ValueError) as exc:
         count_malformed(f"rollup: {exc}")
         return 0
-    objs = [TelemetryRollup(node=node, gpu_index=r["gpu"], minute=at, samples=r["samples"], stats=r["stats"])
-            for r in rows]
+    objs = [
+        TelemetryRollup(node=node, gpu_index=r["gpu"], minute=at, samples=r["samples"], stats=r["stats"]) for r in rows
+    ]
     TelemetryRollup.objects.bulk_create(objs, ignore_conflicts=True)  # a retried task adds nothing
     return len(objs)
 
@@ -308,11 +353,18 @@ def mark_offline(*, now: datetime | None = None) -> list[Node]:
     gone = []
     for node in Node.objects.filter(state=NodeState.ONLINE, last_heartbeat__lt=cutoff):
         with transaction.atomic():
-            if not move(node, NODE_TRANSITIONS, NodeState.ONLINE, NodeState.OFFLINE,
-                        where={"last_heartbeat__lt": cutoff}):
+            if not move(
+                node, NODE_TRANSITIONS, NodeState.ONLINE, NodeState.OFFLINE, where={"last_heartbeat__lt": cutoff}
+            ):
                 continue  # it heartbeated meanwhile
-            audit.record(None, "node.offline", node, before={"state": NodeState.ONLINE},
-                         after={"state": NodeState.OFFLINE}, silent_s=round((now - node.last_heartbeat).total_seconds(), 1))
+            audit.record(
+                None,
+                "node.offline",
+                node,
+                before={"state": NodeState.ONLINE},
+                after={"state": NodeState.OFFLINE},
+                silent_s=round((now - node.last_heartbeat).total_seconds(), 1),
+            )
             fleet_event("state", node)
             work_lost.send(Node, node=node, reason=f"Node {node.name} went offline while the job ran.")
             gone.append(node)
@@ -336,8 +388,11 @@ def install_runtime(actor: Actor, node: Node, engine: Any, version: Any) -> None
     key = f"{engine}=={version}"
     with transaction.atomic():
         audit.record(actor, "node.runtime.install", node, after={"runtime": key})
-        transaction.on_commit(lambda: current_app.send_task(tasks.ENSURE_RUNTIME, kwargs={"engine": engine, "version": version},
-                                                            queue=node.queue))
+        transaction.on_commit(
+            lambda: current_app.send_task(
+                tasks.ENSURE_RUNTIME, kwargs={"engine": engine, "version": version}, queue=node.queue
+            )
+        )
 
 
 def runtime_report(*, node_id: Any, secret: Any, runtime: Any, state: Any, detail: Any = "") -> None:
@@ -346,8 +401,10 @@ def runtime_report(*, node_id: Any, secret: Any, runtime: Any, state: Any, detai
         return
     with transaction.atomic():
         node = Node.objects.select_for_update().get(pk=node.pk)
-        node.runtimes = {**node.runtimes, runtime[:80]: {"state": state, "detail": str(detail)[:300],
-                                                         "at": timezone.now().isoformat()}}
+        node.runtimes = {
+            **node.runtimes,
+            runtime[:80]: {"state": state, "detail": str(detail)[:300], "at": timezone.now().isoformat()},
+        }
         node.save(update_fields=["runtimes"])
         if state != "installing":
             audit.record(_agent_actor(node.name), f"node.runtime.{state}", node, runtime=runtime)
@@ -362,8 +419,13 @@ def set_cordon(actor: Actor, node: Node, cordoned: bool) -> Node:
             raise ServiceError(f"{node.name} is already {'cordoned' if cordoned else 'uncordoned'}.")
         node.cordoned = cordoned
         node.save(update_fields=["cordoned"])
-        audit.record(actor, "node.cordon" if cordoned else "node.uncordon", node,
-                     before={"cordoned": not cordoned}, after={"cordoned": cordoned})
+        audit.record(
+            actor,
+            "node.cordon" if cordoned else "node.uncordon",
+            node,
+            before={"cordoned": not cordoned},
+            after={"cordoned": cordoned},
+        )
         fleet_event("cordon", node)
     return node
 
@@ -376,4 +438,3 @@ def remove_node(actor: Actor, node: Node) -> None:
         audit.record(actor, "node.remove", node, before=before)
         fleet_event("removed", node)
         node.delete()
-

@@ -1,4 +1,5 @@
 """Pages and API routes of nodes and join tokens."""
+
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 

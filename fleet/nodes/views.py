@@ -1,4 +1,5 @@
 """Admin pages for nodes: the list (live), a node's detail (live charts, history), joining."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -26,8 +27,9 @@ def node_list(request: HttpRequest) -> HttpResponse:
     for node in page:
         node.summary = telemetry.summarize(node.last_sample)
     template = "fleet/_node_rows.html" if request.headers.get("HX-Request") else "fleet/nodes.html"
-    return render(request, template, {"page": page, "filterset": filterset, "any_nodes": Node.objects.exists()},
-                  status=status)
+    return render(
+        request, template, {"page": page, "filterset": filterset, "any_nodes": Node.objects.exists()}, status=status
+    )
 
 
 @role_required(Role.ADMIN)
@@ -40,19 +42,30 @@ def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
     readings = {g["i"]: g for g in (node.last_sample or {}).get("gpus", [])}
     for gpu in gpus:
         gpu.reading = readings.get(gpu.index, {})
-    return render(request, "fleet/node_detail.html", {
-        "node": node, "gpus": gpus, "range": range_name, "ranges": list(queries.RANGES),
-        "history": queries.history(node, range_name), "host": (node.last_sample or {}).get("host", {}),
-        "last_sample": node.last_sample or None,
-    })
+    return render(
+        request,
+        "fleet/node_detail.html",
+        {
+            "node": node,
+            "gpus": gpus,
+            "range": range_name,
+            "ranges": list(queries.RANGES),
+            "history": queries.history(node, range_name),
+            "host": (node.last_sample or {}).get("host", {}),
+            "last_sample": node.last_sample or None,
+        },
+    )
 
 
 @role_required(Role.ADMIN)
 @require_POST
 def node_cordon(request: HttpRequest, pk: int, cordon: bool) -> HttpResponse:
     node = get_object_or_404(Node, pk=pk)
-    flash(request, lambda: services.set_cordon(request.user, node, cordon),
-          f"{node.name} {'cordoned: no new placements' if cordon else 'uncordoned'}.")
+    flash(
+        request,
+        lambda: services.set_cordon(request.user, node, cordon),
+        f"{node.name} {'cordoned: no new placements' if cordon else 'uncordoned'}.",
+    )
     return redirect("node-detail", pk=node.pk)
 
 
@@ -61,8 +74,11 @@ def node_cordon(request: HttpRequest, pk: int, cordon: bool) -> HttpResponse:
 def node_runtime(request: HttpRequest, pk: int) -> HttpResponse:
     node = get_object_or_404(Node, pk=pk)
     engine, version = request.POST.get("engine", ""), request.POST.get("version", "").strip()
-    flash(request, lambda: services.install_runtime(request.user, node, engine, version),
-          f"{node.name} is installing {engine} {version}; its output streams below.")
+    flash(
+        request,
+        lambda: services.install_runtime(request.user, node, engine, version),
+        f"{node.name} is installing {engine} {version}; its output streams below.",
+    )
     return redirect("node-detail", pk=node.pk)
 
 
@@ -95,10 +111,15 @@ def join(request: HttpRequest) -> HttpResponse:
                 form.add_error(exc.field, exc.message)
             else:
                 created, status, form = {"token": token, "plaintext": plaintext}, 201, JoinTokenForm()
-    page = Paginator(JoinToken.objects.select_related("created_by", "used_by"), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "fleet/join.html", {"form": form, "created": created, "page": page,
-                                               "redis_hint": "redis://:<password>@<console-host>:6379/0"},
-                  status=status)
+    page = Paginator(JoinToken.objects.select_related("created_by", "used_by"), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "fleet/join.html",
+        {"form": form, "created": created, "page": page, "redis_hint": "redis://:<password>@<console-host>:6379/0"},
+        status=status,
+    )
 
 
 @role_required(Role.ADMIN)

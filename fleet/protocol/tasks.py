@@ -1,5 +1,6 @@
 """Celery task names, both ways, and the queues they travel on. The agent sends and serves tasks by
 these names without importing the console's task modules (it has no Django)."""
+
 from __future__ import annotations
 
 CONSOLE_QUEUE = "console"

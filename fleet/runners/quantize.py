@@ -77,7 +77,9 @@ def files_of(directory: Path) -> list[dict]:
         with path.open("rb") as f:
             while block := f.read(1 << 20):
                 digest.update(block)
-        out.append({"name": str(path.relative_to(directory)), "size": path.stat().st_size, "sha256": digest.hexdigest()})
+        out.append(
+            {"name": str(path.relative_to(directory)), "size": path.stat().st_size, "sha256": digest.hexdigest()}
+        )
     return out
 
 
@@ -96,7 +98,8 @@ def main(spec_path: str) -> int:
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"torch {torch.__version__} on {device}" + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else ""))
+    gpu = f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else ""
+    print(f"torch {torch.__version__} on {device}{gpu}")
     emit(progress=10, phase="loading the model")
     model = AutoModelForCausalLM.from_pretrained(spec["model_path"], torch_dtype="auto",
                                                  device_map="auto" if device == "cuda" else None)

@@ -1,6 +1,7 @@
 """Real processes for end-to-end tests: an ASGI server (uvicorn) and a Celery worker, both on
 the test database, and Chromium for browser tests. Tests using them commit their data
 (``transactional_db``) so the other processes can see it."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,15 @@ from fleet.nodes.choices import NodeState
 from fleet.nodes.models import Node
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def record_in_own_connection(actor, action: str, target=None) -> None:
@@ -45,10 +53,24 @@ def record_in_own_connection(actor, action: str, target=None) -> None:
 def start_agent(env: dict, name: str, state_dir, token: str | None = None) -> subprocess.Popen:
     """A real agent process (python -m fleet.agent) sampling every 0.5 s, heartbeating every 1 s."""
     return subprocess.Popen(
-        [sys.executable, "-m", "fleet.agent", "--name", name, "--interval", "0.5", "--heartbeat", "1",
-         "--state-dir", str(state_dir)],
-        env=env | {"FLEET_JOIN_TOKEN": token or ""}, cwd=BASE_DIR,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "fleet.agent",
+            "--name",
+            name,
+            "--interval",
+            "0.5",
+            "--heartbeat",
+            "1",
+            "--state-dir",
+            str(state_dir),
+        ],
+        env=env | {"FLEET_JOIN_TOKEN": token or ""},
+        cwd=BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -104,11 +126,16 @@ def stop(proc: subprocess.Popen) -> None:
 def process_env(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[dict[str, str]]:
     with django_db_blocker.unblock():
         # Short liveness window (the worker runs beat): a silent node goes Offline in ~3 s.
-        yield os.environ | {"DATABASE_URL": test_database_url(), "FLEET_MODE": "local",
-                            "FLEET_NODE_OFFLINE_AFTER_S": "3", "FLEET_LIVENESS_CHECK_S": "1",
-                            "FLEET_RECONCILE_S": "2", "FLEET_STOP_GRACE_S": "5",
-                            # one model root for every process: jobs write variants the worker registers
-                            "FLEET_MODEL_ROOTS": str(tmp_path_factory.mktemp("model-root"))}
+        yield os.environ | {
+            "DATABASE_URL": test_database_url(),
+            "FLEET_MODE": "local",
+            "FLEET_NODE_OFFLINE_AFTER_S": "3",
+            "FLEET_LIVENESS_CHECK_S": "1",
+            "FLEET_RECONCILE_S": "2",
+            "FLEET_STOP_GRACE_S": "5",
+            # one model root for every process: jobs write variants the worker registers
+            "FLEET_MODEL_ROOTS": str(tmp_path_factory.mktemp("model-root")),
+        }
         _wait_for_other_sessions_to_leave()
 
 
@@ -132,9 +159,22 @@ def live_server_url(process_env) -> Iterator[str]:
     """The real ASGI app under uvicorn: HTTP and websockets, as `make run` serves them."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "console.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--lifespan", "off", "--log-level", "warning"],
-        env=process_env, cwd=BASE_DIR,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "console.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--log-level",
+            "warning",
+        ],
+        env=process_env,
+        cwd=BASE_DIR,
     )
     try:
         wait_for_port(port, proc)
@@ -148,9 +188,27 @@ def celery_worker_process(process_env, tmp_path_factory) -> Iterator[subprocess.
     """A worker on the "console" queue with beat inside it (liveness sweeps every second)."""
     schedule = tmp_path_factory.mktemp("beat") / "schedule"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "console", "worker", "-Q", "console", "--pool", "solo",
-         "-n", f"test-{os.getpid()}@%h", "-l", "WARNING", "--beat", "-s", str(schedule)],
-        env=process_env, cwd=BASE_DIR,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "console",
+            "worker",
+            "-Q",
+            "console",
+            "--pool",
+            "solo",
+            "-n",
+            f"test-{os.getpid()}@%h",
+            "-l",
+            "WARNING",
+            "--beat",
+            "-s",
+            str(schedule),
+        ],
+        env=process_env,
+        cwd=BASE_DIR,
     )
     yield proc
     stop(proc)
@@ -229,8 +287,9 @@ def vllm_helpers(groups: set[int]) -> list[psutil.Process]:
 
 def chat(instance: Instance, served: str) -> dict:
     body = json.dumps({"model": served, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}).encode()
-    request = urllib.request.Request(f"{instance.endpoint}/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{instance.endpoint}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
@@ -251,11 +310,17 @@ def fleet_with_agent(transactional_db, celery_worker_process, process_env, tmp_p
     node = wait_for(lambda: Node.objects.filter(name="deploy-node", state=NodeState.ONLINE).first(), 60, "the agent")
     wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 15, "a first heartbeat")
     client = client_for("admin")
-    yield {"admin": admin, "model": model, "models": models, "node": node, "client": client, "agent": agent, "state": state,
-           "env": process_env}
+    yield {
+        "admin": admin,
+        "model": model,
+        "models": models,
+        "node": node,
+        "client": client,
+        "agent": agent,
+        "state": state,
+        "env": process_env,
+    }
     for deployment in Deployment.objects.all():
         client.post(f"/api/deployments/{deployment.pk}/stop/")
     wait_for(lambda: not vllm_processes(models), 60, "every vLLM process to stop")  # variants' too
     stop_agent(agent["proc"])
-
-

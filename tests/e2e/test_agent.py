@@ -1,5 +1,6 @@
 """A real agent process joins through a real Celery worker, streams telemetry to a websocket
 subscriber over real Redis, goes Offline when stopped and Online when it returns."""
+
 from __future__ import annotations
 
 import time
@@ -34,6 +35,7 @@ def _wait(condition: Callable[[], object], timeout: float, what: str) -> object:
 
 def _first_telemetry(admin, node_id: int) -> tuple[dict, float]:
     """Subscribe as the admin and return the first telemetry message and its age on arrival."""
+
     async def go():
         comm = WebsocketCommunicator(LiveConsumer.as_asgi(), "/ws/")
         comm.scope["user"] = admin
@@ -45,12 +47,14 @@ def _first_telemetry(admin, node_id: int) -> tuple[dict, float]:
         age = time.time() - frame["data"]["ts"]
         await comm.disconnect()
         return frame, age, time.time() - subscribed
+
     frame, age, waited = async_to_sync(go)()
     return frame, age
 
 
-def test_an_agent_joins_streams_goes_offline_and_comes_back(transactional_db, celery_worker_process,
-                                                            process_env, tmp_path):
+def test_an_agent_joins_streams_goes_offline_and_comes_back(
+    transactional_db, celery_worker_process, process_env, tmp_path
+):
     admin = make_user("admin", Role.ADMIN)
     _token, plaintext = services.create_join_token(admin, label="e2e", expires_in_hours=1)
     agent = start_agent(process_env, "e2e-node", tmp_path / "state", plaintext)
@@ -59,6 +63,7 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(transactional_db, ce
         assert node.kind == NodeKind.CPU and node.state == NodeState.ONLINE  # no NVML here: a CPU node
         assert node.cpu_cores > 0 and node.ram_bytes > 0 and node.nvml_error
         from fleet.protocol import runtimes
+
         assert set(node.runtimes) == set(runtimes.installed())  # reported at join
 
         frame, age = _first_telemetry(admin, node.pk)
@@ -98,16 +103,18 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(transactional_db, ce
     assert not Node.objects.filter(name="e2e-other").exists()
 
 
-def test_an_unknown_token_is_refused_with_a_clear_message(transactional_db, celery_worker_process,
-                                                          process_env, tmp_path):
+def test_an_unknown_token_is_refused_with_a_clear_message(
+    transactional_db, celery_worker_process, process_env, tmp_path
+):
     proc = start_agent(process_env, "stranger", tmp_path, "fjt_000000000000_not-a-real-token")
     out = agent_output_when_exited(proc)
     assert proc.returncode == 2 and "unknown join token" in out
     assert AuditEvent.objects.filter(action="node.join.refused", target_repr="stranger").count() == 1
 
 
-def test_an_agent_with_two_gpus_sends_minute_rollups_that_the_console_stores(transactional_db, celery_worker_process,
-                                                                             tmp_path):
+def test_an_agent_with_two_gpus_sends_minute_rollups_that_the_console_stores(
+    transactional_db, celery_worker_process, tmp_path
+):
     """The agent's GPU path in-process (NVML test double, two GPUs) against the real worker."""
     import os
 
@@ -119,13 +126,14 @@ def test_an_agent_with_two_gpus_sends_minute_rollups_that_the_console_stores(tra
     _token, plaintext = services.create_join_token(admin, expires_in_hours=1)
     now = [float(int(time.time()) // 60 * 60 - 600)]  # a whole minute, ten minutes ago
     nvml = NvmlTestDouble(gpus=2)
-    agent = Agent(name="gpu-sim", redis_url=os.environ["REDIS_URL"], state_dir=tmp_path, nvml=nvml,
-                  clock=lambda: now[0])
+    agent = Agent(
+        name="gpu-sim", redis_url=os.environ["REDIS_URL"], state_dir=tmp_path, nvml=nvml, clock=lambda: now[0]
+    )
     agent.join(plaintext, wait_s=60)
     node = Node.objects.get(name="gpu-sim")
     assert node.kind == NodeKind.GPU and node.gpus.count() == 2
 
-    for second, util in ((1, 20), (2, 40), (3, 90)):
+    for util in (20, 40, 90):  # one a second
         now[0] += 1
         nvml.gpus[0].util = util
         agent.tick()

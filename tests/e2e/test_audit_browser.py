@@ -1,5 +1,6 @@
 """Real Chromium, the auditor's trail: an admin's action (in another browser) shows up live, also
 under a filter; the auditor downloads a CSV and a PDF summary of the period."""
+
 from __future__ import annotations
 
 import time

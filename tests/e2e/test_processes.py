@@ -1,4 +1,5 @@
 """The real processes: Celery worker, ASGI server with websockets, and the run command itself."""
+
 from __future__ import annotations
 
 import asyncio
@@ -43,10 +44,10 @@ def test_a_real_celery_worker_verifies_the_chain(transactional_db, celery_worker
 def test_the_server_refuses_an_anonymous_websocket(transactional_db, live_server_url):
     async def go():
         with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
-            async with websockets.connect(live_server_url.replace("http", "ws") + "/ws/",
-                                          origin="http://127.0.0.1"):
+            async with websockets.connect(live_server_url.replace("http", "ws") + "/ws/", origin="http://127.0.0.1"):
                 pass
         assert refused.value.response.status_code == 403
+
     asyncio.run(go())
 
 
@@ -57,12 +58,12 @@ def test_a_signed_in_user_gets_live_events_only_on_allowed_topics(transactional_
 
     async def go():
         url = live_server_url.replace("http", "ws") + "/ws/"
-        async with websockets.connect(url, origin="http://127.0.0.1",
-                                      additional_headers={"Cookie": dept_cookie}) as ws:
+        async with websockets.connect(url, origin="http://127.0.0.1", additional_headers={"Cookie": dept_cookie}) as ws:
             await ws.send(json.dumps({"action": "subscribe", "topic": "audit"}))
             assert json.loads(await ws.recv())["error"] == "forbidden"
-        async with websockets.connect(url, origin="http://127.0.0.1",
-                                      additional_headers={"Cookie": admin_cookie}) as ws:
+        async with websockets.connect(
+            url, origin="http://127.0.0.1", additional_headers={"Cookie": admin_cookie}
+        ) as ws:
             await ws.send(json.dumps({"action": "subscribe", "topic": "audit"}))
             assert json.loads(await ws.recv()) == {"type": "subscribed", "topic": "audit"}
             await asyncio.to_thread(record_in_own_connection, admin, "test.live")
@@ -70,6 +71,7 @@ def test_a_signed_in_user_gets_live_events_only_on_allowed_topics(transactional_
             # audit events published together leave as one "batch" frame (console.live.publish_soon)
             items = message["data"] if message["type"] == "batch" else [message["data"]]
             assert message["topic"] == "audit" and "test.live" in [e["action"] for e in items]
+
     asyncio.run(go())
 
 
@@ -77,11 +79,21 @@ def test_the_run_command_serves_the_login_page_and_ctrl_c_leaves_nothing(tmp_pat
     """`make run` on a fresh data directory with no DATABASE_URL/REDIS_URL: embedded servers."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env |= {"FLEET_DATA_DIR": str(tmp_path / "data"), "FLEET_ADMIN_PASSWORD": "Run-command-test-pass-1",
-            "FLEET_WORKER_CONCURRENCY": "1", "FLEET_METRICS_TOKEN": "run-test-scrape"}
-    proc = subprocess.Popen([sys.executable, "-m", "console.launch", "run", "--port", str(port)], env=env,
-                            cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    env |= {
+        "FLEET_DATA_DIR": str(tmp_path / "data"),
+        "FLEET_ADMIN_PASSWORD": "Run-command-test-pass-1",
+        "FLEET_WORKER_CONCURRENCY": "1",
+        "FLEET_METRICS_TOKEN": "run-test-scrape",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console.launch", "run", "--port", str(port)],
+        env=env,
+        cwd=BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         body, deadline = "", time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -93,8 +105,9 @@ def test_the_run_command_serves_the_login_page_and_ctrl_c_leaves_nothing(tmp_pat
                 time.sleep(0.3)
         assert "Sign in" in body, proc.stdout.read() if proc.poll() is not None else "no login page"
         # This machine's agent joins by itself: a fresh install shows one live node.
-        scrape = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
-                                        headers={"Authorization": "Bearer run-test-scrape"})
+        scrape = urllib.request.Request(
+            f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer run-test-scrape"}
+        )
         metrics, deadline = "", time.monotonic() + 60
         while 'fleet_nodes{state="online"} 1' not in metrics and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -103,8 +116,7 @@ def test_the_run_command_serves_the_login_page_and_ctrl_c_leaves_nothing(tmp_pat
         assert 'fleet_nodes{state="online"} 1' in metrics, metrics
         # the tree: launcher → web, worker (+ pool), beat, agent; embedded postgres and redis are daemons
         family = psutil.Process(proc.pid).children(recursive=True)
-        data_procs = [p for p in psutil.process_iter(["cmdline"])
-                      if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+        data_procs = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
         assert len(family) >= 4 and data_procs, "web/worker/beat and the embedded servers should run"
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         output, _ = proc.communicate(timeout=60)

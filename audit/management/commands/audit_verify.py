@@ -9,6 +9,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         result = verification.run(full=True, requested_by="audit_verify")
         if not result.ok:
-            raise CommandError(f"BROKEN at event {result.broken_seq}: {result.problem} "
-                               f"(intact up to event {result.intact_up_to})")
+            raise CommandError(
+                f"BROKEN at event {result.broken_seq}: {result.problem} (intact up to event {result.intact_up_to})"
+            )
         self.stdout.write(self.style.SUCCESS(f"OK: {result.checked} events, intact up to event {result.intact_up_to}"))

@@ -25,8 +25,11 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save()
         if generated:
-            self.stdout.write(self.style.WARNING(
-                f"\n  First admin created.  user: {username}   password: {password}\n"
-                "  This password is shown once; change it after signing in.\n"))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"\n  First admin created.  user: {username}   password: {password}\n"
+                    "  This password is shown once; change it after signing in.\n"
+                )
+            )
         else:
             self.stdout.write(f"First admin '{username}' created with the password from FLEET_ADMIN_PASSWORD.")

@@ -1,4 +1,5 @@
 """Used by `make run`: a join token for this machine's agent, printed only when it needs one."""
+
 import json
 from pathlib import Path
 

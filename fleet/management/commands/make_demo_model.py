@@ -1,4 +1,5 @@
 """Build the tiny demo Llama under the first model root and register it (nothing is downloaded)."""
+
 from pathlib import Path
 
 from django.conf import settings
@@ -31,9 +32,16 @@ class Command(BaseCommand):
         directory = Path(settings.FLEET_MODEL_ROOTS[0]) / name
         demo.build(directory, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, intermediate=2 * hidden)
         try:
-            artifact = registry.register("make_demo_model", path=str(directory), name=name, license="MIT (demo)",
-                                         notes="Random weights: it answers nonsense, quickly.", tags=["demo"],
-                                         sensitivity=Sensitivity.PUBLIC, checksum_now=True)
+            artifact = registry.register(
+                "make_demo_model",
+                path=str(directory),
+                name=name,
+                license="MIT (demo)",
+                notes="Random weights: it answers nonsense, quickly.",
+                tags=["demo"],
+                sensitivity=Sensitivity.PUBLIC,
+                checksum_now=True,
+            )
         except ServiceError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(f"Registered {artifact.name}: {artifact.parameter_count:,} parameters in {directory}")
