@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fleet.planning.estimator import GIB, ModelShape  # noqa: E402
 from fleet.planning.placement import GpuView, NodeView, Spec, plan  # noqa: E402
-from tests.test_estimator import LLAMA_31_8B, LLAMA_31_70B  # noqa: E402 - public configs as data
+from tests.model_configs import LLAMA_31_8B, LLAMA_31_70B  # noqa: E402 - public configs as data
 
 
 def fleet(n: int = 1000, gpus: int = 8, seed: int = 1) -> list[NodeView]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from access.people.choices import Role
@@ -52,8 +53,6 @@ def client_for(people):
 def django_db_setup(django_db_setup, django_db_blocker):
     """The test database (only it) lets the runner TRUNCATE the audit table between tests; the
     append-only trigger refuses TRUNCATE everywhere else."""
-    from django.db import connection
-
     with django_db_blocker.unblock():
         with connection.cursor() as cursor:
             cursor.execute(

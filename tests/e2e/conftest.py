@@ -19,6 +19,8 @@ import psutil
 import pytest
 from django.db import connection
 
+from access.people.choices import Role
+from access.people.models import Department
 from console.config import BASE_DIR
 from console.embedded import free_port
 from fleet.catalog import demo
@@ -26,6 +28,7 @@ from fleet.catalog import services as registry
 from fleet.deployments.models import Deployment, Instance
 from fleet.nodes.choices import NodeState
 from fleet.nodes.models import Node
+from tests.conftest import PASSWORD, make_user
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -324,3 +327,23 @@ def fleet_with_agent(transactional_db, celery_worker_process, process_env, tmp_p
         client.post(f"/api/deployments/{deployment.pk}/stop/")
     wait_for(lambda: not vllm_processes(models), 60, "every vLLM process to stop")  # variants' too
     stop_agent(agent["proc"])
+
+
+@pytest.fixture
+def personas(transactional_db):
+    radiology = Department.objects.create(name="Radiology", slug="radiology")
+    return {
+        "admin": make_user("admin", Role.ADMIN),
+        "dept_user": make_user("dept_user", Role.DEPT_USER, radiology),
+        "auditor": make_user("auditor", Role.AUDITOR),
+        "outsider": make_user("outsider", Role.NONE),
+    }
+
+
+def sign_in(browser, base_url: str, username: str, password: str = PASSWORD):
+    page = browser.new_context().new_page()
+    page.goto(base_url + "/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    return page

@@ -3,6 +3,7 @@ subscriber over real Redis, goes Offline when stopped and Online when it returns
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -14,11 +15,14 @@ from channels.testing import WebsocketCommunicator
 from access.people.choices import Role
 from audit.models import AuditEvent
 from console.consumers import LiveConsumer
+from fleet.agent.runtime import Agent
 from fleet.nodes import services
 from fleet.nodes.choices import NodeKind, NodeState
-from fleet.nodes.models import Node
+from fleet.nodes.models import Node, TelemetryRollup
+from fleet.protocol import runtimes
 from tests.conftest import make_user
 from tests.e2e.conftest import agent_output_when_exited, start_agent, stop_agent
+from tests.nvml_test_double import NvmlTestDouble
 
 pytestmark = pytest.mark.e2e
 
@@ -62,8 +66,6 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(
         node = _wait(lambda: Node.objects.filter(name="e2e-node").first(), 60, "the node to register")
         assert node.kind == NodeKind.CPU and node.state == NodeState.ONLINE  # no NVML here: a CPU node
         assert node.cpu_cores > 0 and node.ram_bytes > 0 and node.nvml_error
-        from fleet.protocol import runtimes
-
         assert set(node.runtimes) == set(runtimes.installed())  # reported at join
 
         frame, age = _first_telemetry(admin, node.pk)
@@ -116,11 +118,6 @@ def test_an_agent_with_two_gpus_sends_minute_rollups_that_the_console_stores(
     transactional_db, celery_worker_process, tmp_path
 ):
     """The agent's GPU path in-process (NVML test double, two GPUs) against the real worker."""
-    import os
-
-    from fleet.agent.runtime import Agent
-    from fleet.nodes.models import TelemetryRollup
-    from tests.nvml_test_double import NvmlTestDouble
 
     admin = make_user("admin", Role.ADMIN)
     _token, plaintext = services.create_join_token(admin, expires_in_hours=1)

@@ -9,18 +9,18 @@ import pytest
 
 import verify_export
 from audit.models import AuditEvent
-from tests.e2e.test_browser import _sign_in, personas  # noqa: F401  (the fixture)
+from tests.e2e.conftest import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 
 def test_the_trail_shows_an_admins_action_live_and_exports(personas, browser, live_server_url, tmp_path):  # noqa: F811
-    auditor = _sign_in(browser, live_server_url, "auditor")
+    auditor = sign_in(browser, live_server_url, "auditor")
     auditor.goto(live_server_url + "/audit/?action=department.create")  # filtered, still live
     auditor.wait_for_function("document.querySelector('[data-live-status]').classList.contains('up')", timeout=10_000)
     time.sleep(0.5)  # the subscription reaches the server
 
-    admin = _sign_in(browser, live_server_url, "admin")
+    admin = sign_in(browser, live_server_url, "admin")
     admin.goto(live_server_url + "/people/")
     admin.get_by_role("button", name="New department").click()
     admin.locator("#id_name").fill("Cardiology")

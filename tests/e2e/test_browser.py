@@ -6,40 +6,20 @@ import threading
 import time
 
 import pytest
+from django.db import connection as thread_connection
 
-from access.people.choices import Role
-from access.people.models import Department
-from tests.conftest import PASSWORD, make_user
-from tests.e2e.conftest import record_in_own_connection
+from fleet.nodes import services
+from fleet.nodes.models import Node
+from tests.e2e.conftest import record_in_own_connection, sign_in, start_agent, stop_agent
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 HOMES = {"admin": "admin-home", "dept_user": "dept-home", "auditor": "auditor-home", "outsider": "no-role-home"}
 
 
-@pytest.fixture
-def personas(transactional_db):
-    radiology = Department.objects.create(name="Radiology", slug="radiology")
-    return {
-        "admin": make_user("admin", Role.ADMIN),
-        "dept_user": make_user("dept_user", Role.DEPT_USER, radiology),
-        "auditor": make_user("auditor", Role.AUDITOR),
-        "outsider": make_user("outsider", Role.NONE),
-    }
-
-
-def _sign_in(browser, base_url: str, username: str, password: str = PASSWORD):
-    page = browser.new_context().new_page()
-    page.goto(base_url + "/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    return page
-
-
 @pytest.mark.parametrize("persona", list(HOMES))
 def test_each_persona_signs_in_and_sees_its_home(personas, browser, live_server_url, persona, tmp_path):
-    page = _sign_in(browser, live_server_url, persona)
+    page = sign_in(browser, live_server_url, persona)
     page.wait_for_selector(f'[data-testid="{HOMES[persona]}"]', timeout=10_000)
     assert page.get_by_test_id("whoami").inner_text().startswith(persona)
     for other in set(HOMES.values()) - {HOMES[persona]}:
@@ -49,13 +29,13 @@ def test_each_persona_signs_in_and_sees_its_home(personas, browser, live_server_
 
 
 def test_a_wrong_password_shows_a_message(personas, browser, live_server_url):
-    page = _sign_in(browser, live_server_url, "admin", "wrong-password")
+    page = sign_in(browser, live_server_url, "admin", "wrong-password")
     assert page.get_by_role("alert").inner_text().startswith("Your username and password didn't match")
     page.context.close()
 
 
 def test_the_auditor_home_shows_a_new_event_live(personas, browser, live_server_url):
-    page = _sign_in(browser, live_server_url, "auditor")
+    page = sign_in(browser, live_server_url, "auditor")
     page.wait_for_selector('[data-testid="auditor-home"]')
     page.wait_for_function("document.querySelector('[data-live-status]').classList.contains('up')", timeout=10_000)
     started = time.monotonic()
@@ -71,7 +51,7 @@ def test_the_auditor_home_shows_a_new_event_live(personas, browser, live_server_
 
 
 def test_people_search_updates_the_table_in_place(personas, browser, live_server_url):
-    page = _sign_in(browser, live_server_url, "admin")
+    page = sign_in(browser, live_server_url, "admin")
     page.goto(live_server_url + "/people/")
     page.evaluate("window.__marker = 'same page'")  # survives only if the page is not reloaded
     page.get_by_label("Search").fill("dept_")
@@ -83,8 +63,6 @@ def test_people_search_updates_the_table_in_place(personas, browser, live_server
 
 def _in_thread(fn):
     """Run an ORM call off Playwright's thread (its event loop runs there); close that connection."""
-    from django.db import connection as thread_connection
-
     result = {}
 
     def target():
@@ -102,10 +80,6 @@ def _in_thread(fn):
 def test_the_node_page_chart_gains_points_without_a_reload(
     personas, browser, live_server_url, celery_worker_process, process_env, tmp_path
 ):
-    from fleet.nodes import services
-    from fleet.nodes.models import Node
-    from tests.e2e.conftest import start_agent, stop_agent
-
     _token, plaintext = _in_thread(lambda: services.create_join_token(personas["admin"], expires_in_hours=1))
     agent = start_agent(process_env, "browser-node", tmp_path / "agent", plaintext)
     try:
@@ -115,7 +89,7 @@ def test_the_node_page_chart_gains_points_without_a_reload(
             time.sleep(0.2)
         assert node_id, "the agent did not join"
 
-        page = _sign_in(browser, live_server_url, "admin")
+        page = sign_in(browser, live_server_url, "admin")
         page.wait_for_selector('[data-testid="admin-home"]')
         page.get_by_role("link", name="Nodes", exact=True).click()
         seen = page.locator(f'tr[data-node="{node_id}"] [data-field="seen"]')

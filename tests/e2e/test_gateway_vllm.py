@@ -11,13 +11,13 @@ import openai
 import pytest
 from django.utils import timezone
 
+from access.gateway import bus
 from access.grants.models import AccessRequest, ApiKey, Grant
 from access.usage.models import UsageRecord
 from audit.models import AuditEvent
 from fleet.deployments.choices import InstanceState
 from fleet.deployments.models import Instance
-from tests.e2e.conftest import VLLM_START_S, settle_ledger, wait_for
-from tests.e2e.test_browser import _sign_in
+from tests.e2e.conftest import VLLM_START_S, settle_ledger, sign_in, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.vllm]
 HELLO = [{"role": "user", "content": "Write one word."}]
@@ -33,7 +33,7 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     assert created.status_code == 201, created.json()
 
     # 1. The department user asks for the model in the UI (while vLLM starts).
-    user_page = _sign_in(browser, live_server_url, "dept_user")
+    user_page = sign_in(browser, live_server_url, "dept_user")
     user_page.get_by_role("link", name="My access", exact=True).click()
     user_page.get_by_label("demo", exact=True).check()
     user_page.locator("#id_justification").fill("Drafting replies to patient letters")
@@ -42,7 +42,7 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     user_page.wait_for_selector('[data-testid="request-state"]:has-text("Pending")')
 
     # 2. The admin approves it from the queue, with a tokens/minute quota; the user sees it live.
-    admin_page = _sign_in(browser, live_server_url, "admin")
+    admin_page = sign_in(browser, live_server_url, "admin")
     admin_page.goto(live_server_url + "/access/queue/")
     request = AccessRequest.objects.get()
     card = admin_page.locator(f'[data-request="{request.pk}"]')
@@ -114,8 +114,6 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
 
     # 7. An expired grant → 403.
     Grant.objects.filter(pk=key.grant_id).update(expires_at=timezone.now() - timedelta(seconds=1))
-    from access.gateway import bus
-
     bus.publish("keys")
     with pytest.raises(openai.PermissionDeniedError):
         wait_for(

@@ -15,8 +15,7 @@ from fleet.catalog.models import ModelArtifact
 from fleet.deployments.models import Deployment, Instance
 from fleet.jobs.choices import JobState
 from fleet.jobs.models import Job
-from tests.e2e.conftest import VLLM_START_S, chat, wait_for
-from tests.e2e.test_browser import _sign_in
+from tests.e2e.conftest import VLLM_START_S, chat, sign_in, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.vllm]
 QUANTIZE_S = 240  # about 6 s here, plus the runtime's imports; a slow CI machine gets room
@@ -41,7 +40,7 @@ def test_quantize_deploy_benchmark_compare_and_cancel(browser, fleet_with_agent,
     client, demo = f["client"], f["model"]
 
     # An admin starts a W4A16 quantization from the model page and watches it live until it succeeds.
-    page = _sign_in(browser, live_server_url, "admin")
+    page = sign_in(browser, live_server_url, "admin")
     page.goto(f"{live_server_url}/models/{demo.pk}/")
     page.get_by_text("Quantize…").click()
     page.locator("#id_scheme").select_option("gptq-w4a16")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from access.people import services
 from access.people.choices import Role
 from access.people.models import Department, PersonalToken
 from audit.models import AuditEvent
@@ -80,8 +81,6 @@ def test_token_page_shows_the_token_once(client_for, people):
 
 
 def test_a_user_cannot_revoke_someone_elses_token(client_for, people):
-    from access.people import services
-
     token, _ = services.create_token(people["admin"], name="mine", expires_in_days=None)
     assert client_for("dept_user").post(f"/account/tokens/{token.pk}/revoke/").status_code == 404
     assert client_for("dept_user").get(f"/account/tokens/{token.pk}/revoke/").status_code == 405

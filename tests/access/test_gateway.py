@@ -10,14 +10,13 @@ import pytest
 
 from access.gateway.app import Gateway
 from access.grants import services as grants
+from bench import mock_openai
 from console.embedded import free_port
 from fleet.catalog.models import ModelArtifact
 
 
 @pytest.mark.django_db(transaction=True)
 def test_unreachable_redis_is_a_503_not_a_free_pass(people, settings):
-    from bench import mock_openai
-
     deployment, _ = mock_openai.register("chat-x", free_port())
     grant = grants.create_grant(people["admin"], user=people["dept_user"], models=[deployment.model], duration_days=1)
     _key, plaintext = grants.create_key(people["dept_user"], grant=grant, name="k")

@@ -3,9 +3,12 @@ decisions and the pages. Real vLLM runs in tests/e2e/test_deployments.py."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from console.actions import ServiceError
@@ -15,8 +18,10 @@ from fleet.deployments import reconciler
 from fleet.deployments import services as deploy
 from fleet.deployments.choices import DesiredState, InstanceState
 from fleet.deployments.models import Deployment, Instance
+from fleet.nodes import services
 from fleet.nodes.choices import NodeState
-from fleet.nodes.models import Node
+from fleet.nodes.models import GPU, Node
+from fleet.protocol import runtimes
 from fleet.protocol import vllm as vllm_options
 from fleet.protocol.diagnosis import diagnose
 
@@ -157,9 +162,6 @@ def test_a_failed_replica_waits_for_the_admin_and_restart_replaces_it(setup):
 
 
 def test_an_instance_on_a_long_gone_node_is_replaced_elsewhere(setup, settings):
-    from datetime import timedelta
-
-    from django.utils import timezone
 
     d = _deploy(setup)
     reconciler.reconcile([d.pk])
@@ -265,9 +267,6 @@ def test_the_deployments_pages(client_for, setup):
 
 
 def test_runtimes_install_on_a_node_with_a_clear_refusal_for_bad_input(client_for, setup, monkeypatch):
-    from fleet.nodes import services
-    from fleet.protocol import runtimes
-
     client, node = client_for("admin"), setup["node"]
     for body, text in [
         ({"engine": "tgi", "version": "1.0"}, "Unknown engine"),
@@ -296,8 +295,6 @@ def test_runtimes_install_on_a_node_with_a_clear_refusal_for_bad_input(client_fo
 
 
 def test_pipeline_stages_stay_on_one_node_or_are_refused(people, tmp_path, settings):
-    from fleet.nodes.models import GPU
-
     settings.FLEET_MODEL_ROOTS = [str(tmp_path)]
     demo.build(tmp_path / "demo")
     model = registry.register(people["admin"], path=str(tmp_path / "demo"), name="demo", checksum_now=True)

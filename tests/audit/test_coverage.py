@@ -4,6 +4,7 @@ state-changing route without a row here fails ``test_the_table_covers_every_stat
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from access.grants.models import AccessRequest
 from access.people.choices import Role
 from access.people.models import Department, PersonalToken
 from audit.models import AuditEvent
+from fleet.catalog import demo
 from fleet.catalog.models import ModelArtifact
 from fleet.deployments.choices import InstanceState
 from fleet.deployments.models import Deployment, Instance
@@ -421,8 +423,6 @@ NOT_STATE_CHANGING = {
 
 def _write_routes() -> set[str]:
     """URL names whose view accepts POST/PUT/PATCH/DELETE."""
-    import inspect
-
     found: set[str] = set()
 
     def walk(patterns):
@@ -458,8 +458,6 @@ def test_the_table_covers_every_state_changing_route():
 def test_one_event_per_successful_call_none_when_refused(case, people, client_for, department, settings, tmp_path):
     settings.FLEET_MODEL_ROOTS = ["/models"]  # m1 lives there (its files need not exist to queue a job)
     if case.route in ("api-model-list", "models"):  # registering reads a real model directory
-        from fleet.catalog import demo
-
         settings.FLEET_MODEL_ROOTS = [str(tmp_path)]
         demo.build(tmp_path / "demo")
     objects = _objects(people)

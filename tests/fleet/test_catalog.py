@@ -19,6 +19,7 @@ from fleet.catalog import demo
 from fleet.catalog import services as registry
 from fleet.catalog.choices import ChecksumState
 from fleet.catalog.models import ModelArtifact, ModelFile
+from fleet.nodes.models import Node
 from fleet.planning.estimator import ModelShape, parameters
 
 
@@ -278,8 +279,6 @@ def test_the_models_list_query_count_is_constant(client_for, people, root):
 
 
 def test_will_it_fit_answers_on_page_and_api(client_for, people, demo_dir):
-    from fleet.nodes.models import Node
-
     artifact = _register(people, demo_dir)
     Node.objects.create(name="cpu-a", kind="cpu", agent_digest="x", ram_bytes=16 * 2**30)
     client = client_for("admin")

@@ -4,6 +4,7 @@ by verify_export.py (and tampering with them caught), retention into signed segm
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import subprocess
@@ -21,7 +22,7 @@ import verify_export
 from audit import archive, exports, signing, verification
 from audit.models import ArchiveSegment, AuditEvent
 from console.config import BASE_DIR
-from tests.test_audit import _tamper
+from tests.helpers import tamper
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_incremental_runs_read_only_what_is_new(events, people):
 def test_a_change_behind_the_checkpoint_is_found_by_the_full_run_and_alerts(events, client_for):
     verification.run()
     victim = events[3]
-    _tamper("UPDATE audit_auditevent SET actor_name = 'someone-else' WHERE seq = %s", [victim.seq])
+    tamper("UPDATE audit_auditevent SET actor_name = 'someone-else' WHERE seq = %s", [victim.seq])
     assert verification.run().ok  # incremental: nothing new to read
     full = verification.run(full=True)
     assert not full.ok and full.broken_seq == victim.seq and "altered" in full.problem
@@ -68,7 +69,7 @@ def test_a_change_behind_the_checkpoint_is_found_by_the_full_run_and_alerts(even
 
 def test_altering_the_checkpointed_event_is_found_by_the_incremental_run(events):
     checkpoint = verification.run()
-    _tamper("UPDATE audit_auditevent SET hash = %s WHERE seq = %s", ["e" * 64, checkpoint.intact_up_to])
+    tamper("UPDATE audit_auditevent SET hash = %s WHERE seq = %s", ["e" * 64, checkpoint.intact_up_to])
     result = verification.run()
     assert not result.ok and result.broken_seq == checkpoint.intact_up_to
 
@@ -139,8 +140,6 @@ def test_the_chain_inside_a_bundle_is_checked_event_by_event(events, tmp_path, s
     lines[5] = json.dumps(forged)
     (unpacked / "events.jsonl").write_text("\n".join(lines) + "\n")
     manifest = json.loads((unpacked / "manifest.json").read_text())
-    import hashlib
-
     body = (unpacked / "events.jsonl").read_bytes()
     manifest["files"]["events.jsonl"] = {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
     (unpacked / "manifest.json").write_text(json.dumps(manifest))

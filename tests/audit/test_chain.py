@@ -7,7 +7,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DatabaseError, connections, transaction
 
 import audit
 from access.people.choices import Role
@@ -16,14 +16,7 @@ from audit import context as audit_context
 from audit.chain import GENESIS, event_hash, verify
 from audit.models import AuditEvent
 from tests.conftest import PASSWORD
-
-
-def _tamper(sql: str, params: list) -> None:
-    """What an attacker with superuser SQL could do: bypass the trigger and edit the table."""
-    with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only")
-        cursor.execute(sql, params)
-        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER audit_event_append_only")
+from tests.helpers import tamper
 
 
 @pytest.fixture
@@ -71,14 +64,14 @@ def test_it_verifies_an_intact_chain(three_events):
 
 def test_it_names_an_event_altered_in_sql(three_events):
     victim = three_events[1]
-    _tamper("UPDATE audit_auditevent SET actor_name = 'someone-else' WHERE seq = %s", [victim.seq])
+    tamper("UPDATE audit_auditevent SET actor_name = 'someone-else' WHERE seq = %s", [victim.seq])
     with pytest.raises(CommandError, match=rf"BROKEN at event {victim.seq}: content does not match its hash"):
         call_command("audit_verify")
 
 
 def test_it_names_the_event_after_a_deleted_one(three_events):
     victim = three_events[1]
-    _tamper("DELETE FROM audit_auditevent WHERE seq = %s", [victim.seq])
+    tamper("DELETE FROM audit_auditevent WHERE seq = %s", [victim.seq])
     result = verify()
     assert not result.ok and result.broken_seq == victim.seq + 1 and "missing" in result.problem
     assert result.intact_up_to == victim.seq - 1
@@ -87,10 +80,10 @@ def test_it_names_the_event_after_a_deleted_one(three_events):
 def test_it_names_an_inserted_event(three_events):
     # An insertion that keeps the numbering: renumber the tail and slip a forged event in.
     last = three_events[-1]
-    _tamper("UPDATE audit_auditevent SET seq = seq + 1000 WHERE seq = %s", [last.seq])
+    tamper("UPDATE audit_auditevent SET seq = seq + 1000 WHERE seq = %s", [last.seq])
     forged = AuditEvent(**{f.name: getattr(last, f.name) for f in AuditEvent._meta.fields if f.name != "id"})
     forged.seq, forged.action, forged.hash = last.seq, "forged.action", "f" * 64
-    _tamper(
+    tamper(
         "INSERT INTO audit_auditevent (seq, created_at, actor_name, actor_role, actor_department, action,"
         " target_type, target_id, target_repr, context, source_ip, request_id, channel, prev_hash, hash)"
         " VALUES (%s, now(), 'x', '', '', 'forged', '', '', '', '{}', '', '', '', %s, %s)",

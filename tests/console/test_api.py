@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 
 from access.people.models import Department, PersonalToken, User
 from audit.models import AuditEvent
@@ -97,8 +98,6 @@ def test_personal_token_lifecycle(client_for, people):
     assert plaintext not in row.digest and len(row.digest) == 64
     assert plaintext not in str(list(AuditEvent.objects.values()))
 
-    from django.test import Client
-
     bearer = Client(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
     me = bearer.get("/api/me/")
     assert me.status_code == 200 and me.json()["username"] == "auditor"
@@ -113,8 +112,6 @@ def test_personal_token_lifecycle(client_for, people):
 
 @pytest.mark.parametrize("header", ["Bearer fct_nope", "Bearer fct_aaaaaaaaaaaa_wrongsecret", "Bearer a b"])
 def test_bad_tokens_get_401(db, header):
-    from django.test import Client
-
     response = Client(HTTP_AUTHORIZATION=header).get("/api/me/")
     assert response.status_code == 401 and response.json()["status"] == 401
 
