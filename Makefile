@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test manage venv runtime
+.PHONY: run test lint manage venv runtime
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ runtime: $(STAMP)
 
 test: $(STAMP) runtime
 	$(PY) -m console.launch test $(ARGS)
+
+# ruff, mypy (Django and DRF plugins) and the import contracts; .ci/run runs it before the tests.
+# mypy reads the settings module, which wants these set; nothing connects to them.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	FLEET_MODE=local DATABASE_URL=postgresql://lint@127.0.0.1/lint REDIS_URL=redis://127.0.0.1:6379/0 \
+	  $(VENV)/bin/mypy
 
 # e.g. make manage ARGS="createsuperuser"
 manage: $(STAMP)

@@ -1,3 +1,5 @@
+from typing import Any, cast
+
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
@@ -12,7 +14,7 @@ class FleetUserAdmin(UserAdmin):
     list_filter = ["role", "department", "is_active"]
     list_select_related = ["department"]
     fieldsets = (
-        UserAdmin.fieldsets[:1]
+        cast("tuple[Any, ...]", UserAdmin.fieldsets)[:1]  # a tuple of fieldsets, never None
         + (("Fleet", {"fields": ["role", "department"]}),)
         + (
             (None, {"fields": ["first_name", "last_name", "email", "is_active"]}),

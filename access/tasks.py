@@ -7,7 +7,8 @@ from django.db import transaction
 from django.utils import timezone
 
 import audit
-from access.gateway import bus
+from access import bus
+from access.gateway import ledger
 from access.grants.models import Grant
 
 
@@ -32,6 +33,4 @@ def expire_grants() -> int:
 @shared_task(name="access.write_usage")
 def write_usage() -> int:
     """Write the gateway's queued usage rows and their audit events (see access.gateway.ledger)."""
-    from access.gateway import ledger
-
     return ledger.drain()

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from typing import Any, cast
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -14,7 +16,7 @@ from audit import verification
 from audit.filters import FilterError, TrailFilter
 from audit.serializers import AuditEventSerializer
 
-_AUDIT_READERS = [IsAuthenticated, HasRole.of(Role.ADMIN, Role.AUDITOR)]
+_AUDIT_READERS: list[type[BasePermission]] = [IsAuthenticated, HasRole.of(Role.ADMIN, Role.AUDITOR)]
 
 
 @extend_schema(
@@ -38,7 +40,7 @@ def events(request: Request) -> Response:
 @permission_classes(_AUDIT_READERS)
 def verify_chain(request: Request) -> Response:
     """Verify the chain now: from the last intact checkpoint, or (POST {"full": true}) from its start."""
-    full = request.method == "POST" and request.data.get("full") in (True, "true", "1", 1)
+    full = request.method == "POST" and cast("dict[str, Any]", request.data).get("full") in (True, "true", "1", 1)
     done = verification.run(full=full, requested_by=request.user.get_username())
     return Response(
         {

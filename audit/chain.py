@@ -19,9 +19,12 @@ import orjson
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models, transaction
 from django.utils import timezone
+from psycopg.types.json import set_json_loads
 
 from audit import context as audit_context
 from audit.models import AuditEvent
+from audit.serializers import public_event
+from console import live
 from console.actions import Actor
 
 __all__ = ["record", "record_many", "verify", "VerifyResult", "canonical_json", "event_hash", "GENESIS"]
@@ -149,7 +152,7 @@ def _template(event: AuditEvent) -> tuple[str, str, str]:
     no content can imitate them)."""
     mark = secrets.token_hex(16)
     prev_mark, seq_mark = f"prev-{mark}", f"seq-{mark}"
-    event.prev_hash, event.seq = prev_mark, seq_mark  # type: ignore[assignment]
+    event.prev_hash, event.seq = prev_mark, seq_mark
     text = canonical_json(event.as_dict())
     a, rest = text.split(f'"{prev_mark}"', 1)
     b, c = rest.split(f'"{seq_mark}"', 1)
@@ -158,6 +161,7 @@ def _template(event: AuditEvent) -> tuple[str, str, str]:
 
 def _db_value(event: AuditEvent, name: str) -> Any:
     field = AuditEvent._meta.get_field(name)
+    assert isinstance(field, models.Field)  # one of the table's own columns
     return field.get_db_prep_save(getattr(event, name), connection)
 
 
@@ -206,9 +210,6 @@ def record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
 
 
 def _publish_many(events: list[AuditEvent]) -> None:
-    from audit.serializers import public_event
-    from console import live
-
     try:
         live.publish_many("audit", [public_event(e) for e in events])
     except Exception:
@@ -216,9 +217,6 @@ def _publish_many(events: list[AuditEvent]) -> None:
 
 
 def _publish(event: AuditEvent) -> None:
-    from audit.serializers import public_event
-    from console import live
-
     try:
         live.publish_soon("audit", public_event(event))  # gathered: a busy trail costs one message per 50 ms
     except Exception:  # the trail is written; a missed live push must not fail the action
@@ -285,8 +283,6 @@ def _fast_hash(content: dict) -> str:
 
 def _rows(after_seq: int) -> Iterable[tuple]:
     """Every event after ``after_seq`` in order, through a server-side cursor (constant memory)."""
-    from psycopg.types.json import set_json_loads
-
     connection.ensure_connection()
     with transaction.atomic():
         raw = connection.connection

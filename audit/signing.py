@@ -26,8 +26,8 @@ def key_path() -> Path:
 def private_key() -> Ed25519PrivateKey:
     path = key_path()
     if not path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
+        new_key = Ed25519PrivateKey.generate()
+        pem = new_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

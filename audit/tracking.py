@@ -31,10 +31,10 @@ def track(
 
     def before_save(sender: Any, instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
         if raw or instance.pk is None:
-            instance._audit_before = None
+            instance._audit_before = None  # type: ignore[attr-defined]  # carried to after_save on the instance
             return
         old = sender._default_manager.filter(pk=instance.pk).values(*fields).first()
-        instance._audit_before = old
+        instance._audit_before = old  # type: ignore[attr-defined]  # carried to after_save on the instance
 
     def after_save(sender: Any, instance: models.Model, created: bool, raw: bool = False, **kwargs: Any) -> None:
         if raw:

@@ -4,7 +4,7 @@ import tempfile
 
 from django.contrib import messages
 from django.core.cache import cache
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -76,7 +76,7 @@ def verify_now(request: HttpRequest) -> HttpResponse:
 
 @role_required(*READERS)
 @require_GET
-def export(request: HttpRequest, kind: str) -> HttpResponse:
+def export(request: HttpRequest, kind: str) -> HttpResponse | StreamingHttpResponse:
     """?since=&until= (dates or date-times). CSV and JSON Lines stream; the bundle is built in a
     temporary file (constant memory) and then sent."""
     if kind not in EXPORTS:

@@ -15,14 +15,14 @@ app.autodiscover_tasks()
 @task_prerun.connect
 def _bind_audit_context(task_id=None, task=None, **_kwargs) -> None:
     # Events recorded inside a task say so and carry the task id as their request id.
-    from audit import context
+    from audit import context  # here: this module loads with console/, before Django's apps
 
     task.request.audit_token = context.push(user=None, source_ip=None, channel="task", request_id=task_id or "")
 
 
 @task_postrun.connect
 def _unbind_audit_context(task=None, **_kwargs) -> None:
-    from audit import context
+    from audit import context  # here: this module loads with console/, before Django's apps
 
     token = getattr(task.request, "audit_token", None)
     if token is not None:

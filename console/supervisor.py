@@ -70,13 +70,13 @@ class Supervisor:
         return code
 
     def stop(self) -> None:
-        live = [p for p in self.programs if p.proc and p.proc.poll() is None]
-        for program in live:
-            _signal_group(program.proc.pid, signal.SIGTERM)
+        live = [(p, p.proc) for p in self.programs if p.proc and p.proc.poll() is None]
+        for _program, proc in live:
+            _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace
-        for program in live:
+        for program, proc in live:
             try:
-                program.proc.wait(max(0.1, deadline - time.monotonic()))
+                proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 print(f"supervisor: {program.name} ignored SIGTERM; killing it", flush=True)
         for program in self.programs:  # whatever is left in any group (pool children, stragglers)

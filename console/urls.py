@@ -1,7 +1,7 @@
 """The root URL configuration: the console's own few routes, then each app's."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from access import urls as access_urls
@@ -9,7 +9,7 @@ from audit import urls as audit_urls
 from console import api, views
 from fleet import urls as fleet_urls
 
-api_patterns = [
+api_patterns: list[URLPattern | URLResolver] = [
     path("me/", api.me, name="api-me"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

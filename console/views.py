@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -16,6 +18,7 @@ from access.grants import services as grants
 from access.grants.models import AccessRequest, ApiKey
 from access.people.choices import Role
 from access.people.models import Department, PersonalToken, User
+from access.people.permissions import signed_in_user
 from audit.models import AuditEvent
 from fleet.nodes.models import GPU, Node
 
@@ -25,10 +28,10 @@ RECENT_EVENTS = 25
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    user = request.user
+    user = signed_in_user(request)
     if user.role == Role.ADMIN:
         by_role = dict(User.objects.values_list("role").annotate(n=Count("id")).order_by())
-        context = {
+        context: dict[str, Any] = {
             "users_by_role": [(Role(r).label, by_role.get(r, 0)) for r in Role.values],
             "user_count": sum(by_role.values()),
             "department_count": Department.objects.count(),
@@ -58,8 +61,6 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness for load balancers and compose: database and Redis answer."""
-    from django.core.cache import cache
-
     checks = {}
     try:
         with connection.cursor() as cursor:

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from access.gateway import bus, keys, ledger, routes
+from access import bus
+from access.gateway import keys, ledger, routes
 from access.gateway.errors import GatewayError, error_body
 from access.gateway.quota import Quotas
 
@@ -211,6 +212,7 @@ class Gateway:
                 self.ledger.add(ledger.encode(usage))
                 used = usage.prompt_tokens + usage.completion_tokens
                 if used:
+                    assert call.entry is not None  # a call has usage only once its key is known
                     self.quotas.owe([s for s, _, _ in _scopes(call.entry)], used)
 
     async def _authenticate(self, scope: dict) -> keys.KeyEntry:

@@ -43,7 +43,7 @@ class KeyEntry:
 def _tighter(*levels: dict[str, int | None]) -> dict[str, int]:
     out: dict[str, int] = {}
     for name in LIMIT_FIELDS:
-        values = [lv[name] for lv in levels if lv.get(name)]
+        values = [v for v in (lv.get(name) for lv in levels) if v]
         if values:
             out[name] = min(values)
     return out
@@ -63,7 +63,8 @@ def load(prefix: str) -> KeyEntry | None:
     grant, user = key.grant, key.user
     granted = {m.pk for m in grant.models.all()}
     chosen = {m.pk for m in key.models.all()}
-    quota = DepartmentQuota.objects.filter(department_id=user.department_id).first()
+    # no department: an exact None is IS NULL, which no quota matches
+    quota = DepartmentQuota.objects.filter(department_id=user.department_id).first()  # type: ignore[misc]
     return KeyEntry(
         key_id=key.pk,
         prefix=key.prefix,
@@ -72,7 +73,7 @@ def load(prefix: str) -> KeyEntry | None:
         username=user.username,
         role=user.role,
         department_id=user.department_id,
-        department=user.department.name if user.department_id else "",
+        department=user.department.name if user.department is not None else "",
         model_ids=frozenset(chosen & granted if chosen else granted),
         key_expires_at=key.expires_at.timestamp() if key.expires_at else None,
         grant_expires_at=grant.expires_at.timestamp(),

@@ -16,15 +16,18 @@ import threading
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import redis
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
 from access.grants.models import ApiKey
+from access.people.models import Department, User
 from access.usage.models import UsageRecord
 from audit.chain import record_many
+from console.celery import app
+from fleet.deployments.models import Deployment
 
 log = logging.getLogger(__name__)
 QUEUE = "fleet:usage"
@@ -102,8 +105,6 @@ class Ledger:
             self.queued += len(batch)
             self._untold += len(batch)
         if self._untold and time.monotonic() - self._told_at >= TELL_EVERY_S:
-            from console.celery import app
-
             app.send_task("access.write_usage", queue="console")
             self._untold, self._told_at = 0, time.monotonic()
         return len(batch)
@@ -129,7 +130,7 @@ def drain() -> int:
     """Write every queued row (the worker's task); returns how many."""
     client, written = _redis(), 0
     while True:
-        raw = client.lpop(QUEUE, DRAIN_BATCH)
+        raw = cast("list[bytes] | None", client.lpop(QUEUE, DRAIN_BATCH))  # with a count: a list, or None
         if not raw:
             return written
         batch = [Usage(*json.loads(item)) for item in raw]
@@ -148,15 +149,14 @@ def _existing(model, ids: set) -> set:
 
 def write(batch: list[Usage]) -> None:
     close_old_connections()
-    from access.people.models import Department, User
-    from fleet.deployments.models import Deployment
-
     # A key, user, department or deployment deleted since the request keeps its row, without the link.
     keys = _existing(ApiKey, {u.key_id for u in batch})
     users = _existing(User, {u.user_id for u in batch})
     departments = _existing(Department, {u.department_id for u in batch})
     deployments = _existing(Deployment, {u.deployment_id for u in batch})
-    rows, events, last_used = [], [], {}
+    rows: list[UsageRecord] = []
+    events: list[dict[str, Any]] = []
+    last_used: dict[int, datetime] = {}
     for u in batch:
         at = datetime.fromtimestamp(u.at, tz=UTC)
         rows.append(

@@ -9,10 +9,11 @@ from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 
 from access.grants import services as grants
 from access.grants.filtersets import AccessRequestFilterSet, ApiKeyFilterSet, GrantFilterSet
-from access.grants.models import LIMIT_FIELDS
+from access.grants.models import LIMIT_FIELDS, AccessRequest, Grant
 from access.grants.serializers import (
     AccessRequestSerializer,
     ApiKeySerializer,
@@ -51,7 +52,7 @@ class AccessRequestViewSet(
     serializer_class = AccessRequestSerializer
     filterset_class = AccessRequestFilterSet
 
-    def perform_create(self, serializer: AccessRequestSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer[AccessRequest]) -> None:
         data = serializer.validated_data
         serializer.instance = grants.request_access(
             self.request.user,
@@ -111,7 +112,7 @@ class GrantViewSet(
     serializer_class = GrantSerializer
     filterset_class = GrantFilterSet
 
-    def perform_create(self, serializer: GrantSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer[Grant]) -> None:
         if not self.request.user.is_fleet_admin:
             raise PermissionDenied("Only admins grant access directly; department users request it.")
         d = serializer.validated_data
@@ -184,5 +185,5 @@ def department_quota(request, slug: str):
             request.user, department, {k: body.validated_data.get(k) for k in LIMIT_FIELDS}
         )
         return Response(quota.limits())
-    quota = getattr(department, "quota", None)
-    return Response(quota.limits() if quota else {k: None for k in LIMIT_FIELDS})
+    current = getattr(department, "quota", None)
+    return Response(current.limits() if current else {k: None for k in LIMIT_FIELDS})

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 
-from access.people.models import Department
+from access.grants.models import LIMIT_FIELDS, Grant
+from access.people.choices import Role
+from access.people.models import Department, User
+from fleet.catalog.models import ModelArtifact
 
 # --- model access (access.grants) ---------------------------------------------------------------
 
@@ -16,14 +21,10 @@ class LimitsForm(forms.Form):
     tokens_per_month = forms.IntegerField(min_value=1, required=False, label="Tokens / month")
 
     def limits(self) -> dict:
-        from access.grants.models import LIMIT_FIELDS
-
         return {name: self.cleaned_data.get(name) for name in LIMIT_FIELDS}
 
 
 def _model_field(**kwargs) -> forms.ModelMultipleChoiceField:
-    from fleet.catalog.models import ModelArtifact
-
     return forms.ModelMultipleChoiceField(
         queryset=ModelArtifact.objects.order_by("name"),
         to_field_name="name",
@@ -46,7 +47,7 @@ class AccessRequestForm(forms.Form):
 
 class ApiKeyForm(LimitsForm):
     name = forms.CharField(max_length=64, help_text="What will use it, e.g. 'discharge-summaries'.")
-    grant = forms.ModelChoiceField(queryset=None, empty_label=None)
+    grant: forms.ModelChoiceField[Grant] = forms.ModelChoiceField(queryset=None, empty_label=None)
     expires_in_days = forms.IntegerField(
         min_value=1,
         max_value=366,
@@ -57,8 +58,9 @@ class ApiKeyForm(LimitsForm):
 
     def __init__(self, *args, grants_qs=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["grant"].queryset = grants_qs
-        self.fields["grant"].label_from_instance = lambda g: (
+        grant_field = cast("forms.ModelChoiceField[Grant]", self.fields["grant"])
+        grant_field.queryset = grants_qs
+        grant_field.label_from_instance = lambda g: (  # type: ignore[method-assign, assignment]  # per-form labels
             f"#{g.pk}: {', '.join(sorted(m.name for m in g.models.all()))} (until {g.expires_at:%Y-%m-%d})"
         )
         self.order_fields(["name", "grant", "expires_in_days"])
@@ -70,7 +72,7 @@ class DecisionForm(LimitsForm):
 
 
 class GrantForm(LimitsForm):
-    user = forms.ModelChoiceField(queryset=None, required=False, help_text="One user…")
+    user: forms.ModelChoiceField[User] = forms.ModelChoiceField(queryset=None, required=False, help_text="One user…")
     department = forms.ModelChoiceField(
         queryset=Department.objects.all(), required=False, help_text="…or a whole department."
     )
@@ -79,15 +81,14 @@ class GrantForm(LimitsForm):
     note = forms.CharField(max_length=500, required=False)
 
     def __init__(self, *args, **kwargs) -> None:
-        from access.people.choices import Role
-        from access.people.models import User
-
         super().__init__(*args, **kwargs)
-        self.fields["user"].queryset = User.objects.filter(role=Role.DEPT_USER, is_active=True)
+        user_field = cast("forms.ModelChoiceField[User]", self.fields["user"])
+        user_field.queryset = User.objects.filter(role=Role.DEPT_USER, is_active=True)
         self.order_fields(["user", "department", "models", "duration_days", "note"])
 
     def clean(self) -> dict:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         if bool(data.get("user")) == bool(data.get("department")):
             raise forms.ValidationError("Choose one user or one department.")
         return data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models as db  # `models` is a field name below
@@ -11,6 +13,9 @@ from access.grants.choices import ACCESS_REQUEST_TRANSITIONS, AccessRequestState
 from access.people.choices import READERS, Role, role_of
 from console.actions import Actor
 from console.states import Revocable, check_transition
+
+if TYPE_CHECKING:
+    from access.people.models import User
 
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "tokens_per_month")
 
@@ -23,7 +28,8 @@ class GrantQuerySet(db.QuerySet):
             return self
         if role != Role.DEPT_USER:
             return self.none()
-        return self.filter(db.Q(user=user) | db.Q(department_id=user.department_id, department__isnull=False))
+        department_id = cast("User", user).department_id  # a department user: a User
+        return self.filter(db.Q(user=user) | db.Q(department_id=department_id, department__isnull=False))
 
 
 class AccessRequestQuerySet(db.QuerySet):
@@ -98,7 +104,7 @@ class Grant(Revocable, Limits):
 
     @property
     def holder(self) -> str:
-        return self.user.username if self.user_id else f"department {self.department}"
+        return self.user.username if self.user is not None else f"department {self.department}"
 
     @property
     def active(self) -> bool:

@@ -24,7 +24,10 @@ class LimitsSerializer(serializers.Serializer):
 
 
 class CatalogSerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    # a declared field (the metaclass takes it off the class), not Field.parent
+    parent: serializers.SlugRelatedField[ModelArtifact] = serializers.SlugRelatedField(  # type: ignore[assignment]
+        slug_field="name", read_only=True
+    )
     served_as = serializers.SerializerMethodField()
 
     class Meta:
@@ -36,9 +39,11 @@ class CatalogSerializer(serializers.ModelSerializer):
 
 
 class AccessRequestSerializer(serializers.ModelSerializer):
-    requester = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    department = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    requester: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    department: serializers.SlugRelatedField[Department] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
+    decided_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
     models = serializers.ListField(child=_Models(), allow_empty=False, write_only=True)
     model_names = serializers.SerializerMethodField()
 
@@ -118,7 +123,7 @@ class GrantSerializer(serializers.ModelSerializer):
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    user: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
     grant = serializers.PrimaryKeyRelatedField(queryset=Grant.objects.all())
     models = serializers.ListField(child=_Models(), required=False, write_only=True)
     model_names = serializers.SerializerMethodField()

@@ -1,7 +1,7 @@
 """Access to models: request → approve/deny → grant → API keys; quotas. The UI and the API both call these.
 
 Each step writes one audit event, is pushed live to the requester (``user.<id>``) and the admins'
-queue (``access``), and tells every gateway process to drop its cached keys (``gateway.bus``).
+queue (``access``), and tells every gateway process to drop its cached keys (``access.bus``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 import audit
-from access import tokens
-from access.gateway import bus
+from access import bus, tokens
 from access.grants.models import LIMIT_FIELDS, AccessRequest, ApiKey, DepartmentQuota, Grant
 from access.people.choices import Role
 from access.people.models import Department, User

@@ -1,6 +1,6 @@
 """Pages and API routes of access requests, grants, gateway keys and quotas."""
 
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from rest_framework.routers import SimpleRouter
 
 from access.grants import api, views
@@ -22,7 +22,7 @@ urlpatterns = [
     path("access/keys/", views.key_list, name="keys"),
 ]
 
-api_urlpatterns = [
+api_urlpatterns: list[URLPattern | URLResolver] = [
     path("catalog/", api.catalog, name="api-catalog"),
     path("departments/<slug:slug>/quota/", api.department_quota, name="api-department-quota"),
     path("", include(router.urls)),

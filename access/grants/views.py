@@ -14,7 +14,7 @@ from access.grants.filtersets import AccessRequestFilterSet, ApiKeyFilterSet, Gr
 from access.grants.forms import AccessRequestForm, ApiKeyForm, DecisionForm, GrantForm
 from access.grants.models import AccessRequest, ApiKey, Grant
 from access.people.choices import Role
-from access.people.permissions import ANY_ROLE, role_required
+from access.people.permissions import ANY_ROLE, role_required, signed_in_user
 from console.actions import ServiceError, flash
 from console.filtering import list_page
 
@@ -25,7 +25,7 @@ PAGE_SIZE = 25
 @require_http_methods(["GET", "POST"])
 def my_access(request: HttpRequest) -> HttpResponse:
     """Grants, requests and keys of the signed-in department user; POST ?form=request|key."""
-    user, which, created, status = request.user, request.GET.get("form"), None, 200
+    user, which, created, status = signed_in_user(request), request.GET.get("form"), None, 200
     active = grants.active_grants(user)
     request_form = AccessRequestForm(request.POST if which == "request" else None)
     key_form = ApiKeyForm(request.POST if which == "key" else None, grants_qs=active)
@@ -78,22 +78,25 @@ def my_access(request: HttpRequest) -> HttpResponse:
 @role_required(Role.DEPT_USER)
 @require_POST
 def withdraw(request: HttpRequest, pk: int) -> HttpResponse:
-    target = get_object_or_404(AccessRequest, pk=pk, requester=request.user)
-    flash(request, lambda: grants.withdraw(request.user, target), f"Request #{pk} withdrawn.")
+    user = signed_in_user(request)
+    target = get_object_or_404(AccessRequest, pk=pk, requester=user)
+    flash(request, lambda: grants.withdraw(user, target), f"Request #{pk} withdrawn.")
     return redirect("my-access")
 
 
 @role_required(Role.DEPT_USER, Role.ADMIN)
 @require_POST
 def revoke_key(request: HttpRequest, pk: int) -> HttpResponse:
-    qs = ApiKey.objects.all() if request.user.is_fleet_admin else ApiKey.objects.filter(user=request.user)
+    user = signed_in_user(request)
+    qs = ApiKey.objects.all() if user.is_fleet_admin else ApiKey.objects.filter(user=user)
     key = get_object_or_404(qs, pk=pk)
     flash(
         request,
-        lambda: grants.revoke_key(request.user, key),
+        lambda: grants.revoke_key(user, key),
         f"Key “{key.name}” revoked; calls with it are refused from now on.",
     )
-    return redirect(request.POST.get("next") if request.POST.get("next") in ("/access/keys/",) else "my-access")
+    next_url = request.POST.get("next")
+    return redirect(next_url if next_url in ("/access/keys/",) else "my-access")
 
 
 @role_required(Role.ADMIN)
@@ -123,17 +126,21 @@ def decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
     target = get_object_or_404(AccessRequest, pk=pk)
     form = DecisionForm(request.POST)
     if decision not in ("approve", "deny") or not form.is_valid():
-        errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()) or "Unknown decision."
+        errors = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()) or "Unknown decision."
         messages.error(request, f"Request #{pk} not decided: {errors}")
         return redirect("access-queue")
     d = form.cleaned_data
     try:
         if decision == "approve":
             grants.approve(
-                request.user, target, reason=d["reason"], duration_days=d["duration_days"], limits=form.limits()
+                signed_in_user(request),
+                target,
+                reason=d["reason"],
+                duration_days=d["duration_days"],
+                limits=form.limits(),
             )
         else:
-            grants.deny(request.user, target, reason=d["reason"])
+            grants.deny(signed_in_user(request), target, reason=d["reason"])
     except ServiceError as exc:
         messages.error(request, f"Request #{pk} not decided: {exc.message}")
     else:
@@ -147,7 +154,7 @@ def decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
 def grant_list(request: HttpRequest) -> HttpResponse:
     """The grants you may see (all for admins and auditors); ?show=active|expiring|ended|all; ?q=
     searches holders and models. Admins grant directly."""
-    form = GrantForm(request.POST or None) if request.user.is_fleet_admin else None
+    form = GrantForm(request.POST or None) if signed_in_user(request).is_fleet_admin else None
     status = 200
     if request.method == "POST":
         if form is None:
@@ -156,7 +163,7 @@ def grant_list(request: HttpRequest) -> HttpResponse:
             d = form.cleaned_data
             try:
                 grant = grants.create_grant(
-                    request.user,
+                    signed_in_user(request),
                     user=d["user"],
                     department=d["department"],
                     models=list(d["models"]),
@@ -193,7 +200,7 @@ def revoke_grant(request: HttpRequest, pk: int) -> HttpResponse:
     grant = get_object_or_404(Grant, pk=pk)
     flash(
         request,
-        lambda: grants.revoke_grant(request.user, grant),
+        lambda: grants.revoke_grant(signed_in_user(request), grant),
         f"Grant #{pk} revoked; its keys are refused from now on.",
     )
     return redirect("grants")

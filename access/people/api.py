@@ -8,6 +8,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 
 from access.people import services
 from access.people.choices import Role
@@ -27,7 +28,7 @@ class DepartmentViewSet(viewsets.ModelViewSet):
     queryset = Department.objects.annotate(member_count=Count("members")).order_by("name")
     search_fields = ["name", "slug"]
 
-    def perform_create(self, serializer: DepartmentSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer[Department]) -> None:
         serializer.instance = services.create_department(**serializer.validated_data)
 
     def destroy(self, request, *args, **kwargs) -> Response:

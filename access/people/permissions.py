@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -12,6 +12,9 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework.permissions import BasePermission, IsAuthenticated
 
 from access.people.choices import Role
+
+if TYPE_CHECKING:
+    from access.people.models import User
 
 ANY_ROLE = (Role.ADMIN, Role.DEPT_USER, Role.AUDITOR)
 
@@ -34,6 +37,11 @@ def role_required(*roles: str) -> Callable:
     return decorator
 
 
+def signed_in_user(request: HttpRequest) -> User:
+    """The person of a view that only lets signed-in people in (``role_required``, ``login_required``)."""
+    return cast("User", request.user)
+
+
 class HasRole(BasePermission):
     """API views: ``permission_classes = [HasRole.of(Role.ADMIN)]``."""
 
@@ -54,4 +62,5 @@ class AnyRole(HasRole):
     roles = ANY_ROLE
 
 
-ADMIN_ONLY = [IsAuthenticated, HasRole.of(Role.ADMIN)]  # an API view's permission_classes for admins
+# an API view's permission_classes for admins
+ADMIN_ONLY: list[type[BasePermission]] = [IsAuthenticated, HasRole.of(Role.ADMIN)]

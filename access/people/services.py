@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import transaction
 from django.utils import timezone
@@ -13,8 +13,11 @@ from access import tokens
 from access.people.models import Department, PersonalToken, User
 from console.actions import ServiceError
 
+if TYPE_CHECKING:
+    from access.grants.models import ApiKey, Grant
+
 MAX_TOKENS_PER_USER = 20
-M = TypeVar("M")
+M = TypeVar("M", "PersonalToken", "Grant", "ApiKey")  # the revocable rows
 
 
 def create_department(*, name: str, slug: str, description: str = "") -> Department:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.core.paginator import Paginator
@@ -14,7 +15,7 @@ from access.people import services
 from access.people.choices import Role
 from access.people.forms import DepartmentForm, TokenForm
 from access.people.models import Department, PersonalToken, User
-from access.people.permissions import ANY_ROLE, role_required
+from access.people.permissions import ANY_ROLE, role_required, signed_in_user
 from console.actions import ServiceError, flash, form_error
 
 PAGE_SIZE = 25
@@ -22,8 +23,6 @@ PAGE_SIZE = 25
 
 def lockout(request: HttpRequest, credentials: dict | None = None, *args, **kwargs) -> HttpResponse:
     """django-axes calls this once an account/address has too many failed sign-ins."""
-    from django.conf import settings
-
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
     return render(request, "registration/locked.html", {"minutes": minutes}, status=429)
 
@@ -78,7 +77,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             try:
-                token, plaintext = services.create_token(request.user, **form.cleaned_data)
+                token, plaintext = services.create_token(signed_in_user(request), **form.cleaned_data)
             except ServiceError as exc:
                 form.add_error(None, exc.message)
                 status = 400
@@ -88,15 +87,16 @@ def tokens(request: HttpRequest) -> HttpResponse:
                 status = 201
         else:
             status = 400
-    rows = PersonalToken.objects.filter(user=request.user)
+    rows = PersonalToken.objects.filter(user=signed_in_user(request))
     return render(request, "account/tokens.html", {"form": form, "tokens": rows, "created": created}, status=status)
 
 
 @role_required(*ANY_ROLE)
 @require_POST
 def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
-    token = get_object_or_404(PersonalToken, pk=pk, user=request.user)
-    flash(request, lambda: services.revoke_token(request.user, token), f"Token “{token.name}” revoked.")
+    user = signed_in_user(request)
+    token = get_object_or_404(PersonalToken, pk=pk, user=user)
+    flash(request, lambda: services.revoke_token(user, token), f"Token “{token.name}” revoked.")
     return redirect("tokens")
 
 

@@ -6,6 +6,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
@@ -32,8 +33,6 @@ def usage_rows(request):
             "usage.csv",
             asynchronous=hasattr(request._request, "scope"),
         )
-    from rest_framework.pagination import PageNumberPagination
-
     paginator = PageNumberPagination()
     page = paginator.paginate_queryset(qs.select_related("user", "department"), request)
     return paginator.get_paginated_response([usage.row_dict(r) for r in page])

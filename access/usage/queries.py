@@ -6,6 +6,7 @@ import csv
 import io
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from typing import cast
 
 from django.db.models import Avg, Count, QuerySet, Sum
 from django.db.models.functions import TruncDay
@@ -84,8 +85,8 @@ def row_dict(r: UsageRecord) -> dict:
     return {
         "id": r.pk,
         "created_at": r.created_at.isoformat(),
-        "user": r.user.username if r.user_id else None,
-        "department": r.department.slug if r.department_id else None,
+        "user": r.user.username if r.user is not None else None,
+        "department": r.department.slug if r.department is not None else None,
         "model": r.model,
         "endpoint": r.endpoint,
         "stream": r.stream,
@@ -172,4 +173,5 @@ def summary(qs: QuerySet[UsageRecord]) -> dict:
 
 
 def grouped_day(base: QuerySet[UsageRecord], totals: dict) -> list[dict]:
-    return list(base.annotate(day=TruncDay("created_at")).values("day").annotate(**totals).order_by("day"))
+    rows = base.annotate(day=TruncDay("created_at")).values("day").annotate(**totals).order_by("day")
+    return cast("list[dict]", list(rows))  # each row: the day and the totals

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from access.people.choices import READERS
-from access.people.permissions import ANY_ROLE, role_required
+from access.people.permissions import ANY_ROLE, role_required, signed_in_user
 from access.usage import queries as usage
 from access.usage.forms import UsageFilterForm
 from console.actions import ServiceError
@@ -18,10 +18,10 @@ PAGE_SIZE = 25
 
 def _usage_query(request: HttpRequest):
     form = UsageFilterForm(request.GET or None)
-    params = {k: v for k, v in request.GET.items() if v and k in UsageFilterForm.base_fields}
+    params = {k: v for k, v in request.GET.dict().items() if v and k in UsageFilterForm.base_fields}
     if form.is_bound and not form.is_valid():
-        raise ServiceError("; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
-    qs, label = usage.filtered(request.user, params)
+        raise ServiceError("; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()))
+    qs, label = usage.filtered(signed_in_user(request), params)
     return form, qs, label
 
 
@@ -43,13 +43,13 @@ def usage_page(request: HttpRequest) -> HttpResponse:
             "label": label,
             "page": page,
             "query": request.GET.urlencode(),
-            "wide": request.user.has_role(*READERS),
+            "wide": signed_in_user(request).has_role(*READERS),
         },
     )
 
 
 @role_required(*ANY_ROLE)
-def usage_csv(request: HttpRequest) -> HttpResponse:
+def usage_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     try:
         _form, qs, _label = _usage_query(request)
     except ServiceError as exc:

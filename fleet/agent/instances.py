@@ -73,6 +73,8 @@ def _get(url: str, timeout: float = 0.5) -> tuple[int, bytes]:
 def kill_group(pid: int | None, sig: int) -> None:
     """Signal the process group ``pid`` leads (each vLLM process and job runner starts its own
     session); gone already, or never started, is fine."""
+    if pid is None:  # never started
+        return
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError, TypeError):
@@ -80,7 +82,7 @@ def kill_group(pid: int | None, sig: int) -> None:
 
 
 class InstanceSupervisor:
-    def __init__(self, state_dir: Path, report: Callable[[dict], None], publish: Callable[[str, Any], None]) -> None:
+    def __init__(self, state_dir: Path, report: Callable[[dict], None], publish: Callable[[str, Any], object]) -> None:
         self.state_file = Path(state_dir) / "instances.json"
         self.log_dir = Path(state_dir) / "logs"
         self.report, self.publish = report, publish

@@ -5,6 +5,7 @@ everything reaches the console in one report per half second. Cancel kills the p
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import psutil
 
@@ -145,8 +147,9 @@ class JobSupervisor:
 
     def _read(self, job: Job) -> None:
         assert job.proc is not None and job.proc.stdout is not None
+        stdout = cast(io.BufferedReader, job.proc.stdout)  # a binary, buffered pipe: it has read1
         buffer = b""
-        while chunk := job.proc.stdout.read1(65536):
+        while chunk := stdout.read1(65536):
             parts = LINE_SPLIT.split(buffer + chunk)
             buffer = parts.pop()
             for raw in parts:

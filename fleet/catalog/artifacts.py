@@ -237,7 +237,8 @@ def inspect(directory: Path) -> Inspection:
         if not facts[key]:
             warnings.append(f"config.json gives no {key}; estimates for this model are incomplete.")
     roots = model_roots()
-    files, dtypes, parameters, weights_bytes = [], {}, 0, 0
+    dtypes: dict[str, int] = {}  # parameters per dtype
+    files, parameters, weights_bytes = [], 0, 0
     for file in sorted(directory.rglob("*")):
         real = file.resolve()
         if not any(real.is_relative_to(r) for r in roots):

@@ -49,7 +49,7 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[list[int], bytes]], d
 
 
 def _tokenizer(directory: Path) -> int:
-    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers import ByteLevelBPETokenizer  # heavy: only when the demo model is built
 
     tokenizer = ByteLevelBPETokenizer()
     tokenizer.train_from_iterator(SENTENCES * 4, vocab_size=400, min_frequency=1, special_tokens=SPECIAL)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 
 from fleet.catalog.choices import Sensitivity
@@ -15,7 +17,7 @@ class ModelRegisterForm(forms.Form):
         max_length=1024, help_text="The model's directory: absolute, or relative to the first model root."
     )
     name = forms.SlugField(max_length=100, help_text="Lower-case; it becomes the served model name.")
-    parent = forms.ModelChoiceField(
+    parent: forms.ModelChoiceField[ModelArtifact] = forms.ModelChoiceField(
         queryset=None, required=False, help_text="For a quantized variant: the model it came from."
     )
     license = forms.CharField(max_length=200, required=False)
@@ -25,7 +27,8 @@ class ModelRegisterForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["parent"].queryset = ModelArtifact.objects.order_by("name")
+        parent_field = cast("forms.ModelChoiceField[ModelArtifact]", self.fields["parent"])
+        parent_field.queryset = ModelArtifact.objects.order_by("name")
 
 
 class ModelEditForm(forms.Form):
@@ -36,7 +39,7 @@ class ModelEditForm(forms.Form):
 
 
 class FitForm(forms.Form):
-    model = forms.ModelChoiceField(queryset=None)
+    model: forms.ModelChoiceField[ModelArtifact] = forms.ModelChoiceField(queryset=None)
     max_model_len = forms.IntegerField(min_value=1, max_value=10_000_000, initial=4096, label="Context length (tokens)")
     concurrency = forms.IntegerField(min_value=1, max_value=100_000, initial=8, label="Concurrent sequences")
     quantization = forms.ChoiceField(choices=[(q, q) for q in QUANTIZATIONS], initial="none")
@@ -50,7 +53,8 @@ class FitForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["model"].queryset = ModelArtifact.objects.order_by("name")
+        model_field = cast("forms.ModelChoiceField[ModelArtifact]", self.fields["model"])
+        model_field.queryset = ModelArtifact.objects.order_by("name")
 
     def spec(self) -> Spec:
         d = self.cleaned_data

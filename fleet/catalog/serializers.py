@@ -15,7 +15,10 @@ class ModelFileSerializer(serializers.ModelSerializer):
 
 
 class ModelArtifactSerializer(serializers.ModelSerializer):
-    parent = serializers.PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all(), required=False, allow_null=True)
+    # a declared field (the metaclass takes it off the class), not Field.parent
+    parent = serializers.PrimaryKeyRelatedField(  # type: ignore[assignment]
+        queryset=ModelArtifact.objects.all(), required=False, allow_null=True
+    )
     tags = serializers.ListField(child=serializers.CharField(max_length=40), required=False, max_length=20)
 
     class Meta:
@@ -63,7 +66,9 @@ class ModelArtifactSerializer(serializers.ModelSerializer):
 
 class ModelDetailSerializer(ModelArtifactSerializer):
     files = ModelFileSerializer(many=True, read_only=True)
-    variants = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    variants: serializers.PrimaryKeyRelatedField[ModelArtifact] = serializers.PrimaryKeyRelatedField(
+        many=True, read_only=True
+    )
 
     class Meta(ModelArtifactSerializer.Meta):
         fields = ModelArtifactSerializer.Meta.fields + ["files", "variants", "config"]

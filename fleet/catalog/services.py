@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from celery import current_app
 from django.core.exceptions import ValidationError
@@ -21,6 +21,9 @@ from fleet.catalog.artifacts import ArtifactError
 from fleet.catalog.choices import ChecksumState, Sensitivity
 from fleet.catalog.models import ModelArtifact, ModelFile, slug_validator
 from fleet.protocol import tasks
+
+if TYPE_CHECKING:
+    from access.people.models import User
 
 log = logging.getLogger(__name__)
 EDITABLE = ("license", "notes", "tags", "sensitivity")
@@ -93,7 +96,7 @@ def register(
                 tags=tags,
                 sensitivity=sensitivity,
                 warnings=found.warnings,
-                created_by=actor if getattr(actor, "pk", None) else None,
+                created_by=cast("User | None", actor if getattr(actor, "pk", None) else None),
                 **found.facts,
             )
             ModelFile.objects.bulk_create(

@@ -1,6 +1,6 @@
 """Pages and API routes of the model registry and the "Will it fit?" planner."""
 
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from rest_framework.routers import SimpleRouter
 
 from fleet.catalog import api, views
@@ -16,7 +16,7 @@ urlpatterns = [
     path("models/<int:pk>/unregister/", views.model_unregister, name="model-unregister"),
 ]
 
-api_urlpatterns = [
+api_urlpatterns: list[URLPattern | URLResolver] = [
     path("fit/", api.fit, name="api-fit"),
     path("", include(router.urls)),
 ]

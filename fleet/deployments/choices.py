@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.db import models
 
 
@@ -26,6 +28,8 @@ class InstanceState(models.TextChoices):
     STOPPED = "stopped", "Stopped"
     FAILED = "failed", "Failed"  # will not run as specified: see cause and remedy
     LOST = "lost", "Lost"  # its node went away; replaced elsewhere
+
+    LIVE: ClassVar[set[InstanceState]]  # the running states; set below (an annotation, not a member)
 
 
 InstanceState.LIVE = {InstanceState.PENDING, InstanceState.STARTING, InstanceState.READY, InstanceState.CRASHED}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 
 from fleet.catalog.models import ModelArtifact
@@ -9,7 +11,7 @@ from fleet.catalog.models import ModelArtifact
 
 class DeploymentForm(forms.Form):
     name = forms.SlugField(max_length=100, help_text="Also the model name clients ask for.")
-    model = forms.ModelChoiceField(queryset=None)
+    model: forms.ModelChoiceField[ModelArtifact] = forms.ModelChoiceField(queryset=None)
     replicas = forms.IntegerField(min_value=0, max_value=64, initial=1)
     max_model_len = forms.IntegerField(min_value=16, max_value=10_000_000, initial=2048, label="Context length")
     dtype = forms.ChoiceField(choices=[(c, c) for c in ("auto", "bfloat16", "float16", "float32")], initial="bfloat16")
@@ -39,7 +41,8 @@ class DeploymentForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["model"].queryset = ModelArtifact.objects.order_by("name")
+        model_field = cast("forms.ModelChoiceField[ModelArtifact]", self.fields["model"])
+        model_field.queryset = ModelArtifact.objects.order_by("name")
 
     def service_kwargs(self) -> dict:
         d = self.cleaned_data

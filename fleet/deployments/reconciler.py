@@ -105,7 +105,7 @@ def reconcile(deployment_ids: list[int] | None = None) -> Pass:
         instances = list(deployment.instances.all())
         with transaction.atomic():
             for inst in instances:
-                node = nodes.get(inst.node_id)
+                node = nodes.get(inst.node_id) if inst.node_id is not None else None
                 gone = node is None or (
                     node.state == NodeState.OFFLINE and (node.last_heartbeat or lost_after) <= lost_after
                 )

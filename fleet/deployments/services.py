@@ -4,7 +4,7 @@ reconciled after commit), and the agents' reports of what their instances do."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from celery import current_app
 from django.conf import settings
@@ -27,6 +27,9 @@ from fleet.planning import placement
 from fleet.planning.estimator import EstimateError
 from fleet.protocol import tasks
 from fleet.protocol import vllm as vllm_options
+
+if TYPE_CHECKING:
+    from access.people.models import User
 
 log = logging.getLogger(__name__)
 MAX_REPLICAS = 64
@@ -127,7 +130,7 @@ def create(
                 selector=selector,
                 strategy=strategy,
                 force=force,
-                created_by=actor if getattr(actor, "pk", None) else None,
+                created_by=cast("User | None", actor if getattr(actor, "pk", None) else None),
             )
             audit.record(actor, "deployment.create", deployment, after=_snapshot(deployment))
             _after_commit_reconcile(deployment.pk)

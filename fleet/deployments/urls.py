@@ -1,6 +1,6 @@
 """Pages and API routes of deployments, and draining a node (it moves deployments' instances)."""
 
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from rest_framework.routers import SimpleRouter
 
 from fleet.deployments import api, views
@@ -22,7 +22,7 @@ action_urlpatterns = [
     path("deployments/<int:pk>/<str:action>/", views.deployment_action, name="deployment-action"),
 ]
 
-api_urlpatterns = [
+api_urlpatterns: list[URLPattern | URLResolver] = [
     path("nodes/<int:pk>/drain/", api.drain_node, name="api-node-drain"),
     path("", include(router.urls)),
 ]

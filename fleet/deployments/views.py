@@ -73,7 +73,7 @@ def deployment_check(request: HttpRequest) -> HttpResponse:
         except ServiceError as exc:
             error = exc.message
     else:
-        error = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        error = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items())
     return render(request, "fleet/_deploy_verdict.html", {"verdict": verdict, "error": error})
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -57,19 +57,20 @@ class JobViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelM
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses={201: JobDetailSerializer})
     def create(self, request: Request) -> Response:
-        kind = request.data.get("kind")
+        data = cast("dict[str, Any]", request.data)  # a JSON object or a form
+        kind = data.get("kind")
         params = _params(request.data)
         if kind == JobKind.QUANTIZE:
             upload = request.FILES.get("calibration_file")
             job = jobs.quantize(
                 request.user,
-                _pick(ModelArtifact, request.data.get("model"), "model"),
+                _pick(ModelArtifact, data.get("model"), "model"),
                 params,
                 upload.read() if upload else None,
                 upload.name if upload else "",
             )
         elif kind == JobKind.BENCHMARK:
-            job = jobs.benchmark(request.user, _pick(Deployment, request.data.get("deployment"), "deployment"), params)
+            job = jobs.benchmark(request.user, _pick(Deployment, data.get("deployment"), "deployment"), params)
         else:
             raise ValidationError({"kind": f"Unknown job kind {kind!r}; use quantize or benchmark."})
         return Response(JobDetailSerializer(self.get_queryset().get(pk=job.pk)).data, status=status.HTTP_201_CREATED)

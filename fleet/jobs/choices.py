@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.db import models
 
 
@@ -16,6 +18,8 @@ class JobState(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+
+    DONE: ClassVar[set[JobState]]  # the final states; set below (an annotation, not a member)
 
 
 JobState.DONE = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}

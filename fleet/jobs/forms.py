@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 
 from fleet.jobs.params import SCHEMES
@@ -42,8 +44,8 @@ class QuantizeForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["scheme"].choices = [(k, s.label) for k, s in SCHEMES.items()]
-        self.fields["node"].choices = [
+        cast(forms.ChoiceField, self.fields["scheme"]).choices = [(k, s.label) for k, s in SCHEMES.items()]
+        cast(forms.ChoiceField, self.fields["node"]).choices = [
             ("", "automatic"),
             *(
                 (n, n)

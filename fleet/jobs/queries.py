@@ -30,7 +30,7 @@ def compare_runs(ids: list[int]) -> list[dict]:
             "output_len": j.params.get("output_len"),
             "points": j.result.get("points", []),
         }
-        for j in map(found.get, ids)
+        for j in (found[i] for i in ids)  # none missing: checked above
     ]
 
 

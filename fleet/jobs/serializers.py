@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rest_framework import serializers
 
 from fleet.jobs.models import Job
 
+if TYPE_CHECKING:
+    from access.people.models import User
+    from fleet.catalog.models import ModelArtifact
+    from fleet.deployments.models import Deployment
+    from fleet.nodes.models import Node
+
 
 class JobSerializer(serializers.ModelSerializer):
-    node = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    model = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    deployment = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    variant = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    node: serializers.SlugRelatedField[Node] = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    model: serializers.SlugRelatedField[ModelArtifact] = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    deployment: serializers.SlugRelatedField[Deployment] = serializers.SlugRelatedField(
+        slug_field="name", read_only=True
+    )
+    variant: serializers.SlugRelatedField[ModelArtifact] = serializers.SlugRelatedField(
+        slug_field="name", read_only=True
+    )
+    created_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = Job

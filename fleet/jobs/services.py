@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -31,8 +31,11 @@ from fleet.nodes.models import Node
 from fleet.nodes.services import agent_node
 from fleet.protocol import runtimes, tasks
 
+if TYPE_CHECKING:
+    from access.people.models import User
+
 log = logging.getLogger(__name__)
-FINISHED_ACTIONS = {
+FINISHED_ACTIONS: dict[str, str] = {
     JobState.SUCCEEDED: "job.succeeded",
     JobState.FAILED: "job.failed",
     JobState.CANCELLED: "job.cancelled",
@@ -104,7 +107,7 @@ def quantize(
             params=clean,
             node=node,
             model=model,
-            created_by=actor if getattr(actor, "pk", None) else None,
+            created_by=cast("User | None", actor if getattr(actor, "pk", None) else None),
         )
         audit.record(actor, "job.quantize", job, after=_public(job))
         engine, version = runtimes.DEFAULT_COMPRESSOR
@@ -135,6 +138,7 @@ def benchmark(actor: Actor, deployment: Deployment, params: Any) -> Job:
         raise ServiceError("Choose a deployment to benchmark.", "deployment")
     clean = job_params.benchmark(params, int(deployment.options.get("max_model_len") or 2048))
     instance = ready_instance(deployment)
+    assert instance.node is not None  # ready_instance checks it
     clean |= {"instance": instance.pk, "served": deployment.name}
     with transaction.atomic():
         job = Job.objects.create(
@@ -143,7 +147,7 @@ def benchmark(actor: Actor, deployment: Deployment, params: Any) -> Job:
             node=instance.node,
             model=deployment.model,
             deployment=deployment,
-            created_by=actor if getattr(actor, "pk", None) else None,
+            created_by=cast("User | None", actor if getattr(actor, "pk", None) else None),
         )
         audit.record(actor, "job.benchmark", job, after=_public(job))
         reconciler.send(
@@ -266,7 +270,8 @@ def report(*, node_id: Any, secret: Any, report: Any) -> Job | None:
                 job.started_at = timezone.now()
                 job.save(update_fields=["state", "started_at", "log", "progress", "phase"])
             elif state == JobState.SUCCEEDED:
-                result = report.get("result") if isinstance(report.get("result"), dict) else {}
+                reported = report.get("result")
+                result = reported if isinstance(reported, dict) else {}
                 job.result = result
                 if job.kind == JobKind.QUANTIZE:
                     job.artifacts = result.get("files", [])

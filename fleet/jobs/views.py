@@ -82,6 +82,7 @@ def quantize(request: HttpRequest, pk: int) -> HttpResponse:
         except ServiceError as exc:
             form_error(form, exc)
         else:
+            assert job.node is not None  # quantize chose one
             messages.success(request, f"Quantization queued on {job.node.name}.")
             return redirect("job-detail", pk=job.pk)
     return model_page(request, model, quantize_form=form, status=400)

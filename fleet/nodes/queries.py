@@ -49,10 +49,12 @@ def fleet_view() -> list:
         gpus = []
         for gpu in node.gpus.all():
             reading = readings.get(gpu.index, {})
-            used = reading.get("mem_used") if isinstance(reading.get("mem_used"), (int, float)) else 0
+            mem_used = reading.get("mem_used")
+            used = mem_used if isinstance(mem_used, (int, float)) else 0
             gpus.append(GpuView(gpu.index, gpu.memory_total, max(0, gpu.memory_total - int(used))))
         host = sample.get("host") or {}
-        ram_used = host.get("ram_used") if isinstance(host.get("ram_used"), (int, float)) else 0
+        host_ram_used = host.get("ram_used")
+        ram_used = host_ram_used if isinstance(host_ram_used, (int, float)) else 0
         views.append(
             NodeView(
                 id=node.pk,

@@ -25,7 +25,7 @@ class GPUSerializer(serializers.ModelSerializer):
 
 
 class NodeSerializer(serializers.ModelSerializer):
-    gpu_count = serializers.IntegerField(read_only=True)
+    gpu_count: serializers.Field = serializers.IntegerField(read_only=True)
 
     class Meta:
         model = Node

@@ -12,7 +12,7 @@ import hmac
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from celery import current_app
 from django.conf import settings
@@ -29,6 +29,9 @@ from fleet.nodes.choices import NODE_TRANSITIONS, NodeKind, NodeState
 from fleet.nodes.models import GPU, JoinToken, Node, TelemetryRollup, node_name_validator
 from fleet.nodes.signals import work_lost
 from fleet.protocol import runtimes, tasks, telemetry
+
+if TYPE_CHECKING:
+    from access.people.models import User
 
 log = logging.getLogger(__name__)
 JOIN_TOKEN_KIND = "fjt"  # fleet join token: recognisable in logs and by secret scanners
@@ -79,7 +82,7 @@ def create_join_token(actor: Actor, *, label: str = "", expires_in_hours: int = 
             label=label,
             prefix=prefix,
             digest=digest(plaintext),
-            created_by=actor if getattr(actor, "pk", None) else None,
+            created_by=cast("User | None", actor if getattr(actor, "pk", None) else None),
             expires_at=timezone.now() + timedelta(hours=expires_in_hours),
         )
         audit.record(
@@ -232,12 +235,14 @@ def register_node(*, name: Any, secret: Any, facts: Any, join_token: str | None 
         node, refusal = None, f"a node named {name!r} joined at the same moment; choose another name"
     if refusal is not None:
         raise _refuse(name, refusal)
+    assert node is not None  # admitted: no refusal
     return node
 
 
 def _admit(
     name: str, secret: str, fields: dict, gpus: list[dict], join_token: str | None, node_id: int | None
 ) -> tuple[Node | None, str | None]:
+    node: Node | None
     with transaction.atomic():
         if join_token is not None:
             token = _token_row(join_token)
@@ -247,6 +252,7 @@ def _admit(
                 refusal = f"a node named {name!r} is online; remove it first or choose another name"
             if refusal is not None:
                 return None, refusal
+            assert token is not None  # no refusal: the token exists
             node = existing or Node(name=name)
             before = {"state": existing.state} if existing else None
             node.agent_digest = digest(secret)
@@ -264,6 +270,7 @@ def _admit(
                 after={"kind": node.kind, "gpus": len(gpus), "join_prefix": token.prefix},
             )
         else:
+            assert node_id is not None  # register_node requires it without a join token
             node = Node.objects.select_for_update().filter(pk=node_id, name=name).first()
             if node is None or not hmac.compare_digest(node.agent_digest, digest(secret)):
                 return None, "unknown node or wrong agent secret; join again with a new join token"
@@ -357,6 +364,7 @@ def mark_offline(*, now: datetime | None = None) -> list[Node]:
                 node, NODE_TRANSITIONS, NodeState.ONLINE, NodeState.OFFLINE, where={"last_heartbeat__lt": cutoff}
             ):
                 continue  # it heartbeated meanwhile
+            assert node.last_heartbeat is not None  # filtered on it
             audit.record(
                 None,
                 "node.offline",

@@ -41,7 +41,7 @@ def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
     gpus = list(node.gpus.all())
     readings = {g["i"]: g for g in (node.last_sample or {}).get("gpus", [])}
     for gpu in gpus:
-        gpu.reading = readings.get(gpu.index, {})
+        gpu.reading = readings.get(gpu.index, {})  # type: ignore[attr-defined]  # for the template (g.reading)
     return render(
         request,
         "fleet/node_detail.html",

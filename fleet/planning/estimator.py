@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 GIB = 1024**3
 DTYPE_BYTES = {
@@ -29,8 +29,15 @@ DTYPE_BYTES = {
     "fp8_e5m2": 1,
     "auto": None,
 }
+
+
+class Scheme(TypedDict):
+    bits: int
+    group_size: int | None  # None: one scale per output channel
+
+
 # What a quantization scheme does to the weights of linear layers (embeddings and norms stay).
-QUANTIZATIONS = {
+QUANTIZATIONS: dict[str, Scheme | None] = {
     "none": None,
     "w4a16": {"bits": 4, "group_size": 128},  # GPTQ/AWQ 4-bit weights, a 16-bit scale per 128
     "w8a8": {"bits": 8, "group_size": None},  # int8 weights, one scale per output channel

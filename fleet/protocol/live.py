@@ -84,12 +84,16 @@ class Publisher:
         with self._lock:
             payloads = self._gathering.pop(topic, [])
         if payloads:
+            assert self._loop is not None  # this runs on it
             task = self._loop.create_task(
                 self._send((topic,), payloads[0]) if len(payloads) == 1 else self._send_many(topic, payloads)
             )
-            task.add_done_callback(
-                lambda t: t.cancelled() or t.exception() is None or log.error("live publish failed: %s", t.exception())
-            )
+
+            def failed(t: asyncio.Task) -> None:
+                if not t.cancelled() and t.exception() is not None:
+                    log.error("live publish failed: %s", t.exception())
+
+            task.add_done_callback(failed)
 
     def publish(self, topics: str | tuple[str, ...], payload: Any) -> Future:
         """Queue ``payload`` for one topic or several; returns a future for callers that want to wait."""

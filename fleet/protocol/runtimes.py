@@ -84,7 +84,7 @@ def pip_source() -> list[str]:
     return ["--index-url", index] if index else []
 
 
-def _run(argv: list[str], log: Callable[[str], None]) -> None:
+def _run(argv: list[str], log: Callable[[str], object]) -> None:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -98,7 +98,7 @@ _installing: dict[str, threading.Lock] = {}
 _installing_guard = threading.Lock()
 
 
-def ensure(engine: str, version: str, log: Callable[[str], None] = print) -> Path:
+def ensure(engine: str, version: str, log: Callable[[str], object] = print) -> Path:
     if not VERSION_RE.match(version):
         raise ValueError(f"{version!r} is not a version")
     env = path(engine, version)
@@ -112,7 +112,7 @@ def ensure(engine: str, version: str, log: Callable[[str], None] = print) -> Pat
         return _install(engine, version, env, log)
 
 
-def _install(engine: str, version: str, env: Path, log: Callable[[str], None]) -> Path:
+def _install(engine: str, version: str, env: Path, log: Callable[[str], object]) -> Path:
     spec = ENGINES[engine]
     if env.exists():
         shutil.rmtree(env)  # a half-made environment from an interrupted install

@@ -17,7 +17,7 @@ class OptionError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
-    kind: type
+    kind: type[Any]
     default: Any
     minimum: float | None = None
     maximum: float | None = None

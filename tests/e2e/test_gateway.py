@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from access.gateway import bus
+from access import bus
 from access.grants import services as grants
 from access.grants.models import ApiKey, Grant
 from access.tasks import expire_grants

@@ -11,7 +11,7 @@ import openai
 import pytest
 from django.utils import timezone
 
-from access.gateway import bus
+from access import bus
 from access.grants.models import AccessRequest, ApiKey, Grant
 from access.usage.models import UsageRecord
 from audit.models import AuditEvent
