@@ -61,7 +61,7 @@ def my_access(request: HttpRequest) -> HttpResponse:
     requests_ = AccessRequest.objects.filter(requester=user).select_related("decided_by").prefetch_related("models")
     return render(
         request,
-        "access/mine.html",
+        "access/grants/mine.html",
         {
             "grants": GrantFilterSet.visible(user).order_by("-expires_at")[:50],
             "request_form": request_form,
@@ -109,7 +109,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
-        "access/queue.html",
+        "access/grants/queue.html",
         {
             "pending": pending,
             "page": page,
@@ -180,7 +180,7 @@ def grant_list(request: HttpRequest) -> HttpResponse:
     filterset, page, list_status = list_page(request, GrantFilterSet, PAGE_SIZE)
     return render(
         request,
-        "access/grants.html",
+        "access/grants/grants.html",
         {
             "page": page,
             "filterset": filterset,
@@ -212,7 +212,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
     ?q= user or key name/prefix, ?show=active|revoked|all, ?user=."""
     filterset, page, status = list_page(request, ApiKeyFilterSet, PAGE_SIZE)
     return render(
-        request, "access/keys.html", {"page": page, "filterset": filterset, "now": timezone.now()}, status=status
+        request, "access/grants/keys.html", {"page": page, "filterset": filterset, "now": timezone.now()}, status=status
     )
 
 
@@ -220,4 +220,4 @@ def key_list(request: HttpRequest) -> HttpResponse:
 def request_list(request: HttpRequest) -> HttpResponse:
     """Access requests: everyone's for admins and auditors, a department user's own; ?state=, ?q=."""
     filterset, page, status = list_page(request, AccessRequestFilterSet, PAGE_SIZE)
-    return render(request, "access/requests.html", {"page": page, "filterset": filterset}, status=status)
+    return render(request, "access/grants/requests.html", {"page": page, "filterset": filterset}, status=status)

@@ -54,7 +54,7 @@ def people(request: HttpRequest) -> HttpResponse:
     status = 400 if request.method == "POST" else 200
     return render(
         request,
-        "people/index.html",
+        "access/people/people.html",
         {
             "page": page,
             "departments": departments,
@@ -88,7 +88,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
         else:
             status = 400
     rows = PersonalToken.objects.filter(user=signed_in_user(request))
-    return render(request, "account/tokens.html", {"form": form, "tokens": rows, "created": created}, status=status)
+    return render(request, "access/people/tokens.html", {"form": form, "tokens": rows, "created": created}, status=status)
 
 
 @role_required(*ANY_ROLE)

@@ -31,12 +31,12 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         form, qs, label = _usage_query(request)
     except ServiceError as exc:
         return render(
-            request, "access/usage.html", {"form": UsageFilterForm(request.GET), "error": exc.message}, status=400
+            request, "access/usage/usage.html", {"form": UsageFilterForm(request.GET), "error": exc.message}, status=400
         )
     page = Paginator(qs.select_related("user", "department"), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
-        "access/usage.html",
+        "access/usage/usage.html",
         {
             "form": form,
             "summary": usage.summary(qs),

@@ -51,7 +51,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
     filterset, page, list_status = list_page(request, ModelFilterSet, PAGE_SIZE)
     return render(
         request,
-        "fleet/models.html",
+        "fleet/catalog/models.html",
         {"page": page, "form": form, "filterset": filterset},
         status=max(status, list_status),
     )
@@ -112,7 +112,7 @@ def model_page(
     recent = artifact.jobs.select_related("node", "variant").order_by("-created_at")[:10]
     return render(
         request,
-        "fleet/model_detail.html",
+        "fleet/catalog/model_detail.html",
         {
             "model": artifact,
             "files": artifact.files.all(),
@@ -145,7 +145,7 @@ def model_unregister(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("model-detail", pk=pk)
         messages.success(request, f"{artifact.name} unregistered; its files stay on disk.")
         return redirect("models")
-    return render(request, "fleet/model_unregister.html", {"model": artifact})
+    return render(request, "fleet/catalog/model_unregister.html", {"model": artifact})
 
 
 @role_required(Role.ADMIN)
@@ -176,4 +176,4 @@ def fit(request: HttpRequest) -> HttpResponse:
                     ],
                 }
             )
-    return render(request, "fleet/fit.html", {"form": form, "result": result, "charts": charts}, status=status)
+    return render(request, "fleet/catalog/fit.html", {"form": form, "result": result, "charts": charts}, status=status)

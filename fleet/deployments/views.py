@@ -50,7 +50,7 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
     for d in page:
         d.live_instances = nodes.get(d.pk, [])
     return render(
-        request, "fleet/deployments.html", {"page": page, "form": form, "filterset": filterset}, status=status
+        request, "fleet/deployments/deployments.html", {"page": page, "form": form, "filterset": filterset}, status=status
     )
 
 
@@ -58,7 +58,7 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
 def instance_list(request: HttpRequest) -> HttpResponse:
     """Every instance of every deployment, filtered by state, deployment or node."""
     filterset, page, status = list_page(request, InstanceFilterSet, PAGE_SIZE)
-    return render(request, "fleet/instances.html", {"page": page, "filterset": filterset}, status=status)
+    return render(request, "fleet/deployments/instances.html", {"page": page, "filterset": filterset}, status=status)
 
 
 @role_required(Role.ADMIN)
@@ -74,7 +74,7 @@ def deployment_check(request: HttpRequest) -> HttpResponse:
             error = exc.message
     else:
         error = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items())
-    return render(request, "fleet/_deploy_verdict.html", {"verdict": verdict, "error": error})
+    return render(request, "fleet/deployments/_deploy_verdict.html", {"verdict": verdict, "error": error})
 
 
 @role_required(Role.ADMIN)
@@ -92,7 +92,7 @@ def deployment_page(
     history = AuditEvent.objects.filter(
         Q(target_type="fleet.deployment", target_id=str(pk)) | Q(target_type="fleet.instance", target_id__in=ids)
     ).order_by("-seq")[:50]
-    template = "fleet/_instances.html" if request.headers.get("HX-Request") else "fleet/deployment_detail.html"
+    template = "fleet/deployments/_instances.html" if request.headers.get("HX-Request") else "fleet/deployments/deployment_detail.html"
     benchmarks = deployment.jobs.filter(kind=JobKind.BENCHMARK).order_by("-created_at")[:10]
     return render(
         request,

@@ -30,7 +30,7 @@ PAGE_SIZE = 50
 @role_required(Role.ADMIN)
 def job_list(request: HttpRequest) -> HttpResponse:
     filterset, page, status = list_page(request, JobFilterSet, PAGE_SIZE)
-    template = "fleet/_job_rows.html" if request.headers.get("HX-Request") else "fleet/jobs.html"
+    template = "fleet/jobs/_job_rows.html" if request.headers.get("HX-Request") else "fleet/jobs/jobs.html"
     return render(
         request, template, {"page": page, "filterset": filterset, "query": request.GET.urlencode()}, status=status
     )
@@ -48,7 +48,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
             .order_by("-created_at")[:20]
         )
     runs = compare_runs([job.pk]) if job.kind == JobKind.BENCHMARK and job.state == JobState.SUCCEEDED else []
-    return render(request, "fleet/job_detail.html", {"job": job, "others": others, "runs": runs})
+    return render(request, "fleet/jobs/job_detail.html", {"job": job, "others": others, "runs": runs})
 
 
 @role_required(Role.ADMIN)
@@ -64,8 +64,8 @@ def job_compare(request: HttpRequest) -> HttpResponse:
     try:
         runs = compare_runs(parse_ids(",".join(request.GET.getlist("ids"))))  # ?ids=3,4 or ?ids=3&ids=4
     except ServiceError as exc:
-        return render(request, "fleet/job_compare.html", {"runs": [], "error": exc.message}, status=400)
-    return render(request, "fleet/job_compare.html", {"runs": runs})
+        return render(request, "fleet/jobs/job_compare.html", {"runs": [], "error": exc.message}, status=400)
+    return render(request, "fleet/jobs/job_compare.html", {"runs": runs})
 
 
 @role_required(Role.ADMIN)

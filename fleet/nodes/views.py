@@ -26,7 +26,7 @@ def node_list(request: HttpRequest) -> HttpResponse:
     filterset, page, status = list_page(request, NodeFilterSet, PAGE_SIZE)
     for node in page:
         node.summary = telemetry.summarize(node.last_sample)
-    template = "fleet/_node_rows.html" if request.headers.get("HX-Request") else "fleet/nodes.html"
+    template = "fleet/nodes/_node_rows.html" if request.headers.get("HX-Request") else "fleet/nodes/nodes.html"
     return render(
         request, template, {"page": page, "filterset": filterset, "any_nodes": Node.objects.exists()}, status=status
     )
@@ -44,7 +44,7 @@ def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
         gpu.reading = readings.get(gpu.index, {})  # type: ignore[attr-defined]  # for the template (g.reading)
     return render(
         request,
-        "fleet/node_detail.html",
+        "fleet/nodes/node_detail.html",
         {
             "node": node,
             "gpus": gpus,
@@ -90,11 +90,11 @@ def node_remove(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         if request.POST.get("confirm_name") != node.name:
             messages.error(request, f"Type the node's name “{node.name}” to confirm.")
-            return render(request, "fleet/node_remove.html", {"node": node}, status=400)
+            return render(request, "fleet/nodes/node_remove.html", {"node": node}, status=400)
         services.remove_node(request.user, node)
         messages.success(request, f"Node {node.name} removed. Stop its agent, or it will be refused from now on.")
         return redirect("nodes")
-    return render(request, "fleet/node_remove.html", {"node": node})
+    return render(request, "fleet/nodes/node_remove.html", {"node": node})
 
 
 @role_required(Role.ADMIN)
@@ -116,7 +116,7 @@ def join(request: HttpRequest) -> HttpResponse:
     )
     return render(
         request,
-        "fleet/join.html",
+        "fleet/nodes/join.html",
         {"form": form, "created": created, "page": page, "redis_hint": "redis://:<password>@<console-host>:6379/0"},
         status=status,
     )
