@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -10,7 +10,7 @@ from django.db import models as db  # `models` is a field name below
 from django.utils import timezone
 
 from access.grants.choices import ACCESS_REQUEST_TRANSITIONS, AccessRequestState
-from access.people.choices import READERS, Role, role_of
+from access.people.choices import readers_or_own
 from console.actions import Actor
 from console.states import Revocable, check_transition
 
@@ -20,35 +20,27 @@ if TYPE_CHECKING:
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "tokens_per_month")
 
 
+def _own_or_department(user: User) -> db.Q:
+    return db.Q(user=user) | db.Q(department_id=user.department_id, department__isnull=False)
+
+
 class GrantQuerySet(db.QuerySet):
     def visible_to(self, user: Actor) -> GrantQuerySet:
         """Everyone's for admins and auditors; a department user's own and their department's."""
-        role = role_of(user)
-        if role in READERS:
-            return self
-        if role != Role.DEPT_USER:
-            return self.none()
-        department_id = cast("User", user).department_id  # a department user: a User
-        return self.filter(db.Q(user=user) | db.Q(department_id=department_id, department__isnull=False))
+        return readers_or_own(self, user, _own_or_department)
 
 
 class AccessRequestQuerySet(db.QuerySet):
     def visible_to(self, user: Actor) -> AccessRequestQuerySet:
         """Everyone's for admins and auditors; a department user's own."""
-        role = role_of(user)
-        if role in READERS:
-            return self
-        return self.filter(requester=user) if role == Role.DEPT_USER else self.none()
+        return readers_or_own(self, user, lambda u: db.Q(requester=u))
 
 
 class ApiKeyQuerySet(db.QuerySet):
     def visible_to(self, user: Actor) -> ApiKeyQuerySet:
         """Key metadata (name, prefix, holder, dates; never the secret) for admins and auditors; a
         department user's own keys."""
-        role = role_of(user)
-        if role in READERS:
-            return self
-        return self.filter(user=user) if role == Role.DEPT_USER else self.none()
+        return readers_or_own(self, user, lambda u: db.Q(user=u))
 
 
 class Limits(db.Model):

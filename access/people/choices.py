@@ -1,6 +1,10 @@
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.db import models
+from django.db.models import Q, QuerySet
+
+Rows = TypeVar("Rows", bound=QuerySet)
 
 
 class Role(models.TextChoices):
@@ -17,3 +21,12 @@ def role_of(user: Any) -> str:
     """The role a request's user acts with: none unless signed in and active."""
     active = getattr(user, "is_authenticated", False) and getattr(user, "is_active", False)
     return getattr(user, "role", Role.NONE) if active else Role.NONE
+
+
+def readers_or_own(rows: Rows, user: Any, own: Callable[[Any], Q]) -> Rows:
+    """The visibility rule of access requests, grants, keys and usage: every row for admins and
+    auditors, the rows ``own(user)`` selects for a department user, none for anyone else."""
+    role = role_of(user)
+    if role in READERS:
+        return rows
+    return rows.filter(own(user)) if role == Role.DEPT_USER else rows.none()

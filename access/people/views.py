@@ -88,7 +88,9 @@ def tokens(request: HttpRequest) -> HttpResponse:
         else:
             status = 400
     rows = PersonalToken.objects.filter(user=signed_in_user(request))
-    return render(request, "access/people/tokens.html", {"form": form, "tokens": rows, "created": created}, status=status)
+    return render(
+        request, "access/people/tokens.html", {"form": form, "tokens": rows, "created": created}, status=status
+    )
 
 
 @role_required(*ANY_ROLE)

@@ -7,20 +7,18 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
-from access.people.choices import READERS, Role, role_of
+from access.people.choices import readers_or_own
 
 
 class UsageRecordQuerySet(models.QuerySet):
     def visible_to(self, user: Any) -> UsageRecordQuerySet:
         """Every row for admins and auditors; a department user's own and their department's."""
-        role = role_of(user)
-        if role in READERS:
-            return self
-        if role != Role.DEPT_USER:
-            return self.none()
-        mine = models.Q(user=user)
-        return (
-            self.filter(mine | models.Q(department_id=user.department_id)) if user.department_id else self.filter(mine)
+        return readers_or_own(
+            self,
+            user,
+            lambda u: (
+                models.Q(user=u) | models.Q(department_id=u.department_id) if u.department_id else models.Q(user=u)
+            ),
         )
 
 

@@ -49,9 +49,8 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
         nodes.setdefault(inst.deployment_id, []).append(inst)
     for d in page:
         d.live_instances = nodes.get(d.pk, [])
-    return render(
-        request, "fleet/deployments/deployments.html", {"page": page, "form": form, "filterset": filterset}, status=status
-    )
+    context = {"page": page, "form": form, "filterset": filterset}
+    return render(request, "fleet/deployments/deployments.html", context, status=status)
 
 
 @role_required(Role.ADMIN)
@@ -92,7 +91,8 @@ def deployment_page(
     history = AuditEvent.objects.filter(
         Q(target_type="fleet.deployment", target_id=str(pk)) | Q(target_type="fleet.instance", target_id__in=ids)
     ).order_by("-seq")[:50]
-    template = "fleet/deployments/_instances.html" if request.headers.get("HX-Request") else "fleet/deployments/deployment_detail.html"
+    partial = request.headers.get("HX-Request")
+    template = "fleet/deployments/_instances.html" if partial else "fleet/deployments/deployment_detail.html"
     benchmarks = deployment.jobs.filter(kind=JobKind.BENCHMARK).order_by("-created_at")[:10]
     return render(
         request,
