@@ -249,7 +249,7 @@ class VerifyResult:
         return f"BROKEN at event {self.broken_seq}: {self.problem} (intact up to event {self.intact_up_to})"
 
 
-_COLUMNS = (
+COLUMNS = (
     "seq",
     "created_at",
     "actor_id",
@@ -291,7 +291,7 @@ def _rows(after_seq: int) -> Iterable[tuple]:
             cursor.itersize = 20_000
             # created_at as the text as_dict() hashes (isoformat in UTC): parsing 100k timestamps
             # only to print them again was a third of the walk.
-            columns = ", ".join(_UTC_ISO if c == "created_at" else c for c in _COLUMNS)
+            columns = ", ".join(_UTC_ISO if c == "created_at" else c for c in COLUMNS)
             cursor.execute(f"SELECT {columns}, hash FROM audit_auditevent WHERE seq > %s ORDER BY seq", [after_seq])
             yield from cursor
 
@@ -302,7 +302,7 @@ def verify(
     """Walk the chain in order from (after_seq, after_hash) — the genesis, an archive's anchor or a
     verified checkpoint — and name the first event whose link, order or content is wrong."""
     prev_seq, prev_hash, checked = after_seq, after_hash, 0
-    rows = ((*(e.as_dict()[c] for c in _COLUMNS), e.hash) for e in events) if events is not None else _rows(after_seq)
+    rows = ((*(e.as_dict()[c] for c in COLUMNS), e.hash) for e in events) if events is not None else _rows(after_seq)
     for row in rows:
         seq = row[0]
         if seq != prev_seq + 1:
@@ -312,7 +312,7 @@ def verify(
                 else f"sequence out of order after event {prev_seq}"
             )
             return VerifyResult(False, checked, prev_seq, seq, problem, prev_hash)
-        content = dict(zip(_COLUMNS, row[:-1], strict=True))
+        content = dict(zip(COLUMNS, row[:-1], strict=True))
         if not isinstance(content["created_at"], str):
             content["created_at"] = content["created_at"].isoformat(timespec="microseconds")
         if content["prev_hash"] != prev_hash:

@@ -21,12 +21,12 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from audit import pdf, signing
-from audit.chain import _COLUMNS, canonical_json
+from audit.chain import COLUMNS, canonical_json
 from audit.filters import FilterError, parse_when
 from audit.models import AuditEvent
 
 FORMAT = "fleet-console-audit-export/1"
-FIELDS = [*_COLUMNS, "hash"]
+FIELDS = [*COLUMNS, "hash"]
 JSON_COLUMNS = {"before", "after", "context"}
 
 
