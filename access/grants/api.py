@@ -11,7 +11,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from access.grants import services as grants
+from access.grants import services
 from access.grants.filtersets import AccessRequestFilterSet, ApiKeyFilterSet, GrantFilterSet
 from access.grants.models import LIMIT_FIELDS, AccessRequest, Grant
 from access.grants.serializers import (
@@ -54,7 +54,7 @@ class AccessRequestViewSet(
 
     def perform_create(self, serializer: BaseSerializer[AccessRequest]) -> None:
         data = serializer.validated_data
-        serializer.instance = grants.request_access(
+        serializer.instance = services.request_access(
             self.request.user,
             models=data["models"],
             justification=data["justification"],
@@ -70,7 +70,7 @@ class AccessRequestViewSet(
         d = body.validated_data
         target = self.get_object()
         if approve:
-            done = grants.approve(
+            done = services.approve(
                 request.user,
                 target,
                 reason=d["reason"],
@@ -79,7 +79,7 @@ class AccessRequestViewSet(
                 limits={k: d.get(k) for k in LIMIT_FIELDS},
             )
         else:
-            done = grants.deny(request.user, target, reason=d["reason"])
+            done = services.deny(request.user, target, reason=d["reason"])
         return Response(AccessRequestSerializer(done).data)
 
     @extend_schema(request=DecisionSerializer, responses=AccessRequestSerializer)
@@ -95,7 +95,7 @@ class AccessRequestViewSet(
     @extend_schema(request=None, responses=AccessRequestSerializer)
     @action(detail=True, methods=["post"])
     def withdraw(self, request, pk=None) -> Response:
-        return Response(AccessRequestSerializer(grants.withdraw(request.user, self.get_object())).data)
+        return Response(AccessRequestSerializer(services.withdraw(request.user, self.get_object())).data)
 
 
 class GrantViewSet(
@@ -116,7 +116,7 @@ class GrantViewSet(
         if not self.request.user.is_fleet_admin:
             raise PermissionDenied("Only admins grant access directly; department users request it.")
         d = serializer.validated_data
-        serializer.instance = grants.create_grant(
+        serializer.instance = services.create_grant(
             self.request.user,
             user=d.get("user"),
             department=d.get("department"),
@@ -131,7 +131,7 @@ class GrantViewSet(
     def revoke(self, request, pk=None) -> Response:
         if not request.user.is_fleet_admin:
             raise PermissionDenied("Only admins revoke grants.")
-        return Response(GrantSerializer(grants.revoke_grant(request.user, self.get_object())).data)
+        return Response(GrantSerializer(services.revoke_grant(request.user, self.get_object())).data)
 
 
 class ApiKeyViewSet(
@@ -154,7 +154,7 @@ class ApiKeyViewSet(
         body = ApiKeySerializer(data=request.data)
         body.is_valid(raise_exception=True)
         d = body.validated_data
-        key, plaintext = grants.create_key(
+        key, plaintext = services.create_key(
             request.user,
             grant=d["grant"],
             name=d["name"],
@@ -168,7 +168,7 @@ class ApiKeyViewSet(
         key = self.get_object()
         if not request.user.is_fleet_admin and key.user_id != request.user.pk:
             raise PermissionDenied("You can only revoke your own keys.")
-        grants.revoke_key(request.user, key)
+        services.revoke_key(request.user, key)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -181,7 +181,7 @@ def department_quota(request, slug: str):
     if request.method == "PUT":
         body = LimitsSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        quota = grants.set_department_quota(
+        quota = services.set_department_quota(
             request.user, department, {k: body.validated_data.get(k) for k in LIMIT_FIELDS}
         )
         return Response(quota.limits())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from access.grants import services as grants
+from access.grants import services
 from access.grants.models import LIMIT_FIELDS, AccessRequest, ApiKey, Grant
 from access.people.models import Department, User
 from fleet.catalog.models import ModelArtifact
@@ -76,7 +76,7 @@ class AccessRequestSerializer(serializers.ModelSerializer):
             "grant",
             "created_at",
         ]
-        extra_kwargs = {"duration_days": {"min_value": 1, "max_value": grants.MAX_DURATION_DAYS}}
+        extra_kwargs = {"duration_days": {"min_value": 1, "max_value": services.MAX_DURATION_DAYS}}
 
     def get_model_names(self, obj: AccessRequest) -> list[str]:
         return sorted(m.name for m in obj.models.all())
@@ -84,7 +84,7 @@ class AccessRequestSerializer(serializers.ModelSerializer):
 
 class DecisionSerializer(LimitsSerializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
-    duration_days = serializers.IntegerField(required=False, min_value=1, max_value=grants.MAX_DURATION_DAYS)
+    duration_days = serializers.IntegerField(required=False, min_value=1, max_value=services.MAX_DURATION_DAYS)
     for_department = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 
@@ -97,7 +97,7 @@ class GrantSerializer(serializers.ModelSerializer):
     )
     models = serializers.ListField(child=_Models(), allow_empty=False, write_only=True)
     model_names = serializers.SerializerMethodField()
-    duration_days = serializers.IntegerField(write_only=True, min_value=1, max_value=grants.MAX_DURATION_DAYS)
+    duration_days = serializers.IntegerField(write_only=True, min_value=1, max_value=services.MAX_DURATION_DAYS)
     active = serializers.BooleanField(read_only=True)
 
     class Meta:
@@ -128,7 +128,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
     models = serializers.ListField(child=_Models(), required=False, write_only=True)
     model_names = serializers.SerializerMethodField()
     expires_in_days = serializers.IntegerField(
-        write_only=True, required=False, allow_null=True, min_value=1, max_value=grants.MAX_DURATION_DAYS
+        write_only=True, required=False, allow_null=True, min_value=1, max_value=services.MAX_DURATION_DAYS
     )
 
     class Meta:

@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from access.grants import services as grants
+from access.grants import services
 from access.grants.filtersets import AccessRequestFilterSet, ApiKeyFilterSet, GrantFilterSet
 from access.grants.forms import AccessRequestForm, ApiKeyForm, DecisionForm, GrantForm
 from access.grants.models import AccessRequest, ApiKey, Grant
@@ -26,7 +26,7 @@ PAGE_SIZE = 25
 def my_access(request: HttpRequest) -> HttpResponse:
     """Grants, requests and keys of the signed-in department user; POST ?form=request|key."""
     user, which, created, status = signed_in_user(request), request.GET.get("form"), None, 200
-    active = grants.active_grants(user)
+    active = services.active_grants(user)
     request_form = AccessRequestForm(request.POST if which == "request" else None)
     key_form = ApiKeyForm(request.POST if which == "key" else None, grants_qs=active)
     if request.method == "POST":
@@ -34,7 +34,7 @@ def my_access(request: HttpRequest) -> HttpResponse:
         try:
             if which == "request" and request_form.is_valid():
                 d = request_form.cleaned_data
-                grants.request_access(
+                services.request_access(
                     user,
                     models=list(d["models"]),
                     justification=d["justification"],
@@ -45,7 +45,7 @@ def my_access(request: HttpRequest) -> HttpResponse:
                 return redirect("my-access")
             if which == "key" and key_form.is_valid():
                 d = key_form.cleaned_data
-                key, plaintext = grants.create_key(
+                key, plaintext = services.create_key(
                     user,
                     grant=d["grant"],
                     name=d["name"],
@@ -80,7 +80,7 @@ def my_access(request: HttpRequest) -> HttpResponse:
 def withdraw(request: HttpRequest, pk: int) -> HttpResponse:
     user = signed_in_user(request)
     target = get_object_or_404(AccessRequest, pk=pk, requester=user)
-    flash(request, lambda: grants.withdraw(user, target), f"Request #{pk} withdrawn.")
+    flash(request, lambda: services.withdraw(user, target), f"Request #{pk} withdrawn.")
     return redirect("my-access")
 
 
@@ -92,7 +92,7 @@ def revoke_key(request: HttpRequest, pk: int) -> HttpResponse:
     key = get_object_or_404(qs, pk=pk)
     flash(
         request,
-        lambda: grants.revoke_key(user, key),
+        lambda: services.revoke_key(user, key),
         f"Key “{key.name}” revoked; calls with it are refused from now on.",
     )
     next_url = request.POST.get("next")
@@ -132,7 +132,7 @@ def decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
     d = form.cleaned_data
     try:
         if decision == "approve":
-            grants.approve(
+            services.approve(
                 signed_in_user(request),
                 target,
                 reason=d["reason"],
@@ -140,7 +140,7 @@ def decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
                 limits=form.limits(),
             )
         else:
-            grants.deny(signed_in_user(request), target, reason=d["reason"])
+            services.deny(signed_in_user(request), target, reason=d["reason"])
     except ServiceError as exc:
         messages.error(request, f"Request #{pk} not decided: {exc.message}")
     else:
@@ -162,7 +162,7 @@ def grant_list(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             d = form.cleaned_data
             try:
-                grant = grants.create_grant(
+                grant = services.create_grant(
                     signed_in_user(request),
                     user=d["user"],
                     department=d["department"],
@@ -187,7 +187,7 @@ def grant_list(request: HttpRequest) -> HttpResponse:
             "form": form,
             "now": timezone.now(),
             "expiring_count": GrantFilterSet.visible(request.user)
-            .filter(pk__in=grants.expiring().values("pk"))
+            .filter(pk__in=services.expiring().values("pk"))
             .count(),
         },
         status=max(status, list_status),
@@ -200,7 +200,7 @@ def revoke_grant(request: HttpRequest, pk: int) -> HttpResponse:
     grant = get_object_or_404(Grant, pk=pk)
     flash(
         request,
-        lambda: grants.revoke_grant(signed_in_user(request), grant),
+        lambda: services.revoke_grant(signed_in_user(request), grant),
         f"Grant #{pk} revoked; its keys are refused from now on.",
     )
     return redirect("grants")

@@ -11,7 +11,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from access.people.permissions import AnyRole
-from access.usage import queries as usage
+from access.usage import queries
 from console.actions import ServiceError
 from console.streaming import stream
 
@@ -23,19 +23,19 @@ def usage_rows(request):
     """Ledger rows you may see (see access.usage.scope), newest first; ?since=&until= (ISO dates),
     ?model=, ?department=, ?user=, ?scope=mine|department|all; ?export=csv streams them all as CSV."""
     try:
-        qs, _label = usage.filtered(request.user, request.query_params)
+        qs, _label = queries.filtered(request.user, request.query_params)
     except ServiceError as exc:
         raise ValidationError({exc.field or "detail": exc.message}) from None
     if request.query_params.get("export") == "csv":
         return stream(
-            (line.encode() for line in usage.csv_lines(qs)),
+            (line.encode() for line in queries.csv_lines(qs)),
             "text/csv",
             "usage.csv",
             asynchronous=hasattr(request._request, "scope"),
         )
     paginator = PageNumberPagination()
     page = paginator.paginate_queryset(qs.select_related("user", "department"), request)
-    return paginator.get_paginated_response([usage.row_dict(r) for r in page])
+    return paginator.get_paginated_response([queries.row_dict(r) for r in page])
 
 
 @extend_schema(responses=OpenApiTypes.OBJECT)
@@ -44,7 +44,7 @@ def usage_rows(request):
 def usage_summary(request):
     """Totals by day, department, model and user for the same filters as /api/usage/."""
     try:
-        qs, label = usage.filtered(request.user, request.query_params)
+        qs, label = queries.filtered(request.user, request.query_params)
     except ServiceError as exc:
         raise ValidationError({exc.field or "detail": exc.message}) from None
-    return Response(usage.summary(qs) | {"scope": label})
+    return Response(queries.summary(qs) | {"scope": label})

@@ -8,7 +8,7 @@ from django.shortcuts import render
 
 from access.people.choices import READERS
 from access.people.permissions import ANY_ROLE, role_required, signed_in_user
-from access.usage import queries as usage
+from access.usage import queries
 from access.usage.forms import UsageFilterForm
 from console.actions import ServiceError
 from console.streaming import stream
@@ -21,7 +21,7 @@ def _usage_query(request: HttpRequest):
     params = {k: v for k, v in request.GET.dict().items() if v and k in UsageFilterForm.base_fields}
     if form.is_bound and not form.is_valid():
         raise ServiceError("; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()))
-    qs, label = usage.filtered(signed_in_user(request), params)
+    qs, label = queries.filtered(signed_in_user(request), params)
     return form, qs, label
 
 
@@ -31,7 +31,10 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         form, qs, label = _usage_query(request)
     except ServiceError as exc:
         return render(
-            request, "access/usage/usage.html", {"form": UsageFilterForm(request.GET), "error": exc.message}, status=400
+            request,
+            "access/usage/usage.html",
+            {"form": UsageFilterForm(request.GET), "error": exc.message},
+            status=400,
         )
     page = Paginator(qs.select_related("user", "department"), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
@@ -39,7 +42,7 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         "access/usage/usage.html",
         {
             "form": form,
-            "summary": usage.summary(qs),
+            "summary": queries.summary(qs),
             "label": label,
             "page": page,
             "query": request.GET.urlencode(),
@@ -55,5 +58,8 @@ def usage_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     except ServiceError as exc:
         return HttpResponse(exc.message, status=400, content_type="text/plain")
     return stream(
-        (line.encode() for line in usage.csv_lines(qs)), "text/csv", "usage.csv", asynchronous=hasattr(request, "scope")
+        (line.encode() for line in queries.csv_lines(qs)),
+        "text/csv",
+        "usage.csv",
+        asynchronous=hasattr(request, "scope"),
     )

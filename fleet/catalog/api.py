@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from access.people.permissions import ADMIN_ONLY
 from console.filtering import FilteredListMixin
-from fleet.catalog import services as registry
+from fleet.catalog import services
 from fleet.catalog.filtersets import ModelFilterSet
 from fleet.catalog.models import ModelArtifact
 from fleet.catalog.serializers import (
@@ -58,7 +58,7 @@ class ModelViewSet(
 
     def perform_create(self, serializer) -> None:
         data = serializer.validated_data
-        serializer.instance = registry.register(
+        serializer.instance = services.register(
             self.request.user,
             path=data["path"],
             name=data["name"],
@@ -70,19 +70,19 @@ class ModelViewSet(
         )
 
     def perform_update(self, serializer) -> None:
-        changes = {k: v for k, v in serializer.validated_data.items() if k in registry.EDITABLE}
-        refused = set(serializer.validated_data) - set(registry.EDITABLE)
+        changes = {k: v for k, v in serializer.validated_data.items() if k in services.EDITABLE}
+        refused = set(serializer.validated_data) - set(services.EDITABLE)
         if refused:
-            raise ValidationError({"detail": f"Only {', '.join(registry.EDITABLE)} can be changed."})
-        serializer.instance = registry.update(self.request.user, serializer.instance, **changes)
+            raise ValidationError({"detail": f"Only {', '.join(services.EDITABLE)} can be changed."})
+        serializer.instance = services.update(self.request.user, serializer.instance, **changes)
 
     def perform_destroy(self, artifact) -> None:
-        registry.forget(self.request.user, artifact)
+        services.forget(self.request.user, artifact)
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def checksum(self, request: Request, pk: str | None = None) -> Response:
-        registry.request_checksums(request.user, self.get_object())
+        services.request_checksums(request.user, self.get_object())
         return Response({"detail": "Checksums are being computed."}, status=status.HTTP_202_ACCEPTED)
 
 

@@ -11,7 +11,7 @@ from access.people.choices import Role
 from access.people.permissions import role_required
 from console.actions import ServiceError, flash, form_error
 from console.filtering import list_page
-from fleet.catalog import services as registry
+from fleet.catalog import services
 from fleet.catalog.filtersets import ModelFilterSet
 from fleet.catalog.forms import FitForm, ModelEditForm, ModelRegisterForm
 from fleet.catalog.models import ModelArtifact
@@ -33,7 +33,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                artifact = registry.register(
+                artifact = services.register(
                     request.user,
                     path=data["path"],
                     name=data["name"],
@@ -83,7 +83,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         status = 400
         if form.is_valid():
             try:
-                registry.update(request.user, artifact, **form.cleaned_data)
+                services.update(request.user, artifact, **form.cleaned_data)
             except ServiceError as exc:
                 form_error(form, exc)
             else:
@@ -129,7 +129,7 @@ def model_page(
 @require_POST
 def model_checksum(request: HttpRequest, pk: int) -> HttpResponse:
     artifact = get_object_or_404(ModelArtifact, pk=pk)
-    flash(request, lambda: registry.request_checksums(request.user, artifact), "Checksums are being computed again.")
+    flash(request, lambda: services.request_checksums(request.user, artifact), "Checksums are being computed again.")
     return redirect("model-detail", pk=pk)
 
 
@@ -139,7 +139,7 @@ def model_unregister(request: HttpRequest, pk: int) -> HttpResponse:
     artifact = get_object_or_404(ModelArtifact, pk=pk)
     if request.method == "POST":
         try:
-            registry.forget(request.user, artifact)
+            services.forget(request.user, artifact)
         except ServiceError as exc:
             messages.error(request, exc.message)
             return redirect("model-detail", pk=pk)

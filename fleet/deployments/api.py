@@ -13,7 +13,6 @@ from rest_framework.response import Response
 from access.people.permissions import ADMIN_ONLY
 from console.filtering import FilteredListMixin
 from fleet.deployments import services
-from fleet.deployments import services as deploy
 from fleet.deployments.filtersets import DeploymentFilterSet, InstanceFilterSet
 from fleet.deployments.serializers import DeploymentSerializer, InstanceSerializer, ScaleSerializer
 from fleet.nodes.models import Node
@@ -35,7 +34,7 @@ class DeploymentViewSet(
 
     def perform_create(self, serializer) -> None:
         d = serializer.validated_data
-        serializer.instance = deploy.create(
+        serializer.instance = services.create(
             self.request.user,
             name=d["name"],
             model=d["model"],
@@ -47,7 +46,7 @@ class DeploymentViewSet(
         )
 
     def perform_destroy(self, deployment) -> None:
-        deploy.delete(self.request.user, deployment)
+        services.delete(self.request.user, deployment)
 
     def _act(self, fn, *args) -> Response:
         deployment = fn(self.request.user, self.get_object(), *args)
@@ -58,22 +57,22 @@ class DeploymentViewSet(
     def scale(self, request: Request, pk: str | None = None) -> Response:
         body = ScaleSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        return self._act(deploy.scale, body.validated_data["replicas"])
+        return self._act(services.scale, body.validated_data["replicas"])
 
     @extend_schema(request=None, responses=DeploymentSerializer)
     @action(detail=True, methods=["post"])
     def start(self, request: Request, pk: str | None = None) -> Response:
-        return self._act(deploy.start)
+        return self._act(services.start)
 
     @extend_schema(request=None, responses=DeploymentSerializer)
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, pk: str | None = None) -> Response:
-        return self._act(deploy.stop)
+        return self._act(services.stop)
 
     @extend_schema(request=None, responses=DeploymentSerializer)
     @action(detail=True, methods=["post"])
     def restart(self, request: Request, pk: str | None = None) -> Response:
-        return self._act(deploy.restart)
+        return self._act(services.restart)
 
 
 class InstanceViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -14,7 +14,7 @@ from access.people.permissions import role_required
 from audit.models import AuditEvent
 from console.actions import ServiceError, form_error
 from console.filtering import list_page
-from fleet.deployments import services as deploy
+from fleet.deployments import services
 from fleet.deployments.choices import InstanceState
 from fleet.deployments.filtersets import DeploymentFilterSet, InstanceFilterSet
 from fleet.deployments.forms import DeploymentForm
@@ -36,7 +36,7 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
         status = 400
         if form.is_valid():
             try:
-                deployment = deploy.create(request.user, **form.service_kwargs())
+                deployment = services.create(request.user, **form.service_kwargs())
             except ServiceError as exc:
                 form_error(form, exc)
             else:
@@ -68,7 +68,7 @@ def deployment_check(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         kwargs = form.service_kwargs()
         try:
-            _clean, verdict = deploy.check(**{k: v for k, v in kwargs.items()})
+            _clean, verdict = services.check(**{k: v for k, v in kwargs.items()})
         except ServiceError as exc:
             error = exc.message
     else:
@@ -120,15 +120,17 @@ def deployment_action(request: HttpRequest, pk: int, action: str) -> HttpRespons
                 replicas = int(request.POST.get("replicas", ""))
             except ValueError:
                 raise ServiceError("Replicas must be a whole number.") from None
-            deploy.scale(request.user, deployment, replicas)
+            services.scale(request.user, deployment, replicas)
         elif action == "delete":
             if request.POST.get("confirm_name") != deployment.name:
                 raise ServiceError(f"Type the deployment's name “{deployment.name}” to delete it.")
-            deploy.delete(request.user, deployment)
+            services.delete(request.user, deployment)
             messages.success(request, f"{deployment.name} deleted; its processes are being stopped.")
             return redirect("deployments")
         else:
-            {"start": deploy.start, "stop": deploy.stop, "restart": deploy.restart}[action](request.user, deployment)
+            {"start": services.start, "stop": services.stop, "restart": services.restart}[action](
+                request.user, deployment
+            )
     except ServiceError as exc:
         messages.error(request, exc.message)
     else:
@@ -140,6 +142,6 @@ def deployment_action(request: HttpRequest, pk: int, action: str) -> HttpRespons
 @require_POST
 def node_drain(request: HttpRequest, pk: int) -> HttpResponse:
     node = get_object_or_404(Node, pk=pk)
-    moved = deploy.drain_node(request.user, node)
+    moved = services.drain_node(request.user, node)
     messages.success(request, f"{node.name} drained: cordoned, {moved} instance(s) moving to other nodes.")
     return redirect("node-detail", pk=node.pk)

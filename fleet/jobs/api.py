@@ -18,7 +18,7 @@ from access.people.permissions import ADMIN_ONLY
 from console.filtering import FilteredListMixin
 from fleet.catalog.models import ModelArtifact
 from fleet.deployments.models import Deployment
-from fleet.jobs import services as jobs
+from fleet.jobs import services
 from fleet.jobs.choices import JobKind
 from fleet.jobs.filtersets import JobFilterSet
 from fleet.jobs.queries import compare_runs, parse_ids
@@ -62,7 +62,7 @@ class JobViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         params = _params(request.data)
         if kind == JobKind.QUANTIZE:
             upload = request.FILES.get("calibration_file")
-            job = jobs.quantize(
+            job = services.quantize(
                 request.user,
                 _pick(ModelArtifact, data.get("model"), "model"),
                 params,
@@ -70,7 +70,7 @@ class JobViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelM
                 upload.name if upload else "",
             )
         elif kind == JobKind.BENCHMARK:
-            job = jobs.benchmark(request.user, _pick(Deployment, data.get("deployment"), "deployment"), params)
+            job = services.benchmark(request.user, _pick(Deployment, data.get("deployment"), "deployment"), params)
         else:
             raise ValidationError({"kind": f"Unknown job kind {kind!r}; use quantize or benchmark."})
         return Response(JobDetailSerializer(self.get_queryset().get(pk=job.pk)).data, status=status.HTTP_201_CREATED)
@@ -78,7 +78,7 @@ class JobViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     @extend_schema(request=None, responses=JobDetailSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
-        job = jobs.cancel(request.user, self.get_object())
+        job = services.cancel(request.user, self.get_object())
         return Response(JobDetailSerializer(self.get_queryset().get(pk=job.pk)).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(

@@ -17,7 +17,7 @@ from fleet.catalog.models import ModelArtifact
 from fleet.catalog.views import model_page
 from fleet.deployments.models import Deployment
 from fleet.deployments.views import deployment_page
-from fleet.jobs import services as jobs
+from fleet.jobs import services
 from fleet.jobs.choices import JobKind, JobState
 from fleet.jobs.filtersets import JobFilterSet
 from fleet.jobs.forms import BenchmarkForm, QuantizeForm
@@ -55,7 +55,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=pk)
-    flash(request, lambda: jobs.cancel(request.user, job), f"Cancelling job {job.pk}.")
+    flash(request, lambda: services.cancel(request.user, job), f"Cancelling job {job.pk}.")
     return redirect("job-detail", pk=pk)
 
 
@@ -76,7 +76,7 @@ def quantize(request: HttpRequest, pk: int) -> HttpResponse:
     if form.is_valid():
         upload = form.cleaned_data.get("calibration_file")
         try:
-            job = jobs.quantize(
+            job = services.quantize(
                 request.user, model, form.params(), upload.read() if upload else None, upload.name if upload else ""
             )
         except ServiceError as exc:
@@ -95,7 +95,7 @@ def benchmark(request: HttpRequest, pk: int) -> HttpResponse:
     form = BenchmarkForm(request.POST)
     if form.is_valid():
         try:
-            job = jobs.benchmark(request.user, deployment, form.cleaned_data)
+            job = services.benchmark(request.user, deployment, form.cleaned_data)
         except ServiceError as exc:
             form_error(form, exc)
         else:

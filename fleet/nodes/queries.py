@@ -1,4 +1,4 @@
-"""Read side of nodes: the one filtered queryset that the UI list and the API list share."""
+"""Read side of nodes beyond the list (its FilterSet): chart history and the planner's view of the fleet."""
 
 from __future__ import annotations
 
