@@ -7,6 +7,7 @@
   const MAX_LINES = 2000;
   const COLORS = ["#3b82c4", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#d35400"];
   const LABELS = { queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed", cancelled: "Cancelled" };
+  const DONE = ["succeeded", "failed", "cancelled"];
 
   function liveJob(box) {
     const id = box.dataset.liveJob;
@@ -15,6 +16,11 @@
     const phase = box.querySelector('[data-field="phase"]');
     const state = box.querySelector('[data-field="state"]');
     const error = box.querySelector('[data-field="error"]');
+    function finished() {
+      if (box.dataset.done === "1") return;
+      box.dataset.done = "1";
+      setTimeout(function () { location.reload(); }, 300);
+    }
     FleetLive.subscribe("job." + id, function (m) {
       if (m.progress != null) progress.value = m.progress;
       if (m.phase) phase.textContent = m.phase;
@@ -27,10 +33,14 @@
         if (lines.length > MAX_LINES) pre.textContent = lines.slice(-MAX_LINES).join("\n");
         if (atEnd) pre.scrollTop = pre.scrollHeight;
       }
-      if (m.kind === "finished" && box.dataset.done !== "1") {
-        box.dataset.done = "1";
-        setTimeout(function () { location.reload(); }, 300);
-      }
+      if (m.kind === "finished") finished();
+    }, function () {
+      // Joined: a job that ended before this page listened (e.g. while a cancel redirected here)
+      // shows its end now, not never.
+      if (box.dataset.done === "1") return;
+      fetch("/api/jobs/" + id + "/", { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (j) { if (j && DONE.indexOf(j.state) >= 0) finished(); });
     });
     pre.scrollTop = pre.scrollHeight;
   }

@@ -5,6 +5,9 @@
 (function () {
   "use strict";
   const handlers = new Map();
+  // topic -> onJoined callbacks: called each time the topic is joined (again after a reconnect), so
+  // a page can catch up on what changed before it was listening.
+  const joined = new Map();
   let socket = null, attempt = 0, timer = null;
 
   function status(state) {
@@ -33,6 +36,7 @@
       // "batch": several messages of a high-rate topic in one frame (see console/fanout.py).
       const items = msg.type === "event" ? [msg.data] : msg.type === "batch" ? msg.data : null;
       if (items) (handlers.get(msg.topic) || []).forEach(function (fn) { items.forEach(function (d) { fn(d); }); });
+      else if (msg.type === "subscribed") (joined.get(msg.topic) || []).forEach(function (fn) { fn(); });
       else if (msg.type === "error") console.warn("live:", msg.message);
     };
     socket.onclose = function (ev) {
@@ -45,9 +49,10 @@
   }
 
   const FleetLive = {
-    subscribe: function (topic, fn) {
+    subscribe: function (topic, fn, onJoined) {
       if (!handlers.has(topic)) { handlers.set(topic, []); send({ action: "subscribe", topic: topic }); }
       handlers.get(topic).push(fn);
+      if (onJoined) { if (!joined.has(topic)) joined.set(topic, []); joined.get(topic).push(onJoined); }
       if (!socket) connect();
     },
   };
