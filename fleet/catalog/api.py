@@ -18,6 +18,7 @@ from console.filtering import FilteredListMixin
 from fleet.catalog import services
 from fleet.catalog.filtersets import ModelFilterSet
 from fleet.catalog.models import ModelArtifact
+from fleet.catalog.queries import fit_spec
 from fleet.catalog.serializers import (
     FitRequestSerializer,
     ModelArtifactSerializer,
@@ -25,7 +26,7 @@ from fleet.catalog.serializers import (
 )
 from fleet.nodes import queries
 from fleet.planning import placement
-from fleet.planning.estimator import GIB, EstimateError, ModelShape
+from fleet.planning.estimator import EstimateError
 
 
 class ModelViewSet(
@@ -94,21 +95,7 @@ def fit(request: Request) -> Response:
     memory breakdown per kind of device."""
     serializer = FitRequestSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
-    d = serializer.validated_data
-    spec = placement.Spec(
-        shape=ModelShape.from_artifact(d["model"]),
-        replicas=d["replicas"],
-        tp=d["tp"],
-        pp=d["pp"],
-        max_model_len=d["max_model_len"],
-        concurrency=d["concurrency"],
-        gpu_memory_utilization=d["gpu_memory_utilization"],
-        kv_dtype=d["kv_dtype"],
-        quantization=d["quantization"],
-        strategy=d["strategy"],
-        selector=tuple(sorted(d["selector"].items())),
-        cpu_kv_space_bytes=int(d["cpu_kv_space_gib"] * GIB),
-    )
+    spec = fit_spec(serializer.validated_data)
     try:
         result = placement.plan(spec, queries.fleet_view())
     except EstimateError as exc:

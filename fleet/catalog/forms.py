@@ -8,8 +8,7 @@ from django import forms
 
 from fleet.catalog.choices import Sensitivity
 from fleet.catalog.models import ModelArtifact
-from fleet.planning.estimator import GIB, QUANTIZATIONS, ModelShape
-from fleet.planning.placement import Spec
+from fleet.planning.estimator import QUANTIZATIONS
 
 
 class ModelRegisterForm(forms.Form):
@@ -55,17 +54,3 @@ class FitForm(forms.Form):
         super().__init__(*args, **kwargs)
         model_field = cast("forms.ModelChoiceField[ModelArtifact]", self.fields["model"])
         model_field.queryset = ModelArtifact.objects.order_by("name")
-
-    def spec(self) -> Spec:
-        d = self.cleaned_data
-        return Spec(
-            shape=ModelShape.from_artifact(d["model"]),
-            tp=d["tp"],
-            pp=d["pp"],
-            max_model_len=d["max_model_len"],
-            concurrency=d["concurrency"],
-            gpu_memory_utilization=d["gpu_memory_utilization"],
-            kv_dtype=d["kv_dtype"],
-            quantization=d["quantization"],
-            cpu_kv_space_bytes=int(d["cpu_kv_space_gib"] * GIB),
-        )

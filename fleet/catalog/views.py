@@ -15,6 +15,7 @@ from fleet.catalog import services
 from fleet.catalog.filtersets import ModelFilterSet
 from fleet.catalog.forms import FitForm, ModelEditForm, ModelRegisterForm
 from fleet.catalog.models import ModelArtifact
+from fleet.catalog.queries import fit_spec
 from fleet.jobs.forms import QuantizeForm
 from fleet.nodes import queries
 from fleet.planning import placement
@@ -157,7 +158,7 @@ def fit(request: HttpRequest) -> HttpResponse:
         status = 400
         if form.is_valid():
             try:
-                result = placement.plan(form.spec(), queries.fleet_view())
+                result = placement.plan(fit_spec(form.cleaned_data), queries.fleet_view())
                 status = 200
             except EstimateError as exc:
                 form_error(form, exc)
