@@ -22,7 +22,7 @@ from django.utils import timezone
 from psycopg.types.json import set_json_loads
 
 from audit import context as audit_context
-from audit.models import AuditEvent
+from audit.models import COLUMNS, AuditEvent
 from audit.serializers import public_event
 from console import live
 from console.actions import Actor
@@ -126,23 +126,7 @@ def record(
     return event
 
 
-_INSERT_FIELDS = (
-    "created_at",
-    "actor_id",
-    "actor_name",
-    "actor_role",
-    "actor_department",
-    "action",
-    "target_type",
-    "target_id",
-    "target_repr",
-    "before",
-    "after",
-    "context",
-    "source_ip",
-    "request_id",
-    "channel",
-)
+_INSERT_FIELDS = tuple(c for c in COLUMNS if c not in ("seq", "prev_hash"))  # the database sets these two
 # audit_append() (migration 0003) takes the lock, numbers, links, hashes and inserts in one call.
 _APPEND = f"SELECT o_id, o_seq, o_prev, o_hash FROM audit_append({', '.join(['%s'] * (4 + len(_INSERT_FIELDS)))})"
 
@@ -247,27 +231,6 @@ class VerifyResult:
         if self.ok:
             return f"OK: {self.checked} events, intact up to event {self.intact_up_to}"
         return f"BROKEN at event {self.broken_seq}: {self.problem} (intact up to event {self.intact_up_to})"
-
-
-COLUMNS = (
-    "seq",
-    "created_at",
-    "actor_id",
-    "actor_name",
-    "actor_role",
-    "actor_department",
-    "action",
-    "target_type",
-    "target_id",
-    "target_repr",
-    "before",
-    "after",
-    "context",
-    "source_ip",
-    "request_id",
-    "channel",
-    "prev_hash",
-)
 
 
 _UTC_ISO = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00'"

@@ -21,9 +21,9 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from audit import pdf, signing
-from audit.chain import COLUMNS, canonical_json
+from audit.chain import canonical_json
 from audit.filters import FilterError, parse_when
-from audit.models import AuditEvent
+from audit.models import COLUMNS, AuditEvent
 
 FORMAT = "fleet-console-audit-export/1"
 FIELDS = [*COLUMNS, "hash"]

@@ -8,6 +8,28 @@ from django.db import models
 
 from access.people.choices import READERS, role_of
 
+# The chained columns, in the order an event's hash covers them; exports and the API add the
+# event's own hash.
+COLUMNS = (
+    "seq",
+    "created_at",
+    "actor_id",
+    "actor_name",
+    "actor_role",
+    "actor_department",
+    "action",
+    "target_type",
+    "target_id",
+    "target_repr",
+    "before",
+    "after",
+    "context",
+    "source_ip",
+    "request_id",
+    "channel",
+    "prev_hash",
+)
+
 
 class AuditEventQuerySet(models.QuerySet):
     def visible_to(self, user: Any) -> AuditEventQuerySet:

@@ -2,28 +2,9 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from audit.models import AuditEvent
+from audit.models import COLUMNS, AuditEvent
 
-_FIELDS = [
-    "seq",
-    "created_at",
-    "actor_id",
-    "actor_name",
-    "actor_role",
-    "actor_department",
-    "action",
-    "target_type",
-    "target_id",
-    "target_repr",
-    "before",
-    "after",
-    "context",
-    "source_ip",
-    "request_id",
-    "channel",
-    "prev_hash",
-    "hash",
-]
+_FIELDS = [*COLUMNS, "hash"]
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
