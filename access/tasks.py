@@ -30,7 +30,9 @@ def expire_grants() -> int:
     return len(ran_out)
 
 
-@shared_task(name="access.write_usage")
+# Idempotent (rows are keyed by request id) and the stream keeps what is not acknowledged, so a
+# redelivered or repeated task is harmless.
+@shared_task(name="access.write_usage", acks_late=True)
 def write_usage() -> int:
     """Write the gateway's queued usage rows and their audit events (see access.gateway.ledger)."""
     return ledger.drain()

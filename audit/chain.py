@@ -27,7 +27,7 @@ from audit.serializers import public_event
 from console import live
 from console.actions import Actor
 
-__all__ = ["record", "record_many", "verify", "VerifyResult", "canonical_json", "event_hash", "GENESIS"]
+__all__ = ["record", "record_many", "lock", "verify", "VerifyResult", "canonical_json", "event_hash", "GENESIS"]
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
@@ -149,6 +149,12 @@ def _db_value(event: AuditEvent, name: str) -> Any:
     return field.get_db_prep_save(getattr(event, name), connection)
 
 
+def lock() -> None:
+    """Hold the chain's lock until the caller's transaction ends (re-taking it inside is free)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+
+
 def record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
     """Append several events under one lock (the gateway's ledger writes a batch at a time).
 
@@ -159,8 +165,7 @@ def record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
         return []
     events: list[AuditEvent] = []
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+        lock()
         last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
         for item in items:

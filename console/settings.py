@@ -135,6 +135,7 @@ FLEET_AUDIT_RETENTION_DAYS = env_int("FLEET_AUDIT_RETENTION_DAYS", 0)  # 0: keep
 FLEET_AUDIT_ARCHIVE_DIR = env("FLEET_AUDIT_ARCHIVE_DIR", str(DATA_DIR / "audit-archive"))
 # --- the gateway at /v1 -------------------------------------------------------------------------
 FLEET_GATEWAY_READ_TIMEOUT_S = env_int("FLEET_GATEWAY_READ_TIMEOUT_S", 600)  # silence from vLLM before 502
+FLEET_LEDGER_DRAIN_S = env_int("FLEET_LEDGER_DRAIN_S", 3)  # beat's ledger drain, besides the gateway's asks
 
 CELERY_BEAT_SCHEDULE = {
     "audit-verify": {"task": "audit.tasks.verify_chain_task", "schedule": timedelta(hours=1)},
@@ -148,6 +149,12 @@ CELERY_BEAT_SCHEDULE = {
     "fleet-prune-rollups": {"task": tasks.PRUNE_ROLLUPS, "schedule": timedelta(hours=1)},
     "fleet-reconcile": {"task": tasks.RECONCILE, "schedule": timedelta(seconds=FLEET_RECONCILE_S)},
     "access-expire-grants": {"task": "access.expire_grants", "schedule": timedelta(minutes=1)},
+    # The gateway asks for a drain when rows arrive; this catches what a failed drain left.
+    "access-write-usage": {
+        "task": "access.write_usage",
+        "schedule": timedelta(seconds=FLEET_LEDGER_DRAIN_S),
+        "options": {"expires": FLEET_LEDGER_DRAIN_S},
+    },
 }
 
 # --- people -----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "
 STREAMABLE = {"chat", "completions"}
 INPUT_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 _JSON = [(b"content-type", b"application/json")]
+_DONE = b"data: [DONE]\n\n"
 _SSE = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -61,6 +62,7 @@ class Call:
         "ttft_ms",
         "sha",
         "source_ip",
+        "recorded",
     )
 
     def __init__(self, scope: dict) -> None:
@@ -78,6 +80,7 @@ class Call:
         self.sha = ""
         client = scope.get("client")
         self.source_ip = client[0] if client else ""
+        self.recorded = False
 
     def usage(self) -> ledger.Usage | None:
         e = self.entry
@@ -204,16 +207,29 @@ class Gateway:
             await self._handle(call, scope, receive, send)
         except GatewayError as exc:
             call.status = exc.status
+            try:
+                await self._record(call)
+            except ledger.LedgerUnavailable:
+                pass  # logged; a refusal is answered even when it cannot be recorded
             headers = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else []
             await _respond(send, exc.status, error_body(exc), headers + [(b"x-request-id", call.rid.encode())])
         finally:
-            usage = call.usage()
-            if usage is not None:
-                self.ledger.add(ledger.encode(usage))
-                used = usage.prompt_tokens + usage.completion_tokens
-                if used:
-                    assert call.entry is not None  # a call has usage only once its key is known
-                    self.quotas.owe([s for s, _, _ in _scopes(call.entry)], used)
+            if not call.recorded:  # the client went away, or the upstream broke mid-answer
+                try:
+                    await asyncio.shield(self._record(call))
+                except (ledger.LedgerUnavailable, asyncio.CancelledError):
+                    pass
+            used = call.prompt_tokens + call.completion_tokens
+            if used and call.entry is not None:
+                self.quotas.owe([s for s, _, _ in _scopes(call.entry)], used)
+
+    async def _record(self, call: Call) -> None:
+        """Queue the call's ledger row; called before the answer's last byte leaves (see ledger)."""
+        usage = call.usage()
+        if usage is None or call.recorded:
+            return
+        call.recorded = True
+        await self.ledger.record(self.redis, ledger.encode(usage))
 
     async def _authenticate(self, scope: dict) -> keys.KeyEntry:
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
@@ -380,6 +396,15 @@ class Gateway:
             data = await resp.read()
             if resp.status == 200:
                 _count(call, _usage_of(data))
+            try:
+                await self._record(call)
+            except ledger.LedgerUnavailable:
+                raise GatewayError(
+                    503,
+                    "The call cannot be recorded right now, so it is not answered; try again shortly.",
+                    "ledger_unavailable",
+                    kind="service_unavailable",
+                ) from None
             await send(
                 {
                     "type": "http.response.start",
@@ -390,7 +415,7 @@ class Gateway:
             await send({"type": "http.response.body", "body": data})
             return
         await send({"type": "http.response.start", "status": 200, "headers": _SSE + rid})
-        pending = b""
+        pending = done = b""
         async for chunk in resp.content.iter_any():
             pending += chunk
             cut = pending.rfind(b"\n\n")
@@ -399,11 +424,18 @@ class Gateway:
             ready, pending = pending[: cut + 2], pending[cut + 2 :]
             if b'"usage"' in ready:
                 ready = _take_usage(call, ready, wants_usage)
+            if ready.endswith(_DONE):  # held back until the call is recorded: [DONE] means answered
+                ready, done = ready[: -len(_DONE)], _DONE
             if ready:
                 if call.ttft_ms is None:
                     call.ttft_ms = (time.perf_counter() - call.started) * 1000
                 await send({"type": "http.response.body", "body": ready, "more_body": True})
-        await send({"type": "http.response.body", "body": pending})
+        try:
+            await self._record(call)
+        except ledger.LedgerUnavailable:
+            error = GatewayError(503, "The call could not be recorded.", "ledger_unavailable")
+            done = b"data: " + error_body(error) + b"\n\n"
+        await send({"type": "http.response.body", "body": pending + done})
 
 
 def _check_grant(entry: keys.KeyEntry) -> None:

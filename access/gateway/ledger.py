@@ -1,41 +1,61 @@
-"""The usage ledger, written off the hot path and out of the web process.
+"""The usage ledger: every call the gateway answers becomes exactly one row and one audit event.
 
-A request appends its ``Usage`` to a list in memory; every ``FLUSH_EVERY_S`` a thread pushes the
-batch onto a Redis list with one command, and at most every ``TELL_EVERY_S`` asks the Celery worker
-to drain it (``access.write_usage``),
-which writes the rows, their audit events and the keys' last-used times, one transaction per
-batch. The web process so spends no time on SQL or hashing; if the worker is down the rows wait in
-Redis (up to ``MAX_QUEUED``).
+The path of a row, and why nothing on it can lose or double one:
+
+1. The gateway appends the call's ``Usage`` to a Redis stream *before* the client receives the
+   last byte of its answer (``Ledger.record``; calls arriving together share one round trip). An
+   answered call is therefore a queued row. If Redis cannot take it, the row goes to a spool file
+   in the data dir (fsync'd) and is replayed into the stream once Redis is back; if even that
+   fails, the call is refused with a 503 instead of being answered unrecorded (we fail closed, as
+   the quota check does).
+2. The worker reads the stream as a consumer group (``drain``): an entry it takes stays pending
+   until it is acknowledged, which happens only after the rows' transaction has committed. A worker
+   killed in between leaves its entries pending; the next drain claims them once they have been
+   idle for ``RECLAIM_IDLE_MS``.
+3. Writes are idempotent, keyed by the call's request id (unique in the table, checked under the
+   audit chain's lock): a batch written twice — claimed again after a crash, or replayed from a
+   spool — adds nothing the second time.
+
+The worker is asked to drain when rows arrive (at most every ``TELL_EVERY_S``) and by beat every
+few seconds, so rows left by a failed drain are written without waiting for the next call.
+Nothing is trimmed: a backlog past ``BACKLOG_ALARM`` raises an alarm, it is never dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import threading
+import os
+import socket
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 import redis
+import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
 from access.grants.models import ApiKey
 from access.people.models import Department, User
 from access.usage.models import UsageRecord
-from audit.chain import record_many
+from audit import chain
 from console.celery import app
 from fleet.deployments.models import Deployment
 
 log = logging.getLogger(__name__)
-QUEUE = "fleet:usage"
-FLUSH_EVERY_S = 0.05
+STREAM = "fleet:ledger"
+GROUP = "writers"
+DEAD = "fleet:ledger:dead"  # entries that cannot be read as a Usage: kept for a person, never dropped
+FIELD = b"u"
 TELL_EVERY_S = 0.5  # how often, at most, the worker is asked to drain (a Celery message costs ~1 ms)
-DRAIN_BATCH = 1000
-MAX_QUEUED = 1_000_000  # rows waiting in Redis for the worker; beyond this the oldest are dropped
-MAX_BACKLOG = 200_000  # rows waiting in memory while Redis is away
+DRAIN_BATCH = 500
+RECLAIM_IDLE_MS = 15_000  # pending this long unacknowledged: its consumer died; another takes it
+BACKLOG_ALARM = 100_000  # rows queued and not yet written: the console raises an alarm past this
+SPOOL_CHECK_S = 1.0
 
 
 class Usage(NamedTuple):  # a tuple: it encodes as a JSON array, fast
@@ -62,84 +82,202 @@ class Usage(NamedTuple):  # a tuple: it encodes as a JSON array, fast
     source_ip: str
 
 
-class Ledger:
-    """Rows arrive already encoded (a JSON array in ``Usage`` field order, made on the event loop a
-    request at a time); the thread only ships them, so it never holds the GIL for long."""
-
-    def __init__(self) -> None:
-        self._pending: list[str] = []
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._untold = 0  # rows queued since the worker was last asked to drain
-        self._told_at = 0.0
-        self.queued = 0
-
-    def add(self, row: str) -> None:
-        self._pending.append(row)  # list.append is atomic under the GIL
-        if self._thread is None:
-            self._start()
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="usage-ledger", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(FLUSH_EVERY_S)
-            try:
-                self.flush()
-            except Exception as exc:  # Redis is away: keep the rows and try again
-                log.error("could not queue the usage ledger (%s); will retry", exc)
-                time.sleep(1)
-
-    def flush(self) -> int:
-        batch, self._pending = self._pending, []
-        if batch:
-            try:
-                push(batch)
-            except Exception:
-                self._pending[:0] = batch[-MAX_BACKLOG:]
-                raise
-            self.queued += len(batch)
-            self._untold += len(batch)
-        if self._untold and time.monotonic() - self._told_at >= TELL_EVERY_S:
-            app.send_task("access.write_usage", queue="console")
-            self._untold, self._told_at = 0, time.monotonic()
-        return len(batch)
-
-
-@lru_cache(maxsize=1)
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+class LedgerUnavailable(Exception):
+    """Neither Redis nor the spool file took the row: the call must not be answered."""
 
 
 def encode(usage: Usage) -> str:
     return json.dumps(usage)
 
 
-def push(rows: list[str]) -> None:
-    pipe = _redis().pipeline(transaction=False)
-    pipe.rpush(QUEUE, *rows)
-    pipe.ltrim(QUEUE, -MAX_QUEUED, -1)
-    pipe.execute()
+# --- the gateway's side: queue before answering -------------------------------------------------
 
 
-def drain() -> int:
-    """Write every queued row (the worker's task); returns how many."""
-    client, written = _redis(), 0
-    while True:
-        raw = cast("list[bytes] | None", client.lpop(QUEUE, DRAIN_BATCH))  # with a count: a list, or None
-        if not raw:
-            return written
-        batch = [Usage(*json.loads(item)) for item in raw]
-        try:
-            write(batch)
-        except Exception:
-            client.lpush(QUEUE, *reversed(raw))  # back at the front, in order, for the next try
+class Ledger:
+    """One per gateway process, used on its event loop. Rows that arrive while a push is in flight
+    wait for the next one (group commit): one round trip per burst, not per call."""
+
+    def __init__(self, spool_dir: Path | None = None) -> None:
+        self.spool_dir = spool_dir or Path(settings.DATA_DIR) / "ledger-spool"
+        self._rows: list[str] = []
+        self._done: asyncio.Future[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._told_at = 0.0
+        self._tell_later: asyncio.TimerHandle | None = None
+        self._spool_checked = 0.0
+        self.queued = self.spooled = 0
+
+    async def record(self, client: aioredis.Redis, row: str) -> None:
+        """Return once the row is in Redis or in the spool file; raise LedgerUnavailable if neither."""
+        loop = asyncio.get_running_loop()
+        if self._done is None:
+            self._done = loop.create_future()
+        done = self._done
+        self._rows.append(row)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush(client))
+        await asyncio.shield(done)  # a cancelled caller's row is queued all the same
+
+    async def settled(self) -> None:
+        """Wait for the push, and the spool replay after it, that are under way."""
+        if self._flusher is not None:
+            await self._flusher
+
+    async def _flush(self, client: aioredis.Redis) -> None:
+        loop = asyncio.get_running_loop()
+        while self._rows:
+            rows, done = self._rows, self._done
+            self._rows, self._done = [], None
+            assert done is not None
+            try:
+                await push(client, rows)
+                self.queued += len(rows)
+            except Exception as exc:  # Redis is away: the disk holds them until it is back
+                log.error("could not queue %d usage rows in Redis (%s); spooling them to disk", len(rows), exc)
+                try:
+                    await loop.run_in_executor(None, spool, self.spool_file, rows)
+                    self.spooled += len(rows)
+                except OSError as disk:
+                    log.critical("could not spool %d usage rows either (%s); refusing the calls", len(rows), disk)
+                    done.set_exception(LedgerUnavailable(str(disk)))
+                    continue
+                done.set_result(None)
+                continue
+            done.set_result(None)
+            self._tell()
+            if time.monotonic() - self._spool_checked >= SPOOL_CHECK_S:
+                self._spool_checked = time.monotonic()
+                try:
+                    replayed = await replay(client, self.spool_dir)
+                    self.queued += replayed
+                except Exception as exc:
+                    log.error("could not replay the usage spool (%s); will try again", exc)
+
+    @property
+    def spool_file(self) -> Path:
+        return self.spool_dir / f"{os.getpid()}.jsonl"
+
+    def _tell(self) -> None:
+        """Ask the worker to drain now, or as soon as TELL_EVERY_S has passed since the last ask."""
+        if self._tell_later is not None:
+            return
+        wait = self._told_at + TELL_EVERY_S - time.monotonic()
+        loop = asyncio.get_running_loop()
+        if wait > 0:
+            self._tell_later = loop.call_later(wait, self._tell_now)
+        else:
+            self._tell_now()
+
+    def _tell_now(self) -> None:
+        self._tell_later, self._told_at = None, time.monotonic()
+        asyncio.get_running_loop().run_in_executor(None, tell)
+
+
+def tell() -> None:
+    try:
+        app.send_task("access.write_usage", queue="console")
+    except Exception as exc:  # beat asks every few seconds anyway
+        log.warning("could not ask the worker to write the ledger: %s", exc)
+
+
+async def push(client: aioredis.Redis, rows: list[str]) -> None:
+    pipe = client.pipeline(transaction=False)
+    for row in rows:
+        pipe.xadd(STREAM, {FIELD: row})
+    await pipe.execute()
+
+
+def spool(path: Path, rows: list[str]) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(row + "\n" for row in rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+async def replay(client: aioredis.Redis, spool_dir: Path) -> int:
+    """Push spooled rows of this process and of processes that died; a row pushed twice (a crash
+    between push and unlink) is written once, as writes are keyed by request id."""
+    if not spool_dir.is_dir():
+        return 0
+    replayed = 0
+    for path in sorted(spool_dir.glob("*.jsonl")):
+        if path.stem.isdigit() and int(path.stem) != os.getpid() and _alive(int(path.stem)):
+            continue  # another live gateway's: it replays its own
+        rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if rows:
+            await push(client, rows)
+        path.unlink()
+        replayed += len(rows)
+        log.warning("replayed %d spooled usage rows from %s", len(rows), path.name)
+    return replayed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- the worker's side: take, write, then acknowledge -------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10)
+
+
+def ensure_group(client: redis.Redis) -> None:
+    try:
+        client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
             raise
-        written += len(batch)
+
+
+def backlog(client: redis.Redis | None = None) -> int:
+    """Rows queued and not yet written (acknowledged entries are deleted)."""
+    return (client or _redis()).xlen(STREAM)
+
+
+def take(client: redis.Redis, consumer: str, reclaim_idle_ms: int = RECLAIM_IDLE_MS) -> list[tuple[bytes, Any]]:
+    """Entries a dead consumer left pending first, then new ones; each stays pending until acked."""
+    _cursor, claimed, *_ = client.xautoclaim(STREAM, GROUP, consumer, min_idle_time=reclaim_idle_ms, count=DRAIN_BATCH)
+    entries = [(i, f) for i, f in claimed if f]
+    if entries:
+        return entries
+    got = cast(list, client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=DRAIN_BATCH))
+    return [(i, f) for i, f in got[0][1] if f] if got else []
+
+
+def drain(consumer: str | None = None, reclaim_idle_ms: int = RECLAIM_IDLE_MS) -> int:
+    """Write every queued row (the worker's task); returns how many rows were new."""
+    client, written = _redis(), 0
+    consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+    ensure_group(client)
+    while True:
+        entries = take(client, consumer, reclaim_idle_ms)
+        if not entries:
+            return written
+        batch, unreadable = [], []
+        for entry_id, fields in entries:
+            try:
+                batch.append(Usage(*json.loads(fields[FIELD])))
+            except (KeyError, TypeError, ValueError):
+                unreadable.append((entry_id, fields))
+        written += write(batch)  # raises: the entries stay pending and are claimed again later
+        ids = [entry_id for entry_id, _ in entries]
+        pipe = client.pipeline(transaction=True)
+        for entry_id, fields in unreadable:
+            log.error("a usage entry %s could not be read; kept in %s", entry_id, DEAD)
+            pipe.xadd(DEAD, fields)
+        pipe.xack(STREAM, GROUP, *ids)
+        pipe.xdel(STREAM, *ids)
+        pipe.execute()
 
 
 def _existing(model, ids: set) -> set:
@@ -147,65 +285,80 @@ def _existing(model, ids: set) -> set:
     return set(model.objects.filter(pk__in=ids).values_list("pk", flat=True)) if ids else set()
 
 
-def write(batch: list[Usage]) -> None:
+def write(batch: list[Usage]) -> int:
+    """Insert the rows not yet in the table, with their audit events; returns how many."""
     close_old_connections()
     # A key, user, department or deployment deleted since the request keeps its row, without the link.
     keys = _existing(ApiKey, {u.key_id for u in batch})
     users = _existing(User, {u.user_id for u in batch})
     departments = _existing(Department, {u.department_id for u in batch})
     deployments = _existing(Deployment, {u.deployment_id for u in batch})
-    rows: list[UsageRecord] = []
-    events: list[dict[str, Any]] = []
-    last_used: dict[int, datetime] = {}
-    for u in batch:
-        at = datetime.fromtimestamp(u.at, tz=UTC)
-        rows.append(
-            UsageRecord(
-                created_at=at,
-                key_id=u.key_id if u.key_id in keys else None,
-                user_id=u.user_id if u.user_id in users else None,
-                department_id=u.department_id if u.department_id in departments else None,
-                model=u.model,
-                deployment_id=u.deployment_id if u.deployment_id in deployments else None,
-                instance_id=u.instance_id,
-                endpoint=u.endpoint,
-                stream=u.stream,
-                status=u.status,
-                prompt_tokens=u.prompt_tokens,
-                completion_tokens=u.completion_tokens,
-                latency_ms=round(u.latency_ms, 3),
-                ttft_ms=None if u.ttft_ms is None else round(u.ttft_ms, 3),
-                input_sha256=u.input_sha256,
-                request_id=u.request_id,
+    with transaction.atomic():
+        chain.lock()  # one writer at a time decides what is new: a batch taken twice is written once
+        seen = set(
+            UsageRecord.objects.filter(request_id__in={u.request_id for u in batch}).values_list(
+                "request_id", flat=True
             )
         )
-        events.append(
-            {
-                "actor": (u.user_id, u.username, u.role, u.department),
-                "action": "gateway.request",
-                "target": ("access.apikey", u.key_id, f"key {u.key_prefix}…"),
-                "created_at": at,
-                "source_ip": u.source_ip,
-                "request_id": u.request_id,
-                "channel": "gateway",
-                "context": {
-                    "model": u.model,
-                    "endpoint": u.endpoint,
-                    "deployment": u.deployment_id,
-                    "instance": u.instance_id,
-                    "status": u.status,
-                    "stream": u.stream,
-                    "prompt_tokens": u.prompt_tokens,
-                    "completion_tokens": u.completion_tokens,
-                    "latency_ms": round(u.latency_ms, 1),
-                    "input_sha256": u.input_sha256,
-                },
-            }
-        )
-        if u.key_id in keys:
-            last_used[u.key_id] = max(at, last_used.get(u.key_id, at))
-    with transaction.atomic():
+        rows: list[UsageRecord] = []
+        events: list[dict[str, Any]] = []
+        last_used: dict[int, datetime] = {}
+        for u in batch:
+            if u.request_id in seen:
+                continue
+            seen.add(u.request_id)
+            at = datetime.fromtimestamp(u.at, tz=UTC)
+            rows.append(_row(u, at, keys, users, departments, deployments))
+            events.append(_event(u, at))
+            if u.key_id in keys:
+                last_used[u.key_id] = max(at, last_used.get(u.key_id, at))
         UsageRecord.objects.bulk_create(rows)
-        record_many(events)
+        chain.record_many(events)
         for key_id, at in last_used.items():
             ApiKey.objects.filter(pk=key_id).update(last_used_at=at)
+    return len(rows)
+
+
+def _row(u: Usage, at: datetime, keys: set, users: set, departments: set, deployments: set) -> UsageRecord:
+    return UsageRecord(
+        created_at=at,
+        key_id=u.key_id if u.key_id in keys else None,
+        user_id=u.user_id if u.user_id in users else None,
+        department_id=u.department_id if u.department_id in departments else None,
+        model=u.model,
+        deployment_id=u.deployment_id if u.deployment_id in deployments else None,
+        instance_id=u.instance_id,
+        endpoint=u.endpoint,
+        stream=u.stream,
+        status=u.status,
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        latency_ms=round(u.latency_ms, 3),
+        ttft_ms=None if u.ttft_ms is None else round(u.ttft_ms, 3),
+        input_sha256=u.input_sha256,
+        request_id=u.request_id,
+    )
+
+
+def _event(u: Usage, at: datetime) -> dict[str, Any]:
+    return {
+        "actor": (u.user_id, u.username, u.role, u.department),
+        "action": "gateway.request",
+        "target": ("access.apikey", u.key_id, f"key {u.key_prefix}…"),
+        "created_at": at,
+        "source_ip": u.source_ip,
+        "request_id": u.request_id,
+        "channel": "gateway",
+        "context": {
+            "model": u.model,
+            "endpoint": u.endpoint,
+            "deployment": u.deployment_id,
+            "instance": u.instance_id,
+            "status": u.status,
+            "stream": u.stream,
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "latency_ms": round(u.latency_ms, 1),
+            "input_sha256": u.input_sha256,
+        },
+    }

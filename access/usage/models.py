@@ -49,6 +49,11 @@ class UsageRecord(models.Model):
             models.Index(fields=["department", "created_at"], name="usage_dept_time"),
             models.Index(fields=["model", "created_at"], name="usage_model_time"),
         ]
+        constraints = [  # a call is one row, however often its queue entry is delivered
+            models.UniqueConstraint(
+                fields=["request_id"], condition=~models.Q(request_id=""), name="usage_one_row_per_call"
+            )
+        ]
 
     @property
     def total_tokens(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -241,7 +242,7 @@ def _usage_rows(people, department, n: int) -> None:
                 completion_tokens=5,
                 latency_ms=12.5,
                 input_sha256="0" * 64,
-                request_id=f"r{i}",
+                request_id=secrets.token_hex(8),  # one row per call: ids are unique
             )
             for i in range(n)
         ]

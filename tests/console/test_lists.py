@@ -114,7 +114,7 @@ def fleet_rows(people) -> None:
             status=200,
             latency_ms=5,
             input_sha256="0" * 64,
-            request_id="r",
+            request_id=f"r-{model}",
         )
     audit.record(people["admin"], "list.test", None)
     audit.record(people["auditor"], "list.other", None)
@@ -193,7 +193,7 @@ def _more_rows(people) -> None:
         status=200,
         latency_ms=5,
         input_sha256="0" * 64,
-        request_id="r",
+        request_id="r-third",
     )
     audit.record(people["admin"], "list.more", None)
 

