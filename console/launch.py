@@ -20,7 +20,7 @@ from pathlib import Path
 
 from console import embedded
 from console.config import BASE_DIR, data_dir
-from console.supervisor import Program, Supervisor
+from console.supervisor import SUPERVISOR_STATE, Program, Supervisor
 
 PY = sys.executable
 
@@ -60,59 +60,70 @@ def _local_agent(env: dict[str, str], data: Path) -> Program | None:
     )
 
 
+def programs(env: dict[str, str], data: Path, host: str, port: int) -> list[Program]:
+    """What `make run` supervises: web (with the gateway), worker, beat and this machine's agent."""
+    found = [
+        Program(
+            "web",
+            [
+                PY,
+                "-m",
+                "uvicorn",
+                "console.asgi:application",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--lifespan",
+                "off",
+                "--proxy-headers",
+            ],
+        ),
+        Program(
+            "worker",
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "console",
+                "worker",
+                "-Q",
+                "console",
+                "-n",
+                "console@%h",
+                "--concurrency",
+                os.environ.get("FLEET_WORKER_CONCURRENCY", "2"),
+                "-l",
+                "INFO",
+            ],
+        ),
+        Program(
+            "beat",
+            [PY, "-m", "celery", "-A", "console", "beat", "-l", "INFO", "-s", str(data / "celerybeat-schedule")],
+        ),
+    ]
+    agent = _local_agent(env, data)
+    if agent is not None:
+        found.append(agent)
+    return found
+
+
+def prepare(env: dict[str, str]) -> None:
+    _manage(env, "migrate", "--noinput")
+    _manage(env, "ensure_admin")
+    _manage(env, "make_demo_model")  # a tiny model to try everything on; built once
+
+
 def run(host: str, port: int) -> int:
     data = data_dir()
     with embedded.services(data) as extra:
         env = os.environ | extra
-        _manage(env, "migrate", "--noinput")
-        _manage(env, "ensure_admin")
-        _manage(env, "make_demo_model")  # a tiny model to try everything on; built once
-        programs = [
-            Program(
-                "web",
-                [
-                    PY,
-                    "-m",
-                    "uvicorn",
-                    "console.asgi:application",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                    "--lifespan",
-                    "off",
-                    "--proxy-headers",
-                ],
-            ),
-            Program(
-                "worker",
-                [
-                    PY,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "console",
-                    "worker",
-                    "-Q",
-                    "console",
-                    "-n",
-                    "console@%h",
-                    "--concurrency",
-                    os.environ.get("FLEET_WORKER_CONCURRENCY", "2"),
-                    "-l",
-                    "INFO",
-                ],
-            ),
-            Program(
-                "beat",
-                [PY, "-m", "celery", "-A", "console", "beat", "-l", "INFO", "-s", str(data / "celerybeat-schedule")],
-            ),
-        ]
-        agent = _local_agent(env, data)
-        if agent is not None:
-            programs.append(agent)
+        prepare(env)
+        children = programs(env, data, host, port)
         print(f"Fleet Console: http://{host}:{port}/  (Ctrl-C stops everything)", flush=True)
-        return Supervisor(programs, env).run()
+        watches = embedded.watches(data)
+        return Supervisor(children, env, watches=watches, state_file=data / SUPERVISOR_STATE).run()
 
 
 def test(pytest_args: list[str]) -> int:

@@ -21,6 +21,7 @@ api_patterns: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("", include(access_urls.urlpatterns)),
     path("", include(audit_urls.urlpatterns)),
     path("", include(fleet_urls.urlpatterns)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.db import connection
@@ -14,12 +15,14 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from access.gateway import ledger
 from access.grants import services as grants
 from access.grants.models import AccessRequest, ApiKey
 from access.people.choices import Role
 from access.people.models import Department, PersonalToken, User
 from access.people.permissions import signed_in_user
 from audit.models import AuditEvent
+from console.supervisor import SUPERVISOR_STATE, read_state
 from fleet.nodes.models import GPU, Node
 
 RECENT_EVENTS = 25
@@ -58,9 +61,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home/no_role.html", status=200)
 
 
-@require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness for load balancers and compose: database and Redis answer."""
+def _checks() -> dict[str, str]:
     checks = {}
     try:
         with connection.cursor() as cursor:
@@ -73,8 +74,32 @@ def healthz(request: HttpRequest) -> JsonResponse:
         checks["redis"] = "ok"
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"error: {type(exc).__name__}"
+    return checks
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness and a report: database and Redis answer; the usage ledger's backlog; and, under
+    `make run`, each supervised part's state and restarts."""
+    checks: dict[str, Any] = _checks()
     ok = all(v == "ok" for v in checks.values())
+    if checks["redis"] == "ok":
+        waiting = ledger.backlog()
+        checks["ledger"] = {"backlog": waiting, "state": "alarm" if waiting > ledger.BACKLOG_ALARM else "ok"}
+    state = read_state(settings.DATA_DIR / SUPERVISOR_STATE)
+    if state is not None:
+        checks["parts"] = {
+            name: {"state": part["state"], "restarts": part["restarts"]} for name, part in state["parts"].items()
+        }
     return JsonResponse({"status": "ok" if ok else "degraded", **checks}, status=200 if ok else 503)
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: can this process serve (database and Redis reachable)?"""
+    checks = _checks()
+    ok = all(v == "ok" for v in checks.values())
+    return JsonResponse({"ready": ok, **checks}, status=200 if ok else 503)
 
 
 def _error(status: int, title: str, message: str):

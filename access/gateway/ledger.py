@@ -245,7 +245,15 @@ def backlog(client: redis.Redis | None = None) -> int:
 
 
 def take(client: redis.Redis, consumer: str, reclaim_idle_ms: int = RECLAIM_IDLE_MS) -> list[tuple[bytes, Any]]:
-    """Entries a dead consumer left pending first, then new ones; each stays pending until acked."""
+    """Entries this consumer took and has not acknowledged (a failed write), then those a dead
+    consumer left pending, then new ones; each stays pending until acknowledged."""
+    own = client.xreadgroup(GROUP, consumer, {STREAM: "0"}, count=DRAIN_BATCH)
+    if own and own[0][1]:
+        gone = [i for i, f in own[0][1] if not f]  # deleted while pending: nothing left to write
+        if gone:
+            client.xack(STREAM, GROUP, *gone)
+        if len(gone) < len(own[0][1]):
+            return [(i, f) for i, f in own[0][1] if f]
     _cursor, claimed, *_ = client.xautoclaim(STREAM, GROUP, consumer, min_idle_time=reclaim_idle_ms, count=DRAIN_BATCH)
     entries = [(i, f) for i, f in claimed if f]
     if entries:

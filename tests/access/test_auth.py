@@ -52,5 +52,8 @@ def test_every_response_carries_a_request_id(client):
     assert injected["X-Request-ID"] != "bad id\nwith newline" and len(injected["X-Request-ID"]) == 32
 
 
-def test_healthz_reports_database_and_redis(db, client):
-    assert client.get("/healthz").json() == {"status": "ok", "database": "ok", "redis": "ok"}
+def test_healthz_reports_database_redis_and_the_ledger(db, client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["database"] == "ok" and health["redis"] == "ok"
+    assert health["ledger"]["state"] == "ok" and health["ledger"]["backlog"] >= 0
+    assert client.get("/readyz").json() == {"ready": True, "database": "ok", "redis": "ok"}
