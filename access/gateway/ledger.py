@@ -32,7 +32,7 @@ import time
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import redis
 import redis.asyncio as aioredis
@@ -247,19 +247,23 @@ def backlog(client: redis.Redis | None = None) -> int:
 def take(client: redis.Redis, consumer: str, reclaim_idle_ms: int = RECLAIM_IDLE_MS) -> list[tuple[bytes, Any]]:
     """Entries this consumer took and has not acknowledged (a failed write), then those a dead
     consumer left pending, then new ones; each stays pending until acknowledged."""
-    own = client.xreadgroup(GROUP, consumer, {STREAM: "0"}, count=DRAIN_BATCH)
-    if own and own[0][1]:
-        gone = [i for i, f in own[0][1] if not f]  # deleted while pending: nothing left to write
+    own = _entries(client.xreadgroup(GROUP, consumer, {STREAM: "0"}, count=DRAIN_BATCH))
+    if own:
+        gone = [i for i, f in own if not f]  # deleted while pending: nothing left to write
         if gone:
             client.xack(STREAM, GROUP, *gone)
-        if len(gone) < len(own[0][1]):
-            return [(i, f) for i, f in own[0][1] if f]
+        if len(gone) < len(own):
+            return [(i, f) for i, f in own if f]
     _cursor, claimed, *_ = client.xautoclaim(STREAM, GROUP, consumer, min_idle_time=reclaim_idle_ms, count=DRAIN_BATCH)
     entries = [(i, f) for i, f in claimed if f]
     if entries:
         return entries
-    got = cast(list, client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=DRAIN_BATCH))
-    return [(i, f) for i, f in got[0][1] if f] if got else []
+    return [(i, f) for i, f in _entries(client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=DRAIN_BATCH)) if f]
+
+
+def _entries(reply: Any) -> list[tuple[bytes, Any]]:
+    """XREADGROUP's reply for our one stream as (id, fields) pairs."""
+    return list(reply[0][1]) if reply else []
 
 
 def drain(consumer: str | None = None, reclaim_idle_ms: int = RECLAIM_IDLE_MS) -> int:
