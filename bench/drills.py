@@ -141,7 +141,8 @@ def _drive(env, data, embedded, launch, Supervisor, quick: bool) -> dict:  # noq
     _key, plaintext = grants.create_key(user, grant=grant, name="drills", limits=big)
 
     children = launch.programs(env, data, "127.0.0.1", port)
-    sup = Supervisor(children, env, watches=embedded.watches(data), state_file=data / "supervisor.json")
+    log = open(data / "console.log", "a")  # noqa: SIM115 -- closed with the run
+    sup = Supervisor(children, env, watches=embedded.watches(data), state_file=data / "supervisor.json", out=log)
     sup.start()
     ticking = threading.Event()
 
@@ -208,13 +209,11 @@ def _drive(env, data, embedded, launch, Supervisor, quick: bool) -> dict:  # noq
             return PostmasterInfo.read_from_pgdata(data / "postgres").process.pid
         return by_name[name].proc.pid
 
-    def running(name: str, before: int) -> bool:
+    def running(name: str, pid: int, restarts: int) -> bool:
         if name == "worker-child":
-            return True  # the pool replaces a child by itself
+            return len(psutil.Process(by_name["worker"].proc.pid).children()) >= 2  # the pool refills itself
         part = by_name[name]
-        if name in ("redis", "postgres"):
-            return part.state == "running" and part.alive()
-        return part.state == "running" and part.proc.pid != before
+        return part.state == "running" and part.restarts > restarts
 
     results: dict[str, dict] = {}
     try:
@@ -226,10 +225,10 @@ def _drive(env, data, embedded, launch, Supervisor, quick: bool) -> dict:  # noq
         for name in DRILLS:
             load.start()
             time.sleep(2)
-            pid = victim(name)
+            pid, restarts = victim(name), getattr(by_name.get(name), "restarts", 0)
             killed = time.monotonic()
             os.kill(pid, signal.SIGKILL)
-            while not running(name, pid) and time.monotonic() - killed < 60:
+            while not running(name, pid, restarts) and time.monotonic() - killed < 60:
                 time.sleep(0.05)
             recovered = time.monotonic() - killed
             time.sleep(3)
@@ -260,6 +259,7 @@ def _drive(env, data, embedded, launch, Supervisor, quick: bool) -> dict:  # noq
     finally:
         ticking.set()
         sup.stop()
+        log.close()
         mock.terminate()
         mock.wait(10)
     total = {k: sum(r[k] for r in results.values()) for k in ("answered_200", "ledger_rows", "lost", "duplicates")} | {

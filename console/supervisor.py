@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 SUPERVISOR_STATE = "supervisor.json"  # in the data dir
 BACKOFF_S = (0.5, 30.0)  # first delay, ceiling
@@ -70,12 +71,14 @@ class Supervisor:
         grace: float = 10.0,
         watches: Sequence[Watch] = (),
         state_file: Path | None = None,
+        out: TextIO | None = None,
     ) -> None:
         self.programs = programs
         self.watches = list(watches)
         self.env = env
         self.grace = grace
         self.state_file = state_file
+        self.out = out or sys.stdout  # the children's lines, prefixed with their names
         self.stopping = threading.Event()
         self.width = max(len(name) for name in [p.name for p in programs] + [w.name for w in self.watches])
 
@@ -85,8 +88,8 @@ class Supervisor:
     def _pump(self, program: Program, proc: subprocess.Popen) -> None:
         assert proc.stdout
         for line in proc.stdout:
-            sys.stdout.write(f"{program.name:<{self.width}} | {line}")
-            sys.stdout.flush()
+            self.out.write(f"{program.name:<{self.width}} | {line}")
+            self.out.flush()
 
     def _spawn(self, program: Program) -> None:
         program.proc = proc = subprocess.Popen(
