@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -36,3 +38,14 @@ def expire_grants() -> int:
 def write_usage() -> int:
     """Write the gateway's queued usage rows and their audit events (see access.gateway.ledger)."""
     return ledger.drain()
+
+
+@shared_task(name="access.check_ledger")
+def check_ledger() -> int | None:
+    """Audit a ledger backlog past the alarm line, at most once an hour (the banner shows it live)."""
+    waiting = ledger.backlog_alarm()
+    if waiting is not None and cache.add("ledger-backlog-alarm", 1, timeout=3600):
+        audit.record(
+            None, "ledger.backlog", None, after={"backlog": waiting, "alarm_at": settings.FLEET_LEDGER_BACKLOG_ALARM}
+        )
+    return waiting

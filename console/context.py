@@ -6,7 +6,9 @@ from typing import Any
 
 from django.http import HttpRequest
 from django.urls import reverse
+from redis.exceptions import RedisError
 
+from access.gateway import ledger
 from access.people.choices import Role
 from audit.verification import latest
 
@@ -44,4 +46,8 @@ def navigation(request: HttpRequest) -> dict:
     if user.role in (Role.ADMIN, Role.AUDITOR):  # a broken audit chain is shown on every page until fixed
         run = latest()
         context["audit_alert"] = run if run is not None and not run.ok else None
+        try:
+            context["ledger_alarm"] = ledger.backlog_alarm()
+        except RedisError:
+            context["ledger_alarm"] = None  # /healthz says Redis is away; the page still renders
     return context

@@ -136,6 +136,7 @@ FLEET_AUDIT_ARCHIVE_DIR = env("FLEET_AUDIT_ARCHIVE_DIR", str(DATA_DIR / "audit-a
 # --- the gateway at /v1 -------------------------------------------------------------------------
 FLEET_GATEWAY_READ_TIMEOUT_S = env_int("FLEET_GATEWAY_READ_TIMEOUT_S", 600)  # silence from vLLM before 502
 FLEET_LEDGER_DRAIN_S = env_int("FLEET_LEDGER_DRAIN_S", 3)  # beat's ledger drain, besides the gateway's asks
+FLEET_LEDGER_BACKLOG_ALARM = env_int("FLEET_LEDGER_BACKLOG_ALARM", 100_000)  # calls queued, not yet written
 
 CELERY_BEAT_SCHEDULE = {
     "audit-verify": {"task": "audit.tasks.verify_chain_task", "schedule": timedelta(hours=1)},
@@ -150,6 +151,7 @@ CELERY_BEAT_SCHEDULE = {
     "fleet-reconcile": {"task": tasks.RECONCILE, "schedule": timedelta(seconds=FLEET_RECONCILE_S)},
     "access-expire-grants": {"task": "access.expire_grants", "schedule": timedelta(minutes=1)},
     # The gateway asks for a drain when rows arrive; this catches what a failed drain left.
+    "access-check-ledger": {"task": "access.check_ledger", "schedule": timedelta(seconds=30)},
     "access-write-usage": {
         "task": "access.write_usage",
         "schedule": timedelta(seconds=FLEET_LEDGER_DRAIN_S),

@@ -85,7 +85,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
     ok = all(v == "ok" for v in checks.values())
     if checks["redis"] == "ok":
         waiting = ledger.backlog()
-        checks["ledger"] = {"backlog": waiting, "state": "alarm" if waiting > ledger.BACKLOG_ALARM else "ok"}
+        alarm = waiting > settings.FLEET_LEDGER_BACKLOG_ALARM
+        checks["ledger"] = {"backlog": waiting, "state": "alarm" if alarm else "ok"}
     state = read_state(settings.DATA_DIR / SUPERVISOR_STATE)
     if state is not None:
         checks["parts"] = {

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 
+from access.gateway import ledger
 from access.people.choices import Role
 from fleet.nodes import services
 from fleet.nodes.choices import NodeState
@@ -52,6 +53,9 @@ def lines() -> Iterator[str]:
     yield "# HELP fleet_telemetry_malformed_total Agent messages dropped because they were malformed."
     yield "# TYPE fleet_telemetry_malformed_total counter"
     yield f"fleet_telemetry_malformed_total {services.malformed_count()}"
+    yield "# HELP fleet_ledger_backlog Gateway calls queued for the usage ledger and not yet written."
+    yield "# TYPE fleet_ledger_backlog gauge"
+    yield f"fleet_ledger_backlog {ledger.backlog()}"
     online = list(Node.objects.filter(state=NodeState.ONLINE).values_list("name", "last_sample"))
     for metric, help_text, key in GPU_GAUGES:
         yield f"# HELP {metric} {help_text} (latest heartbeat)."

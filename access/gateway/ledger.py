@@ -18,7 +18,8 @@ The path of a row, and why nothing on it can lose or double one:
 
 The worker is asked to drain when rows arrive (at most every ``TELL_EVERY_S``) and by beat every
 few seconds, so rows left by a failed drain are written without waiting for the next call.
-Nothing is trimmed: a backlog past ``BACKLOG_ALARM`` raises an alarm, it is never dropped.
+Nothing is trimmed: a backlog past ``FLEET_LEDGER_BACKLOG_ALARM`` raises an alarm (a banner for
+admins and auditors, a metric, an audit event), it is never dropped.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ FIELD = b"u"
 TELL_EVERY_S = 0.5  # how often, at most, the worker is asked to drain (a Celery message costs ~1 ms)
 DRAIN_BATCH = 500
 RECLAIM_IDLE_MS = 15_000  # pending this long unacknowledged: its consumer died; another takes it
-BACKLOG_ALARM = 100_000  # rows queued and not yet written: the console raises an alarm past this
 SPOOL_CHECK_S = 1.0
 
 
@@ -242,6 +242,12 @@ def ensure_group(client: redis.Redis) -> None:
 def backlog(client: redis.Redis | None = None) -> int:
     """Rows queued and not yet written (acknowledged entries are deleted)."""
     return (client or _redis()).xlen(STREAM)
+
+
+def backlog_alarm(client: redis.Redis | None = None) -> int | None:
+    """The backlog when it is past FLEET_LEDGER_BACKLOG_ALARM, else None."""
+    waiting = backlog(client)
+    return waiting if waiting > settings.FLEET_LEDGER_BACKLOG_ALARM else None
 
 
 def take(client: redis.Redis, consumer: str, reclaim_idle_ms: int = RECLAIM_IDLE_MS) -> list[tuple[bytes, Any]]:

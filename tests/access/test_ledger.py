@@ -154,3 +154,21 @@ def test_the_gateway_refuses_when_neither_redis_nor_the_disk_takes_a_row(stream,
         await away.aclose()
 
     asyncio.run(go())
+
+
+def test_a_backlog_past_the_line_is_an_alarm_not_a_drop(transactional_db, stream, settings, client_for):
+    from django.core.cache import cache
+
+    from access.tasks import check_ledger
+
+    settings.FLEET_LEDGER_BACKLOG_ALARM = 3
+    cache.delete("ledger-backlog-alarm")
+    queue(stream, *(usage() for _ in range(5)))  # the worker is away
+    assert check_ledger() == 5 and check_ledger() == 5
+    assert AuditEvent.objects.filter(action="ledger.backlog").count() == 1  # once an hour, not per check
+    page = client_for("auditor").get("/").content.decode()
+    assert 'data-testid="ledger-alarm"' in page and "5 calls behind" in page
+    assert "fleet_ledger_backlog 5" in client_for("admin").get("/metrics").content.decode()
+    assert client_for("admin").get("/healthz").json()["ledger"] == {"backlog": 5, "state": "alarm"}
+    assert ledger.drain("w") == 5  # nothing was dropped
+    assert 'data-testid="ledger-alarm"' not in client_for("auditor").get("/").content.decode()
