@@ -7,6 +7,11 @@ from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
+# For tasks that are safe to run twice: acknowledged only once they finish, and handed to another
+# worker when theirs dies mid-task (a killed pool child, or a killed worker after the broker's
+# visibility timeout), instead of being lost with it.
+SURVIVES_A_CRASH = {"acks_late": True, "reject_on_worker_lost": True}
+
 app = Celery("console")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

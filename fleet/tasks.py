@@ -1,5 +1,9 @@
 """Tasks on the "console" queue that agents send (they hold no database credentials), and the
-periodic ones. Names are spelled out: the agent sends them by name without importing this module."""
+periodic ones. Names are spelled out: the agent sends them by name without importing this module.
+
+Reports survive a worker's crash (SURVIVES_A_CRASH): each is applied under a row lock through the
+state machine, so one delivered twice changes nothing the second time (a repeated job report can
+repeat its log lines, nothing else)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 from celery import shared_task
 
 from console.actions import ServiceError
+from console.celery import SURVIVES_A_CRASH
 from fleet.catalog import services as registry
 from fleet.deployments import reconciler
 from fleet.deployments import services as deploy
@@ -48,9 +53,9 @@ def prune_rollups_task() -> int:
     return services.prune_rollups()
 
 
-@shared_task(name=names.CHECKSUM_MODEL)
-def checksum_model_task(artifact_id: int) -> None:
-    registry.compute_checksums(artifact_id)
+@shared_task(name=names.CHECKSUM_MODEL, bind=True, **SURVIVES_A_CRASH)
+def checksum_model_task(self: Any, artifact_id: int) -> None:
+    registry.compute_checksums(artifact_id, claim=self.request.id or "")
 
 
 @shared_task(name=names.RECONCILE)
@@ -59,16 +64,16 @@ def reconcile_task(deployment_ids: list[int] | None = None) -> dict:
     return {"started": result.started, "stopped": result.stopped, "lost": result.lost}
 
 
-@shared_task(name=names.INSTANCE_REPORT)
+@shared_task(name=names.INSTANCE_REPORT, **SURVIVES_A_CRASH)
 def instance_report_task(*, node_id: Any, secret: Any, report: Any) -> None:
     deploy.instance_report(node_id=node_id, secret=secret, report=report)
 
 
-@shared_task(name=names.RUNTIME_REPORT)
+@shared_task(name=names.RUNTIME_REPORT, **SURVIVES_A_CRASH)
 def runtime_report_task(*, node_id: Any, secret: Any, runtime: Any, state: Any, detail: Any = "") -> None:
     services.runtime_report(node_id=node_id, secret=secret, runtime=runtime, state=state, detail=detail)
 
 
-@shared_task(name=names.JOB_REPORT)
+@shared_task(name=names.JOB_REPORT, **SURVIVES_A_CRASH)
 def job_report_task(*, node_id: Any, secret: Any, report: Any) -> None:
     jobs.report(node_id=node_id, secret=secret, report=report)

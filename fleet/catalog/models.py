@@ -60,6 +60,7 @@ class ModelArtifact(models.Model):
     checksum_state = models.CharField(max_length=16, choices=ChecksumState.choices, default=ChecksumState.PENDING)
     checksum_progress = models.PositiveSmallIntegerField(default=0)  # percent of bytes hashed
     checksum_error = models.CharField(max_length=500, blank=True)
+    checksum_claim = models.CharField(max_length=64, blank=True)  # the task computing it (a redelivery resumes)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

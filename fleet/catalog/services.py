@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 from celery import current_app
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 import audit
 from console.actions import Actor, ServiceError
@@ -164,12 +165,15 @@ def request_checksums(actor: Actor, artifact: ModelArtifact) -> None:
         transaction.on_commit(lambda: _schedule_checksums(artifact.pk))
 
 
-def compute_checksums(artifact_id: int, chunk: int = 1 << 20) -> None:
-    """SHA-256 of every file, with progress (percent of bytes) pushed to topic model.<id>."""
+def compute_checksums(artifact_id: int, chunk: int = 1 << 20, claim: str = "") -> None:
+    """SHA-256 of every file, with progress (percent of bytes) pushed to topic model.<id>.
+
+    ``claim`` is the task's id: the same task delivered again after its worker died takes over
+    its own unfinished run; any other finds it running and leaves it."""
     claimed = (
         ModelArtifact.objects.filter(pk=artifact_id)
-        .exclude(checksum_state=ChecksumState.RUNNING)
-        .update(checksum_state=ChecksumState.RUNNING, checksum_progress=0, checksum_error="")
+        .exclude(Q(checksum_state=ChecksumState.RUNNING) & ~Q(checksum_claim=claim or "-"))
+        .update(checksum_state=ChecksumState.RUNNING, checksum_progress=0, checksum_error="", checksum_claim=claim)
     )
     if not claimed:
         return  # gone, or another worker has it
