@@ -12,6 +12,8 @@ import audit
 from access import bus
 from access.gateway import ledger
 from access.grants.models import Grant
+from access.usage import queries
+from console.celery import SURVIVES_A_CRASH
 
 
 @shared_task(name="access.expire_grants")
@@ -34,7 +36,7 @@ def expire_grants() -> int:
 
 # Idempotent (rows are keyed by request id) and the stream keeps what is not acknowledged, so a
 # redelivered or repeated task is harmless.
-@shared_task(name="access.write_usage", acks_late=True)
+@shared_task(name="access.write_usage", **SURVIVES_A_CRASH)
 def write_usage() -> int:
     """Write the gateway's queued usage rows and their audit events (see access.gateway.ledger)."""
     return ledger.drain()
@@ -49,3 +51,10 @@ def check_ledger() -> int | None:
             None, "ledger.backlog", None, after={"backlog": waiting, "alarm_at": settings.FLEET_LEDGER_BACKLOG_ALARM}
         )
     return waiting
+
+
+@shared_task(name="access.prune_usage")
+def prune_usage() -> int:
+    """Delete ledger rows older than FLEET_USAGE_RETENTION_DAYS (0: none), a batch at a time; their
+    hourly rollups stay, so summaries and charts keep every call."""
+    return queries.prune(settings.FLEET_USAGE_RETENTION_DAYS)

@@ -84,3 +84,16 @@ class FilteredListMixin:
 
     def get_queryset(self) -> QuerySet:
         return self.filterset_class.visible(self.request.user)
+
+
+class CountedPaginator(Paginator):
+    """A paginator told its count, for a list too long to COUNT(*) per page view (the usage ledger
+    counts from its rollups)."""
+
+    def __init__(self, object_list: Any, per_page: int, *, count: int) -> None:
+        super().__init__(object_list, per_page)
+        self._known = count
+
+    @property
+    def count(self) -> int:
+        return self._known

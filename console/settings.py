@@ -116,6 +116,9 @@ CELERY_RESULT_EXPIRES = timedelta(hours=1)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task acknowledged late whose worker was killed outright goes back on the queue after this long
+# (Redis's default is an hour); long enough for the slowest such task, a large model's checksum.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("FLEET_TASK_VISIBILITY_TIMEOUT_S", 900)}
 CELERY_BEAT_SCHEDULE_FILE = str(DATA_DIR / "celerybeat-schedule")
 # --- fleet: nodes, liveness, telemetry history, /metrics ----------------------------------------
 FLEET_NODE_OFFLINE_AFTER_S = env_int("FLEET_NODE_OFFLINE_AFTER_S", 15)  # silence before Offline
@@ -136,6 +139,7 @@ FLEET_AUDIT_ARCHIVE_DIR = env("FLEET_AUDIT_ARCHIVE_DIR", str(DATA_DIR / "audit-a
 # --- the gateway at /v1 -------------------------------------------------------------------------
 FLEET_GATEWAY_READ_TIMEOUT_S = env_int("FLEET_GATEWAY_READ_TIMEOUT_S", 600)  # silence from vLLM before 502
 FLEET_LEDGER_DRAIN_S = env_int("FLEET_LEDGER_DRAIN_S", 3)  # beat's ledger drain, besides the gateway's asks
+FLEET_USAGE_RETENTION_DAYS = env_int("FLEET_USAGE_RETENTION_DAYS", 0)  # 0: keep every ledger row; rollups stay
 FLEET_LEDGER_BACKLOG_ALARM = env_int("FLEET_LEDGER_BACKLOG_ALARM", 100_000)  # calls queued, not yet written
 
 CELERY_BEAT_SCHEDULE = {
@@ -151,6 +155,7 @@ CELERY_BEAT_SCHEDULE = {
     "fleet-reconcile": {"task": tasks.RECONCILE, "schedule": timedelta(seconds=FLEET_RECONCILE_S)},
     "access-expire-grants": {"task": "access.expire_grants", "schedule": timedelta(minutes=1)},
     # The gateway asks for a drain when rows arrive; this catches what a failed drain left.
+    "access-prune-usage": {"task": "access.prune_usage", "schedule": timedelta(hours=6)},
     "access-check-ledger": {"task": "access.check_ledger", "schedule": timedelta(seconds=30)},
     "access-write-usage": {
         "task": "access.write_usage",

@@ -58,3 +58,55 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class UsageRollupQuerySet(models.QuerySet):
+    def visible_to(self, user: Any) -> UsageRollupQuerySet:
+        """The ledger's own rule (UsageRecordQuerySet.visible_to), on the rollups' plain ids."""
+        return readers_or_own(
+            self,
+            user,
+            lambda u: (
+                models.Q(user_id=u.pk) | models.Q(department_id=u.department_id)
+                if u.department_id
+                else models.Q(user_id=u.pk)
+            ),
+        )
+
+
+class UsageRollup(models.Model):
+    """The ledger's totals per hour and per day, user, department and model, kept by the database
+    itself (a statement trigger on every insert into the ledger, migration 0004), so summaries read
+    thousands of rows instead of millions and outlive raw rows past FLEET_USAGE_RETENTION_DAYS.
+    Users and departments are plain ids (0: none), not keys: a rollup outlives what it counts.
+    Buckets start on UTC hours and days."""
+
+    class Period(models.TextChoices):
+        HOUR = "hour", "Hour"
+        DAY = "day", "Day"
+
+    objects = UsageRollupQuerySet.as_manager()
+
+    period = models.CharField(max_length=4, choices=Period.choices)
+    start = models.DateTimeField()
+    user_id = models.BigIntegerField(default=0)
+    department_id = models.BigIntegerField(default=0)
+    model = models.CharField(max_length=100)
+    requests = models.BigIntegerField(default=0)
+    refused = models.BigIntegerField(default=0)  # status other than 200
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    latency_ms_sum = models.FloatField(default=0)
+    ttft_ms_sum = models.FloatField(default=0)
+    ttft_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "start", "user_id", "department_id", "model"], name="rollup_bucket"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["user_id", "period", "start"], name="rollup_user"),
+            models.Index(fields=["department_id", "period", "start"], name="rollup_dept"),
+        ]

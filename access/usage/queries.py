@@ -5,16 +5,17 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
-from typing import cast
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from django.db.models import Avg, Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
 from access.people.choices import Role
-from access.people.models import User
-from access.usage.models import UsageRecord
+from access.people.models import Department, User
+from access.usage.models import UsageRecord, UsageRollup
 from audit.filters import FilterError, parse_when
 from console.actions import ServiceError
 
@@ -50,8 +51,20 @@ def scope_for(user: User, wanted: str | None) -> str:
     return wanted or "mine"
 
 
-def filtered(user: User, params: Mapping[str, str]) -> tuple[QuerySet[UsageRecord], str]:
-    """Rows this user may see, narrowed by the query's filters; refuses bad filters with the field named."""
+@dataclass(frozen=True)
+class Criteria:
+    """One usage query, parsed and checked: what the rows, the count and the summary all answer."""
+
+    user: User  # whose visibility rule applies
+    since: datetime
+    until: datetime  # inclusive
+    label: str
+    narrow: Q  # the scope's and filters' narrowing; user_id and department_id, on rows and rollups alike
+    model: str | None
+
+
+def criteria(user: User, params: Mapping[str, str]) -> Criteria:
+    """Refuses bad filters with the field named (ServiceError)."""
     scope = scope_for(user, params.get("scope"))
     now = timezone.now()
     try:  # the audit trail's parser: the same dates mean the same instants everywhere
@@ -63,22 +76,35 @@ def filtered(user: User, params: Mapping[str, str]) -> tuple[QuerySet[UsageRecor
         raise ServiceError(str(exc), str(exc).split(":", 1)[0]) from None
     if since >= until:
         raise ServiceError("since must be before until.", "since")
-    qs = UsageRecord.objects.visible_to(user).filter(created_at__gte=since, created_at__lte=until)
+    narrow = Q()
     if scope == "mine":
-        qs, label = qs.filter(user=user), f"your usage ({user.username})"
+        narrow, label = Q(user_id=user.pk), f"your usage ({user.username})"
     elif scope == "department":
         if user.department_id is None:
             raise ServiceError("You belong to no department.", "scope")
-        qs, label = qs.filter(department_id=user.department_id), f"department {user.department}"
+        narrow, label = Q(department_id=user.department_id), f"department {user.department}"
     else:
         label = "the whole fleet"
         if params.get("department"):
-            qs = qs.filter(department__slug=params["department"])
+            dept = Department.objects.filter(slug=params["department"]).values_list("pk", flat=True).first()
+            narrow &= Q(department_id=dept or -1)
         if params.get("user"):
-            qs = qs.filter(user__username=params["user"])
-    if params.get("model"):
-        qs = qs.filter(model=params["model"])
-    return qs.order_by("-created_at"), label
+            who = User.objects.filter(username=params["user"]).values_list("pk", flat=True).first()
+            narrow &= Q(user_id=who or -1)
+    return Criteria(user, since, until, label, narrow, params.get("model") or None)
+
+
+def rows_of(c: Criteria) -> QuerySet[UsageRecord]:
+    qs = UsageRecord.objects.visible_to(c.user).filter(c.narrow, created_at__gte=c.since, created_at__lte=c.until)
+    if c.model:
+        qs = qs.filter(model=c.model)
+    return qs.order_by("-created_at")
+
+
+def filtered(user: User, params: Mapping[str, str]) -> tuple[QuerySet[UsageRecord], str]:
+    """Rows this user may see, narrowed by the query's filters; refuses bad filters with the field named."""
+    c = criteria(user, params)
+    return rows_of(c), c.label
 
 
 def row_dict(r: UsageRecord) -> dict:
@@ -139,39 +165,156 @@ def csv_lines(qs: QuerySet[UsageRecord]) -> Iterator[str]:
         yield take()
 
 
-def summary(qs: QuerySet[UsageRecord]) -> dict:
-    """Totals for the charts and tables: by day, department, model and user (a handful of GROUP BYs)."""
-    totals = {
-        "requests": Count("id"),
-        "prompt_tokens": Sum("prompt_tokens"),
-        "completion_tokens": Sum("completion_tokens"),
-    }
-    base = qs.order_by()
+@dataclass(frozen=True)
+class Spans:
+    """Where each part of a range is read from: whole UTC days from daily rollups, whole hours left
+    at either end from hourly ones, and the minutes left past those from the ledger's rows."""
 
-    def grouped(*fields: str) -> list[dict]:
-        rows = base.values(*fields).annotate(**totals).order_by(*fields)
-        return [
-            r | {"prompt_tokens": r["prompt_tokens"] or 0, "completion_tokens": r["completion_tokens"] or 0}
-            for r in rows
-        ]
+    rollups: Q | None  # on UsageRollup
+    rows: Q  # on UsageRecord.created_at
 
-    overall = base.aggregate(**totals, avg_latency_ms=Avg("latency_ms"), avg_ttft_ms=Avg("ttft_ms"))
-    refused = base.exclude(status=200).count()
-    by_day = [r | {"day": r["day"].date().isoformat()} for r in grouped_day(base, totals)]
+
+def _floor(at: datetime, period: str) -> datetime:
+    at = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return at.replace(hour=0) if period == "day" else at
+
+
+def _ceil(at: datetime, period: str) -> datetime:
+    floor = _floor(at, period)
+    return floor if floor == at else floor + (timedelta(days=1) if period == "day" else timedelta(hours=1))
+
+
+def spans(c: Criteria) -> Spans:
+    end = c.until + timedelta(microseconds=1)  # until is inclusive
+    h0, h1 = _ceil(c.since, "hour"), _floor(end, "hour")
+    if h0 >= h1:
+        return Spans(None, Q(created_at__gte=c.since, created_at__lte=c.until))
+    rows = Q(created_at__gte=c.since, created_at__lt=h0) | Q(created_at__gte=h1, created_at__lte=c.until)
+    d0, d1 = _ceil(h0, "day"), _floor(h1, "day")
+    if d0 >= d1:
+        return Spans(Q(period="hour", start__gte=h0, start__lt=h1), rows)
+    hours = Q(period="hour") & (Q(start__gte=h0, start__lt=d0) | Q(start__gte=d1, start__lt=h1))
+    return Spans(Q(period="day", start__gte=d0, start__lt=d1) | hours, rows)
+
+
+def _edges(c: Criteria, s: Spans) -> QuerySet[UsageRecord]:
+    qs = UsageRecord.objects.visible_to(c.user).filter(c.narrow, s.rows).order_by()
+    return qs.filter(model=c.model) if c.model else qs
+
+
+def _rollups(c: Criteria, s: Spans) -> QuerySet[UsageRollup]:
+    if s.rollups is None:
+        return UsageRollup.objects.none()
+    qs = UsageRollup.objects.visible_to(c.user).filter(c.narrow, s.rollups).order_by()
+    return qs.filter(model=c.model) if c.model else qs
+
+
+ROLLUP_TOTALS = {
+    "requests": Sum("requests"),
+    "refused": Sum("refused"),
+    "prompt_tokens": Sum("prompt_tokens"),
+    "completion_tokens": Sum("completion_tokens"),
+    "latency_ms_sum": Sum("latency_ms_sum"),
+    "ttft_ms_sum": Sum("ttft_ms_sum"),
+    "ttft_count": Sum("ttft_count"),
+}
+ROW_TOTALS = {
+    "requests": Count("id"),
+    "refused": Count("id", filter=~Q(status=200)),
+    "prompt_tokens": Sum("prompt_tokens"),
+    "completion_tokens": Sum("completion_tokens"),
+    "latency_ms_sum": Sum("latency_ms"),
+    "ttft_ms_sum": Sum("ttft_ms"),
+    "ttft_count": Count("ttft_ms"),
+}
+
+
+def _grouped(c: Criteria, s: Spans, row_key: str | None, rollup_key: str | None) -> dict[Any, dict[str, float]]:
+    """Totals by one key (or overall, key None), rollups and edge rows added together."""
+    out: dict[Any, dict[str, float]] = {}
+    parts = (
+        (_rollups(c, s), rollup_key, ROLLUP_TOTALS),
+        (_edges(c, s), row_key, ROW_TOTALS),
+    )
+    for qs, key, totals in parts:
+        if isinstance(qs, QuerySet) and key is not None:
+            rows = qs.values(key).annotate(**totals)
+        else:
+            rows = [qs.aggregate(**totals)]
+        for r in rows:
+            k = r.pop(key) if key is not None else None
+            bucket = out.setdefault(k, dict.fromkeys(ROW_TOTALS, 0))
+            for name in ROW_TOTALS:
+                bucket[name] += r[name] or 0
+    return out
+
+
+def count(c: Criteria) -> int:
+    """How many calls match: from the rollups, without counting millions of rows."""
+    return int(_grouped(c, spans(c), None, None).get(None, {}).get("requests", 0))
+
+
+def summary(c: Criteria) -> dict:
+    """Totals for the charts and tables: by day (UTC), department, model and user (see Spans)."""
+    s = spans(c)
+    overall = _grouped(c, s, None, None).get(None) or dict.fromkeys(ROW_TOTALS, 0)
+
+    def listing(groups: dict[Any, dict[str, float]], name: str, names: Mapping[Any, Any] | None = None) -> list[dict]:
+        found = []
+        for key, t in groups.items():
+            label = names.get(key) if names is not None else key
+            found.append(
+                {
+                    name: label,
+                    "requests": int(t["requests"]),
+                    "prompt_tokens": int(t["prompt_tokens"]),
+                    "completion_tokens": int(t["completion_tokens"]),
+                }
+            )
+        return sorted(found, key=lambda r: (r[name] is None, str(r[name])))
+
+    by_day = _grouped_by_day(c, s)
+    by_dept = _grouped(c, s, "department_id", "department_id")
+    by_user = _grouped(c, s, "user_id", "user_id")
+    slugs = dict(Department.objects.filter(pk__in=[k for k in by_dept if k]).values_list("pk", "slug"))
+    usernames = dict(User.objects.filter(pk__in=[k for k in by_user if k]).values_list("pk", "username"))
+    requests = int(overall["requests"])
     return {
-        "requests": overall["requests"],
-        "prompt_tokens": overall["prompt_tokens"] or 0,
-        "completion_tokens": overall["completion_tokens"] or 0,
-        "refused": refused,
-        "avg_latency_ms": round(overall["avg_latency_ms"] or 0, 1),
-        "avg_ttft_ms": round(overall["avg_ttft_ms"], 1) if overall["avg_ttft_ms"] is not None else None,
-        "by_day": by_day,
-        "by_department": [r | {"department": r.pop("department__slug")} for r in grouped("department__slug")],
-        "by_model": grouped("model"),
-        "by_user": [r | {"user": r.pop("user__username")} for r in grouped("user__username")],
+        "requests": requests,
+        "prompt_tokens": int(overall["prompt_tokens"]),
+        "completion_tokens": int(overall["completion_tokens"]),
+        "refused": int(overall["refused"]),
+        "avg_latency_ms": round(overall["latency_ms_sum"] / requests, 1) if requests else 0,
+        "avg_ttft_ms": round(overall["ttft_ms_sum"] / overall["ttft_count"], 1) if overall["ttft_count"] else None,
+        "by_day": listing(by_day, "day"),
+        "by_department": listing(by_dept, "department", slugs),
+        "by_model": listing(_grouped(c, s, "model", "model"), "model"),
+        "by_user": listing(by_user, "user", usernames),
     }
 
 
-def grouped_day(base: QuerySet[UsageRecord], totals: dict) -> list[dict]:
-    rows = base.annotate(day=TruncDay("created_at")).values("day").annotate(**totals).order_by("day")
-    return cast("list[dict]", list(rows))  # each row: the day and the totals
+def _grouped_by_day(c: Criteria, s: Spans) -> dict[Any, dict[str, float]]:
+    out: dict[Any, dict[str, float]] = {}
+    parts = (
+        (_rollups(c, s).annotate(day=TruncDay("start", tzinfo=UTC)), ROLLUP_TOTALS),
+        (_edges(c, s).annotate(day=TruncDay("created_at", tzinfo=UTC)), ROW_TOTALS),
+    )
+    for qs, totals in parts:
+        for found in qs.values("day").annotate(**totals):
+            r: dict[str, Any] = dict(found)
+            bucket = out.setdefault(r.pop("day").date().isoformat(), dict.fromkeys(ROW_TOTALS, 0))
+            for name in ROW_TOTALS:
+                bucket[name] += r[name] or 0
+    return out
+
+
+def prune(days: int, batch: int = 10_000) -> int:
+    """Delete rows older than ``days`` (0: keep all); the rollups keep their totals."""
+    if days <= 0:
+        return 0
+    cutoff, deleted = timezone.now() - timedelta(days=days), 0
+    while True:
+        ids = list(UsageRecord.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += UsageRecord.objects.filter(pk__in=ids).delete()[0]
