@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.core.exceptions import EmptyResultSet
+from django.db import connection
+from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
@@ -68,7 +70,9 @@ def criteria(user: User, params: Mapping[str, str]) -> Criteria:
     scope = scope_for(user, params.get("scope"))
     now = timezone.now()
     try:  # the audit trail's parser: the same dates mean the same instants everywhere
-        since = parse_when("since", params["since"]) if params.get("since") else now - timedelta(days=DEFAULT_DAYS)
+        # by default from a whole hour on, so a summary reads only rollups
+        default_since = (now - timedelta(days=DEFAULT_DAYS)).replace(minute=0, second=0, microsecond=0)
+        since = parse_when("since", params["since"]) if params.get("since") else default_since
         until = (
             parse_when("until", params["until"], end_of_day=True) if params.get("until") else now + timedelta(minutes=1)
         )
@@ -186,7 +190,9 @@ def _ceil(at: datetime, period: str) -> datetime:
 
 def spans(c: Criteria) -> Spans:
     end = c.until + timedelta(microseconds=1)  # until is inclusive
-    h0, h1 = _ceil(c.since, "hour"), _floor(end, "hour")
+    now = timezone.now()
+    # A range reaching the present takes the current hour's rollup whole: it holds no row past now.
+    h0, h1 = _ceil(c.since, "hour"), _ceil(now, "hour") if end > now else _floor(end, "hour")
     if h0 >= h1:
         return Spans(None, Q(created_at__gte=c.since, created_at__lte=c.until))
     rows = Q(created_at__gte=c.since, created_at__lt=h0) | Q(created_at__gte=h1, created_at__lte=c.until)
@@ -209,75 +215,85 @@ def _rollups(c: Criteria, s: Spans) -> QuerySet[UsageRollup]:
     return qs.filter(model=c.model) if c.model else qs
 
 
-ROLLUP_TOTALS = {
-    "requests": Sum("requests"),
-    "refused": Sum("refused"),
-    "prompt_tokens": Sum("prompt_tokens"),
-    "completion_tokens": Sum("completion_tokens"),
-    "latency_ms_sum": Sum("latency_ms_sum"),
-    "ttft_ms_sum": Sum("ttft_ms_sum"),
-    "ttft_count": Sum("ttft_count"),
-}
-ROW_TOTALS = {
-    "requests": Count("id"),
-    "refused": Count("id", filter=~Q(status=200)),
-    "prompt_tokens": Sum("prompt_tokens"),
-    "completion_tokens": Sum("completion_tokens"),
-    "latency_ms_sum": Sum("latency_ms"),
-    "ttft_ms_sum": Sum("ttft_ms"),
-    "ttft_count": Count("ttft_ms"),
-}
+KEYS = ("day", "department_id", "user_id", "model")
+# One pass of the database computes every total the summary shows: overall, and by each key.
+GROUPINGS = "GROUPING SETS ((), (day), (department_id), (user_id), (model))"
+SET_OF = {15: "all", 7: "day", 11: "department_id", 13: "user_id", 14: "model"}  # GROUPING(...) bitmask
+ROLLUP_SUMS = "sum(requests), sum(refused), sum(prompt_tokens), sum(completion_tokens), sum(latency_ms_sum), "
+ROLLUP_SUMS += "sum(ttft_ms_sum), sum(ttft_count)"
+ROW_SUMS = "count(*), count(*) FILTER (WHERE status <> 200), sum(prompt_tokens), sum(completion_tokens), "
+ROW_SUMS += "sum(latency_ms), sum(ttft_ms), count(ttft_ms)"
+FIGURES = ("requests", "refused", "prompt_tokens", "completion_tokens", "latency_ms_sum", "ttft_ms_sum", "ttft_count")
 
 
-def _grouped(c: Criteria, s: Spans, row_key: str | None, rollup_key: str | None) -> dict[Any, dict[str, float]]:
-    """Totals by one key (or overall, key None), rollups and edge rows added together."""
-    out: dict[Any, dict[str, float]] = {}
-    parts = (
-        (_rollups(c, s), rollup_key, ROLLUP_TOTALS),
-        (_edges(c, s), row_key, ROW_TOTALS),
-    )
-    for qs, key, totals in parts:
-        if isinstance(qs, QuerySet) and key is not None:
-            rows = qs.values(key).annotate(**totals)
-        else:
-            rows = [qs.aggregate(**totals)]
-        for r in rows:
-            k = r.pop(key) if key is not None else None
-            bucket = out.setdefault(k, dict.fromkeys(ROW_TOTALS, 0))
-            for name in ROW_TOTALS:
-                bucket[name] += r[name] or 0
-    return out
+def _grouping_sets(qs: QuerySet, sums: str) -> list[tuple]:
+    try:
+        sql, params = qs.query.sql_with_params()
+    except EmptyResultSet:  # nothing visible (qs.none()): no query at all
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT GROUPING({', '.join(KEYS)}), {', '.join(KEYS)}, {sums} FROM ({sql}) AS t GROUP BY {GROUPINGS}",
+            params,
+        )
+        return cursor.fetchall()
+
+
+def _groups(c: Criteria, s: Spans) -> dict[str, dict[Any, dict[str, float]]]:
+    """Totals overall ("all") and by each key, rollups and edge rows added together."""
+    sources: list[tuple[QuerySet, tuple[str, ...], str]] = [
+        (
+            _edges(c, s).annotate(day=TruncDay("created_at", tzinfo=UTC)),
+            ("status", "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms"),
+            ROW_SUMS,
+        )
+    ]
+    if s.rollups is not None:
+        rollups = _rollups(c, s).annotate(day=TruncDay("start", tzinfo=UTC))
+        sources.append((rollups, FIGURES, ROLLUP_SUMS))
+    groups: dict[str, dict[Any, dict[str, float]]] = {name: {} for name in SET_OF.values()}
+    for qs, columns, sums in sources:
+        for mask, day, department_id, user_id, model, *figures in _grouping_sets(qs.values(*KEYS, *columns), sums):
+            name = SET_OF[mask]
+            key = {
+                "all": None,
+                "day": day.date().isoformat() if day else None,
+                "department_id": department_id or 0,
+                "user_id": user_id or 0,
+                "model": model,
+            }[name]
+            into = groups[name].setdefault(key, dict.fromkeys(FIGURES, 0))
+            for figure, value in zip(FIGURES, figures, strict=True):
+                into[figure] += float(value or 0)  # sums of bigints come back as numeric
+    return groups
 
 
 def count(c: Criteria) -> int:
     """How many calls match: from the rollups, without counting millions of rows."""
-    return int(_grouped(c, spans(c), None, None).get(None, {}).get("requests", 0))
+    s = spans(c)
+    total = _rollups(c, s).aggregate(n=Sum("requests"))["n"] or 0
+    return int(total) + _edges(c, s).count()
 
 
 def summary(c: Criteria) -> dict:
     """Totals for the charts and tables: by day (UTC), department, model and user (see Spans)."""
-    s = spans(c)
-    overall = _grouped(c, s, None, None).get(None) or dict.fromkeys(ROW_TOTALS, 0)
+    groups = _groups(c, spans(c))
+    slugs = dict(Department.objects.filter(pk__in=[k for k in groups["department_id"] if k]).values_list("pk", "slug"))
+    names = dict(User.objects.filter(pk__in=[k for k in groups["user_id"] if k]).values_list("pk", "username"))
 
-    def listing(groups: dict[Any, dict[str, float]], name: str, names: Mapping[Any, Any] | None = None) -> list[dict]:
-        found = []
-        for key, t in groups.items():
-            label = names.get(key) if names is not None else key
-            found.append(
-                {
-                    name: label,
-                    "requests": int(t["requests"]),
-                    "prompt_tokens": int(t["prompt_tokens"]),
-                    "completion_tokens": int(t["completion_tokens"]),
-                }
-            )
+    def listing(key: str, name: str, labels: Mapping[Any, Any] | None = None) -> list[dict]:
+        found = [
+            {
+                name: labels.get(k) if labels is not None else k,
+                "requests": int(t["requests"]),
+                "prompt_tokens": int(t["prompt_tokens"]),
+                "completion_tokens": int(t["completion_tokens"]),
+            }
+            for k, t in groups[key].items()
+        ]
         return sorted(found, key=lambda r: (r[name] is None, str(r[name])))
 
-    by_day = _grouped_by_day(c, s)
-    by_dept = _grouped(c, s, "department_id", "department_id")
-    by_user = _grouped(c, s, "user_id", "user_id")
-    slugs = dict(Department.objects.filter(pk__in=[k for k in by_dept if k]).values_list("pk", "slug"))
-    usernames = dict(User.objects.filter(pk__in=[k for k in by_user if k]).values_list("pk", "username"))
+    overall = groups["all"].get(None) or dict.fromkeys(FIGURES, 0)
     requests = int(overall["requests"])
     return {
         "requests": requests,
@@ -286,26 +302,11 @@ def summary(c: Criteria) -> dict:
         "refused": int(overall["refused"]),
         "avg_latency_ms": round(overall["latency_ms_sum"] / requests, 1) if requests else 0,
         "avg_ttft_ms": round(overall["ttft_ms_sum"] / overall["ttft_count"], 1) if overall["ttft_count"] else None,
-        "by_day": listing(by_day, "day"),
-        "by_department": listing(by_dept, "department", slugs),
-        "by_model": listing(_grouped(c, s, "model", "model"), "model"),
-        "by_user": listing(by_user, "user", usernames),
+        "by_day": listing("day", "day"),
+        "by_department": listing("department_id", "department", slugs),
+        "by_model": listing("model", "model"),
+        "by_user": listing("user_id", "user", names),
     }
-
-
-def _grouped_by_day(c: Criteria, s: Spans) -> dict[Any, dict[str, float]]:
-    out: dict[Any, dict[str, float]] = {}
-    parts = (
-        (_rollups(c, s).annotate(day=TruncDay("start", tzinfo=UTC)), ROLLUP_TOTALS),
-        (_edges(c, s).annotate(day=TruncDay("created_at", tzinfo=UTC)), ROW_TOTALS),
-    )
-    for qs, totals in parts:
-        for found in qs.values("day").annotate(**totals):
-            r: dict[str, Any] = dict(found)
-            bucket = out.setdefault(r.pop("day").date().isoformat(), dict.fromkeys(ROW_TOTALS, 0))
-            for name in ROW_TOTALS:
-                bucket[name] += r[name] or 0
-    return out
 
 
 def prune(days: int, batch: int = 10_000) -> int:
