@@ -33,7 +33,9 @@ from django.utils import timezone
 dept = Department.objects.create(name="Cardiology", slug="cardiology")
 admin = User.objects.create(username="old-admin", role=Role.ADMIN)
 user = User.objects.create(username="old-user", role=Role.DEPT_USER, department=dept)
-grant = grants.create_grant(admin, user=user, models=[], duration_days=30)
+from fleet.catalog.models import ModelArtifact
+model = ModelArtifact.objects.create(name="old-model", path="/nonexistent/old-model", config={})
+grant = grants.create_grant(admin, user=user, models=[model], duration_days=30)
 key, plaintext = grants.create_key(user, grant=grant, name="old-key")
 for i in range(3):
     UsageRecord.objects.create(created_at=timezone.now(), user=user, department=dept, model="m", endpoint="chat",
