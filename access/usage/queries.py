@@ -70,8 +70,8 @@ def criteria(user: User, params: Mapping[str, str]) -> Criteria:
     scope = scope_for(user, params.get("scope"))
     now = timezone.now()
     try:  # the audit trail's parser: the same dates mean the same instants everywhere
-        # by default from a whole hour on, so a summary reads only rollups
-        default_since = (now - timedelta(days=DEFAULT_DAYS)).replace(minute=0, second=0, microsecond=0)
+        # by default from a UTC midnight on, so the usual summary reads only daily rollups
+        default_since = _floor(now - timedelta(days=DEFAULT_DAYS), "day")
         since = parse_when("since", params["since"]) if params.get("since") else default_since
         until = (
             parse_when("until", params["until"], end_of_day=True) if params.get("until") else now + timedelta(minutes=1)
@@ -191,12 +191,14 @@ def _ceil(at: datetime, period: str) -> datetime:
 def spans(c: Criteria) -> Spans:
     end = c.until + timedelta(microseconds=1)  # until is inclusive
     now = timezone.now()
-    # A range reaching the present takes the current hour's rollup whole: it holds no row past now.
-    h0, h1 = _ceil(c.since, "hour"), _ceil(now, "hour") if end > now else _floor(end, "hour")
+    # A range reaching the present takes the current hour's and day's rollups whole: they hold no
+    # row past now.
+    live = end > now
+    h0, h1 = _ceil(c.since, "hour"), _ceil(now, "hour") if live else _floor(end, "hour")
     if h0 >= h1:
         return Spans(None, Q(created_at__gte=c.since, created_at__lte=c.until))
     rows = Q(created_at__gte=c.since, created_at__lt=h0) | Q(created_at__gte=h1, created_at__lte=c.until)
-    d0, d1 = _ceil(h0, "day"), _floor(h1, "day")
+    d0, d1 = _ceil(h0, "day"), _ceil(now, "day") if live else _floor(h1, "day")
     if d0 >= d1:
         return Spans(Q(period="hour", start__gte=h0, start__lt=h1), rows)
     hours = Q(period="hour") & (Q(start__gte=h0, start__lt=d0) | Q(start__gte=d1, start__lt=h1))
