@@ -114,6 +114,39 @@ def test_the_run_command_serves_the_login_page_and_ctrl_c_leaves_nothing(tmp_pat
             with urllib.request.urlopen(scrape, timeout=5) as response:
                 metrics = response.read().decode()
         assert 'fleet_nodes{state="online"} 1' in metrics, metrics
+
+        # One child killed is restarted while its siblings keep running (one at a time, each of them).
+        state_file = tmp_path / "data" / "supervisor.json"
+
+        def parts() -> dict:
+            return json.loads(state_file.read_text())["parts"]
+
+        for name in ("worker", "beat", "agent", "web"):
+            before = parts()
+            os.kill(before[name]["pid"], signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                now = parts()
+                if now[name]["state"] == "running" and now[name]["restarts"] == before[name]["restarts"] + 1:
+                    break
+                time.sleep(0.1)
+            assert now[name]["pid"] not in (None, before[name]["pid"]), now
+            assert all(now[other]["pid"] == before[other]["pid"] for other in now if other != name), (before, now)
+        health, deadline = {}, time.monotonic() + 60
+        while time.monotonic() < deadline and not health:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    health = json.load(response)
+            except OSError:
+                time.sleep(0.3)
+        assert {name: part["restarts"] for name, part in health["parts"].items()} == {
+            "web": 1,
+            "worker": 1,
+            "beat": 1,
+            "agent": 1,
+            "postgres": 0,
+            "redis": 0,
+        }, health
         # the tree: launcher → web, worker (+ pool), beat, agent; embedded postgres and redis are daemons
         family = psutil.Process(proc.pid).children(recursive=True)
         data_procs = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
