@@ -27,6 +27,7 @@ DOWN_S = 300
 RATE_S = 0.05  # a call every 50 ms from one client: ~6,000 calls while the worker is away
 
 
+@pytest.mark.timeout(DOWN_S + 300)
 def test_a_worker_down_for_five_minutes_under_load_loses_nothing(transactional_db, process_env, people):
     # Its own Redis database: its broker queue has no worker until we start one, its stream is its own.
     base, _db = process_env["REDIS_URL"].rsplit("/", 1)
