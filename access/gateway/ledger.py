@@ -35,6 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import psutil
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -202,7 +203,7 @@ async def replay(client: aioredis.Redis, spool_dir: Path) -> int:
         return 0
     replayed = 0
     for path in sorted(spool_dir.glob("*.jsonl")):
-        if path.stem.isdigit() and int(path.stem) != os.getpid() and _alive(int(path.stem)):
+        if path.stem.isdigit() and int(path.stem) != os.getpid() and psutil.pid_exists(int(path.stem)):
             continue  # another live gateway's: it replays its own
         rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if rows:
@@ -211,16 +212,6 @@ async def replay(client: aioredis.Redis, spool_dir: Path) -> int:
         replayed += len(rows)
         log.warning("replayed %d spooled usage rows from %s", len(rows), path.name)
     return replayed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- the worker's side: take, write, then acknowledge -------------------------------------------

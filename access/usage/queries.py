@@ -105,12 +105,6 @@ def rows_of(c: Criteria) -> QuerySet[UsageRecord]:
     return qs.order_by("-created_at")
 
 
-def filtered(user: User, params: Mapping[str, str]) -> tuple[QuerySet[UsageRecord], str]:
-    """Rows this user may see, narrowed by the query's filters; refuses bad filters with the field named."""
-    c = criteria(user, params)
-    return rows_of(c), c.label
-
-
 def row_dict(r: UsageRecord) -> dict:
     return {
         "id": r.pk,

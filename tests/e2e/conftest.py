@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -215,6 +216,31 @@ def celery_worker_process(process_env, tmp_path_factory) -> Iterator[subprocess.
     )
     yield proc
     stop(proc)
+
+
+@pytest.fixture(scope="module")
+def mock_backend(process_env) -> Iterator[int]:
+    """The mock OpenAI backend (bench.mock_openai); yields its port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.mock_openai", "--port", str(port)], env=process_env, cwd=BASE_DIR
+    )
+    wait_for_port(port, proc)
+    yield port
+    stop(proc)
+
+
+@pytest.fixture
+def fresh_database(transactional_db, process_env) -> Iterator[str]:
+    """DATABASE_URL of a new, empty database on the same server (a fresh machine's), dropped after."""
+    name = f"fresh_{secrets.token_hex(4)}"
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(process_env["DATABASE_URL"])._replace(path="/" + quote(name)))
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")  # module: Playwright's loop must not outlive the browser tests

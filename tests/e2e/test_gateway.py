@@ -41,17 +41,6 @@ from tests.e2e.conftest import settle_ledger, stop, wait_for, wait_for_port
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def mock_backend(process_env):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.mock_openai", "--port", str(port)], env=process_env, cwd=BASE_DIR
-    )
-    wait_for_port(port, proc)
-    yield port
-    stop(proc)
-
-
 def _stats(port: int) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/mock/stats") as r:
         return json.load(r)

@@ -28,13 +28,12 @@ RATE_S = 0.05  # a call every 50 ms from one client: ~6,000 calls while the work
 
 
 @pytest.mark.timeout(DOWN_S + 300)
-def test_a_worker_down_for_five_minutes_under_load_loses_nothing(transactional_db, process_env, people):
+def test_a_worker_down_for_five_minutes_under_load_loses_nothing(transactional_db, process_env, mock_backend, people):
     # Its own Redis database: its broker queue has no worker until we start one, its stream is its own.
     base, _db = process_env["REDIS_URL"].rsplit("/", 1)
     env = process_env | {"REDIS_URL": f"{base}/5"}
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-    mock_port, port = free_port(), free_port()
-    mock = subprocess.Popen([sys.executable, "-m", "bench.mock_openai", "--port", str(mock_port)], cwd=BASE_DIR)
+    port = free_port()
     web = subprocess.Popen(
         [
             sys.executable,
@@ -53,7 +52,7 @@ def test_a_worker_down_for_five_minutes_under_load_loses_nothing(transactional_d
     )
     worker = None
     try:
-        deployment, _ = mock_openai.register("steady-chat", mock_port)
+        deployment, _ = mock_openai.register("steady-chat", mock_backend)
         user = people["dept_user"]
         grant = grants.create_grant(people["admin"], user=user, models=[deployment.model], duration_days=1)
         _key, plaintext = grants.create_key(user, grant=grant, name="steady")
@@ -109,6 +108,6 @@ def test_a_worker_down_for_five_minutes_under_load_loses_nothing(transactional_d
         events = AuditEvent.objects.filter(action="gateway.request", request_id__in=answered)
         assert events.count() == len(answered) == events.values("request_id").distinct().count()
     finally:
-        for proc in (worker, web, mock):
+        for proc in (worker, web):
             if proc is not None:
                 stop(proc)

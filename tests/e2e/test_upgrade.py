@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import io
 import json
-import secrets
 import subprocess
 import sys
 import tarfile
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
-from django.db import connection
 
 from console.config import BASE_DIR
 
@@ -69,7 +66,7 @@ def _result(completed: subprocess.CompletedProcess) -> dict:
     return json.loads(line.removeprefix("RESULT "))
 
 
-def test_the_previous_release_database_migrates_with_its_data_intact(transactional_db, process_env, tmp_path):
+def test_the_previous_release_database_migrates_with_its_data_intact(process_env, fresh_database, tmp_path):
     archive = subprocess.run(["git", "-C", str(BASE_DIR), "archive", PREVIOUS_RELEASE], capture_output=True)
     if archive.returncode != 0:
         pytest.fail(
@@ -79,14 +76,7 @@ def test_the_previous_release_database_migrates_with_its_data_intact(transaction
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(previous, filter="data")
 
-    name = f"upgrade_{secrets.token_hex(4)}"
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(process_env["DATABASE_URL"])
-    env = process_env | {
-        "DATABASE_URL": urlunsplit(parts._replace(path="/" + quote(name))),
-        "FLEET_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = process_env | {"DATABASE_URL": fresh_database, "FLEET_DATA_DIR": str(tmp_path / "data")}
 
     def manage(tree, *args: str) -> subprocess.CompletedProcess:
         # the tree's own manage.py first on sys.path: the previous release runs its own code
@@ -94,29 +84,25 @@ def test_the_previous_release_database_migrates_with_its_data_intact(transaction
             [sys.executable, str(tree / "manage.py"), *args], env=env, cwd=tree, capture_output=True, text=True
         )
 
-    try:
-        assert manage(previous, "migrate", "--noinput").returncode == 0
-        old_key = _result(manage(previous, "shell", "-c", FILL))["key"]
-        before = _result(manage(previous, "shell", "-c", SNAPSHOT))
+    assert manage(previous, "migrate", "--noinput").returncode == 0
+    old_key = _result(manage(previous, "shell", "-c", FILL))["key"]
+    before = _result(manage(previous, "shell", "-c", SNAPSHOT))
 
-        migrated = manage(BASE_DIR, "migrate", "--noinput")
-        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-        after = _result(manage(BASE_DIR, "shell", "-c", SNAPSHOT))
-        assert after == before  # every row, and the chain's head, as they were
-        verify = manage(BASE_DIR, "audit_verify")
-        assert verify.returncode == 0 and verify.stdout.startswith("OK:"), verify.stdout + verify.stderr
-        check = (
-            "import hashlib, json; from access.gateway import keys; "
-            f"plaintext, prefix = keys.parse_bearer(b'Bearer ' + {old_key!r}.encode()); entry = keys.load(prefix); "
-            "print('RESULT', json.dumps(entry.digest == hashlib.sha256(plaintext.encode()).hexdigest()))"
-        )
-        assert _result(manage(BASE_DIR, "shell", "-c", check)) is True  # the old key still opens the gateway
-        repeats = (
-            "from access.usage.models import UsageRecord as U; import json; "
-            "ids = U.objects.filter(request_id__startswith='twice').values_list('request_id', flat=True); "
-            "print('RESULT', json.dumps(sorted(ids)))"
-        )
-        assert _result(manage(BASE_DIR, "shell", "-c", repeats)) == ["twice", "twice#2"]
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    migrated = manage(BASE_DIR, "migrate", "--noinput")
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    after = _result(manage(BASE_DIR, "shell", "-c", SNAPSHOT))
+    assert after == before  # every row, and the chain's head, as they were
+    verify = manage(BASE_DIR, "audit_verify")
+    assert verify.returncode == 0 and verify.stdout.startswith("OK:"), verify.stdout + verify.stderr
+    check = (
+        "import hashlib, json; from access.gateway import keys; "
+        f"plaintext, prefix = keys.parse_bearer(b'Bearer ' + {old_key!r}.encode()); entry = keys.load(prefix); "
+        "print('RESULT', json.dumps(entry.digest == hashlib.sha256(plaintext.encode()).hexdigest()))"
+    )
+    assert _result(manage(BASE_DIR, "shell", "-c", check)) is True  # the old key still opens the gateway
+    repeats = (
+        "from access.usage.models import UsageRecord as U; import json; "
+        "ids = U.objects.filter(request_id__startswith='twice').values_list('request_id', flat=True); "
+        "print('RESULT', json.dumps(sorted(ids)))"
+    )
+    assert _result(manage(BASE_DIR, "shell", "-c", repeats)) == ["twice", "twice#2"]
