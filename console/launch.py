@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from console import embedded
+from console import embedded, tls
 from console.config import BASE_DIR, data_dir
 from console.supervisor import SUPERVISOR_STATE, Program, Supervisor
 
@@ -29,7 +29,7 @@ def _manage(env: dict[str, str], *args: str) -> None:
     subprocess.run([PY, str(BASE_DIR / "manage.py"), *args], env=env, check=True, cwd=BASE_DIR)
 
 
-def _local_agent(env: dict[str, str], data: Path) -> Program | None:
+def _local_agent(env: dict[str, str], data: Path, port: int) -> Program | None:
     """The agent for this machine, so a fresh install shows one live node (FLEET_LOCAL_AGENT=0: none)."""
     if os.environ.get("FLEET_LOCAL_AGENT", "1") == "0":
         return None
@@ -56,12 +56,15 @@ def _local_agent(env: dict[str, str], data: Path) -> Program | None:
     return Program(
         "agent",
         [PY, "-m", "fleet.agent", "--name", name, "--state-dir", str(state_dir)],
-        env={"FLEET_JOIN_TOKEN": token} if token else {},
+        # This machine's agent may use the plain loopback port; other nodes use the TLS agent port.
+        env={"FLEET_CONSOLE_URL": f"http://127.0.0.1:{port}"} | ({"FLEET_JOIN_TOKEN": token} if token else {}),
     )
 
 
 def programs(env: dict[str, str], data: Path, host: str, port: int) -> list[Program]:
-    """What `make run` supervises: web (with the gateway), worker, beat and this machine's agent."""
+    """What `make run` supervises: web (with the gateway), the agent endpoint over TLS, worker, beat
+    and this machine's agent."""
+    certs = tls.material()
     found = [
         Program(
             "web",
@@ -77,6 +80,25 @@ def programs(env: dict[str, str], data: Path, host: str, port: int) -> list[Prog
                 "--lifespan",
                 "off",
                 "--proxy-headers",
+            ],
+        ),
+        Program(
+            "agents",
+            [
+                PY,
+                "-m",
+                "uvicorn",
+                "console.asgi:agents",
+                "--host",
+                os.environ.get("FLEET_AGENT_HOST", host),
+                "--port",
+                os.environ.get("FLEET_AGENT_PORT", "8443"),
+                "--lifespan",
+                "off",
+                "--ssl-certfile",
+                str(certs.cert),
+                "--ssl-keyfile",
+                str(certs.key),
             ],
         ),
         Program(
@@ -103,7 +125,7 @@ def programs(env: dict[str, str], data: Path, host: str, port: int) -> list[Prog
             [PY, "-m", "celery", "-A", "console", "beat", "-l", "INFO", "-s", str(data / "celerybeat-schedule")],
         ),
     ]
-    agent = _local_agent(env, data)
+    agent = _local_agent(env, data, port)
     if agent is not None:
         found.append(agent)
     return found
@@ -122,6 +144,8 @@ def run(host: str, port: int) -> int:
         prepare(env)
         children = programs(env, data, host, port)
         print(f"Fleet Console: http://{host}:{port}/  (Ctrl-C stops everything)", flush=True)
+        agent_port = os.environ.get("FLEET_AGENT_PORT", "8443")
+        print(f"Nodes join at https://<this host>:{agent_port} (CA sha256 {tls.material().ca_fingerprint})", flush=True)
         watches = embedded.watches(data)
         return Supervisor(children, env, watches=watches, state_file=data / SUPERVISOR_STATE).run()
 

@@ -1,5 +1,5 @@
-"""Tasks on the "console" queue that agents send (they hold no database credentials), and the
-periodic ones. Names are spelled out: the agent sends them by name without importing this module.
+"""Tasks on the "console" queue: the reports the agent endpoint relays for a node (named by the
+credential its link was opened with), and the periodic ones.
 
 Reports survive a worker's crash (SURVIVES_A_CRASH): each is applied under a row lock through the
 state machine, so one delivered twice changes nothing the second time (a repeated job report can
@@ -11,7 +11,6 @@ from typing import Any
 
 from celery import shared_task
 
-from console.actions import ServiceError
 from console.celery import SURVIVES_A_CRASH
 from fleet.catalog import services as registry
 from fleet.deployments import reconciler
@@ -21,26 +20,14 @@ from fleet.nodes import services
 from fleet.protocol import tasks as names
 
 
-@shared_task(name=names.REGISTER_NODE, ignore_result=False)
-def register_node_task(
-    *, name: Any, secret: Any, facts: Any, join_token: str | None = None, node_id: int | None = None
-) -> dict:
-    """The agent waits for this answer: the node id, or the reason it was refused."""
-    try:
-        node = services.register_node(name=name, secret=secret, facts=facts, join_token=join_token, node_id=node_id)
-    except ServiceError as exc:
-        return {"ok": False, "error": exc.message}
-    return {"ok": True, "node_id": node.pk, "name": node.name, "kind": node.kind}
-
-
 @shared_task(name=names.HEARTBEAT)
-def heartbeat_task(*, node_id: Any, secret: Any, sample: Any = None) -> None:
-    services.heartbeat(node_id=node_id, secret=secret, sample=sample)
+def heartbeat_task(*, node_id: Any, sample: Any = None) -> None:
+    services.heartbeat(node_id=node_id, sample=sample)
 
 
 @shared_task(name=names.ROLLUPS)
-def rollups_task(*, node_id: Any, secret: Any, minute: Any, rows: Any) -> int:
-    return services.ingest_rollups(node_id=node_id, secret=secret, minute=minute, rows=rows)
+def rollups_task(*, node_id: Any, minute: Any, rows: Any) -> int:
+    return services.ingest_rollups(node_id=node_id, minute=minute, rows=rows)
 
 
 @shared_task(name=names.CHECK_LIVENESS)
@@ -65,15 +52,15 @@ def reconcile_task(deployment_ids: list[int] | None = None) -> dict:
 
 
 @shared_task(name=names.INSTANCE_REPORT, **SURVIVES_A_CRASH)
-def instance_report_task(*, node_id: Any, secret: Any, report: Any) -> None:
-    deploy.instance_report(node_id=node_id, secret=secret, report=report)
+def instance_report_task(*, node_id: Any, report: Any) -> None:
+    deploy.instance_report(node_id=node_id, report=report)
 
 
 @shared_task(name=names.RUNTIME_REPORT, **SURVIVES_A_CRASH)
-def runtime_report_task(*, node_id: Any, secret: Any, runtime: Any, state: Any, detail: Any = "") -> None:
-    services.runtime_report(node_id=node_id, secret=secret, runtime=runtime, state=state, detail=detail)
+def runtime_report_task(*, node_id: Any, runtime: Any, state: Any, detail: Any = "") -> None:
+    services.runtime_report(node_id=node_id, runtime=runtime, state=state, detail=detail)
 
 
 @shared_task(name=names.JOB_REPORT, **SURVIVES_A_CRASH)
-def job_report_task(*, node_id: Any, secret: Any, report: Any) -> None:
-    jobs.report(node_id=node_id, secret=secret, report=report)
+def job_report_task(*, node_id: Any, report: Any) -> None:
+    jobs.report(node_id=node_id, report=report)

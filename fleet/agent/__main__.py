@@ -1,10 +1,11 @@
-"""python -m fleet.agent --name gpu-a   (join token in FLEET_JOIN_TOKEN the first time; REDIS_URL)."""
+"""python -m fleet.agent --name gpu-a   (FLEET_CONSOLE_URL; the join token in FLEET_JOIN_TOKEN the first time)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -35,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
 
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        print("agent: set REDIS_URL to the console's Redis (the agent needs nothing else)", file=sys.stderr)
+    console_url = os.environ.get("FLEET_CONSOLE_URL")
+    if not console_url:
+        print("agent: set FLEET_CONSOLE_URL to the console's agent URL (https://<console>:8443)", file=sys.stderr)
         return 2
     if not 0.1 <= args.interval <= 60:
         print("agent: --interval must be between 0.1 and 60 seconds", file=sys.stderr)
@@ -45,21 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = args.state_dir or Path(
         os.environ.get("FLEET_AGENT_STATE_DIR") or Path.home() / ".fleet-agent" / args.name
     )
-    agent = Agent(
-        name=args.name,
-        redis_url=redis_url,
-        state_dir=state_dir,
-        interval_s=args.interval,
-        heartbeat_s=args.heartbeat,
-        address=args.address,
-    )
     try:
+        agent = Agent(
+            name=args.name,
+            console_url=console_url,
+            state_dir=state_dir,
+            interval_s=args.interval,
+            heartbeat_s=args.heartbeat,
+            address=args.address,
+        )
         agent.join(os.environ.get("FLEET_JOIN_TOKEN") or None)
     except AgentError as exc:
         print(f"agent: {exc}", file=sys.stderr)
         return 2
-    agent.serve()
-    return 0
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop.set())
+    return agent.serve()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -82,10 +81,12 @@ def kill_group(pid: int | None, sig: int) -> None:
 
 
 class InstanceSupervisor:
-    def __init__(self, state_dir: Path, report: Callable[[dict], None], publish: Callable[[str, Any], object]) -> None:
+    def __init__(
+        self, state_dir: Path, report: Callable[[dict], None], log_lines: Callable[[int, list[str]], None]
+    ) -> None:
         self.state_file = Path(state_dir) / "instances.json"
         self.log_dir = Path(state_dir) / "logs"
-        self.report, self.publish = report, publish
+        self.report, self.log_lines = report, log_lines
         self.managed: dict[int, Managed] = {}
         self.children: dict[int, subprocess.Popen] = {}
         self.lock = threading.RLock()
@@ -157,9 +158,8 @@ class InstanceSupervisor:
             self._spawn(m)
 
     def _install_then_start(self, engine: str, version: str, spec: dict) -> None:
-        topic = f"instance.{spec['id']}.log"
         try:
-            runtimes.ensure(engine, version, log=lambda line: self.publish(topic, {"lines": [line]}))
+            runtimes.ensure(engine, version, log=lambda line: self.log_lines(spec["id"], [line]))
         except Exception as exc:
             self.report(
                 {
@@ -322,7 +322,7 @@ class InstanceSupervisor:
             if end:
                 m.log_offset += end
                 lines = chunk[:end].decode(errors="replace").splitlines()[-200:]
-                self.publish(f"instance.{m.id}.log", {"lines": lines})
+                self.log_lines(m.id, lines)
         if size > LOG_ROTATE_BYTES:  # copy-truncate: vLLM keeps appending to the same file
             with open(m.log_path, "rb") as src, open(m.log_path + ".1", "wb") as dst:
                 dst.write(src.read())

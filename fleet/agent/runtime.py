@@ -1,30 +1,30 @@
-"""The agent's work: join, sample every tick, publish, heartbeat, roll up, serve its queue."""
+"""The agent's work: join, sample every tick, send telemetry, heartbeat, roll up, run commands.
+
+It speaks to the console only through its link (fleet.agent.link): HTTPS to join, one websocket
+for the rest. Commands run one at a time on a thread of their own, as they arrive.
+"""
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
-import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
-from celery.exceptions import TimeoutError as ResultTimeout
-from channels_redis.core import RedisChannelLayer
-
 from fleet.agent.instances import InstanceSupervisor
 from fleet.agent.jobs import JobSupervisor
+from fleet.agent.link import Console, Link, LinkError, Refused, save_private
 from fleet.agent.probe import GpuProbe, HostProbe, load_nvml
-from fleet.protocol import runtimes, tasks, telemetry
-from fleet.protocol.live import CHANNEL_PREFIX, Publisher, channel_layer_hosts
+from fleet.protocol import runtimes, tasks, telemetry, wire
 
 log = logging.getLogger("fleet.agent")
-AGENT_VERSION = "0.3.0"
+AGENT_VERSION = "0.4.0"
 
 
 class AgentError(Exception):
@@ -35,27 +35,7 @@ class AgentError(Exception):
 class Identity:
     node_id: int
     name: str
-    secret: str
-
-
-def make_app(redis_url: str) -> Celery:
-    # set_as_current=False: in a process that also has the console app (tests, bench) it stays current.
-    app = Celery("fleet-agent", broker=redis_url, backend=redis_url, set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        broker_connection_retry_on_startup=True,
-        task_ignore_result=True,
-        worker_hijack_root_logger=False,
-    )
-    return app
-
-
-def layer_publisher(redis_url: str) -> Publisher:
-    """Publishes to the console's channel layer without Django settings."""
-    layer = RedisChannelLayer(hosts=channel_layer_hosts(redis_url), prefix=CHANNEL_PREFIX)
-    return Publisher(lambda: layer)
+    credential: str
 
 
 class Agent:
@@ -63,22 +43,23 @@ class Agent:
         self,
         *,
         name: str,
-        redis_url: str,
+        console_url: str,
         state_dir: Path,
         interval_s: float = 1.0,
         heartbeat_s: float = 5.0,
         nvml: Any = "auto",
-        app: Celery | None = None,
-        publisher: Publisher | None = None,
         clock: Callable[[], float] = time.time,
         address: str = "127.0.0.1",
     ) -> None:
-        self.name, self.redis_url, self.state_dir, self.address = name, redis_url, Path(state_dir), address
+        self.name, self.state_dir, self.address = name, Path(state_dir), address
         self.interval_s, self.heartbeat_s = interval_s, heartbeat_s
-        self.app = app or make_app(redis_url)
+        try:
+            self.console = Console(console_url, self.state_dir / "console-ca.pem")
+        except LinkError as exc:
+            raise AgentError(str(exc)) from None
+        self.link = Link(self.console, self._credential, self._safely_on_message)
         self.gpus = GpuProbe(load_nvml() if nvml == "auto" else nvml)
         self.host = HostProbe()
-        self.publisher = publisher or layer_publisher(redis_url)
         self.identity: Identity | None = None
         self.seq = 0
         self.rollup: telemetry.MinuteRollup | None = None
@@ -88,15 +69,24 @@ class Agent:
         self.instances = InstanceSupervisor(
             self.state_dir,
             report=lambda payload: self._send(tasks.INSTANCE_REPORT, report=payload),
-            publish=lambda topic, payload: self.publisher.publish(topic, payload),
+            log_lines=lambda instance, lines: self.link.send(
+                {"kind": wire.INSTANCE_LOG, "instance": instance, "lines": lines}, keep=False
+            ),
         )
         self.jobs = JobSupervisor(self.state_dir, report=lambda payload: self._send(tasks.JOB_REPORT, report=payload))
         self.started = clock()
+        self.stop = threading.Event()
+        self._commands = ThreadPoolExecutor(1, thread_name_prefix="command")  # one at a time, in order
+        self._seen: collections.deque[str] = collections.deque(maxlen=1000)  # command ids (a re-sent one runs once)
 
     # --- joining -----------------------------------------------------------------------------
     @property
     def state_file(self) -> Path:
         return self.state_dir / "agent.json"
+
+    def _credential(self) -> str:
+        assert self.identity is not None
+        return self.identity.credential
 
     def facts(self) -> dict:
         return {
@@ -107,38 +97,30 @@ class Agent:
             "interval_s": self.interval_s,
         }
 
-    def _ask_console(self, wait_s: float, **kwargs: Any) -> dict:
-        """Send the registration and wait for its answer (never re-sent: a join token works once)."""
-        result = self.app.send_task(tasks.REGISTER_NODE, kwargs=kwargs, queue=tasks.CONSOLE_QUEUE, ignore_result=False)
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                return result.get(timeout=min(10.0, max(0.1, deadline - time.monotonic())), disable_sync_subtasks=False)
-            except ResultTimeout:
-                if time.monotonic() >= deadline:
-                    raise AgentError(
-                        f"no answer from the console within {wait_s:.0f} s: is its worker running?"
-                    ) from None
-                log.info("still waiting for the console to answer the registration…")
-
-    def join(self, join_token: str | None = None, wait_s: float = 120.0) -> Identity:
+    def join(self, join_token: str | None = None) -> Identity:
+        """With the identity saved here if the console still knows it, else with the join token."""
         saved = self._load_identity()
         facts = self.facts()
-        if saved is not None and saved.name == self.name:
-            answer = self._ask_console(wait_s, name=self.name, secret=saved.secret, facts=facts, node_id=saved.node_id)
-            if answer.get("ok"):
-                self.identity = saved
-                return saved
+        try:
+            if saved is not None and saved.name == self.name:
+                try:
+                    self.console.post(wire.REGISTER_PATH, {"name": self.name, "facts": facts}, saved.credential)
+                    self.identity = saved
+                    return saved
+                except Refused as exc:
+                    if not join_token:
+                        raise AgentError(f"the console refused this agent: {exc}") from None
+                    log.warning("saved identity refused (%s); joining with the token", exc)
             if not join_token:
-                raise AgentError(f"the console refused this agent: {answer.get('error')}")
-            log.warning("saved identity refused (%s); joining with the token", answer.get("error"))
-        if not join_token:
-            raise AgentError("this node has not joined yet: give a join token (FLEET_JOIN_TOKEN)")
-        secret = secrets.token_urlsafe(32)
-        answer = self._ask_console(wait_s, name=self.name, secret=secret, facts=facts, join_token=join_token)
-        if not answer.get("ok"):
-            raise AgentError(f"the console refused to join this node: {answer.get('error')}")
-        self.identity = Identity(int(answer["node_id"]), self.name, secret)
+                raise AgentError("this node has not joined yet: give a join token (FLEET_JOIN_TOKEN)")
+            token, pin = wire.split_join_token(join_token)
+            self.console.pin(pin)
+            answer = self.console.post(wire.JOIN_PATH, {"name": self.name, "token": token, "facts": facts})
+        except Refused as exc:
+            raise AgentError(f"the console refused to join this node: {exc}") from None
+        except LinkError as exc:
+            raise AgentError(str(exc)) from None
+        self.identity = Identity(int(answer["node_id"]), self.name, str(answer["credential"]))
         self._save_identity(self.identity)
         log.info("joined the fleet as node %s (id %s, %s)", self.name, answer["node_id"], answer.get("kind"))
         return self.identity
@@ -146,17 +128,12 @@ class Agent:
     def _load_identity(self) -> Identity | None:
         try:
             data = json.loads(self.state_file.read_text())
-            return Identity(int(data["node_id"]), str(data["name"]), str(data["secret"]))
+            return Identity(int(data["node_id"]), str(data["name"]), str(data["credential"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def _save_identity(self, identity: Identity) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the secret: owner only
-        with os.fdopen(fd, "w") as f:
-            json.dump(identity.__dict__, f)
-        tmp.replace(self.state_file)
+        save_private(self.state_file, identity.__dict__)  # the credential: owner only
 
     # --- telemetry -----------------------------------------------------------------------------
     def sample(self) -> dict:
@@ -180,7 +157,7 @@ class Agent:
         assert self.identity is not None
         message = self.sample()
         self.last_message = message
-        self.publisher.publish((f"telemetry.node.{self.identity.node_id}", "telemetry.fleet"), message)
+        self.link.send({"kind": wire.TELEMETRY, "sample": message}, keep=False)
         minute = int(message["ts"] // 60 * 60)
         if self.rollup is not None and self.rollup.minute != minute:
             self._send(tasks.ROLLUPS, minute=self.rollup.minute, rows=self.rollup.rows())
@@ -197,15 +174,8 @@ class Agent:
         self._send(tasks.HEARTBEAT, sample=self.last_message)
 
     def _send(self, task: str, **kwargs: Any) -> None:
-        assert self.identity is not None
-        try:
-            self.app.send_task(
-                task,
-                kwargs={"node_id": self.identity.node_id, "secret": self.identity.secret, **kwargs},
-                queue=tasks.CONSOLE_QUEUE,
-            )
-        except Exception as exc:  # Redis away: keep sampling, the next tick tries again
-            log.warning("could not send %s: %s", task, exc)
+        """A report (kept while the link is down; the console attributes it to this node)."""
+        self.link.send({"kind": task, **kwargs})
 
     def run_telemetry(self, stop: threading.Event) -> None:
         next_at = time.monotonic()
@@ -223,8 +193,8 @@ class Agent:
     def install_runtime(self, engine: str, version: str) -> None:
         """Install a vLLM environment on this node, its pip output streamed to node.<id>.runtime."""
         assert self.identity is not None
-        topic, key = f"node.{self.identity.node_id}.runtime", f"{engine}=={version}"
-        say = lambda line: self.publisher.publish(topic, {"runtime": key, "line": line})  # noqa: E731
+        key = f"{engine}=={version}"
+        say = lambda line: self.link.send({"kind": wire.RUNTIME_LOG, "runtime": key, "line": line}, keep=False)  # noqa: E731
         self._send(tasks.RUNTIME_REPORT, runtime=key, state="installing")
         try:
             runtimes.ensure(engine, version, log=say)
@@ -234,78 +204,97 @@ class Agent:
             return
         self._send(tasks.RUNTIME_REPORT, runtime=key, state="ready")
 
-    # --- serving the node queue ------------------------------------------------------------------
-    def serve(self) -> None:
-        """Telemetry and the instance watch in threads; the Celery worker for queue node.<name> in
-        this one (blocks). vLLM processes are left running when the agent stops: the next agent
-        adopts them."""
-        stop = threading.Event()
+    # --- commands --------------------------------------------------------------------------------
+    def _safely_on_message(self, said: dict) -> None:
+        try:
+            self._on_message(said)
+        except Exception:  # one odd message must not drop the link
+            log.exception("could not handle a message from the console")
+
+    def _on_message(self, said: dict) -> None:
+        kind = said.get("kind")
+        if kind == wire.COMMAND and isinstance(said.get("id"), str):
+            self.link.send({"kind": wire.ACK, "id": said["id"]}, keep=False)  # received: the console forgets it
+            if said["id"] not in self._seen:
+                self._seen.append(said["id"])
+                self._commands.submit(self._run_command, said)
+        elif kind == wire.CREDENTIAL and self.identity is not None and isinstance(said.get("credential"), str):
+            self.identity = Identity(self.identity.node_id, self.name, said["credential"])
+            self._save_identity(self.identity)
+            log.info("the console rotated this node's credential; the new one is saved")
+        elif kind == "refused":
+            log.warning("the console refused %s: %s", said.get("what"), said.get("why"))
+
+    def _run_command(self, said: dict) -> None:
+        task, kwargs = said.get("task"), said.get("kwargs") or {}
+        handler = self.handlers().get(task) if isinstance(task, str) else None
+        try:
+            if handler is None:
+                raise ValueError(f"unknown command {task!r}")
+            value = handler(**kwargs)
+        except Exception as exc:
+            log.exception("command %s failed", task)
+            value = {"error": str(exc)[:400]}
+        if said.get("reply"):
+            self.link.send({"kind": wire.RESULT, "id": said["id"], "value": value}, keep=False)
+
+    def handlers(self) -> dict[str, Callable[..., Any]]:
+        return {
+            tasks.PING: self.ping,
+            tasks.START_INSTANCE: self.start_instance,
+            tasks.STOP_INSTANCE: lambda instance_id: self.instances.stop(instance_id),
+            tasks.ENSURE_RUNTIME: lambda engine, version: threading.Thread(
+                target=self.install_runtime, args=(engine, version), daemon=True
+            ).start(),
+            tasks.RUN_JOB: lambda spec: self.jobs.start(spec),  # returns at once: its own process group
+            tasks.CANCEL_JOB: lambda job_id: self.jobs.cancel(job_id),
+            tasks.INSTANCES: lambda: self.instances.describe(),
+        }
+
+    def ping(self) -> dict:
+        return {
+            "name": self.name,
+            "node_id": self.identity.node_id if self.identity else None,
+            "uptime_s": round(self.clock() - self.started, 1),
+            "gpus": len(self.gpus.handles),
+            "version": AGENT_VERSION,
+        }
+
+    def start_instance(self, spec: dict) -> None:
+        try:
+            self.instances.start(spec)
+        except Exception as exc:  # e.g. the runtime is missing: the console shows why
+            log.exception("could not start instance %s", spec.get("id"))
+            self._send(
+                tasks.INSTANCE_REPORT,
+                report={
+                    "instance": spec.get("id"),
+                    "state": "failed",
+                    "cause": "Could not start",
+                    "remedy": str(exc)[:400],
+                },
+            )
+
+    # --- serving ------------------------------------------------------------------------------------
+    def connect(self) -> threading.Thread:
+        """Open the link in a thread of its own (reports queue until it is up)."""
+        thread = threading.Thread(target=self.link.run, args=(self.stop,), name="link", daemon=True)
+        thread.start()
+        return thread
+
+    def serve(self) -> int:
+        """Telemetry, the instance watch and the link in threads until stopped (SIGTERM) or revoked.
+        vLLM processes are left running when the agent stops: the next agent adopts them."""
         self.instances.adopt()
         if reaped := self.jobs.reap():
             log.warning("ended %d job process(es) a previous agent left running", len(reaped))
-        threading.Thread(target=self.run_telemetry, args=(stop,), name="telemetry", daemon=True).start()
-        threading.Thread(target=self.instances.run, args=(stop,), name="instances", daemon=True).start()
-        agent = self
-
-        @self.app.task(name=tasks.PING, ignore_result=False)
-        def ping() -> dict:
-            return {
-                "name": agent.name,
-                "node_id": agent.identity.node_id if agent.identity else None,
-                "uptime_s": round(agent.clock() - agent.started, 1),
-                "gpus": len(agent.gpus.handles),
-                "version": AGENT_VERSION,
-            }
-
-        @self.app.task(name=tasks.START_INSTANCE)
-        def start_instance(spec: dict) -> None:
-            try:
-                agent.instances.start(spec)
-            except Exception as exc:  # e.g. the runtime is missing: the console shows why
-                log.exception("could not start instance %s", spec.get("id"))
-                agent._send(
-                    tasks.INSTANCE_REPORT,
-                    report={
-                        "instance": spec.get("id"),
-                        "state": "failed",
-                        "cause": "Could not start",
-                        "remedy": str(exc)[:400],
-                    },
-                )
-
-        @self.app.task(name=tasks.ENSURE_RUNTIME)
-        def ensure_runtime(engine: str, version: str) -> None:
-            threading.Thread(target=agent.install_runtime, args=(engine, version), daemon=True).start()
-
-        @self.app.task(name=tasks.STOP_INSTANCE)
-        def stop_instance(instance_id: int) -> None:
-            agent.instances.stop(instance_id)
-
-        @self.app.task(name=tasks.RUN_JOB)
-        def run_job(spec: dict) -> None:
-            agent.jobs.start(spec)  # returns at once: the job runs in its own process group
-
-        @self.app.task(name=tasks.CANCEL_JOB)
-        def cancel_job(job_id: int) -> None:
-            agent.jobs.cancel(job_id)
-
-        @self.app.task(name=tasks.INSTANCES, ignore_result=False)
-        def instances() -> list[dict]:
-            return agent.instances.describe()
-
-        try:
-            self.app.worker_main(
-                [
-                    "worker",
-                    "-Q",
-                    f"node.{self.name}",
-                    "-n",
-                    f"agent@{self.name}",
-                    "--pool=solo",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--loglevel=INFO",
-                ]
-            )
-        finally:
-            stop.set()
+        threading.Thread(target=self.run_telemetry, args=(self.stop,), name="telemetry", daemon=True).start()
+        threading.Thread(target=self.instances.run, args=(self.stop,), name="instances", daemon=True).start()
+        link = self.connect()
+        while link.is_alive():
+            if self.stop.wait(0.5):
+                self.link.close()
+                link.join(5)
+                break
+        self._commands.shutdown(wait=False, cancel_futures=True)
+        return 3 if self.link.revoked else 0

@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -16,7 +15,7 @@ from django.utils import timezone
 import audit
 from fleet.deployments.choices import DesiredState, InstanceState
 from fleet.deployments.models import Deployment, Instance
-from fleet.nodes import queries
+from fleet.nodes import commands, queries
 from fleet.nodes.choices import NodeState
 from fleet.nodes.models import Node
 from fleet.planning import placement
@@ -53,8 +52,7 @@ def spec_for(deployment: Deployment, replicas: int) -> placement.Spec:
     )
 
 
-def send(node: Node, task: str, **kwargs) -> None:
-    transaction.on_commit(lambda: current_app.send_task(task, kwargs=kwargs, queue=node.queue))
+send = commands.send  # to a node's command stream, once the transaction commits
 
 
 def start_command(instance: Instance, deployment: Deployment, node: Node) -> None:

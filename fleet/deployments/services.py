@@ -22,7 +22,7 @@ from fleet.deployments.choices import DesiredState, InstanceState
 from fleet.deployments.models import Deployment, Instance
 from fleet.nodes import queries
 from fleet.nodes.models import Node
-from fleet.nodes.services import agent_node, fleet_event
+from fleet.nodes.services import agent_node, fleet_event, refuse
 from fleet.planning import placement
 from fleet.planning.estimator import EstimateError
 from fleet.protocol import tasks
@@ -231,8 +231,8 @@ REPORT_ACTIONS = {
 }
 
 
-def instance_report(*, node_id: Any, secret: Any, report: Any) -> Instance | None:
-    node = agent_node(node_id, secret)
+def instance_report(*, node_id: Any, report: Any) -> Instance | None:
+    node = agent_node(node_id)
     if node is None or not isinstance(report, dict) or not isinstance(report.get("instance"), int):
         log.warning("instance report refused (node %r)", node_id)
         return None
@@ -246,6 +246,9 @@ def instance_report(*, node_id: Any, secret: Any, report: Any) -> Instance | Non
             .filter(pk=report["instance"], node=node)
             .first()
         )
+        if inst is None and Instance.objects.filter(pk=report["instance"]).exists():
+            refuse(node.pk, tasks.INSTANCE_REPORT, f"a report about instance {report['instance']} of another node")
+            return None
         if inst is None:
             # Not ours any more (deleted deployment): make sure it does not keep running.
             if state not in (InstanceState.STOPPED, InstanceState.FAILED):

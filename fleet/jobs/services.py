@@ -28,7 +28,7 @@ from fleet.jobs.choices import JobKind, JobState
 from fleet.jobs.models import Job
 from fleet.nodes.choices import NodeState
 from fleet.nodes.models import Node
-from fleet.nodes.services import agent_node
+from fleet.nodes.services import agent_node, refuse
 from fleet.protocol import runtimes, tasks
 
 if TYPE_CHECKING:
@@ -241,9 +241,9 @@ def _register_variant(job: Job, result: dict) -> ModelArtifact:
     return variant
 
 
-def report(*, node_id: Any, secret: Any, report: Any) -> Job | None:
+def report(*, node_id: Any, report: Any) -> Job | None:
     """What the agent running a job says: log lines, progress, and its end."""
-    node = agent_node(node_id, secret)
+    node = agent_node(node_id)
     if node is None or not isinstance(report, dict) or not isinstance(report.get("job"), int):
         log.warning("job report refused (node %r)", node_id)
         return None
@@ -254,6 +254,9 @@ def report(*, node_id: Any, secret: Any, report: Any) -> Job | None:
             .filter(pk=report["job"], node=node)
             .first()
         )
+        if job is None and Job.objects.filter(pk=report["job"]).exists():
+            refuse(node.pk, tasks.JOB_REPORT, f"a report about job {report['job']} of another node")
+            return None
         if job is None or job.done:
             return job
         lines = [str(line)[:2000] for line in report.get("lines") or [] if isinstance(line, str)][-500:]

@@ -10,9 +10,8 @@ from django.utils import timezone
 from console.filtering import VisibleQuerySet
 from console.states import Revocable, check_transition
 from fleet.nodes.choices import NODE_TRANSITIONS, NodeKind, NodeState
-from fleet.protocol.tasks import node_queue
 
-# A node name becomes the Celery queue "node.<name>": keep it to DNS-label characters.
+# A node name appears in URLs, topics and host names: keep it to DNS-label characters.
 NODE_NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 node_name_validator = RegexValidator(
     NODE_NAME_RE, "Use 1–63 lower-case letters, digits and hyphens (not at either end)."
@@ -89,10 +88,6 @@ class Node(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def queue(self) -> str:
-        return node_queue(self.name)
 
     @property
     def topic(self) -> str:

@@ -1,8 +1,9 @@
 """Side effects for nodes: joining, heartbeats, rollups, liveness, cordon and removal.
 
-The UI, the API and the Celery tasks that agents call all come through here; each write records
-its audit event. Agents authenticate with a secret of their own, stored as SHA-256 (the join
-token admits a node once; the agent secret keeps it in).
+The UI, the API and the agent endpoint (fleet.nodes.endpoint, which relays a node's reports to
+the Celery tasks) all come through here; each write records its audit event. A node's credential
+is a secret of its own, stored as SHA-256: the join token admits a node once, the credential keeps
+it in, and every report is attributed to the node whose credential opened the link.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -22,13 +22,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import audit
+from console import tls
 from console.actions import Actor, ServiceError
-from console.live import publish_on_commit
+from console.live import publish_on_commit, signal
 from console.states import move
+from fleet.nodes import commands
 from fleet.nodes.choices import NODE_TRANSITIONS, NodeKind, NodeState
 from fleet.nodes.models import GPU, JoinToken, Node, TelemetryRollup, node_name_validator
 from fleet.nodes.signals import work_lost
-from fleet.protocol import runtimes, tasks, telemetry
+from fleet.protocol import runtimes, tasks, telemetry, wire
 
 if TYPE_CHECKING:
     from access.people.models import User
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 JOIN_TOKEN_KIND = "fjt"  # fleet join token: recognisable in logs and by secret scanners
 MAX_JOIN_TOKEN_HOURS = 24 * 30
 MALFORMED_COUNTER = "fleet:telemetry:malformed"
+REFUSED_COUNTER = "fleet:node:refused"  # per node and kind: "<node id>:<kind>" → count
 
 
 def digest(secret: str) -> str:
@@ -72,7 +75,8 @@ def fleet_event(kind: str, node: Node, **extra: Any) -> None:
 
 # --- join tokens -------------------------------------------------------------------------------
 def create_join_token(actor: Actor, *, label: str = "", expires_in_hours: int = 24) -> tuple[JoinToken, str]:
-    """Returns the row and the plaintext, which is shown once and never stored."""
+    """Returns the row and the plaintext, which is shown once and never stored. The plaintext ends
+    with ``.<SHA-256 of the console's CA>``: the agent trusts only a console that CA vouches for."""
     if not 1 <= expires_in_hours <= MAX_JOIN_TOKEN_HOURS:
         raise ServiceError(f"Expiry must be between 1 and {MAX_JOIN_TOKEN_HOURS} hours.", "expires_in_hours")
     prefix = secrets.token_hex(6)
@@ -91,7 +95,7 @@ def create_join_token(actor: Actor, *, label: str = "", expires_in_hours: int = 
             token,
             after={"label": label, "prefix": prefix, "expires_at": token.expires_at},
         )
-    return token, plaintext
+    return token, f"{plaintext}.{tls.material().ca_fingerprint}"
 
 
 def revoke_join_token(actor: Actor, token: JoinToken) -> JoinToken:
@@ -106,6 +110,7 @@ def revoke_join_token(actor: Actor, token: JoinToken) -> JoinToken:
 
 
 def _token_row(plaintext: str) -> JoinToken | None:
+    plaintext = wire.split_join_token(plaintext)[0] if isinstance(plaintext, str) else plaintext
     parts = plaintext.split("_", 2) if isinstance(plaintext, str) else []
     if len(parts) != 3 or parts[0] != JOIN_TOKEN_KIND:
         return None
@@ -295,20 +300,51 @@ def _admit(
 
 
 # --- heartbeats and telemetry --------------------------------------------------------------------
-def agent_node(node_id: Any, secret: Any) -> Node | None:
-    if not isinstance(node_id, int) or isinstance(node_id, bool) or not isinstance(secret, str):
+def agent_node(node_id: Any) -> Node | None:
+    """The node a report is about: the endpoint names it by the credential that opened the link."""
+    if not isinstance(node_id, int) or isinstance(node_id, bool):
         return None
-    node = Node.objects.filter(pk=node_id).first()
-    if node is None or not hmac.compare_digest(node.agent_digest, digest(secret)):
+    return Node.objects.filter(pk=node_id).first()
+
+
+def authenticate(credential: Any) -> Node | None:
+    """The node whose credential this is, or None (unknown, removed or rotated away)."""
+    parsed = wire.parse_credential(credential)
+    if parsed is None:
+        return None
+    node = Node.objects.filter(pk=parsed[0]).first()
+    if node is None or not node.agent_digest or not hmac.compare_digest(node.agent_digest, digest(parsed[1])):
         return None
     return node
 
 
-def heartbeat(*, node_id: Any, secret: Any, sample: Any) -> Node | None:
-    """Record that a node is alive, with its latest telemetry; returns None when refused."""
-    node = agent_node(node_id, secret)
+def refuse(node_id: int, kind: str, detail: str) -> None:
+    """A node said something it may not: counted always, audited once per node and kind a minute
+    (a flood cannot fill the chain)."""
+    key = f"{REFUSED_COUNTER}:{node_id}:{kind}"
+    cache.add(key, 0, timeout=None)
+    count = cache.incr(key)
+    log.warning("refused from node %s: %s (%s)", node_id, kind, detail)
+    if cache.add(f"{key}:audited", 1, timeout=60):
+        node = Node.objects.filter(pk=node_id).first()
+        audit.record(
+            _agent_actor(node.name if node else str(node_id)),
+            "node.refused",
+            node if node is not None else ("fleet.node", str(node_id), str(node_id)),
+            kind=kind[:80],
+            detail=detail[:300],
+            refused_so_far=count,
+        )
+
+
+def refused_count(node_id: int, kind: str) -> int:
+    return int(cache.get(f"{REFUSED_COUNTER}:{node_id}:{kind}") or 0)
+
+
+def heartbeat(*, node_id: Any, sample: Any) -> Node | None:
+    """Record that a node is alive, with its latest telemetry; None for a node removed meanwhile."""
+    node = agent_node(node_id)
     if node is None:
-        log.warning("heartbeat refused for node id %r (unknown node or wrong secret)", node_id)
         return None
     try:
         telemetry.check(sample)
@@ -334,8 +370,8 @@ def heartbeat(*, node_id: Any, secret: Any, sample: Any) -> Node | None:
     return node
 
 
-def ingest_rollups(*, node_id: Any, secret: Any, minute: Any, rows: Any) -> int:
-    node = agent_node(node_id, secret)
+def ingest_rollups(*, node_id: Any, minute: Any, rows: Any) -> int:
+    node = agent_node(node_id)
     if node is None:
         return 0
     try:
@@ -396,15 +432,11 @@ def install_runtime(actor: Actor, node: Node, engine: Any, version: Any) -> None
     key = f"{engine}=={version}"
     with transaction.atomic():
         audit.record(actor, "node.runtime.install", node, after={"runtime": key})
-        transaction.on_commit(
-            lambda: current_app.send_task(
-                tasks.ENSURE_RUNTIME, kwargs={"engine": engine, "version": version}, queue=node.queue
-            )
-        )
+        commands.send(node, tasks.ENSURE_RUNTIME, engine=engine, version=version)
 
 
-def runtime_report(*, node_id: Any, secret: Any, runtime: Any, state: Any, detail: Any = "") -> None:
-    node = agent_node(node_id, secret)
+def runtime_report(*, node_id: Any, runtime: Any, state: Any, detail: Any = "") -> None:
+    node = agent_node(node_id)
     if node is None or not isinstance(runtime, str) or state not in ("installing", "ready", "failed"):
         return
     with transaction.atomic():
@@ -445,4 +477,41 @@ def remove_node(actor: Actor, node: Node) -> None:
         before = {"name": node.name, "state": node.state, "kind": node.kind, "gpus": node.gpus.count()}
         audit.record(actor, "node.remove", node, before=before)
         fleet_event("removed", node)
+        node_id = node.pk
         node.delete()
+        transaction.on_commit(lambda: revoke(node_id))
+
+
+def revoke(node_id: int) -> None:
+    """Close a node's open link now (its credential is already gone from the database)."""
+    signal(commands.group(node_id), {"type": "agent.revoke"}).result(timeout=5)
+    commands.forget(node_id)
+
+
+def rotate_credential(actor: Actor, node: Node) -> None:
+    """Ask the node's open link to give its agent a new credential; the old one stops working
+    when the link saves the new digest. A node not connected now cannot receive one: it joins
+    again with a new join token."""
+    if not commands.client().exists(link_key(node.pk)):
+        raise ServiceError(
+            f"{node.name}'s agent is not connected, so it cannot receive a new credential. "
+            "Remove the node and join it again with a new join token."
+        )
+    audit.record(actor, "node.credential.rotate", node)
+    transaction.on_commit(lambda: signal(commands.group(node.pk), {"type": "agent.rotate"}))
+
+
+def link_key(node_id: int) -> str:
+    """Set while the node's link is open (by fleet.nodes.endpoint), with the link's channel."""
+    return f"fleet:node:{node_id}:link"
+
+
+def new_credential(node_id: int) -> str | None:
+    """A fresh credential for a node (the link sends it to its agent); None if it was removed."""
+    secret = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        if not Node.objects.filter(pk=node_id).update(agent_digest=digest(secret)):
+            return None
+        node = Node.objects.get(pk=node_id)
+        audit.record(_agent_actor(node.name), "node.credential.rotated", node)
+    return wire.credential(node_id, secret)

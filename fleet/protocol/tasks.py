@@ -1,18 +1,12 @@
-"""Celery task names, both ways, and the queues they travel on. The agent sends and serves tasks by
-these names without importing the console's task modules (it has no Django)."""
+"""Task names, both ways. The console's Celery tasks (fleet/tasks.py) carry the reports that the
+agent endpoint relays for a node; the agent's commands travel on the node's link (fleet.protocol.wire)."""
 
 from __future__ import annotations
 
 CONSOLE_QUEUE = "console"
 
 
-def node_queue(name: str) -> str:
-    """The queue an agent serves: one per node."""
-    return f"node.{name}"
-
-
 # agent → console (fleet/tasks.py serves them; the node is named by its credential)
-REGISTER_NODE = "fleet.register_node"
 HEARTBEAT = "fleet.heartbeat"
 ROLLUPS = "fleet.rollups"
 INSTANCE_REPORT = "fleet.instance_report"
@@ -25,7 +19,7 @@ PRUNE_ROLLUPS = "fleet.prune_rollups"
 CHECKSUM_MODEL = "fleet.checksum_model"
 RECONCILE = "fleet.reconcile"
 
-# console → agent (fleet/agent/runtime.py serves them on the node's queue)
+# console → agent (fleet/agent/runtime.py serves them from the node's command stream)
 PING = "agent.ping"
 START_INSTANCE = "agent.start_instance"
 STOP_INSTANCE = "agent.stop_instance"

@@ -55,7 +55,8 @@ def record_in_own_connection(actor, action: str, target=None) -> None:
 
 
 def start_agent(env: dict, name: str, state_dir, token: str | None = None) -> subprocess.Popen:
-    """A real agent process (python -m fleet.agent) sampling every 0.5 s, heartbeating every 1 s."""
+    """A real agent process (python -m fleet.agent) sampling every 0.5 s, heartbeating every 1 s;
+    ``env`` is ``agent_env`` (the console's TLS agent URL in FLEET_CONSOLE_URL, no Redis URL)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -70,7 +71,9 @@ def start_agent(env: dict, name: str, state_dir, token: str | None = None) -> su
             "--state-dir",
             str(state_dir),
         ],
-        env=env | {"FLEET_JOIN_TOKEN": token or ""},
+        # No REDIS_URL or DATABASE_URL: a node holds neither.
+        env={k: v for k, v in env.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+        | {"FLEET_JOIN_TOKEN": token or ""},  # noqa: E501
         cwd=BASE_DIR,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -78,8 +81,13 @@ def start_agent(env: dict, name: str, state_dir, token: str | None = None) -> su
     )
 
 
+def node_env(env: dict) -> dict:
+    """A node holds neither the console's Redis URL nor its database's."""
+    return {k: v for k, v in env.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+
+
 def stop_agent(proc: subprocess.Popen) -> str:
-    """SIGTERM (Celery's warm shutdown), then its output."""
+    """SIGTERM, then its output."""
     if proc.poll() is None:
         proc.terminate()
     try:
@@ -185,6 +193,49 @@ def live_server_url(process_env) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def agent_endpoint(process_env) -> Iterator[str]:
+    """The agent endpoint as `make run` serves it to other machines: its own port, TLS only, with
+    the console's CA and certificate from the data directory."""
+    from console import tls
+
+    certs = tls.material()
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "console.asgi:agents",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--log-level",
+            "warning",
+            "--ssl-certfile",
+            str(certs.cert),
+            "--ssl-keyfile",
+            str(certs.key),
+        ],
+        env=process_env,
+        cwd=BASE_DIR,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def agent_env(process_env, agent_endpoint) -> dict[str, str]:
+    """What a node's agent is given: the console's agent URL (its join token comes per test)."""
+    return process_env | {"FLEET_CONSOLE_URL": agent_endpoint}
 
 
 @pytest.fixture(scope="session")
@@ -321,7 +372,9 @@ def chat(instance: Instance, served: str) -> dict:
 
 
 @pytest.fixture
-def fleet_with_agent(transactional_db, celery_worker_process, process_env, tmp_path, settings, people, client_for):
+def fleet_with_agent(
+    transactional_db, celery_worker_process, process_env, agent_env, tmp_path, settings, people, client_for
+):
     """An admin, the demo model under a model root, and a real agent that joined as a CPU node."""
     from fleet.nodes import services
 
@@ -332,7 +385,7 @@ def fleet_with_agent(transactional_db, celery_worker_process, process_env, tmp_p
     model = registry.register(admin, path=str(models / "demo"), name="demo", checksum_now=True)
     _t, token = services.create_join_token(admin, expires_in_hours=1)
     state = tmp_path / "agent"
-    agent = {"proc": start_agent(process_env, "deploy-node", state, token)}
+    agent = {"proc": start_agent(agent_env, "deploy-node", state, token)}
     node = wait_for(lambda: Node.objects.filter(name="deploy-node", state=NodeState.ONLINE).first(), 60, "the agent")
     wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 15, "a first heartbeat")
     client = client_for("admin")
@@ -344,7 +397,7 @@ def fleet_with_agent(transactional_db, celery_worker_process, process_env, tmp_p
         "client": client,
         "agent": agent,
         "state": state,
-        "env": process_env,
+        "env": agent_env,
     }
     for deployment in Deployment.objects.all():
         client.post(f"/api/deployments/{deployment.pk}/stop/")

@@ -1,22 +1,21 @@
-"""A real agent process joins through a real Celery worker, streams telemetry to a websocket
-subscriber over real Redis, goes Offline when stopped and Online when it returns."""
+"""A real agent process joins over the TLS agent endpoint, streams telemetry through it to a
+websocket subscriber, goes Offline when stopped and Online when it returns."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
 import pytest
 from asgiref.sync import async_to_sync
-from celery import current_app
 from channels.testing import WebsocketCommunicator
 
 from access.people.choices import Role
 from audit.models import AuditEvent
+from console import tls
 from console.consumers import LiveConsumer
 from fleet.agent.runtime import Agent
-from fleet.nodes import services
+from fleet.nodes import commands, services
 from fleet.nodes.choices import NodeKind, NodeState
 from fleet.nodes.models import Node, TelemetryRollup
 from fleet.protocol import runtimes
@@ -57,11 +56,11 @@ def _first_telemetry(admin, node_id: int) -> tuple[dict, float]:
 
 
 def test_an_agent_joins_streams_goes_offline_and_comes_back(
-    transactional_db, celery_worker_process, process_env, tmp_path
+    transactional_db, celery_worker_process, agent_env, tmp_path
 ):
     admin = make_user("admin", Role.ADMIN)
     _token, plaintext = services.create_join_token(admin, label="e2e", expires_in_hours=1)
-    agent = start_agent(process_env, "e2e-node", tmp_path / "state", plaintext)
+    agent = start_agent(agent_env, "e2e-node", tmp_path / "state", plaintext)
     try:
         node = _wait(lambda: Node.objects.filter(name="e2e-node").first(), 60, "the node to register")
         assert node.kind == NodeKind.CPU and node.state == NodeState.ONLINE  # no NVML here: a CPU node
@@ -76,8 +75,8 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(
 
         _wait(lambda: Node.objects.get(pk=node.pk).last_sample.get("host"), 10, "a heartbeat with a sample")
 
-        # The agent serves its own queue, node.<name>.
-        pong = current_app.send_task("agent.ping", queue=node.queue).get(timeout=30)
+        # Commands reach it over its link, and it answers.
+        pong = commands.ask(node, "agent.ping", timeout=30)
         assert pong["name"] == "e2e-node" and pong["node_id"] == node.pk
     finally:
         out = stop_agent(agent)
@@ -89,7 +88,7 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(
     assert AuditEvent.objects.filter(action="node.offline", target_id=str(node.pk)).count() == 1
 
     # It comes back with the identity it saved (no token needed), and goes Online again.
-    again = start_agent(process_env, "e2e-node", tmp_path / "state")
+    again = start_agent(agent_env, "e2e-node", tmp_path / "state")
     try:
         _wait(lambda: Node.objects.get(pk=node.pk).state == NodeState.ONLINE, 60, "the node to return")
         assert AuditEvent.objects.filter(action="node.rejoin", target_id=str(node.pk)).exists()
@@ -97,7 +96,7 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(
         stop_agent(again)
 
     # The join token was used once; a second node presenting it is refused, and that is audited.
-    replay = start_agent(process_env, "e2e-other", tmp_path / "other", plaintext)
+    replay = start_agent(agent_env, "e2e-other", tmp_path / "other", plaintext)
     out = agent_output_when_exited(replay)
     assert replay.returncode == 2 and "already used" in out
     refused = AuditEvent.objects.filter(action="node.join.refused").latest("seq")
@@ -105,17 +104,16 @@ def test_an_agent_joins_streams_goes_offline_and_comes_back(
     assert not Node.objects.filter(name="e2e-other").exists()
 
 
-def test_an_unknown_token_is_refused_with_a_clear_message(
-    transactional_db, celery_worker_process, process_env, tmp_path
-):
-    proc = start_agent(process_env, "stranger", tmp_path, "fjt_000000000000_not-a-real-token")
+def test_an_unknown_token_is_refused_with_a_clear_message(transactional_db, agent_env, tmp_path):
+    pin = tls.material().ca_fingerprint
+    proc = start_agent(agent_env, "stranger", tmp_path, f"fjt_000000000000_not-a-real-token.{pin}")
     out = agent_output_when_exited(proc)
     assert proc.returncode == 2 and "unknown join token" in out
     assert AuditEvent.objects.filter(action="node.join.refused", target_repr="stranger").count() == 1
 
 
 def test_an_agent_with_two_gpus_sends_minute_rollups_that_the_console_stores(
-    transactional_db, celery_worker_process, tmp_path
+    transactional_db, celery_worker_process, agent_endpoint, tmp_path
 ):
     """The agent's GPU path in-process (NVML test double, two GPUs) against the real worker."""
 
@@ -123,10 +121,10 @@ def test_an_agent_with_two_gpus_sends_minute_rollups_that_the_console_stores(
     _token, plaintext = services.create_join_token(admin, expires_in_hours=1)
     now = [float(int(time.time()) // 60 * 60 - 600)]  # a whole minute, ten minutes ago
     nvml = NvmlTestDouble(gpus=2)
-    agent = Agent(
-        name="gpu-sim", redis_url=os.environ["REDIS_URL"], state_dir=tmp_path, nvml=nvml, clock=lambda: now[0]
-    )
-    agent.join(plaintext, wait_s=60)
+    agent = Agent(name="gpu-sim", console_url=agent_endpoint, state_dir=tmp_path, nvml=nvml, clock=lambda: now[0])
+    agent.join(plaintext)
+    agent.connect()
+    assert agent.link.connected.wait(10)
     node = Node.objects.get(name="gpu-sim")
     assert node.kind == NodeKind.GPU and node.gpus.count() == 2
 
@@ -141,3 +139,5 @@ def test_an_agent_with_two_gpus_sends_minute_rollups_that_the_console_stores(
     assert [r.gpu_index for r in rows] == [-1, 0, 1] and {r.samples for r in rows} == {3}
     assert rows[1].stats["util"] == [20.0, 50.0, 90.0]
     assert int(rows[1].minute.timestamp()) == int(now[0] - 60) // 60 * 60
+    agent.stop.set()
+    agent.link.close()

@@ -78,10 +78,10 @@ def _in_thread(fn):
 
 
 def test_the_node_page_chart_gains_points_without_a_reload(
-    personas, browser, live_server_url, celery_worker_process, process_env, tmp_path
+    personas, browser, live_server_url, celery_worker_process, agent_env, tmp_path
 ):
     _token, plaintext = _in_thread(lambda: services.create_join_token(personas["admin"], expires_in_hours=1))
-    agent = start_agent(process_env, "browser-node", tmp_path / "agent", plaintext)
+    agent = start_agent(agent_env, "browser-node", tmp_path / "agent", plaintext)
     try:
         node_id, deadline = None, time.monotonic() + 60
         while node_id is None and time.monotonic() < deadline:

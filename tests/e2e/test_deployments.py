@@ -9,13 +9,13 @@ import signal
 import time
 
 import pytest
-from celery import current_app
 
 from audit.models import AuditEvent
 from fleet.catalog import demo
 from fleet.catalog import services as registry
 from fleet.deployments.choices import InstanceState
 from fleet.deployments.models import Deployment, Instance
+from fleet.nodes import commands
 from tests.e2e.conftest import (
     VLLM_START_S,
     chat,
@@ -84,7 +84,7 @@ def test_deploy_serve_crash_adopt_scale_and_stop(fleet_with_agent):
     stop_agent(f["agent"]["proc"])
     assert [p.pid for p in vllm_processes(model.path)] == [again.pid]  # vLLM outlives the agent
     f["agent"]["proc"] = start_agent(f["env"], "deploy-node", f["state"])
-    described = wait_for(lambda: _describe(current_app), 60, "the new agent to answer")
+    described = wait_for(lambda: _describe(f["node"]), 60, "the new agent to answer")
     assert [(d["id"], d["pid"], d["state"]) for d in described] == [(instance.pk, again.pid, "ready")]
     time.sleep(3)  # a reconcile pass or two: still no second process
     assert [p.pid for p in vllm_processes(model.path)] == [again.pid]
@@ -117,10 +117,10 @@ def test_deploy_serve_crash_adopt_scale_and_stop(fleet_with_agent):
     )
 
 
-def _describe(app):
+def _describe(node):
     try:
-        return app.send_task("agent.instances", queue="node.deploy-node").get(timeout=5)
-    except Exception:
+        return commands.ask(node, "agent.instances", timeout=5)
+    except TimeoutError:
         return None
 
 

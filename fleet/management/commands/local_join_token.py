@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def handle(self, *args, name: str, state_file: Path, **options) -> None:
         try:
             saved = json.loads(state_file.read_text())
-            if Node.objects.filter(pk=int(saved["node_id"]), name=name).exists():
+            if saved.get("credential") and Node.objects.filter(pk=int(saved["node_id"]), name=name).exists():
                 return
         except (OSError, ValueError, KeyError, TypeError):
             pass

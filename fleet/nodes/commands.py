@@ -1,0 +1,80 @@
+"""Commands for one node: a Redis stream per node that only the console writes, relayed to the
+node's agent over its link (fleet.nodes.endpoint) and forgotten when the agent acknowledges them.
+
+A command sent while the node is away waits in its stream (the last 1,000) and goes out when the
+agent connects again; a node reads only its own stream because the console reads it on its behalf.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import redis
+from django.conf import settings
+from django.db import transaction
+
+from console.live import signal
+
+if TYPE_CHECKING:
+    from fleet.nodes.models import Node
+
+KEEP = 1000
+REPLY_TTL_S = 60
+
+
+def stream(node_id: int) -> str:
+    return f"fleet:node:{node_id}:commands"
+
+
+def reply_key(node_id: int, command_id: str) -> str:
+    return f"fleet:node:{node_id}:reply:{command_id}"
+
+
+def group(node_id: int) -> str:
+    """The channel group of a node's open link (its consumer listens there)."""
+    return f"agent.{node_id}"
+
+
+@lru_cache(maxsize=1)
+def client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, decode_responses=True)
+
+
+def push(node_id: int, task: str, kwargs: dict[str, Any], *, reply: bool = False) -> str:
+    body = json.dumps({"task": task, "kwargs": kwargs, "reply": reply})
+    command_id = str(client().xadd(stream(node_id), {"m": body}, maxlen=KEEP, approximate=True))
+    signal(group(node_id), {"type": "agent.wake"})
+    return command_id
+
+
+def send(node: Node, task: str, **kwargs: Any) -> None:
+    """Queue a command once the current transaction commits (never for a change rolled back)."""
+    node_id = node.pk
+    transaction.on_commit(lambda: push(node_id, task, kwargs))
+
+
+def ask(node: Node, task: str, timeout: float = 10.0, **kwargs: Any) -> Any:
+    """Send a command and wait for the agent's answer; TimeoutError when none comes."""
+    command_id = push(node.pk, task, kwargs, reply=True)
+    answer = client().blpop([reply_key(node.pk, command_id)], timeout=timeout)
+    if answer is None:
+        raise TimeoutError(f"{node.name} did not answer {task} within {timeout:.0f} s")
+    return json.loads(answer[1])
+
+
+def forget(node_id: int) -> None:
+    """A removed node's waiting commands go with it."""
+    client().delete(stream(node_id))
+
+
+def wait_until_sent(node_id: int, timeout: float = 10.0) -> bool:
+    """True once the node has acknowledged everything queued for it (tests and drills)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not client().xlen(stream(node_id)):
+            return True
+        time.sleep(0.05)
+    return False
