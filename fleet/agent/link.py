@@ -106,11 +106,12 @@ class Console:
             except ValueError:
                 why = exc.reason
             raise Refused(str(why)) from None
-        except ssl.SSLCertVerificationError as exc:
-            raise LinkError(
-                f"the console's certificate does not chain to the pinned CA: {exc.verify_message}"
-            ) from None
         except (OSError, urllib.error.URLError) as exc:
+            reason = getattr(exc, "reason", exc)  # urllib wraps the TLS failure
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise LinkError(
+                    f"the console's certificate does not chain to the pinned CA: {reason.verify_message}"
+                ) from None
             raise LinkError(f"could not reach the console at {self.url}: {exc}") from None
 
     @property

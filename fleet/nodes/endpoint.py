@@ -243,8 +243,10 @@ class NodeLink(AsyncWebsocketConsumer):
     async def _relay(self, kind: str, fields: dict) -> None:
         assert self.node_id is not None
         if kind == tasks.HEARTBEAT:
-            if isinstance(fields.get("sample"), dict):
-                fields["sample"] |= {"node": self.node_id, "name": self.name}
+            sample = fields.get("sample")
+            if isinstance(sample, dict) and sample.get("node", self.node_id) != self.node_id:
+                await self._refuse(kind, "a heartbeat carrying another node's sample")
+                return
             await _aredis().set(services.link_key(self.node_id), self.channel_name, ex=LINK_TTL_S)
         send_task = sync_to_async(current_app.send_task, thread_sensitive=False)
         await send_task(kind, kwargs={"node_id": self.node_id, **fields}, queue=tasks.CONSOLE_QUEUE)
@@ -253,7 +255,10 @@ class NodeLink(AsyncWebsocketConsumer):
         if not isinstance(sample, dict):
             await self._refuse(wire.TELEMETRY, "a sample is an object")
             return
-        sample |= {"node": self.node_id, "name": self.name}  # whatever it said, it speaks for itself
+        if sample.get("node", self.node_id) != self.node_id:
+            await self._refuse(wire.TELEMETRY, f"a sample for node {str(sample.get('node'))[:20]}, not this one")
+            return
+        sample |= {"node": self.node_id, "name": self.name}
         for topic in (f"telemetry.node.{self.node_id}", "telemetry.fleet"):
             await self.channel_layer.group_send(topic, message(topic, sample))
 

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 JOIN_TOKEN_KIND = "fjt"  # fleet join token: recognisable in logs and by secret scanners
 MAX_JOIN_TOKEN_HOURS = 24 * 30
 MALFORMED_COUNTER = "fleet:telemetry:malformed"
-REFUSED_COUNTER = "fleet:node:refused"  # per node and kind: "<node id>:<kind>" → count
+REFUSED_COUNTER = "fleet:node:refused"  # per node and kind → count
 
 
 def digest(secret: str) -> str:
@@ -321,12 +321,12 @@ def authenticate(credential: Any) -> Node | None:
 def refuse(node_id: int, kind: str, detail: str) -> None:
     """A node said something it may not: counted always, audited once per node and kind a minute
     (a flood cannot fill the chain)."""
-    key = f"{REFUSED_COUNTER}:{node_id}:{kind}"
+    log.warning("refused from node %s: %s (%s)", node_id, kind, detail)
+    node = Node.objects.filter(pk=node_id).first()
+    key = _refused_key(node_id, kind, node)
     cache.add(key, 0, timeout=None)
     count = cache.incr(key)
-    log.warning("refused from node %s: %s (%s)", node_id, kind, detail)
     if cache.add(f"{key}:audited", 1, timeout=60):
-        node = Node.objects.filter(pk=node_id).first()
         audit.record(
             _agent_actor(node.name if node else str(node_id)),
             "node.refused",
@@ -337,8 +337,14 @@ def refuse(node_id: int, kind: str, detail: str) -> None:
         )
 
 
+def _refused_key(node_id: int, kind: str, node: Node | None) -> str:
+    # The node's registration time is in the key: a database made again (tests, a restore) reuses ids.
+    joined = int(node.registered_at.timestamp()) if node is not None else 0
+    return f"{REFUSED_COUNTER}:{node_id}:{joined}:{kind}"
+
+
 def refused_count(node_id: int, kind: str) -> int:
-    return int(cache.get(f"{REFUSED_COUNTER}:{node_id}:{kind}") or 0)
+    return int(cache.get(_refused_key(node_id, kind, Node.objects.filter(pk=node_id).first())) or 0)
 
 
 def heartbeat(*, node_id: Any, sample: Any) -> Node | None:
@@ -347,7 +353,8 @@ def heartbeat(*, node_id: Any, sample: Any) -> Node | None:
     if node is None:
         return None
     try:
-        telemetry.check(sample)
+        if sample is not None:  # the first heartbeat may come before the first sample
+            telemetry.check(sample)
     except telemetry.MalformedTelemetry as exc:
         count_malformed(str(exc))
         sample = None
