@@ -61,6 +61,13 @@ class NodeViewSet(
         node = services.set_cordon(request.user, self.get_object(), False)
         return Response(NodeDetailSerializer(node).data)
 
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def rotate(self, request: Request, pk: str | None = None) -> Response:
+        """A new credential for the node's agent, sent over its open link; the old one stops working."""
+        services.rotate_credential(request.user, self.get_object())
+        return Response({"detail": "Rotating: the agent receives its new credential now."}, status=202)
+
     @extend_schema(request=OpenApiTypes.OBJECT, responses={202: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def runtimes(self, request: Request, pk: str | None = None) -> Response:

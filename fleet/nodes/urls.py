@@ -17,6 +17,7 @@ urlpatterns = [
     path("nodes/<int:pk>/cordon/", views.node_cordon, {"cordon": True}, name="node-cordon"),
     path("nodes/<int:pk>/uncordon/", views.node_cordon, {"cordon": False}, name="node-uncordon"),
     path("nodes/<int:pk>/remove/", views.node_remove, name="node-remove"),
+    path("nodes/<int:pk>/rotate/", views.node_rotate, name="node-rotate"),
     path("nodes/<int:pk>/runtimes/", views.node_runtime, name="node-runtime"),
 ]
 

