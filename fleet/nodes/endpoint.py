@@ -43,7 +43,12 @@ _redis: Any = None  # redis.asyncio.Redis (its stubs type every reply as bytes |
 def _aredis() -> Any:
     global _redis
     if _redis is None:
-        _redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, decode_responses=True)
+        # Blocking pool: a thousand links opening or closing at once wait for a connection in turn
+        # instead of failing (redis-py's default pool refuses the 101st).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=64, timeout=30, socket_timeout=10, decode_responses=True
+        )
+        _redis = aioredis.Redis(connection_pool=pool)
     return _redis
 
 

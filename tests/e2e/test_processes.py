@@ -89,6 +89,7 @@ def test_the_run_command_serves_the_login_page_and_ctrl_c_leaves_nothing(tmp_pat
         "FLEET_ADMIN_PASSWORD": "Run-command-test-pass-1",
         "FLEET_WORKER_CONCURRENCY": "1",
         "FLEET_METRICS_TOKEN": "run-test-scrape",
+        "FLEET_AGENT_PORT": str(free_port()),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "console.launch", "run", "--port", str(port)],
@@ -126,7 +127,7 @@ def test_the_run_command_serves_the_login_page_and_ctrl_c_leaves_nothing(tmp_pat
         def parts() -> dict:
             return json.loads(state_file.read_text())["parts"]
 
-        for name in ("worker", "beat", "agent", "web"):
+        for name in ("worker", "beat", "agent", "agents", "web"):
             before = parts()
             os.kill(before[name]["pid"], signal.SIGKILL)
             deadline = time.monotonic() + 60
@@ -149,6 +150,7 @@ def test_the_run_command_serves_the_login_page_and_ctrl_c_leaves_nothing(tmp_pat
             "worker": 1,
             "beat": 1,
             "agent": 1,
+            "agents": 1,
             "postgres": 0,
             "redis": 0,
         }, health
