@@ -17,7 +17,7 @@ from django.db import transaction
 
 from fleet.protocol.live import Publisher, message
 
-__all__ = ["apublish", "publish", "publish_many", "publish_on_commit", "publish_soon", "signal"]
+__all__ = ["apublish", "publish", "publish_many", "publish_on_commit", "publish_soon"]
 
 
 def _default_layer() -> Any:
@@ -47,8 +47,3 @@ def publish_on_commit(topics: str | tuple[str, ...], payload: Any) -> None:
     """Publish once the current transaction commits (at once outside one): browsers never see a
     change that was rolled back."""
     transaction.on_commit(lambda: publish(topics, payload))
-
-
-def signal(group: str, event: dict) -> Future:
-    """A channel-layer event for the consumers in ``group`` (their handler is named by its type)."""
-    return _default.group_send(group, event)

@@ -16,8 +16,6 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from console.live import signal
-
 if TYPE_CHECKING:
     from fleet.nodes.models import Node
 
@@ -33,9 +31,12 @@ def reply_key(node_id: int, command_id: str) -> str:
     return f"fleet:node:{node_id}:reply:{command_id}"
 
 
-def group(node_id: int) -> str:
-    """The channel group of a node's open link (its consumer listens there)."""
-    return f"agent.{node_id}"
+EVENTS = "fleet:agents:events"  # Redis pub/sub: every agent-endpoint process hears every event
+
+
+def notify(node_id: int, event: str) -> None:
+    """Tell the process holding the node's link: "wake" (commands wait), "revoke" or "rotate"."""
+    client().publish(EVENTS, json.dumps({"node": node_id, "event": event}))
 
 
 @lru_cache(maxsize=1)
@@ -46,7 +47,7 @@ def client() -> redis.Redis:
 def push(node_id: int, task: str, kwargs: dict[str, Any], *, reply: bool = False) -> str:
     body = json.dumps({"task": task, "kwargs": kwargs, "reply": reply})
     command_id = str(client().xadd(stream(node_id), {"m": body}, maxlen=KEEP, approximate=True))
-    signal(group(node_id), {"type": "agent.wake"})
+    notify(node_id, "wake")
     return command_id
 
 

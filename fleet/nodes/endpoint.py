@@ -13,6 +13,7 @@ HTTP and ws are accepted from loopback only (`make run`'s own agent); everyone e
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -29,10 +30,10 @@ from django.conf import settings
 
 from console import tls
 from console.actions import ServiceError
+from console.live import publish, publish_soon
 from fleet.deployments.models import Instance
 from fleet.nodes import commands, services
 from fleet.protocol import tasks, wire
-from fleet.protocol.live import message
 
 log = logging.getLogger(__name__)
 LINK_TTL_S = 60  # the "connected" mark outlives a dead web process by at most this (heartbeats renew it)
@@ -140,7 +141,37 @@ async def http(scope: dict, receive: Any, send: Any) -> None:
 
 
 # --- the link ----------------------------------------------------------------------------------
+_links: dict[int, set[NodeLink]] = {}  # this process's open links, by node
+_listener: asyncio.Task | None = None
+
+
+def _listen_for_events() -> None:
+    """One Redis subscription per process carries every node's events to the link holding it
+    (channel-layer groups would cost every link two Redis calls to open and close)."""
+    global _listener
+    if _listener is None or _listener.done():
+        _listener = asyncio.create_task(_events())
+
+
+async def _events() -> None:
+    try:
+        async with _aredis().pubsub() as pubsub:
+            await pubsub.subscribe(commands.EVENTS)
+            async for note in pubsub.listen():
+                if note.get("type") != "message":
+                    continue
+                event = json.loads(note["data"])
+                for link in tuple(_links.get(event.get("node"), ())):
+                    asyncio.create_task(link.handle(str(event.get("event"))))
+    except Exception as exc:  # Redis went away: the next link opened starts listening again
+        log.error("agent endpoint: stopped hearing node events (%s); closing links so agents reconnect", exc)
+        for links in list(_links.values()):
+            for link in tuple(links):
+                await link.close(code=1012)
+
+
 class NodeLink(AsyncWebsocketConsumer):
+    channel_layer_alias = "hub-only"  # names no layer: links hear their events through _events
     node_id: int | None = None
 
     async def connect(self) -> None:
@@ -152,37 +183,42 @@ class NodeLink(AsyncWebsocketConsumer):
         if node is None:
             await self.close(code=wire.CLOSE_REVOKED)  # before accept: the handshake answers 403
             return
-        self.node_id, self.name, self.group = node.pk, node.name, commands.group(node.pk)
+        self.node_id, self.name = node.pk, node.name
         self.sent_upto, self.instances, self.done = "-", set[int](), False
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.link_id = secrets.token_hex(8)
+        _listen_for_events()
+        _links.setdefault(node.pk, set()).add(self)
         await self.accept()
-        await _aredis().set(services.link_key(node.pk), self.channel_name, ex=LINK_TTL_S)
+        await _aredis().set(services.link_key(node.pk), self.link_id, ex=LINK_TTL_S)
         await self._send_commands()
 
     async def disconnect(self, code: int) -> None:
         self.done = True
         if self.node_id is None:
             return
-        await self.channel_layer.group_discard(self.group, self.channel_name)
+        _links.get(self.node_id, set()).discard(self)
+        if not _links.get(self.node_id):
+            _links.pop(self.node_id, None)
         key = services.link_key(self.node_id)
-        if await _aredis().get(key) == self.channel_name:
+        if await _aredis().get(key) == self.link_id:
             await _aredis().delete(key)
 
-    # what the console tells this link (channel-layer events to the node's group)
-    async def agent_wake(self, event: dict) -> None:
-        if not self.done:
-            await self._send_commands()
-
-    async def agent_revoke(self, event: dict) -> None:
-        self.done = True
-        await self.close(code=wire.CLOSE_REVOKED)
-
-    async def agent_rotate(self, event: dict) -> None:
+    async def handle(self, event: str) -> None:
+        """What the console tells this link: commands wait, it was revoked, or rotate."""
         if self.done:
             return
+        if event == "wake":
+            await self._send_commands()
+        elif event == "revoke":
+            self.done = True
+            await self.close(code=wire.CLOSE_REVOKED)
+        elif event == "rotate":
+            await self._rotate()
+
+    async def _rotate(self) -> None:
         assert self.node_id is not None  # connected
+        self.done = True  # the credential this link was opened with stops working now
         fresh = await database_sync_to_async(services.new_credential)(self.node_id)
-        self.done = True  # the credential this link was opened with is no longer valid
         if fresh is not None:
             await self.send(json.dumps({"kind": wire.CREDENTIAL, "credential": fresh}))
         await self.close(code=wire.CLOSE_ROTATED if fresh else wire.CLOSE_REVOKED)
@@ -225,9 +261,7 @@ class NodeLink(AsyncWebsocketConsumer):
             await self._instance_log(said.get("instance"), said.get("lines"))
         elif kind == wire.RUNTIME_LOG:
             line = {"runtime": str(said.get("runtime"))[:80], "line": str(said.get("line"))[:2000]}
-            await self.channel_layer.group_send(
-                f"node.{self.node_id}.runtime", message(f"node.{self.node_id}.runtime", line)
-            )
+            publish(f"node.{self.node_id}.runtime", line)
         elif kind == wire.ACK and isinstance(said.get("id"), str):
             await _aredis().xdel(commands.stream(self.node_id), said["id"])
         elif kind == wire.RESULT and isinstance(said.get("id"), str):
@@ -252,7 +286,7 @@ class NodeLink(AsyncWebsocketConsumer):
             if isinstance(sample, dict) and sample.get("node", self.node_id) != self.node_id:
                 await self._refuse(kind, "a heartbeat carrying another node's sample")
                 return
-            await _aredis().set(services.link_key(self.node_id), self.channel_name, ex=LINK_TTL_S)
+            await _aredis().set(services.link_key(self.node_id), self.link_id, ex=LINK_TTL_S)
         send_task = sync_to_async(current_app.send_task, thread_sensitive=False)
         await send_task(kind, kwargs={"node_id": self.node_id, **fields}, queue=tasks.CONSOLE_QUEUE)
 
@@ -264,8 +298,10 @@ class NodeLink(AsyncWebsocketConsumer):
             await self._refuse(wire.TELEMETRY, f"a sample for node {str(sample.get('node'))[:20]}, not this one")
             return
         sample |= {"node": self.node_id, "name": self.name}
-        for topic in (f"telemetry.node.{self.node_id}", "telemetry.fleet"):
-            await self.channel_layer.group_send(topic, message(topic, sample))
+        # Through the process's one publisher, gathered per topic for 50 ms: a thousand links
+        # sending at once make a few Redis calls a tick, not two each (nor a thousand connections).
+        publish_soon(f"telemetry.node.{self.node_id}", sample)
+        publish_soon("telemetry.fleet", sample)
 
     async def _instance_log(self, instance: Any, lines: Any) -> None:
         if not isinstance(instance, int) or not isinstance(lines, list):
@@ -277,8 +313,7 @@ class NodeLink(AsyncWebsocketConsumer):
                 await self._refuse(wire.INSTANCE_LOG, f"instance {instance} is not on this node")
                 return
             self.instances.add(instance)
-        topic = f"instance.{instance}.log"
-        await self.channel_layer.group_send(topic, message(topic, {"lines": [str(x)[:2000] for x in lines[-500:]]}))
+        publish(f"instance.{instance}.log", {"lines": [str(x)[:2000] for x in lines[-500:]]})
 
 
 def application() -> ProtocolTypeRouter:

@@ -24,7 +24,7 @@ from django.utils import timezone
 import audit
 from console import tls
 from console.actions import Actor, ServiceError
-from console.live import publish_on_commit, signal
+from console.live import publish_on_commit
 from console.states import move
 from fleet.nodes import commands
 from fleet.nodes.choices import NODE_TRANSITIONS, NodeKind, NodeState
@@ -491,7 +491,7 @@ def remove_node(actor: Actor, node: Node) -> None:
 
 def revoke(node_id: int) -> None:
     """Close a node's open link now (its credential is already gone from the database)."""
-    signal(commands.group(node_id), {"type": "agent.revoke"}).result(timeout=5)
+    commands.notify(node_id, "revoke")
     commands.forget(node_id)
 
 
@@ -505,7 +505,7 @@ def rotate_credential(actor: Actor, node: Node) -> None:
             "Remove the node and join it again with a new join token."
         )
     audit.record(actor, "node.credential.rotate", node)
-    transaction.on_commit(lambda: signal(commands.group(node.pk), {"type": "agent.rotate"}))
+    transaction.on_commit(lambda: commands.notify(node.pk, "rotate"))
 
 
 def link_key(node_id: int) -> str:

@@ -95,18 +95,6 @@ class Publisher:
 
             task.add_done_callback(failed)
 
-    def group_send(self, group: str, event: dict) -> Future:
-        """A raw channel-layer event to a group (not a live message): e.g. waking an agent's link."""
-
-        async def send() -> None:
-            assert self._in_order is not None
-            async with self._in_order:
-                await self._layer().group_send(group, event)
-
-        future = asyncio.run_coroutine_threadsafe(send(), self._background_loop())
-        future.add_done_callback(_report)
-        return future
-
     def publish(self, topics: str | tuple[str, ...], payload: Any) -> Future:
         """Queue ``payload`` for one topic or several; returns a future for callers that want to wait."""
         loop = self._background_loop()

@@ -232,6 +232,50 @@ def agent_endpoint(process_env) -> Iterator[str]:
         stop(proc)
 
 
+class Recorder:
+    """A TCP relay that keeps every byte it carries both ways: what a capture of the node's
+    traffic would hold (the agent dials the relay; the relay dials the agent endpoint)."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port, self.seen = target_port, bytearray()
+        self._lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                with self._lock:
+                    self.seen += chunk
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
 @pytest.fixture(scope="session")
 def agent_env(process_env, agent_endpoint) -> dict[str, str]:
     """What a node's agent is given: the console's agent URL (its join token comes per test)."""
@@ -385,7 +429,9 @@ def fleet_with_agent(
     model = registry.register(admin, path=str(models / "demo"), name="demo", checksum_now=True)
     _t, token = services.create_join_token(admin, expires_in_hours=1)
     state = tmp_path / "agent"
-    agent = {"proc": start_agent(agent_env, "deploy-node", state, token)}
+    recorder = Recorder(int(agent_env["FLEET_CONSOLE_URL"].rsplit(":", 1)[1]))
+    env = agent_env | {"FLEET_CONSOLE_URL": f"https://127.0.0.1:{recorder.port}"}
+    agent = {"proc": start_agent(env, "deploy-node", state, token)}
     node = wait_for(lambda: Node.objects.filter(name="deploy-node", state=NodeState.ONLINE).first(), 60, "the agent")
     wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 15, "a first heartbeat")
     client = client_for("admin")
@@ -397,12 +443,15 @@ def fleet_with_agent(
         "client": client,
         "agent": agent,
         "state": state,
-        "env": agent_env,
+        "env": env,
+        "token": token,
+        "wire": recorder,
     }
     for deployment in Deployment.objects.all():
         client.post(f"/api/deployments/{deployment.pk}/stop/")
     wait_for(lambda: not vllm_processes(models), 60, "every vLLM process to stop")  # variants' too
     stop_agent(agent["proc"])
+    recorder.close()
 
 
 @pytest.fixture

@@ -58,6 +58,14 @@ def test_deploy_serve_crash_adopt_scale_and_stop(fleet_with_agent):
 
     # 1. Ready, and it answers a chat completion with generated tokens.
     (instance,) = _ready(pk)
+    # Everything the node said and heard up to here (join, the start command, its reports) crossed
+    # the wire as TLS: not the token, the credential, a command, a report or the model's name.
+    credential = json.loads((f["state"] / "agent.json").read_text())["credential"]
+    carried = bytes(f["wire"].seen)
+    assert len(carried) > 10_000 and b"\x17\x03\x03" in carried  # TLS application-data records
+    for clear in (credential, f["token"].rpartition(".")[0], "agent.start_instance", "fleet.instance_report"):
+        assert clear.encode() not in carried, f"{clear!r} crossed the wire in clear"
+    assert b"demo-chat" not in carried and model.path.encode() not in carried
     answer = chat(instance, "demo-chat")
     assert answer["usage"]["completion_tokens"] > 0 and answer["choices"][0]["message"]["content"]
     assert len(vllm_processes(model.path)) == 1
