@@ -37,6 +37,7 @@ class Hub:
         self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         self.channel: str | None = None
         self.subscribers: dict[str, set[Sink]] = {}
+        self.groups: dict[str, int] = {}  # channel-layer group → topics joined through it
         self.pending: dict[str, list[Any]] = {}
         self.dropped = 0  # malformed messages
         self._ready = asyncio.Lock()
@@ -70,6 +71,7 @@ class Hub:
         )
         sinks = {sink for group in self.subscribers.values() for sink in group}
         self.subscribers.clear()
+        self.groups.clear()
         self.pending.clear()
         for sink in sinks:
             sink.lost()
@@ -80,14 +82,18 @@ class Hub:
 
     async def join(self, topic: str, sink: Sink) -> None:
         channel = await self._start()
-        async with self._lock(topic):
+        group = topics.group_of(topic)
+        async with self._lock(group):
             if topic not in self.subscribers:
-                await self.layer.group_add(topic, channel)  # recorded only once Redis has it
+                if not self.groups.get(group):
+                    await self.layer.group_add(group, channel)  # recorded only once Redis has it
+                self.groups[group] = self.groups.get(group, 0) + 1
                 self.subscribers[topic] = set()
             self.subscribers[topic].add(sink)
 
     async def leave(self, topic: str, sink: Sink) -> None:
-        async with self._lock(topic):
+        group = topics.group_of(topic)
+        async with self._lock(group):
             sinks = self.subscribers.get(topic)
             if sinks is None:
                 return
@@ -95,7 +101,10 @@ class Hub:
             if not sinks:
                 del self.subscribers[topic]
                 self.pending.pop(topic, None)
-                await self.layer.group_discard(topic, self.channel)
+                self.groups[group] -= 1
+                if not self.groups[group]:
+                    del self.groups[group]
+                    await self.layer.group_discard(group, self.channel)
 
     async def _read(self) -> None:
         while True:
@@ -105,8 +114,8 @@ class Hub:
         while True:
             await asyncio.sleep(GROUP_REFRESH_S)
             try:
-                for topic in list(self.subscribers):
-                    await self.layer.group_add(topic, self.channel)
+                for group in list(self.groups):
+                    await self.layer.group_add(group, self.channel)
             except Exception as exc:  # ends here; the next join starts another (never loop on errors)
                 log.error("live fan-out: could not renew topics (%s)", exc)
                 return
@@ -128,6 +137,11 @@ class Hub:
             if spec.validate is not None:
                 for payload in payloads:
                     spec.validate(payload)
+            if spec.part_of is not None:
+                for payload in payloads:  # the topics that ride on this one (a node's telemetry)
+                    part = spec.part_of(payload)
+                    if part in self.subscribers:
+                        self._send(part, _encode({"type": "event", "topic": part, "data": payload}))
             if topic not in self.subscribers:
                 return  # the last browser left after the message was sent
             if spec.batch_s <= 0:

@@ -31,14 +31,25 @@ class Topic:
     allowed: _Rule
     validate: Callable[[Any], Any] | None = None  # raises ValueError: the message is dropped and counted
     batch_s: float = 0.0  # > 0: messages within this window reach a browser as one "batch" frame
+    # Carried inside another topic's messages (one Redis group for a thousand nodes): ``via`` names
+    # that topic, and its ``part_of`` says which of this kind of topic each payload belongs to.
+    via: str | None = None
+    part_of: Callable[[Any], str] | None = None
 
 
 TOPICS: list[Topic] = [
     Topic(re.compile(r"^audit$"), _roles(Role.ADMIN, Role.AUDITOR)),
     Topic(re.compile(r"^fleet$"), _roles(Role.ADMIN)),
-    # 100 nodes at 1 Hz: one frame per 50 ms per browser instead of one per message.
-    Topic(re.compile(r"^telemetry\.fleet$"), _roles(Role.ADMIN), telemetry.check, batch_s=0.05),
-    Topic(re.compile(r"^telemetry\.node\.(?P<id>\d+)$"), _roles(Role.ADMIN), telemetry.check),
+    # 100 nodes at 1 Hz: one frame per 50 ms per browser instead of one per message. A node's own
+    # topic rides on the fleet's: producers publish each sample once, the hub picks a node's out.
+    Topic(
+        re.compile(r"^telemetry\.fleet$"),
+        _roles(Role.ADMIN),
+        telemetry.check,
+        batch_s=0.05,
+        part_of=lambda sample: f"telemetry.node.{sample.get('node')}",
+    ),
+    Topic(re.compile(r"^telemetry\.node\.(?P<id>\d+)$"), _roles(Role.ADMIN), telemetry.check, via="telemetry.fleet"),
     Topic(re.compile(r"^model\.(?P<id>\d+)$"), _roles(Role.ADMIN)),
     Topic(re.compile(r"^deployment\.(?P<id>\d+)$"), _roles(Role.ADMIN)),
     Topic(re.compile(r"^node\.(?P<id>\d+)\.runtime$"), _roles(Role.ADMIN)),
@@ -56,6 +67,12 @@ def spec_for(topic: str) -> tuple[Topic, re.Match] | None:
         if match:
             return spec, match
     return None
+
+
+def group_of(topic: str) -> str:
+    """The channel-layer group that carries ``topic``'s messages."""
+    found = spec_for(topic)
+    return (found[0].via or topic) if found else topic
 
 
 def check(user: Any, topic: str) -> str | None:

@@ -1,7 +1,8 @@
 """The telemetry message: its shape, its check, and the per-minute rollup of its numbers.
 
 Pure Python (no Django): the agent builds these messages and the console reads them. One message
-per node per tick goes to the channel-layer groups ``telemetry.node.<id>`` and ``telemetry.fleet``:
+per node per tick crosses the node's link; the agent endpoint puts it on the channel-layer group
+``telemetry.fleet``, which also carries each node's topic ``telemetry.node.<id>`` (console.topics):
 
     {"v": 1, "node": 7, "name": "gpu-a", "ts": 1764200000.25, "seq": 42,
      "host": {"cpu": 12.5, "ram_used": ..., "ram_total": ..., "load1": 0.4},

@@ -31,7 +31,7 @@ REPORTS: dict[str, frozenset[str]] = {
     tasks.RUNTIME_REPORT: frozenset({"runtime", "state", "detail"}),
     tasks.JOB_REPORT: frozenset({"report"}),
 }
-TELEMETRY = "telemetry"  # {"sample"} → telemetry.node.<own id> and telemetry.fleet
+TELEMETRY = "telemetry"  # {"sample"} of this node → telemetry.fleet (and so telemetry.node.<own id>)
 INSTANCE_LOG = "instance.log"  # {"instance", "lines"} → instance.<id>.log, for this node's instances only
 RUNTIME_LOG = "runtime.log"  # {"runtime", "line"} → node.<own id>.runtime
 ACK = "ack"  # {"id"}: a command was received; the console forgets it
