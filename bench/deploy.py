@@ -92,6 +92,8 @@ def main(quick: bool) -> dict:
 
     from access.people.choices import Role
     from access.people.models import User
+    from console import tls
+    from console.embedded import free_port
     from fleet.catalog import demo
     from fleet.catalog import services as registry
     from fleet.deployments.choices import InstanceState
@@ -138,11 +140,24 @@ def main(quick: bool) -> dict:
                 cwd=ROOT,
             )
         )
+        # The agent reaches the console as a node does: the TLS agent endpoint, its URL and a token.
+        certs, agents_port = tls.material(), free_port()
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "console.asgi:agents", "--host", "127.0.0.1", "--port"]
+                + [str(agents_port), "--lifespan", "off", "--log-level", "warning"]
+                + ["--ssl-certfile", str(certs.cert), "--ssl-keyfile", str(certs.key)],
+                env=env,
+                cwd=ROOT,
+            )
+        )
+        time.sleep(3)
         _t, token = services.create_join_token(admin, expires_in_hours=1)
+        node_env = {k: v for k, v in env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "fleet.agent", "--name", "bench-node", "--state-dir", str(work / "agent")],
-                env=env | {"FLEET_JOIN_TOKEN": token},
+                env=node_env | {"FLEET_JOIN_TOKEN": token, "FLEET_CONSOLE_URL": f"https://127.0.0.1:{agents_port}"},
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

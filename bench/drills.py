@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 MODEL = "drill-chat"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
 GAP_S = 0.5  # gaps between answers shorter than this are service as usual
-DRILLS = ("web", "worker", "worker-child", "beat", "agent", "redis", "postgres")
+DRILLS = ("web", "agents", "worker", "worker-child", "beat", "agent", "redis", "postgres")
 
 
 class Load:

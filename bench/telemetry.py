@@ -10,7 +10,8 @@ is when it reaches them. GPUs are NVML test doubles (no GPU here). Throwaway dat
 
 Ends with one JSON line: p50_ms, p99_ms, web_cpu_pct and agents_cpu_pct (% of one core) at --nodes;
 p99_ms_1000, web_cpu_pct_1000 and agents_cpu_pct_1000 at --many; agent_cpu_pct_per_gpu (one
-agent's sampling and sending cost per GPU at 1 Hz).
+agent's sampling and sending cost per GPU at 1 Hz). sim_ and clients_cpu_pct are the load
+generators' own CPU: on a small machine they compete with the console for the same cores.
 """
 
 from __future__ import annotations
@@ -115,6 +116,11 @@ def simulate(url: str, ca: str, credentials: list[tuple[int, str]], gpus: int, s
 
 
 def clients(url: str, cookie: str, n: int, seconds: float, warmup: float, ready, out) -> None:
+    """The browsers: each a websocket on the fleet view. One process holds them all, so it reads
+    with uvloop and orjson and notes the arrival time before parsing (its own cost is not the
+    console's latency)."""
+    import orjson
+    import uvloop
     import websockets
 
     latencies: list[float] = []
@@ -129,8 +135,9 @@ def clients(url: str, cookie: str, n: int, seconds: float, warmup: float, ready,
             connected.append(1)
             measure_from = None
             while True:
-                frame = json.loads(await ws.recv())
+                raw = await ws.recv()
                 now = time.time()
+                frame = orjson.loads(raw)
                 if measure_from is None:
                     measure_from = now + warmup
                 if now < measure_from:
@@ -155,7 +162,7 @@ def clients(url: str, cookie: str, n: int, seconds: float, warmup: float, ready,
         ready.set()
         await asyncio.gather(*tasks)
 
-    asyncio.run(main())
+    uvloop.run(main())
     latencies.sort()
     out.put(
         {
@@ -165,6 +172,9 @@ def clients(url: str, cookie: str, n: int, seconds: float, warmup: float, ready,
             **counts,
         }
     )
+
+
+WEB_FLAGS = os.environ.get("BENCH_WEB_FLAGS", "").split()
 
 
 def _uvicorn(app: str, port: int, env: dict, *tls: str) -> subprocess.Popen:
@@ -193,7 +203,8 @@ def phase(args, nodes: int, credentials, urls: dict, cookie: str, procs: dict) -
     if not ready.wait(300) or not clients_ready.wait(120):
         raise RuntimeError("the simulated nodes or the clients did not connect")
     go.set()
-    watched = {name: psutil.Process(p.pid) for name, p in procs.items()} | {"sim": psutil.Process(sim.pid)}
+    watched = {name: psutil.Process(p.pid) for name, p in procs.items()}
+    watched |= {"sim": psutil.Process(sim.pid), "clients": psutil.Process(cli.pid)}
     time.sleep(warmup)
     cpu0, t0 = {n: p.cpu_times() for n, p in watched.items()}, time.monotonic()
     time.sleep(measure)
@@ -240,7 +251,7 @@ def main(args) -> dict:
         env = os.environ | {"DATABASE_URL": f"{db_url[0]}/{connection.settings_dict['NAME']}"}
         certs = tls.material()
         web_port, agents_port = free_port(), free_port()
-        procs["web"] = _uvicorn("console.asgi:application", web_port, env)
+        procs["web"] = _uvicorn("console.asgi:application", web_port, env, *WEB_FLAGS)
         procs["agents"] = _uvicorn(
             "console.asgi:agents", agents_port, env, "--ssl-certfile", str(certs.cert), "--ssl-keyfile", str(certs.key)
         )
@@ -264,6 +275,7 @@ def main(args) -> dict:
             "web_cpu_pct": few["web_cpu_pct"],
             "agents_cpu_pct": few["agents_cpu_pct"],
             "sim_cpu_pct": few["sim_cpu_pct"],
+            "clients_cpu_pct": few["clients_cpu_pct"],
             "nodes_many": args.many,
             "messages_per_client_per_s_1000": round(many["messages"] / args.clients / many["measure"], 1),
             "p50_ms_1000": round(many["p50"] * 1000, 1),
@@ -271,6 +283,7 @@ def main(args) -> dict:
             "web_cpu_pct_1000": many["web_cpu_pct"],
             "agents_cpu_pct_1000": many["agents_cpu_pct"],
             "sim_cpu_pct_1000": many["sim_cpu_pct"],
+            "clients_cpu_pct_1000": many["clients_cpu_pct"],
             "agent_cpu_pct_per_gpu": round(cost, 4),
             "cores": os.cpu_count(),
         }

@@ -39,8 +39,8 @@ def publish_many(topic: str, payloads: list[Any]) -> Future:
     return _default.publish_many(topic, payloads)
 
 
-def publish_soon(topic: str, payload: Any) -> None:
-    _default.publish_soon(topic, payload)
+def publish_soon(topic: str, payload: Any, window_s: float = 0.05) -> None:
+    _default.publish_soon(topic, payload, window_s)
 
 
 def publish_on_commit(topics: str | tuple[str, ...], payload: Any) -> None:

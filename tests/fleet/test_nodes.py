@@ -3,6 +3,7 @@ The agent's side runs for real in tests/e2e/test_agent.py; here the console's si
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from datetime import timedelta
@@ -14,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from console import fanout, tls
+from console import fanout, tls, topics
 from console.actions import ServiceError
 from fleet.nodes import services
 from fleet.nodes.choices import NodeKind, NodeState
@@ -440,6 +441,22 @@ def test_the_hub_drops_and_counts_malformed_telemetry_and_keeps_going(db, bad):
         assert len(sink.frames) == 1 and '"node": 1' in sink.frames[0]
 
     async_to_sync(go)()
+
+
+def test_a_nodes_topic_rides_on_the_fleet_topic_and_gets_only_its_own_samples(db):
+    async def go():
+        hub, node_one, fleet_wide = fanout.Hub(), _Sink(), _Sink()
+        hub.subscribers["telemetry.node.1"] = {node_one}
+        batch = [_message(1), _message(2), _message(1)]
+        hub.deliver({"type": "live.message", "topic": "telemetry.fleet", "payloads": batch})
+        assert [json.loads(f)["data"]["node"] for f in node_one.frames] == [1, 1]
+        assert {json.loads(f)["topic"] for f in node_one.frames} == {"telemetry.node.1"}
+        hub.subscribers["telemetry.fleet"] = {fleet_wide}  # both at once: one Redis group serves them
+        hub.deliver({"type": "live.message", "topic": "telemetry.fleet", "payload": _message(2)})
+        assert len(node_one.frames) == 2 and "telemetry.fleet" in hub.pending
+
+    async_to_sync(go)()
+    assert topics.group_of("telemetry.node.7") == "telemetry.fleet" and topics.group_of("audit") == "audit"
 
 
 def test_when_redis_fails_under_the_hub_its_sockets_are_told_to_reconnect(db):
