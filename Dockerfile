@@ -14,4 +14,4 @@ COPY static static
 RUN useradd --system --home /var/lib/fleet fleet && mkdir -p /var/lib/fleet && chown fleet /var/lib/fleet
 USER fleet
 EXPOSE 8000
-CMD ["uvicorn", "console.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--lifespan", "off", "--proxy-headers"]
+CMD ["uvicorn", "console.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--lifespan", "off", "--proxy-headers", "--ws-per-message-deflate", "false"]

@@ -174,7 +174,7 @@ def clients(url: str, cookie: str, n: int, seconds: float, warmup: float, ready,
     )
 
 
-WEB_FLAGS = os.environ.get("BENCH_WEB_FLAGS", "").split()
+WEB_FLAGS = ["--ws-per-message-deflate", "false"]  # as `make run` serves browsers (console/launch.py)
 
 
 def _uvicorn(app: str, port: int, env: dict, *tls: str) -> subprocess.Popen:

@@ -80,6 +80,10 @@ def programs(env: dict[str, str], data: Path, host: str, port: int) -> list[Prog
                 "--lifespan",
                 "off",
                 "--proxy-headers",
+                # Live frames are small JSON on a LAN: per-socket deflate doubled the web process's
+                # CPU per browser (bench/telemetry.py: 35% → 18.5% of a core at 100 nodes, 200 browsers).
+                "--ws-per-message-deflate",
+                "false",
             ],
         ),
         Program(

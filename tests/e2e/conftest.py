@@ -182,6 +182,8 @@ def live_server_url(process_env) -> Iterator[str]:
             str(port),
             "--lifespan",
             "off",
+            "--ws-per-message-deflate",
+            "false",
             "--log-level",
             "warning",
         ],
