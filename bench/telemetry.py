@@ -135,7 +135,12 @@ def clients(url: str, cookie: str, n: int, seconds: float, warmup: float, ready,
             connected.append(1)
             measure_from = None
             while True:
-                raw = await ws.recv()
+                # The window closes on time even when frames fall behind (a saturated machine).
+                left = None if measure_from is None else measure_from + seconds - time.time()
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), None if left is None else max(left, 0.01))
+                except TimeoutError:
+                    return
                 now = time.time()
                 frame = orjson.loads(raw)
                 if measure_from is None:

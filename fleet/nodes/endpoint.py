@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import secrets
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,10 +34,11 @@ from console.actions import ServiceError
 from console.live import publish, publish_soon
 from fleet.deployments.models import Instance
 from fleet.nodes import commands, services
-from fleet.protocol import tasks, wire
+from fleet.protocol import tasks, telemetry, wire
 
 log = logging.getLogger(__name__)
 LINK_TTL_S = 60  # the "connected" mark outlives a dead web process by at most this (heartbeats renew it)
+MAX_SAMPLES_PER_S = 20  # an agent samples at most every 0.1 s; more is a flood, refused
 REFUSED = "refused"  # console → agent: what was refused and why
 _redis: Any = None  # redis.asyncio.Redis (its stubs type every reply as bytes | str | None)
 
@@ -185,6 +187,8 @@ class NodeLink(AsyncWebsocketConsumer):
             return
         self.node_id, self.name = node.pk, node.name
         self.sent_upto, self.instances, self.done = "-", set[int](), False
+        self.awaiting: set[str] = set()  # commands sent that asked for an answer
+        self.second, self.samples = 0, 0
         self.link_id = secrets.token_hex(8)
         _listen_for_events()
         _links.setdefault(node.pk, set()).add(self)
@@ -230,6 +234,8 @@ class NodeLink(AsyncWebsocketConsumer):
             batch = await _aredis().xrange(commands.stream(self.node_id), start, "+", 100)
             for command_id, fields in batch:
                 body = json.loads(fields["m"])
+                if body.get("reply"):
+                    self.awaiting.add(command_id)
                 await self.send(json.dumps({"kind": wire.COMMAND, "id": command_id, **body}))
                 self.sent_upto, start = command_id, f"({command_id}"
             if len(batch) < 100:
@@ -264,8 +270,12 @@ class NodeLink(AsyncWebsocketConsumer):
             publish(f"node.{self.node_id}.runtime", line)
         elif kind == wire.ACK and isinstance(said.get("id"), str):
             await _aredis().xdel(commands.stream(self.node_id), said["id"])
-        elif kind == wire.RESULT and isinstance(said.get("id"), str):
-            key = commands.reply_key(self.node_id, said["id"][:40])
+        elif kind == wire.RESULT:
+            if said.get("id") not in self.awaiting:
+                await self._refuse(kind, "an answer to no question this link asked")
+                return
+            self.awaiting.discard(said["id"])
+            key = commands.reply_key(self.node_id, said["id"])
             await (
                 _aredis()
                 .pipeline()
@@ -297,7 +307,17 @@ class NodeLink(AsyncWebsocketConsumer):
         if sample.get("node", self.node_id) != self.node_id:
             await self._refuse(wire.TELEMETRY, f"a sample for node {str(sample.get('node'))[:20]}, not this one")
             return
+        second = int(time.monotonic())
+        self.second, self.samples = second, (self.samples + 1 if second == self.second else 1)
+        if self.samples > MAX_SAMPLES_PER_S:
+            await self._refuse(wire.TELEMETRY, f"more than {MAX_SAMPLES_PER_S} samples a second")
+            return
         sample |= {"node": self.node_id, "name": self.name}
+        try:
+            telemetry.check(sample)  # here, once, rather than in every web process
+        except telemetry.MalformedTelemetry as exc:
+            await self._refuse(wire.TELEMETRY, str(exc)[:200])
+            return
         # Once, on the fleet topic (a node's own topic rides on it: console.topics), through the
         # process's one publisher, gathered for 20 ms: a thousand links sending at once make fifty
         # Redis calls a second, not two thousand. (The web hub batches again for browsers.)

@@ -159,6 +159,7 @@ def test_node_a_cannot_speak_for_anyone_else(two_nodes):
         {"kind": wire.COMMAND, "task": tasks.PING},
     ):
         assert link.refused(**forged)["why"] == "not something a node may say", forged
+    assert link.refused(kind=wire.RESULT, id=b_command, value={"forged": True})["why"].startswith("an answer to no")
     # No other node's secret to read: a register as B with A's credential is refused too.
     with pytest.raises(Refused, match="wrong agent secret"):
         agent_a.console.post(
@@ -203,6 +204,18 @@ def test_node_a_cannot_speak_for_anyone_else(two_nodes):
         link.refused(kind="publish", topic="audit")
     assert services.refused_count(a.pk, "publish") >= 24
     assert AuditEvent.objects.filter(action="node.refused", context__kind="publish").count() == 1
+    link.ws.close()
+
+
+def test_a_node_flooding_samples_is_cut_at_twenty_a_second(two_nodes):
+    f = two_nodes
+    agent_a = f["agents"]["node-a"]
+    link = RawLink(f["url"], agent_a.identity.credential, agent_a.console.ca_file)
+    for _ in range(60):
+        link.say(kind=wire.TELEMETRY, sample=agent_a.sample())
+    refusal = link.hear(timeout=5)
+    assert refusal["kind"] == "refused" and "more than 20 samples a second" in refusal["why"]
+    assert services.refused_count(f["a"].pk, wire.TELEMETRY) >= 20
     link.ws.close()
 
 
