@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,7 +33,15 @@ __all__ = ["record", "record_many", "lock", "verify", "VerifyResult", "canonical
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 _LOCK_KEY = 0x466C656574417564  # "FleetAud": one advisory lock for the whole chain
-_SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "authorization", "digest")
+# Secrets are redacted by name: a key that is, or ends in "_" and, one of these words. Never by
+# substring, which also blanked counts ("prompt_tokens", "completion_tokens") that auditors need.
+_SECRET_KEY = re.compile(
+    r"(?:^|_)(?:password\d*|secret|token|credential|api_?key|key|digest|authorization|cookie)$", re.IGNORECASE
+)
+
+
+def is_secret(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
 
 
 def canonical_json(value: Any) -> str:
@@ -46,10 +55,7 @@ def event_hash(content: dict) -> str:
 def _scrub(value: Any) -> Any:
     """JSON-normalise and blank anything whose key names a secret; events never hold secrets."""
     if isinstance(value, dict):
-        return {
-            str(k): ("[redacted]" if any(w in str(k).lower() for w in _SECRET_WORDS) else _scrub(v))
-            for k, v in value.items()
-        }
+        return {str(k): ("[redacted]" if is_secret(str(k)) else _scrub(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_scrub(v) for v in value]
     if value is None or isinstance(value, (str, bool, int)):

@@ -38,6 +38,10 @@ class Refused(LinkError):
     """The console answered and said no (revoked, removed, a used join token…)."""
 
 
+class Unreachable(LinkError):
+    """Nothing answered at the console's address (yet): worth trying again."""
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -77,7 +81,7 @@ class Console:
             with urllib.request.urlopen(self.url + wire.CA_PATH, context=unverified, timeout=15) as answer:
                 pem = answer.read().decode()
         except (OSError, urllib.error.URLError) as exc:
-            raise LinkError(f"could not reach the console at {self.url}: {exc}") from None
+            raise Unreachable(f"could not reach the console at {self.url}: {exc}") from None
         try:
             got = wire.fingerprint(pem)
         except ValueError:
@@ -112,7 +116,7 @@ class Console:
                 raise LinkError(
                     f"the console's certificate does not chain to the pinned CA: {reason.verify_message}"
                 ) from None
-            raise LinkError(f"could not reach the console at {self.url}: {exc}") from None
+            raise Unreachable(f"could not reach the console at {self.url}: {exc}") from None
 
     @property
     def link_url(self) -> str:

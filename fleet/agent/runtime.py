@@ -19,7 +19,7 @@ from typing import Any
 
 from fleet.agent.instances import InstanceSupervisor
 from fleet.agent.jobs import JobSupervisor
-from fleet.agent.link import Console, Link, LinkError, Refused, save_private
+from fleet.agent.link import Console, Link, LinkError, Refused, Unreachable, save_private
 from fleet.agent.probe import GpuProbe, HostProbe, load_nvml
 from fleet.protocol import runtimes, tasks, telemetry, wire
 
@@ -97,8 +97,21 @@ class Agent:
             "interval_s": self.interval_s,
         }
 
-    def join(self, join_token: str | None = None) -> Identity:
-        """With the identity saved here if the console still knows it, else with the join token."""
+    def join(self, join_token: str | None = None, wait_s: float = 120.0) -> Identity:
+        """With the identity saved here if the console still knows it, else with the join token.
+        A console not answering yet (starting, restarting) is asked again for up to ``wait_s``."""
+        deadline, pause = time.monotonic() + wait_s, 0.5
+        while True:
+            try:
+                return self._join(join_token)
+            except AgentError as exc:
+                if not isinstance(exc.__cause__, Unreachable) or time.monotonic() + pause > deadline:
+                    raise
+                log.info("%s; trying again in %.1f s", exc, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
+
+    def _join(self, join_token: str | None) -> Identity:
         saved = self._load_identity()
         facts = self.facts()
         try:
@@ -119,7 +132,7 @@ class Agent:
         except Refused as exc:
             raise AgentError(f"the console refused to join this node: {exc}") from None
         except LinkError as exc:
-            raise AgentError(str(exc)) from None
+            raise AgentError(str(exc)) from exc
         self.identity = Identity(int(answer["node_id"]), self.name, str(answer["credential"]))
         self._save_identity(self.identity)
         log.info("joined the fleet as node %s (id %s, %s)", self.name, answer["node_id"], answer.get("kind"))

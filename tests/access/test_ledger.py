@@ -78,6 +78,9 @@ def test_a_worker_killed_between_taking_and_committing_loses_nothing(transaction
     assert ledger.drain("new-worker", reclaim_idle_ms=0) == 5
     assert all(recorded(r.request_id) == (1, 1) for r in rows)
     assert stream.xlen(ledger.STREAM) == 0  # acknowledged and deleted once committed
+    event = AuditEvent.objects.get(action="gateway.request", request_id=rows[0].request_id)
+    counts = event.context  # the trail keeps the token counts (redaction is by name)
+    assert counts["prompt_tokens"] == 3 and counts["completion_tokens"] == 3, counts
 
 
 def test_a_row_delivered_twice_is_written_once(transactional_db, stream):

@@ -53,6 +53,29 @@ def test_it_never_stores_secrets(people):
     assert stored.after == {"password": "[redacted]", "nested": {"api_key": "[redacted]"}}
 
 
+@pytest.mark.parametrize(
+    "key,secret",
+    [
+        ("password", True),
+        ("new_password1", True),
+        ("join_token", True),
+        ("agent_digest", True),
+        ("apikey", True),
+        ("Authorization", True),
+        ("credential", True),
+        ("prompt_tokens", False),
+        ("completion_tokens", False),
+        ("max_tokens", False),
+        ("key_prefix", False),
+        ("input_sha256", False),
+        ("tokens_per_minute", False),
+    ],
+)
+def test_secrets_are_redacted_by_name_not_by_substring(people, key, secret):
+    event = audit.record(people["admin"], "test.redaction", None, after={key: 42})
+    assert AuditEvent.objects.get(pk=event.pk).after == {key: "[redacted]" if secret else 42}
+
+
 def test_it_verifies_an_intact_chain(three_events):
     result = verify()
     assert result.ok and result.checked == len(three_events) == result.intact_up_to

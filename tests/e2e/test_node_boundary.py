@@ -49,6 +49,7 @@ class RawLink:
                 proxy=None,
             )
         )
+        self.heard: list[dict] = []  # everything else the console sent this link
 
     def say(self, **said) -> None:
         self.ws.send(json.dumps(said))
@@ -63,6 +64,7 @@ class RawLink:
             answer = self.hear()
             if answer.get("kind") == "refused":
                 return answer
+            self.heard.append(answer)
 
 
 class Listener:
@@ -200,6 +202,7 @@ def test_node_a_cannot_speak_for_anyone_else(two_nodes):
     )
     assert len(refused_kinds) == len(set(refused_kinds))
     assert {"telemetry", tasks.HEARTBEAT, wire.INSTANCE_LOG, "publish", tasks.INSTANCE_REPORT} <= set(refused_kinds)
+    assert [m for m in link.heard if m.get("kind") == wire.COMMAND] == []  # B's commands never came to A
     for _ in range(20):
         link.refused(kind="publish", topic="audit")
     assert services.refused_count(a.pk, "publish") >= 24
