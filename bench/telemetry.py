@@ -138,7 +138,7 @@ def clients(url: str, cookie: str, n: int, seconds: float, warmup: float, ready,
                 # The window closes on time even when frames fall behind (a saturated machine).
                 left = None if measure_from is None else measure_from + seconds - time.time()
                 try:
-                    raw = await asyncio.wait_for(ws.recv(), None if left is None else max(left, 0.01))
+                    raw = await asyncio.wait_for(ws.recv(decode=False), None if left is None else max(left, 0.01))
                 except TimeoutError:
                     return
                 now = time.time()
