@@ -4,7 +4,7 @@ from typing import cast
 
 from django import forms
 
-from access.grants.models import LIMIT_FIELDS, Grant
+from access.grants.models import LIMIT_FIELDS, LIMIT_MAX, Grant
 from access.people.choices import Role
 from access.people.models import Department, User
 from fleet.catalog.models import ModelArtifact
@@ -15,10 +15,18 @@ from fleet.catalog.models import ModelArtifact
 class LimitsForm(forms.Form):
     """The four quota fields; empty means no limit at this level."""
 
-    requests_per_minute = forms.IntegerField(min_value=1, required=False, label="Requests / minute")
-    tokens_per_minute = forms.IntegerField(min_value=1, required=False, label="Tokens / minute")
-    tokens_per_day = forms.IntegerField(min_value=1, required=False, label="Tokens / day")
-    tokens_per_month = forms.IntegerField(min_value=1, required=False, label="Tokens / month")
+    requests_per_minute = forms.IntegerField(
+        min_value=1, max_value=LIMIT_MAX["requests_per_minute"], required=False, label="Requests / minute"
+    )
+    tokens_per_minute = forms.IntegerField(
+        min_value=1, max_value=LIMIT_MAX["tokens_per_minute"], required=False, label="Tokens / minute"
+    )
+    tokens_per_day = forms.IntegerField(
+        min_value=1, max_value=LIMIT_MAX["tokens_per_day"], required=False, label="Tokens / day"
+    )
+    tokens_per_month = forms.IntegerField(
+        min_value=1, max_value=LIMIT_MAX["tokens_per_month"], required=False, label="Tokens / month"
+    )
 
     def limits(self) -> dict:
         return {name: self.cleaned_data.get(name) for name in LIMIT_FIELDS}

@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from access.people.models import User
 
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "tokens_per_month")
+# The largest limit each field takes: its column's (a 4-byte integer per minute) and, per day and
+# month, 10^15, which the gateway's quota script (Lua numbers) still counts exactly.
+LIMIT_MAX = {
+    "requests_per_minute": 2**31 - 1,
+    "tokens_per_minute": 2**31 - 1,
+    "tokens_per_day": 10**15,
+    "tokens_per_month": 10**15,
+}
 
 
 def _own_or_department(user: User) -> db.Q:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from access.grants import services
-from access.grants.models import LIMIT_FIELDS, AccessRequest, ApiKey, Grant
+from access.grants.models import LIMIT_FIELDS, LIMIT_MAX, AccessRequest, ApiKey, Grant
 from access.people.models import Department, User
 from fleet.catalog.models import ModelArtifact
 
@@ -16,7 +16,10 @@ class _Models(serializers.SlugRelatedField):
 
 
 def _limit_fields() -> dict:
-    return {name: serializers.IntegerField(required=False, allow_null=True, min_value=1) for name in LIMIT_FIELDS}
+    return {
+        name: serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=LIMIT_MAX[name])
+        for name in LIMIT_FIELDS
+    }
 
 
 class LimitsSerializer(serializers.Serializer):

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 import audit
 from access import bus, tokens
-from access.grants.models import LIMIT_FIELDS, AccessRequest, ApiKey, DepartmentQuota, Grant
+from access.grants.models import LIMIT_FIELDS, LIMIT_MAX, AccessRequest, ApiKey, DepartmentQuota, Grant
 from access.people.choices import Role
 from access.people.models import Department, User
 from access.people.services import revoke
@@ -59,6 +59,10 @@ def clean_limits(limits: dict[str, Any] | None) -> dict[str, int | None]:
             raise ServiceError(f"{name.replace('_', ' ')} must be a whole number or empty.", name) from None
         if number < 1:
             raise ServiceError(f"{name.replace('_', ' ')} must be at least 1 (leave it empty for no limit).", name)
+        if number > LIMIT_MAX[name]:
+            raise ServiceError(
+                f"{name.replace('_', ' ')} must be at most {LIMIT_MAX[name]:,} (leave it empty for no limit).", name
+            )
         out[name] = number
     return out
 

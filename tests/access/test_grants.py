@@ -223,6 +223,10 @@ def test_department_quota_api(client_for, department):
     bad = c.put("/api/departments/radiology/quota/", {"tokens_per_day": -1}, content_type="application/json")
     assert bad.status_code == 400 and "tokens_per_day" in _errors(bad)
     assert c.get("/api/departments/radiology/quota/").json()["tokens_per_day"] == 100000
+    for field in ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "tokens_per_month"):
+        huge = c.put("/api/departments/radiology/quota/", {field: 10**20}, content_type="application/json")
+        assert huge.status_code == 400 and field in _errors(huge), huge.content  # not a 500 from the column
+    assert c.get("/api/departments/radiology/quota/").json()["tokens_per_day"] == 100000
     assert client_for("dept_user").get("/api/departments/radiology/quota/").status_code == 403
     assert _events("department.quota") == 1
 
@@ -349,3 +353,14 @@ def test_pages_forms_and_roles(client_for, people, models):
         ("auditor", "/usage/", True),
     ]:
         assert (client_for(persona).get(url).status_code == 200) == allowed, (persona, url)
+
+
+@pytest.mark.parametrize("field", ["requests_per_minute", "tokens_per_minute", "tokens_per_day", "tokens_per_month"])
+def test_a_limit_too_large_for_its_column_is_a_form_error_not_a_500(client_for, models, people, field):
+    response = client_for("admin").post(
+        "/access/grants/",
+        {"user": people["dept_user"].pk, "models": ["llama-a"], "duration_days": 5, field: 10**20},
+    )
+    assert response.status_code == 400
+    assert "Ensure this value is less than or equal to" in response.content.decode()
+    assert not Grant.objects.exists()
