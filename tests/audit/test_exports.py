@@ -42,13 +42,15 @@ def events(people):
     return list(AuditEvent.objects.order_by("seq"))
 
 
-def test_incremental_runs_read_only_what_is_new(events, people):
+def test_incremental_runs_read_only_what_is_new(events, people, client_for):
     first = verification.run()
     assert first.ok and first.from_seq == 0 and first.intact_up_to == events[-1].seq
     for i in range(5):
         audit.record(people["admin"], "test.more", None, n=i)
     second = verification.run()
     assert second.ok and second.from_seq == first.intact_up_to and second.checked == 5
+    page = client_for("auditor").get("/audit/").content.decode()
+    assert f"Intact</span> up to event {second.intact_up_to}" in page and "intact up to" not in page  # said once
 
 
 def test_a_change_behind_the_checkpoint_is_found_by_the_full_run_and_alerts(events, client_for):
