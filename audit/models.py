@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import models
 
-from access.people.choices import READERS, role_of
+from access.people.choices import READERS, Role, role_of
 
 # The chained columns, in the order an event's hash covers them; exports and the API add the
 # event's own hash.
@@ -74,6 +74,11 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} by {self.actor_name}"
+
+    @property
+    def actor_role_label(self) -> str:
+        """The role as every other page names it ("Department user", not "dept_user")."""
+        return str(dict(Role.choices).get(self.actor_role, self.actor_role))
 
     def as_dict(self) -> dict:
         """The hashed content (everything but the event's own hash and row id)."""

@@ -17,4 +17,4 @@ class AuditEventSerializer(serializers.ModelSerializer):
 def public_event(event: AuditEvent) -> dict:
     """The JSON an auditor's browser receives live (the serializer's fields, built without DRF:
     the gateway's ledger publishes hundreds of these a second)."""
-    return event.as_dict() | {"hash": event.hash}
+    return event.as_dict() | {"hash": event.hash, "actor_role_label": event.actor_role_label}

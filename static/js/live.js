@@ -65,7 +65,7 @@
     tr.dataset.seq = e.seq;
     tr.className = "fresh";
     const when = new Date(e.created_at);
-    const who = e.actor_name + (e.actor_role ? " (" + e.actor_role + ")" : "");
+    const who = e.actor_name + (e.actor_role ? " (" + (e.actor_role_label || e.actor_role) + ")" : "");
     const action = document.createElement("td");
     const code = document.createElement("code"); code.textContent = e.action; action.appendChild(code);
     tr.append(cell(e.seq), cell(when.toISOString().replace("T", " ").slice(0, 19)), cell(who), action,

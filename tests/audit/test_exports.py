@@ -19,7 +19,7 @@ from django.utils import timezone
 
 import audit
 import verify_export
-from audit import archive, exports, signing, verification
+from audit import archive, exports, serializers, signing, verification
 from audit.models import ArchiveSegment, AuditEvent
 from console.config import BASE_DIR
 from tests.helpers import tamper
@@ -51,6 +51,11 @@ def test_incremental_runs_read_only_what_is_new(events, people, client_for):
     assert second.ok and second.from_seq == first.intact_up_to and second.checked == 5
     page = client_for("auditor").get("/audit/").content.decode()
     assert f"Intact</span> up to event {second.intact_up_to}" in page and "intact up to" not in page  # said once
+    assert "(Admin (IT))" in page and "(admin)" not in page  # roles as every other page names them
+    assert (
+        serializers.public_event(AuditEvent.objects.filter(actor_role="admin").last())["actor_role_label"]
+        == "Admin (IT)"
+    )
 
 
 def test_a_change_behind_the_checkpoint_is_found_by_the_full_run_and_alerts(events, client_for):
