@@ -59,3 +59,13 @@ class RequestIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = _request_id.get()
         return True
+
+
+class RefusalLogFilter(logging.Filter):
+    """A refused request is the system working: Django logs each 403 with the PermissionDenied
+    traceback, which says nothing an operator needs. Keep the one line, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "status_code", None) == 403:
+            record.exc_info, record.exc_text = None, None
+        return True

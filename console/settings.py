@@ -265,9 +265,16 @@ WHITENOISE_USE_FINDERS = True  # serve straight from static/ too, so collectstat
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "console.middleware.RequestIdLogFilter"}},
+    "filters": {
+        "request_id": {"()": "console.middleware.RequestIdLogFilter"},
+        "refusal": {"()": "console.middleware.RefusalLogFilter"},
+    },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"axes": {"level": "WARNING"}, "django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "axes": {"level": "WARNING"},
+        "django.db.backends": {"level": "WARNING"},
+        "django.request": {"filters": ["refusal"]},
+    },
 }

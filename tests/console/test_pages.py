@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -89,3 +91,11 @@ def test_a_user_cannot_revoke_someone_elses_token(client_for, people):
 def test_audit_trail_filter_errors_are_400(client_for, people):
     response = client_for("auditor").get("/audit/?since=notadate")
     assert response.status_code == 400 and "use a date like" in response.content.decode()
+
+
+def test_a_refused_request_logs_one_line_without_a_traceback(client_for, caplog):
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        assert client_for("dept_user").get("/nodes/").status_code == 403
+        assert client_for("dept_user").get("/api/nodes/").status_code == 403
+    refused = [r for r in caplog.records if r.name == "django.request" and getattr(r, "status_code", None) == 403]
+    assert refused and all(r.exc_info is None for r in refused), [r.exc_info for r in refused]
