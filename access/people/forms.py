@@ -15,6 +15,11 @@ class DepartmentForm(forms.ModelForm):
         fields = ["name", "slug", "description"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["slug"].required = False  # made from the name when left empty (services)
+        self.fields["slug"].help_text = "Short name used in URLs and reports; leave empty to make one from the name."
+
 
 class TokenForm(forms.Form):
     name = PersonalToken._meta.get_field("name").formfield(help_text="What will use it, e.g. 'nightly export'.")

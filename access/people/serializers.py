@@ -15,6 +15,7 @@ class DepartmentSerializer(serializers.ModelSerializer):
         model = Department
         fields = ["id", "name", "slug", "description", "created_at", "member_count"]
         read_only_fields = ["id", "created_at", "member_count"]
+        extra_kwargs = {"slug": {"required": False, "allow_blank": True}}  # empty: made from the name
 
 
 class UserSerializer(serializers.ModelSerializer):

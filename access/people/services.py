@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.text import slugify
 
 import audit
 from access import tokens
@@ -20,8 +21,11 @@ MAX_TOKENS_PER_USER = 20
 M = TypeVar("M", "PersonalToken", "Grant", "ApiKey")  # the revocable rows
 
 
-def create_department(*, name: str, slug: str, description: str = "") -> Department:
+def create_department(*, name: str, slug: str = "", description: str = "") -> Department:
     # The audit event is written by access.signals (it also covers Django admin edits).
+    slug = slug or slugify(name)[:50].strip("-")
+    if not slug:
+        raise ServiceError("Give a short name: letters, digits and hyphens (none could be made from the name).", "slug")
     with transaction.atomic():
         if Department.objects.filter(name__iexact=name).exists():
             raise ServiceError(f"A department named {name!r} already exists.", "name")

@@ -61,6 +61,17 @@ def test_department_form_refuses_bad_input(client_for, department):
     assert response.status_code == 302 and Department.objects.filter(slug="lab").exists()
 
 
+def test_a_department_gets_its_short_name_from_its_name_when_left_empty(client_for, department):
+    client = client_for("admin")
+    assert client.post("/people/", {"name": "Intensive Care", "slug": ""}).status_code == 302
+    assert Department.objects.filter(name="Intensive Care", slug="intensive-care").exists()
+    api = client.post("/api/departments/", {"name": "Nuclear Medicine"}, content_type="application/json")
+    assert api.status_code == 201 and api.json()["slug"] == "nuclear-medicine"
+    nothing_to_make = client.post("/api/departments/", {"name": "—"}, content_type="application/json")
+    assert nothing_to_make.status_code == 400 and "slug" in nothing_to_make.json()["errors"]
+    assert not Department.objects.filter(name="—").exists()
+
+
 def test_token_page_shows_the_token_once(client_for, people):
     client = client_for("dept_user")
     response = client.post("/account/tokens/", {"name": "ci job", "expires_in_days": "90"})
