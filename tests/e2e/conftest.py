@@ -10,6 +10,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from django.db import connection
 
 from access.people.choices import Role
 from access.people.models import Department
+from console import tls
 from console.config import BASE_DIR
 from console.embedded import free_port
 from fleet.catalog import demo
@@ -106,6 +108,20 @@ def agent_output_when_exited(proc: subprocess.Popen, timeout: float = 60) -> str
     return out
 
 
+def start_uvicorn(
+    app: str, port: int, env: dict, *flags: str, host: str = "127.0.0.1", certs: tls.Material | None = None
+) -> subprocess.Popen:
+    """A real uvicorn serving ``app`` (console.asgi:application, or :agents over TLS with ``certs``), quiet."""
+    if certs is not None:
+        flags += ("--ssl-certfile", str(certs.cert), "--ssl-keyfile", str(certs.key))
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--host", host, "--port", str(port), "--lifespan", "off"]
+        + ["--log-level", "warning", *flags],
+        env=env,
+        cwd=BASE_DIR,
+    )
+
+
 def test_database_url() -> str:
     """DATABASE_URL with the database name swapped for pytest-django's test database."""
     parts = urlsplit(os.environ["DATABASE_URL"])
@@ -170,26 +186,7 @@ def _wait_for_other_sessions_to_leave(timeout: float = 3) -> None:
 def live_server_url(process_env) -> Iterator[str]:
     """The real ASGI app under uvicorn: HTTP and websockets, as `make run` serves them."""
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "console.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-            "--ws-per-message-deflate",
-            "false",
-            "--log-level",
-            "warning",
-        ],
-        env=process_env,
-        cwd=BASE_DIR,
-    )
+    proc = start_uvicorn("console.asgi:application", port, process_env, "--ws-per-message-deflate", "false")
     try:
         wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}"
@@ -201,32 +198,8 @@ def live_server_url(process_env) -> Iterator[str]:
 def agent_endpoint(process_env) -> Iterator[str]:
     """The agent endpoint as `make run` serves it to other machines: its own port, TLS only, with
     the console's CA and certificate from the data directory."""
-    from console import tls
-
-    certs = tls.material()
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "console.asgi:agents",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-            "--log-level",
-            "warning",
-            "--ssl-certfile",
-            str(certs.cert),
-            "--ssl-keyfile",
-            str(certs.key),
-        ],
-        env=process_env,
-        cwd=BASE_DIR,
-    )
+    proc = start_uvicorn("console.asgi:agents", port, process_env, certs=tls.material())
     try:
         wait_for_port(port, proc)
         yield f"https://127.0.0.1:{port}"
@@ -239,8 +212,6 @@ class Recorder:
     traffic would hold (the agent dials the relay; the relay dials the agent endpoint)."""
 
     def __init__(self, target_port: int) -> None:
-        import threading
-
         self.target_port, self.seen = target_port, bytearray()
         self._lock = threading.Lock()
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -248,8 +219,6 @@ class Recorder:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        import threading
-
         while True:
             try:
                 client, _ = self.server.accept()

@@ -8,8 +8,6 @@ import hashlib
 import http.client
 import itertools
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,13 +28,12 @@ from access.tasks import expire_grants
 from access.usage.models import UsageRecord
 from audit.models import AuditEvent
 from bench import mock_openai
-from console.config import BASE_DIR
 from console.embedded import free_port
 from fleet.catalog.models import ModelArtifact
 from fleet.deployments.choices import InstanceState
 from fleet.deployments.models import Deployment, Instance
 from fleet.nodes.models import Node
-from tests.e2e.conftest import settle_ledger, stop, wait_for, wait_for_port
+from tests.e2e.conftest import settle_ledger, start_uvicorn, stop, wait_for, wait_for_port
 
 pytestmark = pytest.mark.e2e
 
@@ -166,22 +163,7 @@ def test_no_ready_instance_is_503(gw):
 
 def test_revoked_key_is_refused_by_another_web_process_within_a_second(gw, process_env):
     port = free_port()
-    second = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "console.asgi:application",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-            "--log-level",
-            "warning",
-        ],
-        env=process_env,
-        cwd=BASE_DIR,
-    )
+    second = start_uvicorn("console.asgi:application", port, process_env)
     try:
         wait_for_port(port, second)
         other = f"http://127.0.0.1:{port}"

@@ -20,7 +20,7 @@ from audit.models import AuditEvent
 from bench import mock_openai
 from console.config import BASE_DIR
 from console.embedded import free_port
-from tests.e2e.conftest import stop, wait_for, wait_for_port
+from tests.e2e.conftest import start_uvicorn, stop, wait_for, wait_for_port
 
 pytestmark = pytest.mark.e2e
 DOWN_S = 300
@@ -34,22 +34,7 @@ def test_a_worker_down_for_five_minutes_under_load_loses_nothing(transactional_d
     env = process_env | {"REDIS_URL": f"{base}/5"}
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
     port = free_port()
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "console.asgi:application",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=BASE_DIR,
-    )
+    web = start_uvicorn("console.asgi:application", port, env)
     worker = None
     try:
         deployment, _ = mock_openai.register("steady-chat", mock_backend)

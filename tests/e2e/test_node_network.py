@@ -22,7 +22,7 @@ from fleet.nodes.choices import NodeState
 from fleet.nodes.models import Node
 from fleet.protocol import tasks
 from tests.conftest import make_user
-from tests.e2e.conftest import BASE_DIR, node_env, stop, stop_agent, wait_for, wait_for_port
+from tests.e2e.conftest import BASE_DIR, node_env, start_uvicorn, stop, stop_agent, wait_for, wait_for_port
 
 pytestmark = pytest.mark.e2e
 
@@ -97,13 +97,7 @@ def test_an_agent_in_its_own_network_namespace_joins_over_tls_and_nothing_crosse
     org = tls.ensure(tmp_path / "org-tls")
     env = process_env | {"FLEET_TLS_CERT": str(org.cert), "FLEET_TLS_KEY": str(org.key), "FLEET_TLS_CA": str(org.ca)}
     port = free_port()
-    endpoint = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "console.asgi:agents", "--host", second_host["console_ip"]]
-        + ["--port", str(port), "--lifespan", "off", "--log-level", "warning"]
-        + ["--ssl-certfile", str(org.cert), "--ssl-keyfile", str(org.key)],
-        env=env,
-        cwd=BASE_DIR,
-    )
+    endpoint = start_uvicorn("console.asgi:agents", port, env, host=second_host["console_ip"], certs=org)
     capture = None
     agent = None
     try:
