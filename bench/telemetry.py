@@ -222,6 +222,18 @@ def phase(args, nodes: int, credentials, urls: dict, cookie: str, procs: dict) -
     return result | {"measure": measure} | {f"{n}_cpu_pct": round(v, 1) for n, v in pct.items()}
 
 
+def figures(phase_result: dict, clients: int, suffix: str = "") -> dict:
+    """One phase's figures, named as the issue names them (``p99_ms``, ``p99_ms_1000``…)."""
+    r = phase_result
+    named = {
+        "messages_per_client_per_s": round(r["messages"] / clients / r["measure"], 1),
+        "p50_ms": round(r["p50"] * 1000, 1),
+        "p99_ms": round(r["p99"] * 1000, 1),
+        **{f"{part}_cpu_pct": r[f"{part}_cpu_pct"] for part in ("web", "agents", "sim", "clients")},
+    }
+    return {name + suffix: value for name, value in named.items()}
+
+
 def main(args) -> dict:
     import django
 
@@ -273,22 +285,10 @@ def main(args) -> dict:
             "nodes": args.nodes,
             "gpus_per_node": args.gpus,
             "clients": args.clients,
-            "messages_per_client_per_s": round(few["messages"] / args.clients / few["measure"], 1),
+            **figures(few, args.clients),
             "frames_per_client_per_s": round(few["frames"] / args.clients / few["measure"], 1),
-            "p50_ms": round(few["p50"] * 1000, 1),
-            "p99_ms": round(few["p99"] * 1000, 1),
-            "web_cpu_pct": few["web_cpu_pct"],
-            "agents_cpu_pct": few["agents_cpu_pct"],
-            "sim_cpu_pct": few["sim_cpu_pct"],
-            "clients_cpu_pct": few["clients_cpu_pct"],
             "nodes_many": args.many,
-            "messages_per_client_per_s_1000": round(many["messages"] / args.clients / many["measure"], 1),
-            "p50_ms_1000": round(many["p50"] * 1000, 1),
-            "p99_ms_1000": round(many["p99"] * 1000, 1),
-            "web_cpu_pct_1000": many["web_cpu_pct"],
-            "agents_cpu_pct_1000": many["agents_cpu_pct"],
-            "sim_cpu_pct_1000": many["sim_cpu_pct"],
-            "clients_cpu_pct_1000": many["clients_cpu_pct"],
+            **figures(many, args.clients, "_1000"),
             "agent_cpu_pct_per_gpu": round(cost, 4),
             "cores": os.cpu_count(),
         }
