@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.exceptions import ValidationError
@@ -14,14 +13,33 @@ from access.people.choices import Role
 from access.people.permissions import HasRole
 from audit import verification
 from audit.filters import FilterError, TrailFilter
-from audit.serializers import AuditEventSerializer
+from audit.serializers import (
+    AuditEventPageSerializer,
+    AuditEventSerializer,
+    VerificationSerializer,
+    VerifyRequestSerializer,
+)
 
 _AUDIT_READERS: list[type[BasePermission]] = [IsAuthenticated, HasRole.of(Role.ADMIN, Role.AUDITOR)]
 
 
+_WHEN = {
+    "anyOf": [
+        {"type": "string", "format": "date"},
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "maxLength": 0},  # a blank form field: no bound
+    ]
+}
+_PARAMETER_TYPES: dict[str, Any] = {
+    "since": _WHEN,
+    "until": _WHEN,
+    "before": {"type": "integer", "minimum": 1, "description": "the previous page's next_before"},
+}
+
+
 @extend_schema(
-    parameters=[OpenApiParameter(f, str) for f in TrailFilter.__dataclass_fields__],
-    responses=AuditEventSerializer(many=True),
+    parameters=[OpenApiParameter(f, _PARAMETER_TYPES.get(f, str)) for f in TrailFilter.__dataclass_fields__],
+    responses=AuditEventPageSerializer,
 )
 @api_view(["GET"])
 @permission_classes(_AUDIT_READERS)
@@ -35,12 +53,14 @@ def events(request: Request) -> Response:
     return Response({"results": AuditEventSerializer(rows, many=True).data, "next_before": next_before})
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(request=VerifyRequestSerializer, responses=VerificationSerializer)
 @api_view(["GET", "POST"])
 @permission_classes(_AUDIT_READERS)
 def verify_chain(request: Request) -> Response:
     """Verify the chain now: from the last intact checkpoint, or (POST {"full": true}) from its start."""
-    full = request.method == "POST" and cast("dict[str, Any]", request.data).get("full") in (True, "true", "1", 1)
+    asked = VerifyRequestSerializer(data=request.data if request.method == "POST" else {})
+    asked.is_valid(raise_exception=True)
+    full = asked.validated_data["full"]
     done = verification.run(full=full, requested_by=request.user.get_username())
     return Response(
         {

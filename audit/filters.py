@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -33,7 +33,10 @@ def parse_when(name: str, value: str, end_of_day: bool = False) -> datetime:
         parsed = datetime.combine(day, datetime.max.time() if end_of_day else datetime.min.time())
     if parsed.tzinfo is None:
         parsed = make_aware(parsed, get_current_timezone())
-    return parsed
+    try:  # in UTC: PostgreSQL takes offsets up to 15:59, ISO 8601 up to 23:59
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise FilterError(f"{name}: {value!r} is out of range.") from None
 
 
 @dataclass
@@ -77,13 +80,13 @@ class TrailFilter:
         since = parse_when("since", self.since) if self.since else None
         until = parse_when("until", self.until, end_of_day=True) if self.until else None
         if since and until and since > until:
-            raise FilterError("since must not be after until.")
+            return qs.none()  # an empty window
         if since:
             qs = qs.filter(created_at__gte=since)
         if until:
             qs = qs.filter(created_at__lte=until)
         if self.before:
-            if not self.before.isdigit():
+            if not (self.before.isdigit() and int(self.before) >= 1):
                 raise FilterError(f"before: give an event number, not {self.before!r}.")
             qs = qs.filter(seq__lt=int(self.before))
         return qs.order_by("-seq")

@@ -64,6 +64,12 @@ def search(*fields: str) -> django_filters.CharFilter:
     return django_filters.CharFilter(method=method, label="Search")
 
 
+def choice(choices: Sequence[tuple[str, str]], blank: str, **kwargs: Any) -> django_filters.ChoiceFilter:
+    """A choice filter whose blank (the page's "any" option, labelled ``blank``) is one of its
+    documented values, so ``?kind=`` is as valid in the API's document as in the page's form."""
+    return django_filters.ChoiceFilter(choices=[("", blank), *choices], empty_label=None, **kwargs)
+
+
 def list_page(
     request: HttpRequest, filterset_class: type[ListFilterSet], page_size: int
 ) -> tuple[ListFilterSet, Page, int]:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 
+from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse
 
 from audit import context as audit_context
@@ -37,6 +38,24 @@ class RequestIdMiddleware:
             _request_id.reset(token)
         response["X-Request-ID"] = request.id  # type: ignore[attr-defined]
         return response
+
+
+class RefuseNulMiddleware:
+    """A query or form value holding a NUL character is a 400 naming it: PostgreSQL text cannot
+    hold one (a lookup with it raises), and no field here means one. JSON bodies: console.parsers."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        sources = [request.GET]
+        if request.content_type == "application/x-www-form-urlencoded":
+            sources.append(request.POST)
+        for source in sources:
+            for key, values in source.lists():
+                if "\x00" in key or any("\x00" in v for v in values):
+                    raise BadRequest(f"{key.replace(chr(0), '')}: NUL characters (\\u0000) are not allowed.")
+        return self.get_response(request)
 
 
 class AuditContextMiddleware:

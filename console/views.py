@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
+from django.core.exceptions import BadRequest
 from django.db import connection
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -106,7 +107,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
 def _error(status: int, title: str, message: str):
     def view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
         detail = message
-        if status == 403 and exception is not None and str(exception):
+        if exception is not None and str(exception) and (status == 403 or type(exception) is BadRequest):
             detail = str(exception)
         if request.path.startswith("/api/") or request.path.startswith("/v1/"):
             return JsonResponse({"detail": detail, "status": status}, status=status)

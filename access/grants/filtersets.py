@@ -8,12 +8,12 @@ from django.utils import timezone
 
 from access.grants import services
 from access.grants.models import AccessRequest, ApiKey, Grant
-from console.filtering import ListFilterSet, search
+from console.filtering import ListFilterSet, choice, search
 
 
 class AccessRequestFilterSet(ListFilterSet):
     q = search("requester__username", "models__name", "justification")
-    state = django_filters.ChoiceFilter(choices=AccessRequest.State.choices, empty_label="any state")
+    state = choice(AccessRequest.State.choices, "any state")
 
     class Meta:
         model = AccessRequest
@@ -47,10 +47,10 @@ class GrantFilterSet(ListFilterSet):
     page_defaults = {"show": "active"}
 
     q = search("user__username", "department__name", "models__name")
-    show = django_filters.ChoiceFilter(
-        choices=[("active", "Active"), ("expiring", "Expiring within 14 days"), ("ended", "Ended"), ("all", "All")],
+    show = choice(
+        [("active", "Active"), ("expiring", "Expiring within 14 days"), ("ended", "Ended"), ("all", "All")],
+        "all",
         method=_grant_show,
-        empty_label="all",
     )
     # Earlier spellings of ?show=, kept for API clients: ?active=1, ?expiring=1.
     active = django_filters.CharFilter(
@@ -81,9 +81,7 @@ class ApiKeyFilterSet(ListFilterSet):
     page_defaults = {"show": "active"}
 
     q = django_filters.CharFilter(method="search_keys", label="Search")
-    show = django_filters.ChoiceFilter(
-        choices=[("active", "Not revoked"), ("revoked", "Revoked"), ("all", "All")], method=_key_show, empty_label="all"
-    )
+    show = choice([("active", "Not revoked"), ("revoked", "Revoked"), ("all", "All")], "all", method=_key_show)
     user = django_filters.CharFilter(field_name="user__username", label="User")
 
     class Meta:

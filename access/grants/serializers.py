@@ -7,6 +7,7 @@ from rest_framework import serializers
 from access.grants import services
 from access.grants.models import LIMIT_FIELDS, LIMIT_MAX, AccessRequest, ApiKey, Grant
 from access.people.models import Department, User
+from console.serializers import BooleanField, CharField, IntegerField, ModelSerializer
 from fleet.catalog.models import ModelArtifact
 
 
@@ -17,7 +18,7 @@ class _Models(serializers.SlugRelatedField):
 
 def _limit_fields() -> dict:
     return {
-        name: serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=LIMIT_MAX[name])
+        name: IntegerField(required=False, allow_null=True, min_value=1, max_value=LIMIT_MAX[name])
         for name in LIMIT_FIELDS
     }
 
@@ -26,7 +27,7 @@ class LimitsSerializer(serializers.Serializer):
     locals().update(_limit_fields())
 
 
-class CatalogSerializer(serializers.ModelSerializer):
+class CatalogSerializer(ModelSerializer):
     # a declared field (the metaclass takes it off the class), not Field.parent
     parent: serializers.SlugRelatedField[ModelArtifact] = serializers.SlugRelatedField(  # type: ignore[assignment]
         slug_field="name", read_only=True
@@ -41,13 +42,13 @@ class CatalogSerializer(serializers.ModelSerializer):
         return [d.name for d in obj.deployments.all()]
 
 
-class AccessRequestSerializer(serializers.ModelSerializer):
+class AccessRequestSerializer(ModelSerializer):
     requester: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
     department: serializers.SlugRelatedField[Department] = serializers.SlugRelatedField(
         slug_field="slug", read_only=True
     )
     decided_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    models = serializers.ListField(child=_Models(), allow_empty=False, write_only=True)
+    models = serializers.ListField(child=_Models(), min_length=1, write_only=True)
     model_names = serializers.SerializerMethodField()
 
     class Meta:
@@ -86,22 +87,22 @@ class AccessRequestSerializer(serializers.ModelSerializer):
 
 
 class DecisionSerializer(LimitsSerializer):
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
-    duration_days = serializers.IntegerField(required=False, min_value=1, max_value=services.MAX_DURATION_DAYS)
-    for_department = serializers.BooleanField(required=False, allow_null=True, default=None)
+    reason = CharField(required=False, allow_blank=True, max_length=500, default="")
+    duration_days = IntegerField(required=False, min_value=1, max_value=services.MAX_DURATION_DAYS)
+    for_department = BooleanField(required=False, allow_null=True, default=None)
 
 
-class GrantSerializer(serializers.ModelSerializer):
+class GrantSerializer(ModelSerializer):
     user = serializers.SlugRelatedField(
         slug_field="username", queryset=User.objects.all(), required=False, allow_null=True
     )
     department = serializers.SlugRelatedField(
         slug_field="slug", queryset=Department.objects.all(), required=False, allow_null=True
     )
-    models = serializers.ListField(child=_Models(), allow_empty=False, write_only=True)
+    models = serializers.ListField(child=_Models(), min_length=1, write_only=True)
     model_names = serializers.SerializerMethodField()
-    duration_days = serializers.IntegerField(write_only=True, min_value=1, max_value=services.MAX_DURATION_DAYS)
-    active = serializers.BooleanField(read_only=True)
+    duration_days = IntegerField(write_only=True, min_value=1, max_value=services.MAX_DURATION_DAYS)
+    active = BooleanField(read_only=True)
 
     class Meta:
         model = Grant
@@ -125,12 +126,12 @@ class GrantSerializer(serializers.ModelSerializer):
         return sorted(m.name for m in obj.models.all())
 
 
-class ApiKeySerializer(serializers.ModelSerializer):
+class ApiKeySerializer(ModelSerializer):
     user: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
     grant = serializers.PrimaryKeyRelatedField(queryset=Grant.objects.all())
     models = serializers.ListField(child=_Models(), required=False, write_only=True)
     model_names = serializers.SerializerMethodField()
-    expires_in_days = serializers.IntegerField(
+    expires_in_days = IntegerField(
         write_only=True, required=False, allow_null=True, min_value=1, max_value=services.MAX_DURATION_DAYS
     )
 
@@ -158,7 +159,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
 
 class NewApiKeySerializer(ApiKeySerializer):
-    key = serializers.CharField(read_only=True, help_text="Shown once; store it now. Only its hash is kept.")
+    key = CharField(read_only=True, help_text="Shown once; store it now. Only its hash is kept.")
 
     class Meta(ApiKeySerializer.Meta):
         fields = ApiKeySerializer.Meta.fields + ["key"]

@@ -17,9 +17,11 @@ from access.people.permissions import AnyRole, HasRole
 from access.people.serializers import (
     DepartmentSerializer,
     NewTokenSerializer,
+    NewUserSerializer,
     TokenSerializer,
     UserSerializer,
 )
+from console.actions import ServiceError
 
 
 class DepartmentViewSet(viewsets.ModelViewSet):
@@ -29,7 +31,15 @@ class DepartmentViewSet(viewsets.ModelViewSet):
     search_fields = ["name", "slug"]
 
     def perform_create(self, serializer: BaseSerializer[Department]) -> None:
-        serializer.instance = services.create_department(**serializer.validated_data)
+        department = services.create_department(**serializer.validated_data)
+        department.member_count = 0  # type: ignore[attr-defined]  # the list's annotation, for the reply
+        serializer.instance = department
+
+    def perform_update(self, serializer: BaseSerializer[Department]) -> None:
+        department = serializer.instance
+        assert department is not None  # an update has its object
+        current = {"name": department.name, "slug": department.slug, "description": department.description}
+        services.save_department(department, **(current | serializer.validated_data))
 
     def destroy(self, request, *args, **kwargs) -> Response:
         department = self.get_object()
@@ -55,6 +65,13 @@ class UserViewSet(
     permission_classes = [IsAuthenticated, HasRole.of(Role.ADMIN)]
     serializer_class = UserSerializer
     queryset = User.objects.select_related("department").order_by("username")
+
+    def get_serializer_class(self):
+        return NewUserSerializer if self.action == "create" else UserSerializer
+
+    def perform_update(self, serializer: BaseSerializer[User]) -> None:
+        services.check_self_edit(self.request.user, serializer.instance, serializer.validated_data)
+        serializer.save()
 
     def get_queryset(self):
         qs = super().get_queryset()
@@ -92,5 +109,8 @@ class TokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Destro
         return Response(data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs) -> Response:
-        services.revoke_token(request.user, self.get_object())
+        token = self.get_object()
+        if token == request.auth:
+            raise ServiceError("This request is signed with this token; revoke it from another token or the UI.")
+        services.revoke_token(request.user, token)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -6,10 +6,11 @@ from rest_framework import serializers
 
 from access.people.choices import Role
 from access.people.models import Department, PersonalToken, User
+from console.serializers import CharField, IntegerField, ModelSerializer
 
 
-class DepartmentSerializer(serializers.ModelSerializer):
-    member_count = serializers.IntegerField(read_only=True, required=False)
+class DepartmentSerializer(ModelSerializer):
+    member_count = IntegerField(read_only=True, required=False)
 
     class Meta:
         model = Department
@@ -18,11 +19,11 @@ class DepartmentSerializer(serializers.ModelSerializer):
         extra_kwargs = {"slug": {"required": False, "allow_blank": True}}  # empty: made from the name
 
 
-class UserSerializer(serializers.ModelSerializer):
+class UserSerializer(ModelSerializer):
     department = serializers.SlugRelatedField(
         slug_field="slug", queryset=Department.objects.all(), allow_null=True, required=False
     )
-    password = serializers.CharField(write_only=True, required=False, style={"input_type": "password"})
+    password = CharField(write_only=True, required=False, style={"input_type": "password"})
 
     class Meta:
         model = User
@@ -74,10 +75,14 @@ class UserSerializer(serializers.ModelSerializer):
         return instance
 
 
-class TokenSerializer(serializers.ModelSerializer):
-    expires_in_days = serializers.IntegerField(
-        write_only=True, required=False, allow_null=True, min_value=1, max_value=3650
-    )
+class NewUserSerializer(UserSerializer):
+    """A new user: the same fields, with the initial password required."""
+
+    password = CharField(write_only=True, style={"input_type": "password"})
+
+
+class TokenSerializer(ModelSerializer):
+    expires_in_days = IntegerField(write_only=True, required=False, allow_null=True, min_value=1, max_value=3650)
 
     class Meta:
         model = PersonalToken
@@ -86,7 +91,7 @@ class TokenSerializer(serializers.ModelSerializer):
 
 
 class NewTokenSerializer(TokenSerializer):
-    token = serializers.CharField(read_only=True, help_text="Shown once; store it now.")
+    token = CharField(read_only=True, help_text="Shown once; store it now.")
 
     class Meta(TokenSerializer.Meta):
         fields = TokenSerializer.Meta.fields + ["token"]

@@ -22,16 +22,32 @@ M = TypeVar("M", "PersonalToken", "Grant", "ApiKey")  # the revocable rows
 
 
 def create_department(*, name: str, slug: str = "", description: str = "") -> Department:
+    return save_department(Department(), name=name, slug=slug, description=description)
+
+
+def save_department(department: Department, *, name: str, slug: str = "", description: str = "") -> Department:
+    """Create or change a department: a blank short name is made from the name; both stay unique."""
     # The audit event is written by access.signals (it also covers Django admin edits).
     slug = slug or slugify(name)[:50].strip("-")
     if not slug:
         raise ServiceError("Give a short name: letters, digits and hyphens (none could be made from the name).", "slug")
+    others = Department.objects.exclude(pk=department.pk) if department.pk else Department.objects.all()
     with transaction.atomic():
-        if Department.objects.filter(name__iexact=name).exists():
+        if others.filter(name__iexact=name).exists():
             raise ServiceError(f"A department named {name!r} already exists.", "name")
-        if Department.objects.filter(slug=slug).exists():
+        if others.filter(slug=slug).exists():
             raise ServiceError(f"The short name {slug!r} is taken.", "slug")
-        return Department.objects.create(name=name, slug=slug, description=description)
+        department.name, department.slug, department.description = name, slug, description
+        department.save()
+        return department
+
+
+def check_self_edit(actor: User, user: User | None, changes: dict[str, Any]) -> None:
+    """An admin cannot lock themselves out: their own role and active flag are another admin's to change."""
+    if user is None or user.pk != actor.pk:
+        return
+    if changes.get("role", user.role) != user.role or changes.get("is_active", True) is False:
+        raise ServiceError("You cannot change your own role or deactivate yourself; ask another admin.", "role")
 
 
 def create_token(user: User, *, name: str, expires_in_days: int | None) -> tuple[PersonalToken, str]:

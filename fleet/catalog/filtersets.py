@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import django_filters
 from django.db.models import Count, QuerySet
 
-from console.filtering import ListFilterSet, search
+from console.filtering import ListFilterSet, choice, search
 from fleet.catalog.choices import Sensitivity
 from fleet.catalog.models import ModelArtifact
 
 
 class ModelFilterSet(ListFilterSet):
     q = search("name", "architecture", "tags")
-    sensitivity = django_filters.ChoiceFilter(choices=Sensitivity.choices, empty_label="any sensitivity")
+    sensitivity = choice(Sensitivity.choices, "any sensitivity")
 
     class Meta:
         model = ModelArtifact

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from console.serializers import CharField, IntegerField, ModelSerializer
 from fleet.catalog.models import ModelArtifact, ModelFile, slug_validator
 from fleet.planning.estimator import QUANTIZATIONS
 
 
-class ModelFileSerializer(serializers.ModelSerializer):
+class ModelFileSerializer(ModelSerializer):
     class Meta:
         model = ModelFile
         fields = ["name", "kind", "size", "sha256"]
 
 
-class ModelArtifactSerializer(serializers.ModelSerializer):
+class ModelArtifactSerializer(ModelSerializer):
     # a declared field (the metaclass takes it off the class), not Field.parent
     parent = serializers.PrimaryKeyRelatedField(  # type: ignore[assignment]
         queryset=ModelArtifact.objects.all(), required=False, allow_null=True
     )
-    tags = serializers.ListField(child=serializers.CharField(max_length=40), required=False, max_length=20)
+    tags = serializers.ListField(child=CharField(max_length=40), required=False, max_length=20)
 
     class Meta:
         model = ModelArtifact
@@ -77,14 +78,14 @@ class ModelDetailSerializer(ModelArtifactSerializer):
 
 class FitRequestSerializer(serializers.Serializer):
     model = serializers.PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all())
-    max_model_len = serializers.IntegerField(min_value=1, max_value=10_000_000, default=4096)
-    concurrency = serializers.IntegerField(min_value=1, max_value=100_000, default=1)
+    max_model_len = IntegerField(min_value=1, max_value=10_000_000, default=4096)
+    concurrency = IntegerField(min_value=1, max_value=100_000, default=1)
     quantization = serializers.ChoiceField(choices=list(QUANTIZATIONS), default="none")
     kv_dtype = serializers.ChoiceField(choices=["auto", "fp8", "bfloat16", "float16", "float32"], default="auto")
-    tp = serializers.IntegerField(min_value=1, max_value=64, default=1)
-    pp = serializers.IntegerField(min_value=1, max_value=64, default=1)
-    replicas = serializers.IntegerField(min_value=1, max_value=1000, default=1)
+    tp = IntegerField(min_value=1, max_value=64, default=1)
+    pp = IntegerField(min_value=1, max_value=64, default=1)
+    replicas = IntegerField(min_value=1, max_value=1000, default=1)
     gpu_memory_utilization = serializers.FloatField(min_value=0.05, max_value=1.0, default=0.9)
     strategy = serializers.ChoiceField(choices=["binpack", "spread"], default="binpack")
-    selector = serializers.DictField(child=serializers.CharField(max_length=100), required=False, default=dict)
+    selector = serializers.DictField(child=CharField(max_length=100), required=False, default=dict)
     cpu_kv_space_gib = serializers.FloatField(min_value=0.1, max_value=4096, default=1.0)

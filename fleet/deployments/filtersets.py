@@ -5,14 +5,14 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Count, Q, QuerySet
 
-from console.filtering import ListFilterSet, search
+from console.filtering import ListFilterSet, choice, search
 from fleet.deployments.choices import DesiredState, InstanceState
 from fleet.deployments.models import Deployment, Instance
 
 
 class DeploymentFilterSet(ListFilterSet):
     q = search("name", "model__name")
-    desired_state = django_filters.ChoiceFilter(choices=DesiredState.choices, empty_label="running or stopped")
+    desired_state = choice(DesiredState.choices, "running or stopped")
 
     class Meta:
         model = Deployment
@@ -33,7 +33,7 @@ class DeploymentFilterSet(ListFilterSet):
 
 class InstanceFilterSet(ListFilterSet):
     q = search("deployment__name", "node__name")
-    state = django_filters.ChoiceFilter(choices=InstanceState.choices, empty_label="any state")
+    state = choice(InstanceState.choices, "any state")
     deployment = django_filters.NumberFilter(field_name="deployment_id", label="Deployment id")
     node = django_filters.CharFilter(field_name="node__name", label="Node name")
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from console.serializers import CharField, IntegerField, ModelSerializer
 from fleet.catalog.models import ModelArtifact, slug_validator
 from fleet.deployments.models import Deployment, Instance
 
 
-class InstanceSerializer(serializers.ModelSerializer):
-    node = serializers.CharField(source="node.name", default=None, read_only=True)
-    deployment = serializers.CharField(source="deployment.name", read_only=True)
-    endpoint = serializers.CharField(read_only=True)
+class InstanceSerializer(ModelSerializer):
+    node = CharField(source="node.name", default=None, read_only=True)
+    deployment = CharField(source="deployment.name", read_only=True)
+    endpoint = CharField(read_only=True)
 
     class Meta:
         model = Instance
@@ -36,10 +37,10 @@ class InstanceSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DeploymentSerializer(serializers.ModelSerializer):
+class DeploymentSerializer(ModelSerializer):
     model = serializers.PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all())
-    options = serializers.JSONField(required=False, default=dict)
-    selector = serializers.JSONField(required=False, default=dict)
+    options = serializers.DictField(required=False, default=dict)
+    selector = serializers.DictField(required=False, default=dict)
     instances = InstanceSerializer(many=True, read_only=True)
     ready = serializers.SerializerMethodField()
 
@@ -69,4 +70,4 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
 
 class ScaleSerializer(serializers.Serializer):
-    replicas = serializers.IntegerField(min_value=0, max_value=64)
+    replicas = IntegerField(min_value=0, max_value=64)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import django_filters
 from django.db.models import QuerySet
 
-from console.filtering import ListFilterSet, search
+from console.filtering import ListFilterSet, choice, search
 from fleet.jobs.choices import JobKind, JobState
 from fleet.jobs.models import Job
 
 
 class JobFilterSet(ListFilterSet):
     q = search("model__name", "deployment__name", "variant__name", "node__name")
-    kind = django_filters.ChoiceFilter(choices=JobKind.choices, empty_label="any kind")
-    state = django_filters.ChoiceFilter(choices=JobState.choices, empty_label="any state")
+    kind = choice(JobKind.choices, "any kind")
+    state = choice(JobState.choices, "any state")
 
     class Meta:
         model = Job

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from rest_framework import serializers
 
+from console.serializers import IntegerField, ModelSerializer
+from fleet.jobs.choices import JobKind
 from fleet.jobs.models import Job
 
 if TYPE_CHECKING:
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
     from fleet.nodes.models import Node
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(ModelSerializer):
     node: serializers.SlugRelatedField[Node] = serializers.SlugRelatedField(slug_field="name", read_only=True)
     model: serializers.SlugRelatedField[ModelArtifact] = serializers.SlugRelatedField(slug_field="name", read_only=True)
     deployment: serializers.SlugRelatedField[Deployment] = serializers.SlugRelatedField(
@@ -53,3 +55,18 @@ class JobDetailSerializer(JobSerializer):
     class Meta(JobSerializer.Meta):
         fields = JobSerializer.Meta.fields + ["result", "artifacts", "log"]
         read_only_fields = fields
+
+
+class JobCreateSerializer(serializers.Serializer):
+    """What POST /api/jobs/ takes: the shape only; the services judge the rest (fleet.jobs.params)."""
+
+    kind = serializers.ChoiceField(choices=JobKind.choices)
+    model = IntegerField(required=False, min_value=1, max_value=2**63 - 1, help_text="quantize: its id")
+    deployment = IntegerField(required=False, min_value=1, max_value=2**63 - 1, help_text="benchmark: its id")
+    params = serializers.DictField(required=False, default=dict, help_text="the kind's parameters (see the README)")
+
+
+class JobUploadSerializer(JobCreateSerializer):
+    """The same as a multipart form, with the text to calibrate on."""
+
+    calibration_file = serializers.FileField(required=False, help_text="quantize: your own calibration text")

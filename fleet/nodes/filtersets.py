@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import django_filters
 from django.db.models import Count, QuerySet
 
-from console.filtering import ListFilterSet, search
+from console.filtering import ListFilterSet, choice, search
 from fleet.nodes.choices import NodeKind, NodeState
 from fleet.nodes.models import Node
 
 
 class NodeFilterSet(ListFilterSet):
     q = search("name", "hostname")
-    state = django_filters.ChoiceFilter(choices=NodeState.choices, empty_label="any state")
-    kind = django_filters.ChoiceFilter(choices=NodeKind.choices, empty_label="any kind")
+    state = choice(NodeState.choices, "any state")
+    kind = choice(NodeKind.choices, "any kind")
 
     class Meta:
         model = Node

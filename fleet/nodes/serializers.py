@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from console.serializers import CharField, IntegerField, ModelSerializer
 from fleet.nodes.models import GPU, JoinToken, Node
 from fleet.nodes.services import MAX_JOIN_TOKEN_HOURS
 
 
-class GPUSerializer(serializers.ModelSerializer):
+class GPUSerializer(ModelSerializer):
     class Meta:
         model = GPU
         fields = [
@@ -24,8 +25,8 @@ class GPUSerializer(serializers.ModelSerializer):
         ]
 
 
-class NodeSerializer(serializers.ModelSerializer):
-    gpu_count: serializers.Field = serializers.IntegerField(read_only=True)
+class NodeSerializer(ModelSerializer):
+    gpu_count: serializers.Field = IntegerField(read_only=True)
 
     class Meta:
         model = Node
@@ -67,13 +68,11 @@ class NodeDetailSerializer(NodeSerializer):
         return len(node.gpus.all())
 
 
-class JoinTokenSerializer(serializers.ModelSerializer):
-    expires_in_hours = serializers.IntegerField(
-        min_value=1, max_value=MAX_JOIN_TOKEN_HOURS, default=24, write_only=True
-    )
-    status = serializers.CharField(read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
-    used_by = serializers.CharField(source="used_by.name", read_only=True, default=None)
+class JoinTokenSerializer(ModelSerializer):
+    expires_in_hours = IntegerField(min_value=1, max_value=MAX_JOIN_TOKEN_HOURS, default=24, write_only=True)
+    status = CharField(read_only=True)
+    created_by = CharField(source="created_by.username", read_only=True, default=None)
+    used_by = CharField(source="used_by.name", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = JoinToken
@@ -104,7 +103,7 @@ class JoinTokenSerializer(serializers.ModelSerializer):
 
 
 class NewJoinTokenSerializer(JoinTokenSerializer):
-    token = serializers.CharField(read_only=True, help_text="Shown once; give it to the node's agent.")
+    token = CharField(read_only=True, help_text="Shown once; give it to the node's agent.")
 
     class Meta(JoinTokenSerializer.Meta):
         fields = JoinTokenSerializer.Meta.fields + ["token"]
