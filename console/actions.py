@@ -23,6 +23,15 @@ class ServiceError(Exception):
         self.field = field
 
 
+def refuse_in_use(what: str, uses: dict[str, Any], remedy: str) -> None:
+    """A delete others depend on is refused naming them (a 409 in the API, a message in the UI).
+    ``uses``: a singular label for each kind of dependent, and a queryset of them."""
+    counts = {label: qs.count() for label, qs in uses.items()}
+    named = [f"{n} {label}{'' if n == 1 else 's'}" for label, n in counts.items() if n]
+    if named:
+        raise ServiceError(f"{what} is in use by {', '.join(named)}; {remedy}.")
+
+
 def flash(request: HttpRequest, action: Callable[[], Any], success: str) -> bool:
     """Run a service call for a POST-and-redirect view: its refusal becomes an error message on the
     next page, else ``success`` does. True when it succeeded."""

@@ -270,9 +270,8 @@ class Gateway:
             entry = await self._authenticate(scope)
             _check_grant(entry)
             data = [
-                {"id": r.name, "object": "model", "created": r.created, "owned_by": "fleet-console"}
-                for r in self.routes.values()
-                if r.model_id in entry.model_ids
+                {"id": name, "object": "model", "created": r.created, "owned_by": "fleet-console", "root": r.model_name}
+                for name, r in routes.callable_names(self.routes, entry.model_ids)
             ]
             await _respond(send, 200, json.dumps({"object": "list", "data": data}).encode())
             return
@@ -303,7 +302,7 @@ class Gateway:
                 400, f"The request needs '{INPUT_FIELD[endpoint]}'.", "missing_input", INPUT_FIELD[endpoint]
             )
         call.entry, call.model, call.sha = entry, model[:100], input_sha256(body, endpoint)
-        route = self.routes.get(model)
+        route = routes.resolve(self.routes, model)
         if route is None:
             raise GatewayError(
                 404, f"The model '{model}' does not exist; GET /v1/models lists yours.", "model_not_found", "model"
@@ -314,6 +313,9 @@ class Gateway:
             raise GatewayError(
                 403, f"This key may not use the model '{model}'; request access to it.", "model_not_granted", "model"
             )
+        if model != route.name:  # called by the model's name: vLLM knows the deployment's
+            body["model"] = route.name
+            raw = json.dumps(body).encode()
         stream = endpoint in STREAMABLE and body.get("stream") is True
         call.stream = stream
         wants_usage = False

@@ -120,7 +120,7 @@ class AccessRequest(db.Model):
     State = AccessRequestState
 
     requester = db.ForeignKey(settings.AUTH_USER_MODEL, on_delete=db.CASCADE, related_name="access_requests")
-    department = db.ForeignKey("access.Department", on_delete=db.PROTECT, related_name="+")
+    department = db.ForeignKey("access.Department", on_delete=db.PROTECT, related_name="access_requests")
     models = db.ManyToManyField("fleet.ModelArtifact", related_name="access_requests")
     for_department = db.BooleanField(default=False, help_text="Ask for the whole department, not only you.")
     justification = db.TextField(max_length=2000)

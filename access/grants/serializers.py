@@ -93,6 +93,7 @@ class DecisionSerializer(LimitsSerializer):
 
 
 class GrantSerializer(ModelSerializer):
+    locals().update(_limit_fields())  # the same bounds as every quota field
     user = serializers.SlugRelatedField(
         slug_field="username", queryset=User.objects.all(), required=False, allow_null=True
     )
@@ -127,6 +128,7 @@ class GrantSerializer(ModelSerializer):
 
 
 class ApiKeySerializer(ModelSerializer):
+    locals().update(_limit_fields())  # the same bounds as every quota field
     user: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
     grant = serializers.PrimaryKeyRelatedField(queryset=Grant.objects.all())
     models = serializers.ListField(child=_Models(), required=False, write_only=True)

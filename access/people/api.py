@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, ProtectedError
+from django.db.models import Count
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import ValidationError
@@ -13,7 +13,7 @@ from rest_framework.serializers import BaseSerializer
 from access.people import services
 from access.people.choices import Role
 from access.people.models import Department, PersonalToken, User
-from access.people.permissions import AnyRole, HasRole
+from access.people.permissions import AnyRole, HasRole, signed_in_user
 from access.people.serializers import (
     DepartmentSerializer,
     NewTokenSerializer,
@@ -41,16 +41,8 @@ class DepartmentViewSet(viewsets.ModelViewSet):
         current = {"name": department.name, "slug": department.slug, "description": department.description}
         services.save_department(department, **(current | serializer.validated_data))
 
-    def destroy(self, request, *args, **kwargs) -> Response:
-        department = self.get_object()
-        try:
-            department.delete()
-        except ProtectedError:
-            return Response(
-                {"detail": "This department still has members; move them first.", "status": 409},
-                status=status.HTTP_409_CONFLICT,
-            )
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    def perform_destroy(self, department: Department) -> None:
+        services.delete_department(department)
 
 
 class UserViewSet(
@@ -70,7 +62,7 @@ class UserViewSet(
         return NewUserSerializer if self.action == "create" else UserSerializer
 
     def perform_update(self, serializer: BaseSerializer[User]) -> None:
-        services.check_self_edit(self.request.user, serializer.instance, serializer.validated_data)
+        services.check_self_edit(signed_in_user(self.request), serializer.instance, serializer.validated_data)
         serializer.save()
 
     def get_queryset(self):

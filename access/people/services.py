@@ -12,7 +12,7 @@ from django.utils.text import slugify
 import audit
 from access import tokens
 from access.people.models import Department, PersonalToken, User
-from console.actions import ServiceError
+from console.actions import ServiceError, refuse_in_use
 
 if TYPE_CHECKING:
     from access.grants.models import ApiKey, Grant
@@ -40,6 +40,22 @@ def save_department(department: Department, *, name: str, slug: str = "", descri
         department.name, department.slug, department.description = name, slug, description
         department.save()
         return department
+
+
+def delete_department(department: Department) -> None:
+    """Delete a department nobody and nothing refers to any more."""
+    with transaction.atomic():
+        department = Department.objects.select_for_update().get(pk=department.pk)
+        refuse_in_use(
+            f"Department {department.name}",
+            {
+                "member": department.members.all(),
+                "grant": department.grants.all(),  # reverse relations: access.grants sits above people
+                "access request": department.access_requests.all(),
+            },
+            "move the members and revoke or remove those first",
+        )
+        department.delete()
 
 
 def check_self_edit(actor: User, user: User | None, changes: dict[str, Any]) -> None:

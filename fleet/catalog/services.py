@@ -13,9 +13,10 @@ from celery import current_app
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 import audit
-from console.actions import Actor, ServiceError
+from console.actions import Actor, ServiceError, refuse_in_use
 from console.live import publish
 from fleet.catalog import artifacts
 from fleet.catalog.artifacts import ArtifactError
@@ -152,6 +153,14 @@ def forget(actor: Actor, artifact: ModelArtifact) -> None:
         if artifact.variants.exists():
             names = ", ".join(artifact.variants.values_list("name", flat=True)[:5])
             raise ServiceError(f"{artifact.name} has variants ({names}); unregister them first.")
+        refuse_in_use(
+            artifact.name,
+            {
+                "deployment": artifact.deployments.all(),
+                "active grant": artifact.grants.filter(revoked_at=None, expires_at__gt=timezone.now()),
+            },
+            "delete those deployments and revoke those grants first",
+        )
         audit.record(actor, "model.unregister", artifact, before=_public(artifact))
         artifact.delete()
 

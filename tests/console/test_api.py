@@ -27,37 +27,37 @@ def test_unknown_object_gets_a_json_404(client_for):
 
 
 @pytest.mark.parametrize(
-    "payload,field",
+    "payload,field,status",
     [
-        ({"name": "", "slug": "x"}, "name"),
-        ({"name": "Cardiology", "slug": "not a slug!"}, "slug"),
-        ({"name": "Radiology", "slug": "radiology-2"}, "name"),  # duplicate name
+        ({"name": "", "slug": "x"}, "name", 400),
+        ({"name": "Cardiology", "slug": "not a slug!"}, "slug", 400),
+        ({"name": "Radiology", "slug": "radiology-2"}, "name", 409),  # well formed, but the name is taken
     ],
 )
-def test_bad_department_input_is_refused_and_nothing_written(client_for, department, payload, field):
+def test_bad_department_input_is_refused_and_nothing_written(client_for, department, payload, field, status):
     client = client_for("admin")
     count, events = Department.objects.count(), AuditEvent.objects.count()
     response = client.post("/api/departments/", payload, content_type="application/json")
-    assert response.status_code == 400
+    assert response.status_code == status
     assert field in response.json()["errors"]
     assert (Department.objects.count(), AuditEvent.objects.count()) == (count, events)
 
 
 @pytest.mark.parametrize(
-    "payload,field",
+    "payload,field,status",
     [
-        ({"username": "newbie", "role": "dept_user", "password": "Sufficiently-long-pass-1"}, "department"),
-        ({"username": "newbie", "role": "auditor", "password": "short"}, "password"),
-        ({"username": "newbie", "role": "auditor"}, "password"),
-        ({"username": "newbie", "role": "wizard", "password": "Sufficiently-long-pass-1"}, "role"),
-        ({"username": "admin", "role": "auditor", "password": "Sufficiently-long-pass-1"}, "username"),
+        ({"username": "newbie", "role": "dept_user", "password": "Sufficiently-long-pass-1"}, "department", 400),
+        ({"username": "newbie", "role": "auditor", "password": "short"}, "password", 400),
+        ({"username": "newbie", "role": "auditor"}, "password", 400),
+        ({"username": "newbie", "role": "wizard", "password": "Sufficiently-long-pass-1"}, "role", 400),
+        ({"username": "admin", "role": "auditor", "password": "Sufficiently-long-pass-1"}, "username", 409),  # taken
     ],
 )
-def test_bad_user_input_is_refused_and_nothing_written(client_for, payload, field):
+def test_bad_user_input_is_refused_and_nothing_written(client_for, payload, field, status):
     client = client_for("admin")
     users, events = User.objects.count(), AuditEvent.objects.count()
     response = client.post("/api/users/", payload, content_type="application/json")
-    assert response.status_code == 400, response.json()
+    assert response.status_code == status, response.json()
     assert field in response.json()["errors"]
     assert (User.objects.count(), AuditEvent.objects.count()) == (users, events)
 
@@ -107,7 +107,7 @@ def test_personal_token_lifecycle(client_for, people):
     assert client.delete(f"/api/tokens/{row.pk}/").status_code == 204
     revoked = bearer.get("/api/me/")
     assert revoked.status_code == 401 and revoked.json()["detail"] == "This token was revoked."
-    assert client.delete(f"/api/tokens/{row.pk}/").status_code == 400
+    assert client.delete(f"/api/tokens/{row.pk}/").status_code == 409
 
 
 @pytest.mark.parametrize("header", ["Bearer fct_nope", "Bearer fct_aaaaaaaaaaaa_wrongsecret", "Bearer a b"])

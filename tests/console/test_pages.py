@@ -68,7 +68,7 @@ def test_a_department_gets_its_short_name_from_its_name_when_left_empty(client_f
     api = client.post("/api/departments/", {"name": "Nuclear Medicine"}, content_type="application/json")
     assert api.status_code == 201 and api.json()["slug"] == "nuclear-medicine"
     nothing_to_make = client.post("/api/departments/", {"name": "—"}, content_type="application/json")
-    assert nothing_to_make.status_code == 400 and "slug" in nothing_to_make.json()["errors"]
+    assert nothing_to_make.status_code == 409 and "slug" in nothing_to_make.json()["errors"]
     assert not Department.objects.filter(name="—").exists()
 
 

@@ -236,17 +236,17 @@ def test_the_api_registers_edits_and_unregisters(client_for, people, demo_dir):
 
 
 @pytest.mark.parametrize(
-    "body,field",
-    [
-        ({"path": "/etc", "name": "etc"}, "path"),
-        ({"path": "nope", "name": "nope"}, "path"),
-        ({"path": "demo", "name": "Bad Name"}, "name"),
-        ({"name": "demo"}, "path"),
+    "body,field,status",
+    [  # 400: not the document's shape; 409: well formed, refused by what is on disk
+        ({"path": "/etc", "name": "etc"}, "path", 409),
+        ({"path": "nope", "name": "nope"}, "path", 409),
+        ({"path": "demo", "name": "Bad Name"}, "name", 400),
+        ({"name": "demo"}, "path", 400),
     ],
 )
-def test_the_api_answers_bad_registrations_with_400_and_the_reason(client_for, people, demo_dir, body, field):
+def test_the_api_answers_bad_registrations_with_a_4xx_and_the_reason(client_for, people, demo_dir, body, field, status):
     response = client_for("admin").post("/api/models/", body, content_type="application/json")
-    assert response.status_code == 400 and field in response.json()["errors"]
+    assert response.status_code == status and field in response.json()["errors"]
     assert not ModelArtifact.objects.exists()
 
 

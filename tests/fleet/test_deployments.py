@@ -276,7 +276,7 @@ def test_runtimes_install_on_a_node_with_a_clear_refusal_for_bad_input(client_fo
         ({"engine": "vllm", "version": "0.11.0"}, "no NVIDIA GPU"),
     ]:
         response = client.post(f"/api/nodes/{node.pk}/runtimes/", body, content_type="application/json")
-        assert response.status_code == 400 and text in str(response.json()), body
+        assert response.status_code == 409 and text in str(response.json()), body
     assert (
         client.post(
             f"/api/nodes/{node.pk}/runtimes/",

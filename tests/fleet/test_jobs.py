@@ -94,7 +94,7 @@ def test_it_refuses_bad_quantization_parameters_and_queues_nothing(
     events = AuditEvent.objects.count()
     with django_capture_on_commit_callbacks() as callbacks:
         response = post_job(client, {"kind": "quantize", "model": fleet["model"].pk, "params": params})
-    assert response.status_code == 400, response.content
+    assert response.status_code == 409, response.content
     assert message in response.json()["errors"][field]
     assert Job.objects.count() == 0 and callbacks == [] and AuditEvent.objects.count() == events
 
@@ -119,7 +119,7 @@ def test_it_refuses_a_bad_calibration_file(fleet, client_for, data, message):
             "calibration_file": upload,
         },
     )
-    assert response.status_code == 400 and message in response.json()["errors"]["calibration_file"]
+    assert response.status_code == 409 and message in response.json()["errors"]["calibration_file"]
     assert Job.objects.count() == 0
 
 
@@ -186,7 +186,7 @@ def test_it_refuses_bad_benchmark_parameters_and_queues_nothing(
                 "params": params,
             },
         )
-    assert response.status_code == 400, response.content
+    assert response.status_code == 409, response.content
     assert message in response.json()["errors"][field]
     assert Job.objects.count() == 0 and callbacks == []
 
@@ -194,22 +194,22 @@ def test_it_refuses_bad_benchmark_parameters_and_queues_nothing(
 def test_a_running_deployment_without_a_ready_instance_cannot_be_benchmarked(fleet, client_for):
     Instance.objects.filter(deployment=fleet["running"]).update(state=InstanceState.STARTING)
     response = post_job(client_for("admin"), {"kind": "benchmark", "deployment": fleet["running"].pk})
-    assert response.status_code == 400 and "no Ready instance" in response.json()["errors"]["deployment"]
+    assert response.status_code == 409 and "no Ready instance" in response.json()["errors"]["deployment"]
 
 
 @pytest.mark.parametrize(
-    "body,field,message",
-    [
-        ({"kind": "train"}, "kind", "Unknown job kind 'train'"),
-        ({"kind": "quantize", "model": 999999, "params": {"scheme": "gptq-w4a16"}}, "model", "No model with id 999999"),
-        ({"kind": "benchmark", "deployment": "x"}, "deployment", "No deployment with id 'x'"),
-        ({"kind": "quantize", "model": 1, "params": "[not json"}, "params", "not valid JSON"),
+    "body,field,message,status",
+    [  # 400: not the document's shape; 409: well formed, but no such object
+        ({"kind": "train"}, "kind", '"train" is not a valid choice', 400),
+        ({"kind": "quantize", "model": 999999, "params": {}}, "model", "No model with id 999999", 409),
+        ({"kind": "benchmark", "deployment": "x"}, "deployment", "A valid integer is required", 400),
+        ({"kind": "quantize", "model": 1, "params": "[not json"}, "params", "Expected a dictionary", 400),
     ],
     ids=["kind", "model", "deployment", "params"],
 )
-def test_it_refuses_malformed_job_requests(fleet, client_for, body, field, message):
+def test_it_refuses_malformed_job_requests(fleet, client_for, body, field, message, status):
     response = post_job(client_for("admin"), body)
-    assert response.status_code == 400 and message in response.json()["errors"][field]
+    assert response.status_code == status and message in str(response.json()["errors"][field])
 
 
 def test_the_quantize_form_shows_the_error_and_keeps_what_was_typed(fleet, client_for):
@@ -346,7 +346,7 @@ def test_cancel_asks_the_agent_and_a_finished_job_cannot_be_cancelled(
     job.refresh_from_db()
     assert job.state == JobState.CANCELLED
     response = client.post(f"/api/jobs/{job.pk}/cancel/")
-    assert response.status_code == 400 and "cancelled already" in response.json()["detail"]
+    assert response.status_code == 409 and "cancelled already" in response.json()["detail"]
 
 
 def test_a_node_going_offline_fails_its_running_jobs(fleet, settings):
@@ -361,8 +361,8 @@ def test_compare_refuses_runs_that_are_not_succeeded_benchmarks(fleet, client_fo
     job = _job(fleet)
     client = client_for("admin")
     response = client.get(f"/api/jobs/compare/?ids={job.pk}")
-    assert response.status_code == 400 and str(job.pk) in response.json()["errors"]["ids"]
-    assert client.get("/api/jobs/compare/?ids=a,b").status_code == 400
+    assert response.status_code == 409 and str(job.pk) in response.json()["errors"]["ids"]
+    assert client.get("/api/jobs/compare/?ids=a,b").status_code == 409
     assert client.get("/jobs/compare/?ids=").status_code == 400
 
 

@@ -297,7 +297,7 @@ def test_cordon_uncordon_and_remove_are_audited(client_for, people):
     client = client_for("admin")
     assert client.post(f"/nodes/{node.pk}/cordon/").status_code == 302
     assert Node.objects.get(pk=node.pk).cordoned
-    assert client.post(f"/api/nodes/{node.pk}/cordon/").status_code == 400  # already cordoned
+    assert client.post(f"/api/nodes/{node.pk}/cordon/").status_code == 409  # already cordoned
     assert client.post(f"/api/nodes/{node.pk}/uncordon/").json()["cordoned"] is False
     assert client.get(f"/nodes/{node.pk}/remove/").status_code == 200  # asks first
     response = client.post(f"/nodes/{node.pk}/remove/", {"confirm_name": "wrong"})
