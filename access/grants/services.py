@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 import audit
@@ -23,6 +23,8 @@ from access.people.services import revoke
 from console import live
 from console.actions import ServiceError
 from fleet.catalog.models import ModelArtifact
+from fleet.deployments.choices import InstanceState
+from fleet.deployments.models import Deployment
 
 MAX_DURATION_DAYS = 366
 MAX_KEYS_PER_USER = 20
@@ -280,6 +282,27 @@ def active_grants(user: User) -> QuerySet[Grant]:
         .select_related("user", "department")
         .prefetch_related("models")
     )
+
+
+def callable_models(user: User) -> QuerySet[ModelArtifact]:
+    """The models a person's active grants name (the names they call the gateway by), each with the
+    deployments serving it and how many of their instances are Ready."""
+    ready = Count("instances", filter=Q(instances__state=InstanceState.READY))
+    serving = Prefetch("deployments", queryset=Deployment.objects.annotate(ready=ready).order_by("name"))
+    return (
+        ModelArtifact.objects.filter(grants__in=active_grants(user))
+        .distinct()
+        .order_by("name")
+        .prefetch_related(serving)
+    )
+
+
+def effective_limits(*levels: Any) -> dict[str, int | None]:
+    """The tightest of each quota over ``levels`` (a key, its grant, ...): what the gateway enforces."""
+    return {
+        name: min((value for value in (getattr(level, name) for level in levels) if value), default=None)
+        for name in LIMIT_FIELDS
+    }
 
 
 def expiring(within: timedelta = EXPIRING_WITHIN) -> QuerySet[Grant]:

@@ -59,6 +59,9 @@ def my_access(request: HttpRequest) -> HttpResponse:
                 exc.message,
             )
     requests_ = AccessRequest.objects.filter(requester=user).select_related("decided_by").prefetch_related("models")
+    keys = list(ApiKey.objects.filter(user=user).select_related("grant").prefetch_related("models")[:100])
+    for key in keys:  # the quota shown is the one enforced: the tighter of key and grant
+        key.effective = services.effective_limits(key, key.grant)  # type: ignore[attr-defined]
     return render(
         request,
         "access/grants/mine.html",
@@ -68,7 +71,9 @@ def my_access(request: HttpRequest) -> HttpResponse:
             "key_form": key_form,
             "requests": requests_[:50],
             "created": created,
-            "keys": ApiKey.objects.filter(user=user).select_related("grant").prefetch_related("models")[:100],
+            "keys": keys,
+            "callable": services.callable_models(user),
+            "base_url": request.build_absolute_uri("/v1"),
             "now": timezone.now(),
         },
         status=status,

@@ -321,8 +321,9 @@ class InstanceSupervisor:
             end = chunk.rfind(b"\n") + 1
             if end:
                 m.log_offset += end
-                lines = chunk[:end].decode(errors="replace").splitlines()[-200:]
-                self.log_lines(m.id, lines)
+                lines = [x for x in chunk[:end].decode(errors="replace").splitlines() if not _scrape_line(x)]
+                if lines:
+                    self.log_lines(m.id, lines[-200:])
         if size > LOG_ROTATE_BYTES:  # copy-truncate: vLLM keeps appending to the same file
             with open(m.log_path, "rb") as src, open(m.log_path + ".1", "wb") as dst:
                 dst.write(src.read())
@@ -355,3 +356,9 @@ class InstanceSupervisor:
                 {"id": m.id, "pid": m.pid, "state": m.state, "port": m.port, "restarts": m.restarts}
                 for m in self.managed.values()
             ]
+
+
+def _scrape_line(line: str) -> bool:
+    """uvicorn's access line for this agent's own scrape of /metrics (every few seconds): kept in the
+    file, not streamed to the console's log panel, where it would bury vLLM's own lines."""
+    return '"GET /metrics HTTP/' in line and " 200" in line

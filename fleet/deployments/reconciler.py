@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 import audit
+from console.live import publish_on_commit
 from fleet.deployments.choices import DesiredState, InstanceState
 from fleet.deployments.models import Deployment, Instance
 from fleet.nodes import commands, queries
@@ -157,6 +158,8 @@ def reconcile(deployment_ids: list[int] | None = None) -> Pass:
                 busy_gpus.setdefault(node.pk, set()).update(gpus)
                 ram_used[node.pk] = ram_used.get(node.pk, 0) + deployment.options["cpu_kv_space_gib"] * GIB
                 audit.record(None, "instance.place", inst, after={"node": node.name, "gpus": gpus, "port": inst.port})
+                # the deployment's page shows the new instance now, not at its first state report
+                publish_on_commit(f"deployment.{deployment.pk}", {"kind": "placed", "instance": inst.pk})
                 start_command(inst, deployment, node)
                 result.started.append(inst.pk)
             Deployment.objects.filter(pk=deployment.pk).update(placement_note="")

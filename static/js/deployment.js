@@ -62,9 +62,12 @@
       else if (!current) pre.textContent = "No running instance.";
     }
 
-    FleetLive.subscribe("deployment." + id, function () {
+    function refresh() {
       if (window.htmx) htmx.ajax("GET", location.pathname, { target: "#instances", select: "#instances", swap: "outerHTML" });
-    });
+    }
+    // Fetched again on every change, and each time the topic is (re)joined: what changed before
+    // the page was listening, or while its socket was down, shows too.
+    FleetLive.subscribe("deployment." + id, refresh, refresh);
     document.body.addEventListener("htmx:afterSettle", pick);
     pick();
   });

@@ -35,25 +35,32 @@
       }
       if (m.kind === "finished") finished();
     }, function () {
-      // Joined: a job that ended before this page listened (e.g. while a cancel redirected here)
-      // shows its end now, not never.
+      // Joined (again, after a reconnect): what changed while the page was not listening shows
+      // now; a job that ended meanwhile (e.g. while a cancel redirected here) reloads.
       if (box.dataset.done === "1") return;
       fetch("/api/jobs/" + id + "/", { credentials: "same-origin" })
         .then(function (r) { return r.ok ? r.json() : null; })
-        .then(function (j) { if (j && DONE.indexOf(j.state) >= 0) finished(); });
+        .then(function (j) {
+          if (!j) return;
+          if (DONE.indexOf(j.state) >= 0) { finished(); return; }
+          progress.value = j.progress;
+          if (j.phase) phase.textContent = j.phase;
+          state.textContent = LABELS[j.state] || j.state;
+        });
     });
     pre.scrollTop = pre.scrollHeight;
   }
 
   function liveList(box) {
     let pending = null;
-    FleetLive.subscribe("jobs", function () {
+    function refresh() {
       if (pending || !window.htmx) return;
       pending = setTimeout(function () {  // one refetch per burst of progress reports
         pending = null;
         htmx.ajax("GET", location.pathname + location.search, { target: "#jobs", select: "#jobs", swap: "outerHTML" });
       }, 500);
-    });
+    }
+    FleetLive.subscribe("jobs", refresh, refresh);  // and on (re)joining: nothing missed stays missed
   }
 
   function charts(runs) {

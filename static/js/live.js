@@ -104,6 +104,12 @@
       if (empty) empty.remove();
       body.prepend(eventRow(e));
       while (body.rows.length > 200) body.deleteRow(-1);
+    }, function () {
+      // (Re)joined: events written while the socket was down are fetched with the page's filters.
+      const box = document.querySelector('[data-live-topic="audit"]');
+      if (box && box.id && window.htmx) {
+        htmx.ajax("GET", location.pathname + location.search, { target: "#" + box.id, select: "#" + box.id, swap: "outerHTML" });
+      }
     });
   }
   document.addEventListener("DOMContentLoaded", bindAudit);

@@ -49,12 +49,15 @@
       seen.dateTime = when.toISOString();
       seen.textContent = when.toISOString().replace("T", " ").slice(0, 19);
     });
+    // The list fetched again, with the current filters.
+    const refetch = function () {
+      const form = document.querySelector("form.filters");
+      if (form && window.htmx) htmx.trigger(form, "submit");
+    };
     FleetLive.subscribe("fleet", function (e) {
       const tr = row(e.node);
       if (!tr) {
-        // A node this page has not listed yet: fetch the list again, with the current filters.
-        const form = document.querySelector("form.filters");
-        if (e.kind === "joined" && form && window.htmx) htmx.trigger(form, "submit");
+        if (e.kind === "joined") refetch();  // a node this page has not listed yet
         return;
       }
       if (e.kind === "removed") { tr.remove(); return; }
@@ -67,7 +70,7 @@
         cordon.className = "badge cordoned"; cordon.dataset.field = "cordoned"; cordon.textContent = "Cordoned";
         badge.after(" ", cordon);
       } else if (!e.cordoned && cordon) cordon.remove();
-    });
+    }, refetch);  // and on (re)joining: a change while the socket was down shows too
   }
 
   /* --- a node's page ------------------------------------------------------------------------- */
