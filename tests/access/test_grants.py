@@ -343,6 +343,13 @@ def test_pages_forms_and_roles(client_for, people, models):
     body = created.content.decode()
     assert created.status_code == 201 and 'data-testid="new-key"' in body and "flk_" in body
     assert "flk_" + ApiKey.objects.get().prefix + "_" in body
+    # The names she may call (the grant's, not a deployment's), each with code for it; and the
+    # quota shown on her key is the one enforced, the grant's, though the key sets none.
+    Grant.objects.filter(pk=grant.pk).update(tokens_per_minute=500)
+    page = c.get("/access/").content.decode()
+    assert 'tr data-model="llama-a"' in page and 'model="llama-a"' in page and "Not served yet" in page
+    assert "http://testserver/v1/chat/completions" in page and 'data-copy-from="#python-1"' in page
+    assert "500 tok/min" in page.split('data-testid="my-keys"')[1]
     assert c.post("/access/?form=key", {"name": "", "grant": grant.pk}).status_code == 400
     for persona, url, allowed in [
         ("dept_user", "/access/queue/", False),

@@ -89,9 +89,14 @@ HELLO = [{"role": "user", "content": "hello"}]
 
 def test_chat_plain_and_streamed_are_metered_and_audited(gw):
     client = gw["client"]
-    assert [m.id for m in client.models.list()] == ["chat-a"]  # only what the key may use
+    # Only what the key may use: the granted model's name, then the deployment serving it.
+    assert [m.id for m in client.models.list()] == ["mock-chat-a", "chat-a"]
     answer = client.chat.completions.create(model="chat-a", messages=HELLO, max_tokens=5)
     assert answer.choices[0].message.content and answer.usage.completion_tokens == 5
+    # Called by the name on the grant: routed to the deployment serving it (the backend is asked
+    # for the name it serves, which the mock echoes), with the request id in the reply.
+    raw = client.chat.completions.with_raw_response.create(model="mock-chat-a", messages=HELLO, max_tokens=2)
+    assert raw.parse().model == "chat-a" and len(raw.headers["x-request-id"]) >= 8
 
     chunks = list(client.chat.completions.create(model="chat-a", messages=HELLO, max_tokens=6, stream=True))
     assert [c.choices[0].delta.content for c in chunks] == ["tok "] * 6  # the usage chunk was not asked for
@@ -103,23 +108,24 @@ def test_chat_plain_and_streamed_are_metered_and_audited(gw):
     assert with_usage[-1].usage.completion_tokens == 3 and with_usage[-1].choices == []
 
     rows = wait_for(
-        lambda: (lambda r: r if len(r) == 3 else None)(
+        lambda: (lambda r: r if len(r) == 4 else None)(
             list(UsageRecord.objects.filter(key=gw["key"]).order_by("created_at"))
         ),
         30,
-        "three ledger rows",
+        "four ledger rows",
     )
     assert [(r.stream, r.status, r.completion_tokens) for r in rows] == [
         (False, 200, 5),
+        (False, 200, 2),
         (True, 200, 6),
         (True, 200, 3),
     ]
     assert all(r.prompt_tokens > 0 and r.key_id == gw["key"].pk and r.user_id == gw["user"].pk for r in rows)
-    assert rows[1].ttft_ms is not None and rows[0].ttft_ms is None
+    assert rows[2].ttft_ms is not None and rows[0].ttft_ms is None
     canonical = json.dumps(HELLO, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert rows[0].input_sha256 == hashlib.sha256(canonical.encode()).hexdigest()
     events = list(AuditEvent.objects.filter(action="gateway.request", target_id=str(gw["key"].pk)).order_by("seq"))
-    assert len(events) == 3 and events[0].context["input_sha256"] == rows[0].input_sha256
+    assert len(events) == 4 and events[0].context["input_sha256"] == rows[0].input_sha256
     assert events[0].actor_name == "dept_user" and "hello" not in json.dumps([e.as_dict() for e in events])
     assert gw["plaintext"] not in json.dumps([e.as_dict() for e in AuditEvent.objects.all()])
     assert ApiKey.objects.get(pk=gw["key"].pk).last_used_at is not None
@@ -131,6 +137,7 @@ def test_refusals_are_openai_shaped(gw):
         ("flk_notakey", {"model": "chat-a", "messages": HELLO}, 401, "invalid_api_key"),
         (key[:-1] + ("A" if key[-1] != "A" else "B"), {"model": "chat-a", "messages": HELLO}, 401, "invalid_api_key"),
         (key, {"model": "chat-b", "messages": HELLO}, 403, "model_not_granted"),
+        (key, {"model": "mock-chat-b", "messages": HELLO}, 403, "model_not_granted"),  # by its model's name
         (key, {"model": "nope", "messages": HELLO}, 404, "model_not_found"),
         (key, {"messages": HELLO}, 400, "missing_model"),
         (key, {"model": "chat-a"}, 400, "missing_input"),

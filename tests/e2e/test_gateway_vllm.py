@@ -4,6 +4,9 @@ the user creates a key and sees their usage — and the official openai client c
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 
@@ -51,20 +54,44 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     admin_page.wait_for_selector('[data-testid="queue-empty"]')
     user_page.wait_for_selector('[data-testid="request-state"]:has-text("Approved")', timeout=5_000)  # no reload
 
-    # 3. The user creates a key (shown once) in the UI.
-    user_page.reload()
+    # 3. The user creates a key (shown once) in the UI: the key form replaced "You need an active
+    # grant first" when the approval arrived, without a reload.
+    user_page.wait_for_selector('[data-testid="key-form"]', timeout=5_000)
     user_page.locator("#id_name").fill("letters-app")
     user_page.get_by_role("button", name="Create key").click()
     plaintext = user_page.locator('[data-testid="new-key"] code').inner_text().strip()
     assert plaintext.startswith("flk_")
+    copy = user_page.get_by_role("button", name="Copy key")
+    copy.click()
+    assert copy.inner_text() == "Copied"
     key = ApiKey.objects.get()
+    # Her page names the model as granted ("demo", not the deployment's "demo-chat") with the code to call it.
+    row = user_page.locator('[data-testid="callable-models"] tr[data-model="demo"]')
+    row.get_by_text("curl and Python").click()
+    snippet = row.get_by_test_id("snippet-python").inner_text()
+    assert 'model="demo"' in snippet and f"{live_server_url}/v1" in snippet
 
     # 4. The official client, plain and streamed, once vLLM is Ready.
     wait_for(
         lambda: Instance.objects.filter(state=InstanceState.READY).exists(), VLLM_START_S, "a Ready instance", every=0.5
     )
     client = openai.OpenAI(base_url=f"{live_server_url}/v1", api_key=plaintext, max_retries=0, timeout=60)
-    assert [m.id for m in client.models.list()] == ["demo-chat"]
+    assert [m.id for m in client.models.list()] == ["demo", "demo-chat"]
+    # The snippet from her page, run as she would run it, answers (once the route has the instance).
+    ran = wait_for(
+        lambda: (lambda r: r if r.returncode == 0 else None)(
+            subprocess.run(
+                [sys.executable, "-c", snippet],
+                env=os.environ | {"FLEET_API_KEY": plaintext},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        ),
+        20,
+        "the snippet to get an answer",
+    )
+    assert ran.returncode == 0, ran.stderr  # it printed the reply (a random tiny model's words may be blank)
     answer = wait_for(
         lambda: _try(lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=8)),
         20,
@@ -75,14 +102,14 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len(pieces) >= 2 and "".join(pieces)
     rows = wait_for(
-        lambda: (lambda r: r if len(r) >= 2 else None)(
+        lambda: (lambda r: r if len(r) >= 3 else None)(
             list(UsageRecord.objects.filter(key=key, status=200).order_by("created_at"))
         ),
         10,
-        "two ledger rows",
+        "three ledger rows (the snippet's call, then the client's two)",
     )
-    assert [r.stream for r in rows] == [False, True] and all(r.completion_tokens > 0 for r in rows)
-    assert rows[1].ttft_ms is not None and all(r.instance_id for r in rows)
+    assert [r.stream for r in rows] == [False, False, True] and all(r.completion_tokens > 0 for r in rows)
+    assert rows[2].ttft_ms is not None and all(r.instance_id for r in rows)
     events = AuditEvent.objects.filter(action="gateway.request", target_id=str(key.pk), context__status=200)
     assert sorted(e.request_id for e in events) == sorted(r.request_id for r in rows)
 

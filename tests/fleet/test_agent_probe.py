@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from fleet.agent.instances import InstanceSupervisor, Managed
 from fleet.agent.probe import GpuProbe, HostProbe
 from fleet.protocol.telemetry import MalformedTelemetry, MinuteRollup, check
 from tests.nvml_test_double import NvmlTestDouble
@@ -313,3 +314,26 @@ def test_it_rolls_up_a_minute_into_min_avg_max_per_gpu_and_for_the_host(nvml):
             },
         },
     ]
+
+
+def test_an_instance_log_streams_its_lines_but_not_the_agents_own_metrics_scrapes(tmp_path):
+    sent: list[tuple[int, list[str]]] = []
+    supervisor = InstanceSupervisor(tmp_path, report=lambda r: None, log_lines=lambda i, lines: sent.append((i, lines)))
+    log = tmp_path / "instance-7.log"
+    log.write_text(
+        "INFO Loading weights took 0.52 seconds\n"
+        'INFO:     127.0.0.1:51234 - "GET /metrics HTTP/1.1" 200 OK\n'
+        'INFO:     10.0.0.5:40000 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n'
+        'INFO:     127.0.0.1:51236 - "GET /metrics HTTP/1.1" 200 OK\n'
+    )
+    supervisor._stream_log(Managed(7, "chat", "127.0.0.1", 8000, [], {}, str(log)))
+    assert sent == [
+        (
+            7,
+            [
+                "INFO Loading weights took 0.52 seconds",
+                'INFO:     10.0.0.5:40000 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+            ],
+        )
+    ]
+    assert "GET /metrics" in log.read_text()  # kept in the file on the node
