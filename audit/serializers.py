@@ -5,7 +5,7 @@ from rest_framework import serializers
 from audit.models import COLUMNS, AuditEvent
 from console.serializers import BooleanField, IntegerField, ModelSerializer
 
-_FIELDS = [*COLUMNS, "hash"]
+_FIELDS = [*COLUMNS, "hash", "actor_role_label"]
 
 
 class AuditEventSerializer(ModelSerializer):

@@ -398,6 +398,8 @@ class Gateway:
             data = await resp.read()
             if resp.status == 200:
                 _count(call, _usage_of(data))
+            else:
+                data = _openai_shaped(call, resp.status, data)
             try:
                 await self._record(call)
             except ledger.LedgerUnavailable:
@@ -407,13 +409,11 @@ class Gateway:
                     "ledger_unavailable",
                     kind="service_unavailable",
                 ) from None
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": resp.status,
-                    "headers": [(b"content-type", resp.headers.get("Content-Type", "application/json").encode())] + rid,
-                }
+            content_type = (
+                resp.headers.get("Content-Type", "application/json") if resp.status == 200 else "application/json"
             )
+            headers = [(b"content-type", content_type.encode())] + rid
+            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
             await send({"type": "http.response.body", "body": data})
             return
         await send({"type": "http.response.start", "status": 200, "headers": _SSE + rid})
@@ -438,6 +438,24 @@ class Gateway:
             error = GatewayError(503, "The call could not be recorded.", "ledger_unavailable")
             done = b"data: " + error_body(error) + b"\n\n"
         await send({"type": "http.response.body", "body": pending + done})
+
+
+def _openai_shaped(call: Call, status: int, data: bytes) -> bytes:
+    """An instance's refusal as OpenAI clients expect it: vLLM answers an endpoint its model does
+    not serve (embeddings from a chat model) with a bare {"detail": "Not Found"}."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return data
+    said = str(body.get("detail") or body.get("message") or "") if isinstance(body, dict) else ""
+    if status == 404:
+        where = next((path for path, name in ENDPOINTS.items() if name == call.endpoint), call.endpoint)
+        error = GatewayError(404, f"The model '{call.model}' does not serve {where}.", "unsupported_endpoint")
+    else:
+        error = GatewayError(status, f"The model's server refused the call: {said or status}.", "upstream_error")
+    return error_body(error)
 
 
 def _check_grant(entry: keys.KeyEntry) -> None:

@@ -152,9 +152,10 @@ def model_unregister(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(Role.ADMIN)
 def fit(request: HttpRequest) -> HttpResponse:
     """Will it fit? Per node and GPU, with the memory breakdown that explains the verdict."""
-    form = FitForm(request.GET or None, initial={"model": request.GET.get("model")})
+    asked = set(request.GET) - {"model"}  # ?model=<id> alone (the model page's button) preselects it
+    form = FitForm(request.GET if asked else None, initial={"model": request.GET.get("model")})
     result, status = None, 200
-    if request.GET:
+    if asked:
         status = 400
         if form.is_valid():
             try:

@@ -87,6 +87,9 @@ def deployment_page(
 ) -> HttpResponse:
     pk = deployment.pk
     instances = list(deployment.instances.select_related("node").order_by("-created_at")[:50])
+    # the counts the list annotates, for the same state badge (fleet/deployments/_deployment_state.html)
+    deployment.ready = sum(i.state == InstanceState.READY for i in instances)  # type: ignore[attr-defined]
+    deployment.failed = sum(i.state == InstanceState.FAILED for i in instances)  # type: ignore[attr-defined]
     ids = [str(i.pk) for i in instances]
     history = AuditEvent.objects.filter(
         Q(target_type="fleet.deployment", target_id=str(pk)) | Q(target_type="fleet.instance", target_id__in=ids)

@@ -96,7 +96,7 @@
   function bindAudit() {
     if (auditBound || !document.querySelector('[data-live-topic="audit"]')) return;
     auditBound = true;
-    FleetLive.subscribe("audit", function (e) {
+    function add(e) {
       const box = document.querySelector('[data-live-topic="audit"]');
       const body = box && box.querySelector("[data-events-body]");
       if (!body || body.querySelector('tr[data-seq="' + e.seq + '"]') || !matches(box.dataset, e)) return;
@@ -104,13 +104,20 @@
       if (empty) empty.remove();
       body.prepend(eventRow(e));
       while (body.rows.length > 200) body.deleteRow(-1);
-    }, function () {
-      // (Re)joined: events written while the socket was down are fetched with the page's filters.
-      const box = document.querySelector('[data-live-topic="audit"]');
-      if (box && box.id && window.htmx) {
-        htmx.ajax("GET", location.pathname + location.search, { target: "#" + box.id, select: "#" + box.id, swap: "outerHTML" });
-      }
-    });
+    }
+    // (Re)joined: events written before the page listened, or while its socket was down, are
+    // fetched (the page's filters are the API's) and merged in, oldest first, by sequence number.
+    function catchUp() {
+      const body = document.querySelector('[data-live-topic="audit"] [data-events-body]');
+      if (!body) return;
+      const newest = Array.from(body.querySelectorAll("tr[data-seq]")).reduce(function (m, tr) { return Math.max(m, +tr.dataset.seq); }, 0);
+      fetch("/api/audit/events/" + location.search, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (page) {
+          if (page) page.results.filter(function (e) { return e.seq > newest; }).reverse().forEach(add);
+        });
+    }
+    FleetLive.subscribe("audit", add, catchUp);
   }
   document.addEventListener("DOMContentLoaded", bindAudit);
   document.addEventListener("htmx:afterSettle", bindAudit);

@@ -148,6 +148,12 @@ def test_refusals_are_openai_shaped(gw):
         got, _, payload = _post(url, secret, body)
         assert (got, payload["error"]["code"]) == (status, code), (body, payload)
         assert payload["error"]["message"] and payload["error"]["type"]
+    # An endpoint the model does not serve: vLLM's bare {"detail": "Not Found"}, reshaped.
+    got, headers, payload = _post(
+        url, key, {"model": "chat-a", "input": "x", "mock_not_served": True}, path="/v1/embeddings"
+    )
+    assert (got, payload["error"]["code"]) == (404, "unsupported_endpoint") and headers["x-request-id"]
+    assert payload["error"]["message"] == "The model 'chat-a' does not serve /v1/embeddings."
     # The official client raises its own typed errors for them.
     with pytest.raises(openai.PermissionDeniedError):
         gw["client"].chat.completions.create(model="chat-b", messages=HELLO)

@@ -61,9 +61,8 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     user_page.get_by_role("button", name="Create key").click()
     plaintext = user_page.locator('[data-testid="new-key"] code').inner_text().strip()
     assert plaintext.startswith("flk_")
-    copy = user_page.get_by_role("button", name="Copy key")
-    copy.click()
-    assert copy.inner_text() == "Copied"
+    user_page.get_by_role("button", name="Copy key").click()
+    user_page.wait_for_selector('[data-testid="new-key"] button:text("Copied")', timeout=2_000)
     key = ApiKey.objects.get()
     # Her page names the model as granted ("demo", not the deployment's "demo-chat") with the code to call it.
     row = user_page.locator('[data-testid="callable-models"] tr[data-model="demo"]')
