@@ -6,12 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from console.actions import ServiceError
+from console.consumers import LiveConsumer
 from fleet.catalog import demo
 from fleet.catalog import services as registry
 from fleet.deployments import reconciler
@@ -47,6 +50,7 @@ def test_the_argv_is_a_list_built_from_the_typed_options(settings):
     assert (
         env["CUDA_VISIBLE_DEVICES"] == "2,3" and env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["HF_HUB_OFFLINE"] == "1"
     )
+    assert env["PYTHONUNBUFFERED"] == "1"  # start-up lines reach the log panel as they are written
 
 
 @pytest.mark.parametrize(
@@ -144,6 +148,29 @@ def test_the_reconciler_places_missing_replicas_once(setup, django_capture_on_co
     assert len(set(ports)) == 2 and all(i.node_id == setup["node"].pk for i in Instance.objects.all())
     assert reconciler.reconcile([d.pk]).started == []  # idempotent: nothing more to do
     assert AuditEvent.objects.filter(action="instance.place").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)  # the consumer closes connections; the push follows a real commit
+def test_placing_an_instance_tells_the_deployments_page_at_once(setup):
+    """The page shows a new instance when it is placed, not at its first state report."""
+    d = _deploy(setup, replicas=1)
+
+    def place() -> None:
+        reconciler.reconcile([d.pk])
+
+    async def go() -> dict:
+        comm = WebsocketCommunicator(LiveConsumer.as_asgi(), "/ws/")
+        comm.scope["user"] = setup["admin"]
+        await comm.connect()
+        await comm.send_json_to({"action": "subscribe", "topic": f"deployment.{d.pk}"})
+        assert (await comm.receive_json_from(timeout=5))["type"] == "subscribed"
+        await sync_to_async(place)()
+        pushed = await comm.receive_json_from(timeout=5)
+        await comm.disconnect()
+        return pushed
+
+    pushed = async_to_sync(go)()
+    assert pushed["data"] == {"kind": "placed", "instance": Instance.objects.get(deployment=d).pk}
 
 
 def test_scaling_down_and_stopping_stop_what_nobody_wants(setup):
