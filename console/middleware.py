@@ -40,6 +40,9 @@ class RequestIdMiddleware:
         return response
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 class RefuseNulMiddleware:
     """A query or form value holding a NUL character is a 400 naming it: PostgreSQL text cannot
     hold one (a lookup with it raises), and no field here means one. JSON bodies: console.parsers."""
@@ -49,8 +52,8 @@ class RefuseNulMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         sources = [request.GET]
-        if request.content_type == "application/x-www-form-urlencoded":
-            sources.append(request.POST)
+        if request.method == "POST" and request.content_type in FORM_TYPES:
+            sources.append(request.POST)  # parsed once here; DRF reuses it (Request._parse)
         for source in sources:
             for key, values in source.lists():
                 if "\x00" in key or any("\x00" in v for v in values):

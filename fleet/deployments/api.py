@@ -14,7 +14,13 @@ from access.people.permissions import ADMIN_ONLY
 from console.filtering import FilteredListMixin
 from fleet.deployments import services
 from fleet.deployments.filtersets import DeploymentFilterSet, InstanceFilterSet
-from fleet.deployments.serializers import DeploymentSerializer, InstanceSerializer, ScaleSerializer
+from fleet.deployments.serializers import (
+    DeploymentSerializer,
+    InstanceLogSerializer,
+    InstanceSerializer,
+    ScaleSerializer,
+)
+from fleet.nodes import commands
 from fleet.nodes.models import Node
 
 
@@ -81,6 +87,12 @@ class InstanceViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveM
     permission_classes = ADMIN_ONLY
     serializer_class = InstanceSerializer
     filterset_class = InstanceFilterSet
+
+    @extend_schema(responses=InstanceLogSerializer)
+    @action(detail=True, methods=["get"])
+    def log(self, request: Request, pk: str | None = None) -> Response:
+        """The last lines of the instance's log (up to 500), oldest first."""
+        return Response({"lines": commands.log_tail(self.get_object().pk)})
 
 
 @extend_schema(request=None, responses=OpenApiTypes.OBJECT)

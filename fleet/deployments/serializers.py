@@ -37,6 +37,10 @@ class InstanceSerializer(ModelSerializer):
         read_only_fields = fields
 
 
+class InstanceLogSerializer(serializers.Serializer):
+    lines = serializers.ListField(child=serializers.CharField(), help_text="oldest first")
+
+
 class DeploymentSerializer(ModelSerializer):
     model = serializers.PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all())
     options = serializers.DictField(required=False, default=dict)

@@ -44,6 +44,20 @@ def client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, decode_responses=True)
 
 
+# The last lines of each instance's log, as its node sent them (fleet.nodes.endpoint appends): what
+# a deployment's page shows when it (re)joins the log topic, so lines pushed before then are not lost.
+LOG_TAIL_LINES = 500
+LOG_TAIL_TTL_S = 24 * 3600
+
+
+def log_tail_key(instance_id: int) -> str:
+    return f"fleet:instance:{instance_id}:log"
+
+
+def log_tail(instance_id: int) -> list[str]:
+    return list(client().lrange(log_tail_key(instance_id), 0, -1))  # type: ignore[arg-type]
+
+
 def push(node_id: int, task: str, kwargs: dict[str, Any], *, reply: bool = False) -> str:
     body = json.dumps({"task": task, "kwargs": kwargs, "reply": reply})
     command_id = str(client().xadd(stream(node_id), {"m": body}, maxlen=KEEP, approximate=True))

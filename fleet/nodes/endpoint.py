@@ -333,7 +333,14 @@ class NodeLink(AsyncWebsocketConsumer):
                 await self._refuse(wire.INSTANCE_LOG, f"instance {instance} is not on this node")
                 return
             self.instances.add(instance)
-        publish(f"instance.{instance}.log", {"lines": [str(x)[:2000] for x in lines[-500:]]})
+        kept = [str(x)[:2000] for x in lines[-commands.LOG_TAIL_LINES :]]
+        if not kept:
+            return
+        # kept first, pushed second: a page that fetches the tail on joining never misses a line
+        key = commands.log_tail_key(instance)
+        tail = _aredis().pipeline(transaction=False).rpush(key, *kept).ltrim(key, -commands.LOG_TAIL_LINES, -1)
+        await tail.expire(key, commands.LOG_TAIL_TTL_S).execute()
+        publish(f"instance.{instance}.log", {"lines": kept})
 
 
 def application() -> ProtocolTypeRouter:

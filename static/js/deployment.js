@@ -45,6 +45,15 @@
         const lines = pre.textContent.split("\n");
         if (lines.length > MAX_LINES) pre.textContent = lines.slice(-MAX_LINES).join("\n");
         pre.scrollTop = pre.scrollHeight;
+      }, function () {
+        // (Re)joined: the log so far, as the console kept it; lines pushed meanwhile follow.
+        fetch("/api/instances/" + instanceId + "/log/", { credentials: "same-origin" })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (tail) {
+            if (!tail || current !== instanceId) return;
+            pre.textContent = tail.lines.length ? tail.lines.join("\n") + "\n" : "";
+            pre.scrollTop = pre.scrollHeight;
+          });
       });
       if (node && !nodes.has(node)) {
         nodes.add(node);

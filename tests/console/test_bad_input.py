@@ -219,6 +219,33 @@ def _numeric_fields() -> list[tuple[type[forms.Form], str, str, str]]:
     ]
 
 
+TEXT_FORMS = FORMS + [
+    (people_forms.DepartmentForm, "admin", "/people/", {}),
+    (catalog_forms.ModelRegisterForm, "admin", "/models/", {}),
+    (catalog_forms.ModelEditForm, "admin", "/models/{model}/", {}),
+]
+
+
+def _text_fields() -> list[tuple[type[forms.Form], str, str, str]]:
+    return [
+        (form, persona, url, name)
+        for form, persona, url, _ in TEXT_FORMS
+        for name, field in form.base_fields.items()
+        if isinstance(field, forms.CharField) and form is not catalog_forms.FitForm  # a GET form: see the query test
+    ]
+
+
+@pytest.mark.parametrize(("form", "persona", "url", "field"), _text_fields())
+def test_a_nul_character_in_a_form_is_a_400_naming_the_field(client_for, world, form, persona, url, field):
+    deployment = Deployment.objects.get()
+    url = url.format(request=world["/api/access-requests/"], model=deployment.model_id, deployment=deployment.pk)
+    client = client_for(persona)
+    before = _snapshot()
+    response = client.post(url, {field: NUL})  # multipart, as a browser posts a form with a file
+    assert response.status_code == 400 and field in response.content.decode(), (url, field)
+    assert _snapshot() == before
+
+
 def test_every_numeric_form_field_has_both_bounds():
     for form, *_ in FORMS:
         for name, field in form.base_fields.items():

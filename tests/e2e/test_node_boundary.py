@@ -179,6 +179,10 @@ def test_node_a_cannot_speak_for_anyone_else(two_nodes):
     link.say(kind=tasks.INSTANCE_REPORT, report={"instance": f["inst"]["node-a"].pk, "state": "ready", "pid": 7})
     link.say(kind=tasks.HEARTBEAT, sample=None)
     wait_for(lambda: Instance.objects.get(pk=f["inst"]["node-a"].pk).state == InstanceState.READY, 15, "A's report")
+    # A's own log lines are kept for the deployment page's catch-up; B's forged one never was.
+    link.say(kind=wire.INSTANCE_LOG, instance=f["inst"]["node-a"].pk, lines=["INFO A's own line"])
+    wait_for(lambda: commands.log_tail(f["inst"]["node-a"].pk) == ["INFO A's own line"], 10, "A's log tail")
+    assert commands.log_tail(f["inst"]["node-b"].pk) == []
 
     # Nothing changed for B, nothing was written for anyone but the refusals, nothing reached a screen.
     assert Node.objects.filter(pk=b.pk).values().get() == before["b"]

@@ -21,7 +21,7 @@ from fleet.deployments import reconciler
 from fleet.deployments import services as deploy
 from fleet.deployments.choices import DesiredState, InstanceState
 from fleet.deployments.models import Deployment, Instance
-from fleet.nodes import services
+from fleet.nodes import commands, services
 from fleet.nodes.choices import NodeState
 from fleet.nodes.models import GPU, Node
 from fleet.protocol import runtimes
@@ -171,6 +171,19 @@ def test_placing_an_instance_tells_the_deployments_page_at_once(setup):
 
     pushed = async_to_sync(go)()
     assert pushed["data"] == {"kind": "placed", "instance": Instance.objects.get(deployment=d).pk}
+
+
+def test_an_instances_log_tail_is_for_admins(setup, client_for):
+    d = _deploy(setup, replicas=1)
+    reconciler.reconcile([d.pk])
+    instance = Instance.objects.get(deployment=d)
+    key = commands.log_tail_key(instance.pk)
+    commands.client().delete(key)
+    commands.client().rpush(key, "INFO loading weights", "INFO ready")
+    response = client_for("admin").get(f"/api/instances/{instance.pk}/log/")
+    assert response.status_code == 200 and response.json() == {"lines": ["INFO loading weights", "INFO ready"]}
+    assert client_for("dept_user").get(f"/api/instances/{instance.pk}/log/").status_code == 403
+    commands.client().delete(key)
 
 
 def test_scaling_down_and_stopping_stop_what_nobody_wants(setup):
