@@ -11,6 +11,7 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest, QueryDict
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema_field
 
 if TYPE_CHECKING:
     from rest_framework.filters import BaseFilterBackend
@@ -68,6 +69,11 @@ def choice(choices: Sequence[tuple[str, str]], blank: str, **kwargs: Any) -> dja
     """A choice filter whose blank (the page's "any" option, labelled ``blank``) is one of its
     documented values, so ``?kind=`` is as valid in the API's document as in the page's form."""
     return django_filters.ChoiceFilter(choices=[("", blank), *choices], empty_label=None, **kwargs)
+
+
+@extend_schema_field({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "maxLength": 0}]})
+class IdFilter(django_filters.NumberFilter):
+    """An object's id; blank (a form's empty field) means any, as the document says."""
 
 
 def list_page(

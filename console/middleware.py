@@ -84,10 +84,11 @@ class RequestIdLogFilter(logging.Filter):
 
 
 class RefusalLogFilter(logging.Filter):
-    """A refused request is the system working: Django logs each 403 with the PermissionDenied
-    traceback, which says nothing an operator needs. Keep the one line, drop the traceback."""
+    """A refused request is the system working: Django logs a 403 with the PermissionDenied
+    traceback, a malformed body with the parser's, which say nothing an operator needs. Keep the
+    one line, drop the traceback (5xx keep theirs)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "status_code", None) == 403:
+        if 400 <= getattr(record, "status_code", 0) < 500:
             record.exc_info, record.exc_text = None, None
         return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Count, Q, QuerySet
 
-from console.filtering import ListFilterSet, choice, search
+from console.filtering import IdFilter, ListFilterSet, choice, search
 from fleet.deployments.choices import DesiredState, InstanceState
 from fleet.deployments.models import Deployment, Instance
 
@@ -34,7 +34,7 @@ class DeploymentFilterSet(ListFilterSet):
 class InstanceFilterSet(ListFilterSet):
     q = search("deployment__name", "node__name")
     state = choice(InstanceState.choices, "any state")
-    deployment = django_filters.NumberFilter(field_name="deployment_id", label="Deployment id")
+    deployment = IdFilter(field_name="deployment_id", label="Deployment id")
     node = django_filters.CharFilter(field_name="node__name", label="Node name")
 
     class Meta:
