@@ -71,7 +71,7 @@ def choice(choices: Sequence[tuple[str, str]], blank: str, **kwargs: Any) -> dja
     return django_filters.ChoiceFilter(choices=[("", blank), *choices], empty_label=None, **kwargs)
 
 
-@extend_schema_field({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "maxLength": 0}]})
+@extend_schema_field({"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 0}]})
 class IdFilter(django_filters.NumberFilter):
     """An object's id; blank (a form's empty field) means any, as the document says."""
 
