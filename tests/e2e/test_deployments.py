@@ -140,7 +140,7 @@ def test_a_context_beyond_the_kv_budget_fails_with_its_cause(fleet_with_agent, t
     long = registry.register(f["admin"], path=str(f["models"] / "long"), name="long", checksum_now=True)
     body = {"name": "too-long", "model": long.pk, "options": {"max_model_len": 4_194_304, "cpu_kv_space_gib": 1}}
     refused = f["client"].post("/api/deployments/", body, content_type="application/json")
-    assert refused.status_code == 400 and "Does not fit" in refused.json()["detail"] + str(refused.json().get("errors"))
+    assert refused.status_code == 409 and "Does not fit" in refused.json()["detail"] + str(refused.json().get("errors"))
     created = f["client"].post("/api/deployments/", body | {"force": True}, content_type="application/json")
     assert created.status_code == 201
     failed = wait_for(
@@ -155,21 +155,21 @@ def test_a_context_beyond_the_kv_budget_fails_with_its_cause(fleet_with_agent, t
 
 
 @pytest.mark.parametrize(
-    "body,field",
-    [
-        ({"options": {"tensor_parallel_size": 3}}, "tensor"),
-        ({"options": {"swap_space": 4}}, "swap_space"),
-        ({"options": {"extra": {"enforce-eager": True}}}, "extra"),
-        ({"options": {"gpu_memory_utilization": 1.5}}, "gpu_memory_utilization"),
-        ({"model": 999_999}, "model"),
-        ({"name": "Bad Name"}, "name"),
+    "body,field,status",
+    [  # 400: not the document's shape; 409: well formed, refused by the options' rules or what exists
+        ({"options": {"tensor_parallel_size": 3}}, "tensor", 409),
+        ({"options": {"swap_space": 4}}, "swap_space", 409),
+        ({"options": {"extra": {"enforce-eager": True}}}, "extra", 409),
+        ({"options": {"gpu_memory_utilization": 1.5}}, "gpu_memory_utilization", 409),
+        ({"model": 999_999}, "model", 409),
+        ({"name": "Bad Name"}, "name", 400),
     ],
 )
-def test_bad_specs_are_refused_and_nothing_starts(fleet_with_agent, body, field):
+def test_bad_specs_are_refused_and_nothing_starts(fleet_with_agent, body, field, status):
     f = fleet_with_agent
     payload = {"name": "bad", "model": f["model"].pk} | body
     response = f["client"].post("/api/deployments/", payload, content_type="application/json")
-    assert response.status_code == 400, response.json()
+    assert response.status_code == status, response.json()
     text = json.dumps(response.json())
     assert field in text
     assert not Deployment.objects.exists() and not Instance.objects.exists()
