@@ -84,6 +84,7 @@ def throwaway_server(process_env) -> Iterator[tuple[str, dict[str, str]]]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.timeout(900)  # three fuzzing runs: about 4 minutes here, longer on a loaded machine
 def test_the_api_keeps_its_documented_contract_for_every_persona(throwaway_server, capsys):
     base, tokens = throwaway_server
     seed = int(os.environ.get("FLEET_CONTRACT_SEED") or secrets.randbelow(2**31))  # fresh unless reproducing
