@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import django_filters
+from django import forms
 from django.core.paginator import Page, Paginator
 from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest, QueryDict
@@ -73,7 +74,10 @@ def choice(choices: Sequence[tuple[str, str]], blank: str, **kwargs: Any) -> dja
 
 @extend_schema_field({"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 0}]})
 class IdFilter(django_filters.NumberFilter):
-    """An object's id; blank (a form's empty field) means any, as the document says."""
+    """An object's id; blank (a form's empty field) means any, as the document says. A whole
+    number only: NumberFilter's decimal field would take ``0.5`` and match nothing."""
+
+    field_class = forms.IntegerField
 
 
 def list_page(

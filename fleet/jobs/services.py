@@ -189,6 +189,10 @@ def cancel(actor: Actor, job: Job) -> Job:
 
 def _finish(job: Job, state: str, *, actor: Actor, error: str = "") -> None:
     was = job.state
+    if state == JobState.FAILED and job.cancel_requested:
+        # Asked to stop, it stopped: a process killed mid-write, or its node lost before the kill
+        # was confirmed, ends as the person asked, with what happened kept in its error.
+        state = JobState.CANCELLED
     job.set_state(state)
     job.finished_at, job.error = timezone.now(), error[:500]
     if state == JobState.SUCCEEDED:

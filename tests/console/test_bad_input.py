@@ -164,6 +164,15 @@ def test_a_nul_character_in_a_query_is_a_400_naming_it(client_for, world):
     assert client_for("admin").get("/nodes/", {"q": NUL}).status_code == 400  # a page too
 
 
+def test_an_id_in_a_query_must_be_a_whole_number(client_for, world):
+    for value in ("0.5", "1e3", "two"):
+        for url in ("/api/instances/", "/instances/"):
+            response = client_for("admin").get(url, {"deployment": value})
+            assert response.status_code == 400, (url, value)
+    assert client_for("admin").get("/api/instances/", {"deployment": "0"}).json()["count"] == 0
+    assert client_for("admin").get("/api/instances/", {"deployment": ""}).status_code == 200  # blank: any
+
+
 @pytest.mark.parametrize(("method", "path"), _bodies())
 def test_a_body_of_the_wrong_type_is_a_400(signed_in, world, method, path):
     url = _fill(path, world)

@@ -85,7 +85,7 @@ def throwaway_server(process_env) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 @pytest.mark.timeout(900)  # three fuzzing runs: about 4 minutes here, longer on a loaded machine
-def test_the_api_keeps_its_documented_contract_for_every_persona(throwaway_server, capsys):
+def test_the_api_keeps_its_documented_contract_for_every_persona(throwaway_server, capsys, tmp_path):
     base, tokens = throwaway_server
     seed = int(os.environ.get("FLEET_CONTRACT_SEED") or secrets.randbelow(2**31))  # fresh unless reproducing
     cli = Path(sys.executable).with_name("schemathesis")
@@ -95,7 +95,7 @@ def test_the_api_keeps_its_documented_contract_for_every_persona(throwaway_serve
             [str(cli), "--config-file", str(CONFIG), "run", f"{base}/api/schema/?format=json", "--url", base]
             + ["-H", f"Authorization: Bearer {tokens[persona]}", "--checks", "all"]
             + ["--max-examples", str(examples), "--seed", str(seed), "--no-color"],
-            cwd=BASE_DIR,
+            cwd=tmp_path,  # its cache of past failures stays out of the checkout: each run starts fresh
             capture_output=True,
             text=True,
             timeout=600,

@@ -188,7 +188,7 @@ def test_quantize_deploy_benchmark_compare_and_cancel(browser, fleet_with_agent,
     # cancelled and the button gone (seen in CI). One real click on the visible button, no retry.
     page.get_by_role("button", name="Cancel job").click(force=True)
     job = wait_job(long_id, 30)
-    assert job.state == JobState.CANCELLED
+    assert job.state == JobState.CANCELLED, job.error
     deadline = time.monotonic() + 10
     while job_processes(long_id) and time.monotonic() < deadline:
         time.sleep(0.1)

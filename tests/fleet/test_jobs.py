@@ -349,6 +349,21 @@ def test_cancel_asks_the_agent_and_a_finished_job_cannot_be_cancelled(
     assert response.status_code == 409 and "cancelled already" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("ending", ["failed", "offline"])
+def test_a_job_asked_to_cancel_ends_cancelled_however_its_process_ends(fleet, client_for, ending):
+    """The kill races the runner's own exit (a non-zero status) or the node's loss: still Cancelled."""
+    job = _job(fleet, state=JobState.RUNNING)
+    assert client_for("admin").post(f"/api/jobs/{job.pk}/cancel/").status_code == 202
+    if ending == "failed":
+        jobs.report(node_id=fleet["node"].pk, report={"job": job.pk, "state": "failed", "error": "exit status -15"})
+    else:
+        Node.objects.filter(pk=fleet["node"].pk).update(last_heartbeat=timezone.now() - timezone.timedelta(hours=1))
+        services.mark_offline()
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELLED and job.error
+    assert AuditEvent.objects.filter(action="job.cancelled", target_id=str(job.pk)).count() == 1
+
+
 def test_a_node_going_offline_fails_its_running_jobs(fleet, settings):
     job = _job(fleet, state=JobState.RUNNING)
     Node.objects.filter(pk=fleet["node"].pk).update(last_heartbeat=timezone.now() - timezone.timedelta(hours=1))
