@@ -7,7 +7,11 @@ COPY console console
 COPY fleet fleet
 COPY access access
 COPY audit audit
-RUN pip install --no-cache-dir .
+# python-ldap (directory sign-in) builds against OpenLDAP's and SASL's headers; libldap stays for run time.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libldap2-dev libsasl2-dev \
+    && pip install --no-cache-dir . \
+    && apt-get purge -y gcc libldap2-dev libsasl2-dev && apt-get autoremove -y && apt-get install -y --no-install-recommends libldap-2.5-0 libsasl2-2 \
+    && rm -rf /var/lib/apt/lists/*
 COPY manage.py ./
 COPY templates templates
 COPY static static

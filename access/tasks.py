@@ -12,6 +12,7 @@ import audit
 from access import bus
 from access.gateway import ledger
 from access.grants.models import Grant
+from access.people import directory
 from access.usage import queries
 from console.celery import SURVIVES_A_CRASH
 
@@ -51,6 +52,13 @@ def check_ledger() -> int | None:
             None, "ledger.backlog", None, after={"backlog": waiting, "alarm_at": settings.FLEET_LEDGER_BACKLOG_ALARM}
         )
     return waiting
+
+
+@shared_task(name="access.sync_directory")
+def sync_directory() -> dict:
+    """Deactivate whom the directory disabled or removed, and re-map roles (access.people.directory)."""
+    result = directory.sync()
+    return {"checked": result.checked, "deactivated": result.deactivated, "error": result.error}
 
 
 @shared_task(name="access.prune_usage")

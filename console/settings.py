@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dj_database_url
+import ldap
+from django_auth_ldap.config import LDAPSearch, NestedActiveDirectoryGroupType, NestedGroupOfNamesType
 
 from console.config import (
     BASE_DIR,
@@ -169,6 +171,7 @@ CELERY_BEAT_SCHEDULE = {
 AUTH_USER_MODEL = "access.User"
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # must come first: it refuses locked-out logins
+    "access.people.directory.DirectoryBackend",  # answers nothing while FLEET_LDAP_URI is unset
     "django.contrib.auth.backends.ModelBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
@@ -190,6 +193,45 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "access.people.views.lockout"
 AXES_VERBOSE = False
+
+# --- directory sign-in: LDAP or Active Directory (django-auth-ldap; README "Signing in with the directory")
+AUTH_LDAP_SERVER_URI = env("FLEET_LDAP_URI", "")  # ldap://dc1.example.org or ldaps://…; empty: local accounts only
+AUTH_LDAP_START_TLS = env_bool("FLEET_LDAP_START_TLS", False)
+AUTH_LDAP_BIND_DN = env("FLEET_LDAP_BIND_DN", "")  # the read-only account that searches people and groups
+AUTH_LDAP_BIND_PASSWORD = env("FLEET_LDAP_BIND_PASSWORD", "")
+FLEET_LDAP_KIND = env("FLEET_LDAP_KIND", "openldap")  # or active_directory: its attributes, nesting and flags
+_AD = FLEET_LDAP_KIND == "active_directory"
+AUTH_LDAP_USER_SEARCH = LDAPSearch(
+    env("FLEET_LDAP_USER_BASE", ""),
+    ldap.SCOPE_SUBTREE,
+    env("FLEET_LDAP_USER_FILTER", "(sAMAccountName=%(user)s)" if _AD else "(uid=%(user)s)"),
+)
+AUTH_LDAP_GROUP_SEARCH = LDAPSearch(
+    env("FLEET_LDAP_GROUP_BASE", ""), ldap.SCOPE_SUBTREE, "(objectClass=group)" if _AD else "(objectClass=groupOfNames)"
+)
+# Nested membership as the directory does it: a member of a group inside a mapped group is a member.
+AUTH_LDAP_GROUP_TYPE = NestedActiveDirectoryGroupType() if _AD else NestedGroupOfNamesType()
+AUTH_LDAP_USER_ATTR_MAP = {"first_name": "givenName", "last_name": "sn", "email": "mail"}
+AUTH_LDAP_CACHE_TIMEOUT = 0  # memberships are read afresh at every sign-in: a change counts at once
+# A disabled account: AD's ACCOUNTDISABLE flag, or OpenLDAP's password-policy lock.
+FLEET_LDAP_DISABLED_FILTER = env(
+    "FLEET_LDAP_DISABLED_FILTER",
+    "(userAccountControl:1.2.840.113556.1.4.803:=2)" if _AD else "(pwdAccountLockedTime=*)",
+)
+FLEET_LDAP_SYNC_MINUTES = env_int("FLEET_LDAP_SYNC_MINUTES", 15)
+AUTH_LDAP_CONNECTION_OPTIONS = {
+    ldap.OPT_NETWORK_TIMEOUT: 5,
+    ldap.OPT_TIMEOUT: 10,
+    ldap.OPT_REFERRALS: 0,  # AD's referrals would send the bind account's password to other servers
+    ldap.OPT_X_TLS_REQUIRE_CERT: ldap.OPT_X_TLS_DEMAND,
+    **({ldap.OPT_X_TLS_CACERTFILE: env("FLEET_LDAP_CA_FILE", "")} if env("FLEET_LDAP_CA_FILE") else {}),
+    ldap.OPT_X_TLS_NEWCTX: 0,  # last: applies the TLS options above to this connection
+}
+if AUTH_LDAP_SERVER_URI and FLEET_LDAP_SYNC_MINUTES > 0:
+    CELERY_BEAT_SCHEDULE["access-sync-directory"] = {
+        "task": "access.sync_directory",
+        "schedule": timedelta(minutes=FLEET_LDAP_SYNC_MINUTES),
+    }
 
 # --- HTTP security ------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

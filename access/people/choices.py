@@ -14,6 +14,17 @@ class Role(models.TextChoices):
     NONE = "none", "No role"
 
 
+# When a person's directory groups map to several roles, the first of these wins.
+ROLE_PRECEDENCE = (Role.ADMIN, Role.AUDITOR, Role.DEPT_USER)
+
+
+class Source(models.TextChoices):
+    """Where a person's identity lives: the console's own password, or the organisation's directory."""
+
+    LOCAL = "local", "Local account"
+    LDAP = "ldap", "Directory (LDAP)"
+
+
 READERS = (Role.ADMIN, Role.AUDITOR)  # who reads everyone's requests, grants, keys and usage
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from access.people.models import Department, PersonalToken
+from access.people.models import Department, DirectoryMapping, PersonalToken
 
 EXPIRY_CHOICES = [("30", "30 days"), ("90", "90 days"), ("365", "1 year"), ("", "Never")]
 
@@ -26,3 +26,12 @@ class TokenForm(forms.Form):
     expires_in_days = forms.TypedChoiceField(
         choices=EXPIRY_CHOICES, coerce=int, empty_value=None, required=False, initial="90", label="Expires after"
     )
+
+
+class DirectoryMappingForm(forms.ModelForm):
+    """The rules (one group, one role, a department for department users) live in the model's clean()."""
+
+    class Meta:
+        model = DirectoryMapping
+        fields = ["group", "role", "department"]
+        labels = {"group": "Directory group (DN)"}

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-from access.people.choices import Role
+from access.people.choices import Role, Source
 from console.states import Revocable
 
 
@@ -27,6 +27,9 @@ class Department(models.Model):
 class User(AbstractUser):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.NONE, db_index=True)
     department = models.ForeignKey(Department, null=True, blank=True, on_delete=models.PROTECT, related_name="members")
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.LOCAL, db_index=True)
+    # Why the account is inactive: a directory sync's reason is lifted by the directory, an admin's by an admin.
+    deactivated_reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["username"]
@@ -61,6 +64,40 @@ class User(AbstractUser):
     @property
     def is_fleet_admin(self) -> bool:
         return self.has_role(Role.ADMIN)
+
+
+def normalize_dn(dn: str) -> str:
+    """DNs compare case-insensitively, as the directory compares them (and as django-auth-ldap reports them)."""
+    return dn.strip().lower()
+
+
+class DirectoryMapping(models.Model):
+    """A directory group and the role (and department) its members get, applied at every sign-in and sync."""
+
+    group = models.CharField(
+        max_length=500,
+        unique=True,
+        help_text="The group's distinguished name, e.g. cn=it-admins,ou=groups,dc=example,dc=org.",
+    )
+    role = models.CharField(max_length=16, choices=[c for c in Role.choices if c[0] != Role.NONE])
+    department = models.ForeignKey(
+        Department, null=True, blank=True, on_delete=models.PROTECT, related_name="directory_mappings"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["group"]
+
+    def __str__(self) -> str:
+        return f"{self.group} → {self.get_role_display()}"
+
+    def clean(self) -> None:
+        super().clean()
+        self.group = normalize_dn(self.group)
+        if self.role == Role.DEPT_USER and self.department_id is None:
+            raise ValidationError({"department": "A group mapped to department users needs a department."})
+        if self.role != Role.DEPT_USER and self.department_id is not None:
+            raise ValidationError({"department": "Only department users belong to a department."})
 
 
 class PersonalToken(Revocable, models.Model):

@@ -9,14 +9,21 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.dispatch import receiver
 
 import audit
-from access.people.models import Department, User
+from access.people.models import Department, DirectoryMapping, User
 from audit import context as audit_context
 from audit.tracking import track
+
+# How each sign-in went in, by the backend Django records on the user it signed in.
+METHODS = {
+    "access.people.directory.DirectoryBackend": "ldap",
+    "django.contrib.auth.backends.ModelBackend": "local",
+}
 
 
 @receiver(user_logged_in)
 def _logged_in(sender: Any, request: Any, user: User, **kwargs: Any) -> None:
-    audit.record(user, "auth.login", user)
+    method = METHODS.get(getattr(user, "backend", ""), "local")
+    audit.record(user, "auth.login", user, method=method, role=user.role)
 
 
 @receiver(user_logged_out)
@@ -28,7 +35,8 @@ def _logged_out(sender: Any, request: Any, user: User | None, **kwargs: Any) -> 
 @receiver(user_login_failed)
 def _login_failed(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
     # Django already masks the password in ``credentials``; only the attempted name is kept.
-    audit.record(None, "auth.login_failed", None, username=str(credentials.get("username", ""))[:150])
+    why = getattr(request, "fleet_sign_in_refusal", "") or "wrong username or password"
+    audit.record(None, "auth.login_failed", None, username=str(credentials.get("username", ""))[:150], reason=why)
 
 
 @receiver(user_locked_out)
@@ -53,8 +61,11 @@ track(
         "is_active",
         "is_superuser",
         "password",
+        "source",
+        "deactivated_reason",
     ],
     secret_fields=["password"],
     actor=_actor,
 )
 track(Department, prefix="department", fields=["name", "slug", "description"], actor=_actor)
+track(DirectoryMapping, prefix="directory_mapping", fields=["group", "role", "department_id"], actor=_actor)

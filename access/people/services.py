@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 import audit
-from access import tokens
-from access.people.models import Department, PersonalToken, User
+from access import bus, tokens
+from access.people.models import Department, DirectoryMapping, PersonalToken, User, normalize_dn
 from console.actions import ServiceError, refuse_in_use
 
 if TYPE_CHECKING:
@@ -58,12 +59,61 @@ def delete_department(department: Department) -> None:
         department.delete()
 
 
+def create_mapping(*, group: str, role: str, department: Department | None) -> DirectoryMapping:
+    """A directory group's members get ``role`` from their next sign-in or sync (audited by access.receivers)."""
+    return DirectoryMapping.objects.create(group=normalize_dn(group), role=role, department=department)
+
+
+def delete_mapping(mapping: DirectoryMapping) -> None:
+    """Its members keep their role until the next sync or sign-in finds no mapped group for them."""
+    mapping.delete()
+
+
 def check_self_edit(actor: User, user: User | None, changes: dict[str, Any]) -> None:
     """An admin cannot lock themselves out: their own role and active flag are another admin's to change."""
     if user is None or user.pk != actor.pk:
         return
     if changes.get("role", user.role) != user.role or changes.get("is_active", True) is False:
         raise ServiceError("You cannot change your own role or deactivate yourself; ask another admin.", "role")
+
+
+def deactivate(user: User, reason: str) -> bool:
+    """Close every door at once: sign-in refused, sessions ended, personal tokens and gateway keys
+    answer 401 (gateways drop their cached keys). One audit event (user.update) carries the reason.
+    False when the account was inactive already."""
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user.pk)
+        if not user.is_active:
+            return False
+        user.is_active, user.deactivated_reason = False, reason[:200]
+        user.save(update_fields=["is_active", "deactivated_reason"])
+        end_sessions(user)
+        bus.publish_on_commit("keys")
+    return True
+
+
+def reactivate(user: User) -> bool:
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user.pk)
+        if user.is_active:
+            return False
+        user.is_active, user.deactivated_reason = True, ""
+        user.save(update_fields=["is_active", "deactivated_reason"])
+        bus.publish_on_commit("keys")
+    return True
+
+
+def end_sessions(user: User) -> int:
+    """Delete the person's browser sessions. Sessions are not indexed by user, so the live ones are
+    read; a console has hundreds, not millions. (Their next request would fail anyway: inactive
+    people are never loaded from a session.)"""
+    ended = [
+        s.session_key
+        for s in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
+        if s.get_decoded().get("_auth_user_id") == str(user.pk)
+    ]
+    Session.objects.filter(session_key__in=ended).delete()
+    return len(ended)
 
 
 def create_token(user: User, *, name: str, expires_in_days: int | None) -> tuple[PersonalToken, str]:

