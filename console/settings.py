@@ -233,6 +233,15 @@ if AUTH_LDAP_SERVER_URI and FLEET_LDAP_SYNC_MINUTES > 0:
         "schedule": timedelta(minutes=FLEET_LDAP_SYNC_MINUTES),
     }
 
+# --- e-mail (set-password links); unset FLEET_SMTP_HOST: links are shown to the admin instead ----------
+EMAIL_HOST = env("FLEET_SMTP_HOST", "")
+EMAIL_PORT = env_int("FLEET_SMTP_PORT", 587)
+EMAIL_HOST_USER = env("FLEET_SMTP_USER", "")
+EMAIL_HOST_PASSWORD = env("FLEET_SMTP_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("FLEET_SMTP_STARTTLS", True)
+DEFAULT_FROM_EMAIL = env("FLEET_SMTP_FROM", "fleet-console@localhost")
+PASSWORD_RESET_TIMEOUT = env_int("FLEET_PASSWORD_LINK_HOURS", 72) * 3600
+
 # --- HTTP security ------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -62,8 +62,15 @@ class UserViewSet(
         return NewUserSerializer if self.action == "create" else UserSerializer
 
     def perform_update(self, serializer: BaseSerializer[User]) -> None:
-        services.check_self_edit(signed_in_user(self.request), serializer.instance, serializer.validated_data)
-        serializer.save()
+        actor = signed_in_user(self.request)
+        services.check_self_edit(actor, serializer.instance, serializer.validated_data)
+        active = serializer.validated_data.pop("is_active", None)  # through the service: it closes every door
+        user = serializer.save()
+        if active is False:
+            services.deactivate(user, f"by {actor.username}")
+        elif active is True:
+            services.reactivate(user)
+        user.refresh_from_db()  # the reply shows what the service wrote
 
     def get_queryset(self):
         qs = super().get_queryset()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from access.people.models import Department, DirectoryMapping, PersonalToken
+from access.people.models import Department, DirectoryMapping, PersonalToken, User
 
 EXPIRY_CHOICES = [("30", "30 days"), ("90", "90 days"), ("365", "1 year"), ("", "Never")]
 
@@ -35,3 +35,18 @@ class DirectoryMappingForm(forms.ModelForm):
         model = DirectoryMapping
         fields = ["group", "role", "department"]
         labels = {"group": "Directory group (DN)"}
+
+
+class PersonForm(forms.ModelForm):
+    """A person's name, address, role and department (the department rule lives in User.clean)."""
+
+    class Meta:
+        model = User
+        fields = ["first_name", "last_name", "email", "role", "department"]
+
+
+class NewPersonForm(PersonForm):
+    """A new local account: no password here; the person sets their own through a one-time link."""
+
+    class Meta(PersonForm.Meta):
+        fields = ["username", *PersonForm.Meta.fields]

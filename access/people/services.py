@@ -5,13 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django.conf import settings
+from django.contrib.auth.tokens import default_token_generator
 from django.contrib.sessions.models import Session
+from django.core.mail import send_mail
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django.utils.text import slugify
 
 import audit
 from access import bus, tokens
+from access.people.choices import Source
 from access.people.models import Department, DirectoryMapping, PersonalToken, User, normalize_dn
 from console.actions import ServiceError, refuse_in_use
 
@@ -75,6 +82,45 @@ def check_self_edit(actor: User, user: User | None, changes: dict[str, Any]) -> 
         return
     if changes.get("role", user.role) != user.role or changes.get("is_active", True) is False:
         raise ServiceError("You cannot change your own role or deactivate yourself; ask another admin.", "role")
+
+
+def create_person(user: User) -> str:
+    """Save a new local account (its fields already checked by the form) with no usable password;
+    returns the path of its one-time set-password link."""
+    user.source = Source.LOCAL
+    user.set_unusable_password()
+    user.save()  # one user.create event (access.receivers)
+    return password_link(user)
+
+
+def reset_password(user: User) -> str:
+    """The old password stops working and every session ends; returns the new one-time link's path."""
+    if user.source != Source.LOCAL:
+        raise ServiceError(f"{user.username} signs in with the directory; their password is reset there.")
+    with transaction.atomic():
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+        end_sessions(user)
+    return password_link(user)
+
+
+def password_link(user: User) -> str:
+    """Valid until used (setting a password changes what it was made from) or PASSWORD_RESET_TIMEOUT."""
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    return reverse("set-password", args=[uid, default_token_generator.make_token(user)])
+
+
+def send_link(user: User, url: str) -> bool:
+    """E-mail the link when SMTP is configured (FLEET_SMTP_HOST) and the person has an address."""
+    if not settings.EMAIL_HOST or not user.email:
+        return False
+    send_mail(
+        "Set your Fleet Console password",
+        f"Hello {user.get_full_name() or user.username},\n\nset your password here (the link works once):\n{url}\n",
+        None,
+        [user.email],
+    )
+    return True
 
 
 def deactivate(user: User, reason: str) -> bool:

