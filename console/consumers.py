@@ -10,8 +10,10 @@ import asyncio
 import logging
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from access.people import twofactor
 from console import fanout, topics
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -30,6 +32,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.joined: set[str] = set()
         if self.user is None or not self.user.is_authenticated or not self.user.is_active:
             await self.close(code=CLOSE_UNAUTHENTICATED)  # before accept: the handshake is refused
+            return
+        if await database_sync_to_async(twofactor.pending)(self.user, self.scope.get("session")):
+            await self.close(code=CLOSE_UNAUTHENTICATED)  # the second factor is still owed
             return
         self.outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX_FRAMES)
         self.lost_frames = 0  # not `lost`: that is the method the hub calls

@@ -47,6 +47,9 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "console",
     "access",
     "audit",
@@ -62,6 +65,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "access.people.twofactor.TwoFactorMiddleware",  # nothing answers before the second factor is given
     "console.middleware.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -232,6 +237,9 @@ if AUTH_LDAP_SERVER_URI and FLEET_LDAP_SYNC_MINUTES > 0:
         "task": "access.sync_directory",
         "schedule": timedelta(minutes=FLEET_LDAP_SYNC_MINUTES),
     }
+
+FLEET_REQUIRE_ADMIN_2FA = env_bool("FLEET_REQUIRE_ADMIN_2FA", False)  # local admins must enrol an authenticator
+OTP_TOTP_ISSUER = env("FLEET_TOTP_ISSUER", "Fleet Console")
 
 # --- e-mail (set-password links); unset FLEET_SMTP_HOST: links are shown to the admin instead ----------
 EMAIL_HOST = env("FLEET_SMTP_HOST", "")

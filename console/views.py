@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 from access.gateway import ledger
 from access.grants import services as grants
 from access.grants.models import AccessRequest, ApiKey
-from access.people.choices import Role
+from access.people.choices import Role, Source
 from access.people.models import Department, PersonalToken, User
 from access.people.permissions import signed_in_user
 from audit.models import AuditEvent
@@ -45,6 +45,12 @@ def home(request: HttpRequest) -> HttpResponse:
             "gpu_count": GPU.objects.count(),
         }
         context["node_count"] = sum(context["nodes_by_state"].values())
+        if settings.AUTH_LDAP_SERVER_URI:  # with a directory, local admins are the break-glass accounts
+            context["break_glass"] = list(
+                User.objects.filter(role=Role.ADMIN, source=Source.LOCAL, is_active=True).values_list(
+                    "username", flat=True
+                )
+            )
         return render(request, "home/admin.html", context)
     if user.role == Role.DEPT_USER:
         context = {

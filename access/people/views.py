@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from access.people import directory, services
+from access.people import directory, services, twofactor
 from access.people.choices import Role, Source
 from access.people.forms import DepartmentForm, DirectoryMappingForm, NewPersonForm, PersonForm, TokenForm
 from access.people.models import Department, DirectoryMapping, PersonalToken, User
@@ -109,6 +109,7 @@ def person(request: HttpRequest, pk: int) -> HttpResponse:
         "keys": user.api_keys.select_related("grant"),
         "tokens": user.tokens.all(),
         "is_self": user.pk == request.user.pk,
+        "two_factor": twofactor.enrolled(user),
     }
     return render(request, "access/people/person.html", context, status=400 if request.method == "POST" else 200)
 
@@ -142,6 +143,54 @@ def person_reset_password(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("person", pk=user.pk)
     link = _link_shown_once(request, user, path)
     return render(request, "access/people/person_link.html", {"link": link, "created": False})
+
+
+@require_http_methods(["GET", "POST"])
+def two_factor(request: HttpRequest) -> HttpResponse:
+    """After the password: a code from the authenticator, or a recovery code."""
+    if not request.user.is_authenticated:
+        return redirect("login")
+    if twofactor.pending(request.user, request.session) != twofactor.VERIFY:
+        return redirect("home")
+    error, status = "", 200
+    if request.method == "POST":
+        if twofactor.verify(request, request.POST.get("code", "")):
+            return redirect(request.GET.get("next") or "home")
+        error, status = "That code is not right, or was used already. Try the current one.", 401
+    return render(request, "registration/two_factor.html", {"error": error}, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def two_factor_setup(request: HttpRequest) -> HttpResponse:
+    """Enrol an authenticator (required for admins when FLEET_REQUIRE_ADMIN_2FA is on)."""
+    user = request.user
+    if not isinstance(user, User):
+        return redirect("login")
+    if user.source != Source.LOCAL:
+        messages.error(request, "Directory accounts use your organisation's own two-factor sign-in.")
+        return redirect("home")
+    if twofactor.pending(user, request.session) == twofactor.VERIFY:
+        return redirect("two-factor")  # replacing an authenticator starts with the current one
+    device = twofactor.unconfirmed_device(user)
+    error, status = "", 200
+    if request.method == "POST":
+        codes = twofactor.confirm(request, device, request.POST.get("code", ""))
+        if codes is not None:
+            return render(request, "registration/two_factor_codes.html", {"codes": codes}, status=201)
+        error, status = "That code does not match; check the time on your phone and try the current one.", 400
+    context = {"error": error, "required": twofactor.pending(user, request.session) == twofactor.ENROL}
+    return render(
+        request, "registration/two_factor_setup.html", context | twofactor.provisioning(device), status=status
+    )
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def person_reset_two_factor(request: HttpRequest, pk: int) -> HttpResponse:
+    user = get_object_or_404(User, pk=pk)
+    removed = twofactor.reset(signed_in_user(request), user)
+    messages.success(request, f"{user.username}'s two-factor devices removed ({removed}); they were signed out.")
+    return redirect("person", pk=user.pk)
 
 
 class SetPasswordView(auth_views.PasswordResetConfirmView):
@@ -202,10 +251,10 @@ def tokens(request: HttpRequest) -> HttpResponse:
                 status = 201
         else:
             status = 400
-    rows = PersonalToken.objects.filter(user=signed_in_user(request))
-    return render(
-        request, "access/people/tokens.html", {"form": form, "tokens": rows, "created": created}, status=status
-    )
+    user = signed_in_user(request)
+    rows = PersonalToken.objects.filter(user=user)
+    context = {"form": form, "tokens": rows, "created": created, "two_factor": twofactor.enrolled(user)}
+    return render(request, "access/people/tokens.html", context, status=status)
 
 
 @role_required(*ANY_ROLE)

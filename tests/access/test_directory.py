@@ -49,11 +49,11 @@ def _point_at(settings, uri: str, ca) -> None:
 
 
 @pytest.fixture
-def mapped(db, ldap_server, settings) -> dict:
+def mapped(db, ldap_server, settings, department) -> dict:
     """The directory configured, and its groups mapped: IT admins, auditors, and all staff (a
     nested group) as Radiology's department users."""
     _point_at(settings, ldap_server.uri, ldap_server.ca)
-    radiology = Department.objects.create(name="Radiology", slug="radiology")
+    radiology = department
     DirectoryMapping.objects.create(group=slapd.group_dn("it-admins"), role=Role.ADMIN)
     DirectoryMapping.objects.create(group=slapd.group_dn("auditors"), role=Role.AUDITOR)
     DirectoryMapping.objects.create(group=slapd.group_dn("staff"), role=Role.DEPT_USER, department=radiology)
@@ -70,14 +70,14 @@ def _failed(username: str) -> AuditEvent:
 
 
 @pytest.mark.parametrize(
-    ("username", "role", "department"),
+    ("username", "role", "slug"),
     [("alice", Role.ADMIN, None), ("erin", Role.AUDITOR, None), ("bob", Role.DEPT_USER, "radiology")],
 )
-def test_a_directory_user_signs_in_with_the_role_their_group_maps_to(mapped, username, role, department):
+def test_a_directory_user_signs_in_with_the_role_their_group_maps_to(mapped, username, role, slug):
     client, status = _sign_in(username)
     assert status == 302
     user = User.objects.get(username=username)
-    assert (user.source, user.role, user.department and user.department.slug) == (Source.LDAP, role, department)
+    assert (user.source, user.role, user.department and user.department.slug) == (Source.LDAP, role, slug)
     assert user.email == f"{username}@example.org" and not user.has_usable_password()
     assert client.get("/").status_code == 200
     login = AuditEvent.objects.get(action="auth.login", actor_name=username)
@@ -254,3 +254,10 @@ def test_someone_in_no_mapped_group_is_told_so_on_the_sign_in_page(mapped):
     assert page.status_code == 401 and "not in any group that gives access" in page.content.decode()
     locked = Client().post("/login/", {"username": "dave", "password": "a-guess"}).content.decode()
     assert "didn't match" in locked and "disabled" not in locked  # a guesser learns nothing of the account
+
+
+def test_with_a_directory_the_local_admins_are_flagged_on_the_dashboard(mapped, client_for):
+    page = client_for("admin").get("/").content.decode()
+    assert 'data-testid="break-glass"' in page and "break-glass): admin" in page
+    _sign_in("alice")  # a directory admin is not one
+    assert "alice" not in client_for("admin").get("/").content.decode().split('data-testid="break-glass"')[1][:300]

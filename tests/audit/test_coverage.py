@@ -283,6 +283,9 @@ CASES = [
     ),
     Case("person-deactivate", "post", "/people/{other.pk}/deactivate/", "user.update", json=False),
     Case("person-reactivate", "post", "/people/{inactive.pk}/reactivate/", "user.update", json=False),
+    Case(
+        "person-reset-two-factor", "post", "/people/{other.pk}/reset-two-factor/", "auth.two_factor.reset", json=False
+    ),
     Case("person-reset-password", "post", "/people/{other.pk}/reset-password/", "user.update", json=False),
     Case(
         "directory-mappings",
@@ -448,6 +451,8 @@ CASES = [
 NOT_STATE_CHANGING = {
     "login": "sign-in: auth.login / auth.login_failed come from Django's signals (test_auth covers them)",
     "logout": "sign-out: auth.logout, as above",
+    "two-factor": "sign-in's second step: auth.two_factor / auth.login_failed (test_two_factor covers them)",
+    "two-factor-setup": "enrolling an authenticator: auth.two_factor.enrol, as above",
     "set-password": "the person's own password through a one-time link: user.update (test_people covers it)",
     "api-fit": "the planner answers a question; nothing is stored",
     "api-audit-verify": "a verification run; it writes an event only when it finds a break",
