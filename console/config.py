@@ -88,3 +88,23 @@ def env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
+
+
+def oidc_providers() -> dict[str, dict[str, str]]:
+    """FLEET_OIDC_PROVIDERS=keycloak,entra and, per name, FLEET_OIDC_<NAME>_DISCOVERY_URL, _CLIENT_ID,
+    _CLIENT_SECRET, and optionally _LABEL (the sign-in button), _GROUPS_CLAIM, _SCOPES (beyond
+    openid, email and profile)."""
+    found: dict[str, dict[str, str]] = {}
+    for name in env_list("FLEET_OIDC_PROVIDERS", []):
+        if not name.replace("-", "").isalnum():
+            raise ImproperlyConfigured(f"FLEET_OIDC_PROVIDERS: {name!r} is not a name (letters, digits, hyphens)")
+        prefix = f"FLEET_OIDC_{name.upper().replace('-', '_')}_"
+        found[name] = {
+            "discovery_url": require(prefix + "DISCOVERY_URL", "The provider's .well-known/openid-configuration URL."),
+            "client_id": require(prefix + "CLIENT_ID"),
+            "client_secret": require(prefix + "CLIENT_SECRET"),
+            "label": env(prefix + "LABEL", name),
+            "groups_claim": env(prefix + "GROUPS_CLAIM", "groups"),
+            "scopes": env(prefix + "SCOPES", ""),
+        }
+    return found

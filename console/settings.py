@@ -17,6 +17,7 @@ from console.config import (
     env_list,
     local_secret_key,
     mode,
+    oidc_providers,
     require,
 )
 from fleet.protocol import tasks
@@ -177,6 +178,7 @@ AUTH_USER_MODEL = "access.User"
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # must come first: it refuses locked-out logins
     "access.people.directory.DirectoryBackend",  # answers nothing while FLEET_LDAP_URI is unset
+    "access.people.oidc.OIDCBackend",  # keeps OIDC sessions; the sign-in itself is the callback's
     "django.contrib.auth.backends.ModelBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
@@ -237,6 +239,10 @@ if AUTH_LDAP_SERVER_URI and FLEET_LDAP_SYNC_MINUTES > 0:
         "task": "access.sync_directory",
         "schedule": timedelta(minutes=FLEET_LDAP_SYNC_MINUTES),
     }
+
+# --- single sign-on: OpenID Connect providers (Authlib; README "Signing in with single sign-on") --------
+FLEET_OIDC_PROVIDERS = oidc_providers()
+FLEET_OIDC_LEEWAY_S = env_int("FLEET_OIDC_LEEWAY_S", 60)  # clock skew allowed on an ID token's exp, iat
 
 FLEET_REQUIRE_ADMIN_2FA = env_bool("FLEET_REQUIRE_ADMIN_2FA", False)  # local admins must enrol an authenticator
 OTP_TOTP_ISSUER = env("FLEET_TOTP_ISSUER", "Fleet Console")

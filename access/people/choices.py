@@ -23,6 +23,10 @@ class Source(models.TextChoices):
 
     LOCAL = "local", "Local account"
     LDAP = "ldap", "Directory (LDAP)"
+    OIDC = "oidc", "Single sign-on (OIDC)"
+
+
+LDAP_PROVIDER = "ldap"  # a mapping's provider: the LDAP directory, or an OIDC provider's configured name
 
 
 READERS = (Role.ADMIN, Role.AUDITOR)  # who reads everyone's requests, grants, keys and usage

@@ -22,8 +22,9 @@ from django_auth_ldap.backend import LDAPBackend, _LDAPUser, ldap_error
 
 import audit
 from access.people import services
-from access.people.choices import ROLE_PRECEDENCE, Role, Source
-from access.people.models import Department, DirectoryMapping, User
+from access.people.choices import LDAP_PROVIDER, Source
+from access.people.models import User
+from access.people.services import Verdict
 from audit import context as audit_context
 
 log = logging.getLogger(__name__)
@@ -36,26 +37,13 @@ def enabled() -> bool:
     return bool(settings.AUTH_LDAP_SERVER_URI)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """What the directory says of one person: a role and department, or why they may not enter."""
-
-    role: str = Role.NONE
-    department: Department | None = None
-    refusal: str = ""
-
-
 def verdict(ldap_user: Any) -> Verdict:
     if ldap_user.dn is None:
         return Verdict(refusal="not found in the directory")
     if _disabled(ldap_user):
         return Verdict(refusal="disabled in the directory")
-    groups = {dn.lower() for dn in ldap_user.group_dns}
-    mapped = [m for m in DirectoryMapping.objects.select_related("department") if m.group in groups]
-    if not mapped:
-        return Verdict(refusal="in no mapped group")
-    best = min(mapped, key=lambda m: (ROLE_PRECEDENCE.index(Role(m.role)), m.group))
-    return Verdict(role=best.role, department=best.department)
+    groups = set(ldap_user.group_dns)
+    return services.mapped_verdict(LDAP_PROVIDER, groups)
 
 
 def _disabled(ldap_user: Any) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 
+from access.people.choices import LDAP_PROVIDER
 from access.people.models import Department, DirectoryMapping, PersonalToken, User
 
 EXPIRY_CHOICES = [("30", "30 days"), ("90", "90 days"), ("365", "1 year"), ("", "Never")]
@@ -33,8 +35,16 @@ class DirectoryMappingForm(forms.ModelForm):
 
     class Meta:
         model = DirectoryMapping
-        fields = ["group", "role", "department"]
-        labels = {"group": "Directory group (DN)"}
+        fields = ["provider", "group", "role", "department"]
+        labels = {"group": "Group (a DN, or a groups-claim value)", "provider": "From"}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [(LDAP_PROVIDER, "LDAP / Active Directory")] + [
+            (name, f"{conf['label']} (OIDC, claim “{conf['groups_claim']}”)")
+            for name, conf in settings.FLEET_OIDC_PROVIDERS.items()
+        ]
+        self.fields["provider"] = forms.ChoiceField(choices=choices, initial=LDAP_PROVIDER, label="From")
 
 
 class PersonForm(forms.ModelForm):

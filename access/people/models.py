@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-from access.people.choices import Role, Source
+from access.people.choices import LDAP_PROVIDER, Role, Source
 from console.states import Revocable
 
 
@@ -28,6 +28,8 @@ class User(AbstractUser):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.NONE, db_index=True)
     department = models.ForeignKey(Department, null=True, blank=True, on_delete=models.PROTECT, related_name="members")
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.LOCAL, db_index=True)
+    # An OIDC account's "<provider>:<sub>": the provider's own stable id (names can change there).
+    external_id = models.CharField(max_length=300, blank=True, db_index=True)
     # Why the account is inactive: a directory sync's reason is lifted by the directory, an admin's by an admin.
     deactivated_reason = models.CharField(max_length=200, blank=True)
 
@@ -66,18 +68,23 @@ class User(AbstractUser):
         return self.has_role(Role.ADMIN)
 
 
-def normalize_dn(dn: str) -> str:
-    """DNs compare case-insensitively, as the directory compares them (and as django-auth-ldap reports them)."""
-    return dn.strip().lower()
+def normalize_group(group: str) -> str:
+    """Groups compare case-insensitively: DNs as the directory compares them, claim values likewise."""
+    return group.strip().lower()
 
 
 class DirectoryMapping(models.Model):
     """A directory group and the role (and department) its members get, applied at every sign-in and sync."""
 
+    provider = models.CharField(
+        max_length=64,
+        default=LDAP_PROVIDER,
+        help_text="The LDAP directory, or the OIDC provider whose groups claim names the group.",
+    )
     group = models.CharField(
         max_length=500,
-        unique=True,
-        help_text="The group's distinguished name, e.g. cn=it-admins,ou=groups,dc=example,dc=org.",
+        help_text="An LDAP group's distinguished name (cn=it-admins,ou=groups,dc=example,dc=org), "
+        "or a value of an OIDC provider's groups claim.",
     )
     role = models.CharField(max_length=16, choices=[c for c in Role.choices if c[0] != Role.NONE])
     department = models.ForeignKey(
@@ -86,14 +93,19 @@ class DirectoryMapping(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["group"]
+        ordering = ["provider", "group"]
+        constraints = [models.UniqueConstraint(fields=["provider", "group"], name="one_mapping_per_group")]
 
     def __str__(self) -> str:
-        return f"{self.group} → {self.get_role_display()}"
+        return f"{self.provider}: {self.group} → {self.get_role_display()}"
+
+    def save(self, *args, **kwargs) -> None:
+        self.group = normalize_group(self.group)  # however the row is made
+        super().save(*args, **kwargs)
 
     def clean(self) -> None:
         super().clean()
-        self.group = normalize_dn(self.group)
+        self.group = normalize_group(self.group)  # before the form's uniqueness check
         if self.role == Role.DEPT_USER and self.department_id is None:
             raise ValidationError({"department": "A group mapped to department users needs a department."})
         if self.role != Role.DEPT_USER and self.department_id is not None:

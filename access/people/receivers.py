@@ -22,7 +22,7 @@ METHODS = {
 
 @receiver(user_logged_in)
 def _logged_in(sender: Any, request: Any, user: User, **kwargs: Any) -> None:
-    method = METHODS.get(getattr(user, "backend", ""), "local")
+    method = getattr(user, "fleet_sign_in_method", None) or METHODS.get(getattr(user, "backend", ""), "local")
     audit.record(user, "auth.login", user, method=method, role=user.role)
 
 
@@ -35,7 +35,7 @@ def _logged_out(sender: Any, request: Any, user: User | None, **kwargs: Any) -> 
 @receiver(user_login_failed)
 def _login_failed(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
     # Django already masks the password in ``credentials``; only the attempted name is kept.
-    why = getattr(request, "fleet_sign_in_refusal", "") or "wrong username or password"
+    why = getattr(request, "fleet_sign_in_refusal", "") or "bad username or password"
     audit.record(None, "auth.login_failed", None, username=str(credentials.get("username", ""))[:150], reason=why)
 
 

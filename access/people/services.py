@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,8 +19,8 @@ from django.utils.text import slugify
 
 import audit
 from access import bus, tokens
-from access.people.choices import Source
-from access.people.models import Department, DirectoryMapping, PersonalToken, User, normalize_dn
+from access.people.choices import ROLE_PRECEDENCE, Role, Source
+from access.people.models import Department, DirectoryMapping, PersonalToken, User, normalize_group
 from console.actions import ServiceError, refuse_in_use
 
 if TYPE_CHECKING:
@@ -66,9 +67,29 @@ def delete_department(department: Department) -> None:
         department.delete()
 
 
-def create_mapping(*, group: str, role: str, department: Department | None) -> DirectoryMapping:
+@dataclass(frozen=True)
+class Verdict:
+    """What the directory says of one person: a role and department, or why they may not enter."""
+
+    role: str = Role.NONE
+    department: Department | None = None
+    refusal: str = ""
+
+
+def mapped_verdict(provider: str, groups: set[str]) -> Verdict:
+    """The role ``groups`` give through ``provider``'s mappings: the highest, or a refusal."""
+    wanted = {normalize_group(g) for g in groups}
+    rows = DirectoryMapping.objects.filter(provider=provider).select_related("department")
+    mapped = [m for m in rows if m.group in wanted]
+    if not mapped:
+        return Verdict(refusal="in no mapped group")
+    best = min(mapped, key=lambda m: (ROLE_PRECEDENCE.index(Role(m.role)), m.group))
+    return Verdict(role=best.role, department=best.department)
+
+
+def create_mapping(*, provider: str, group: str, role: str, department: Department | None) -> DirectoryMapping:
     """A directory group's members get ``role`` from their next sign-in or sync (audited by access.receivers)."""
-    return DirectoryMapping.objects.create(group=normalize_dn(group), role=role, department=department)
+    return DirectoryMapping.objects.create(provider=provider, group=group, role=role, department=department)
 
 
 def delete_mapping(mapping: DirectoryMapping) -> None:

@@ -1,6 +1,5 @@
 """Pages and API routes of people, departments and personal API tokens."""
 
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
@@ -13,7 +12,9 @@ router.register("tokens", api.TokenViewSet, basename="token")
 
 urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("login/oidc/<slug:name>/", views.oidc_begin, name="oidc-begin"),
+    path("login/oidc/<slug:name>/callback/", views.oidc_callback, name="oidc-callback"),
     path("people/", views.people, name="people"),
     path("people/new/", views.person_new, name="person-new"),
     path("people/<int:pk>/", views.person, name="person"),

@@ -5,13 +5,14 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from access.people import directory, services, twofactor
+from access.people import directory, oidc, services, twofactor
 from access.people.choices import Role, Source
 from access.people.forms import DepartmentForm, DirectoryMappingForm, NewPersonForm, PersonForm, TokenForm
 from access.people.models import Department, DirectoryMapping, PersonalToken, User
@@ -267,9 +268,14 @@ def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 class LoginView(auth_views.LoginView):
-    """Django's login page; a refused sign-in answers 401, not 200, so clients can tell."""
+    """Django's login page, with a button per single sign-on provider; a refused sign-in answers
+    401, not 200, so clients can tell."""
 
     redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs) -> dict:
+        names = [(name, conf["label"]) for name, conf in oidc.providers().items()]
+        return super().get_context_data(**kwargs) | {"oidc_providers": names}
 
     def form_invalid(self, form) -> HttpResponse:
         # Said on screen only where the directory has checked the password: nothing about an
@@ -280,8 +286,54 @@ class LoginView(auth_views.LoginView):
         return response
 
 
+class LogoutView(auth_views.LogoutView):
+    """Signs out here, then at the single sign-on provider too when it was how the person came in."""
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        provider, id_token = request.session.get(oidc.SESSION_PROVIDER), request.session.get(oidc.SESSION_ID_TOKEN)
+        response = super().post(request, *args, **kwargs)
+        if provider and id_token:
+            url = oidc.logout_url(request, provider, id_token)
+            if url:
+                return redirect(url)
+        return response
+
+
+@require_http_methods(["GET"])
+def oidc_begin(request: HttpRequest, name: str) -> HttpResponse:
+    try:
+        return oidc.begin(request, name)
+    except KeyError:
+        raise Http404(f"No single sign-on provider is called {name!r}.") from None
+    except (OSError, ValueError) as exc:  # discovery failed: the provider is down or misconfigured
+        oidc.refuse(request, name, oidc.Refused(f"the provider did not answer: {exc}"[:200]))
+        return _sign_in_refused(request, "The sign-on provider did not answer. Try again, or ask your IT team.", 503)
+
+
+@require_http_methods(["GET"])
+def oidc_callback(request: HttpRequest, name: str) -> HttpResponse:
+    if name not in oidc.providers():
+        raise Http404(f"No single sign-on provider is called {name!r}.")
+    try:
+        oidc.finish(request, name)
+    except oidc.Refused as refused:
+        oidc.refuse(request, name, refused)
+        shown = SHOWN_REFUSALS.get(refused.reason, "The sign-on did not complete. Start again from the sign-in page.")
+        return _sign_in_refused(request, shown, 401)
+    return redirect("home")
+
+
+def _sign_in_refused(request: HttpRequest, why: str, status: int) -> HttpResponse:
+    context = {"form": AuthenticationForm(request), "refusal": why} | {
+        "oidc_providers": [(n, c["label"]) for n, c in oidc.providers().items()]
+    }
+    return render(request, "registration/login.html", context, status=status)
+
+
 SHOWN_REFUSALS = {
     "in no mapped group": "Your directory account is not in any group that gives access to this console. "
     "Ask your IT administrators to add you to one.",
     "deactivated in the console": "Your account is deactivated. Ask your IT administrators.",
+    "an account with this username exists already": "An account of this name exists here already; ask your IT "
+    "administrators to link it.",
 }

@@ -89,8 +89,8 @@ def test_a_directory_user_signs_in_with_the_role_their_group_maps_to(mapped, use
     [
         ("carol", slapd.PASSWORD, "in no mapped group"),
         ("dave", slapd.PASSWORD, "disabled in the directory"),
-        ("alice", "not-her-password", "wrong username or password"),
-        ("nobody", slapd.PASSWORD, "wrong username or password"),
+        ("alice", "not-her-password", "bad username or password"),
+        ("nobody", slapd.PASSWORD, "bad username or password"),
     ],
 )
 def test_a_refused_sign_in_says_why_and_creates_nobody(mapped, username, password, reason):
@@ -222,10 +222,17 @@ def test_an_unreachable_directory_deactivates_nobody(mapped, settings):
 def test_admins_map_groups_on_a_page_and_bad_mappings_are_refused_beside_their_field(client_for, department):
     admin = client_for("admin")
     assert "No directory is configured" in admin.get("/people/directory/").content.decode()
-    response = admin.post("/people/directory/", {"group": "CN=Staff,OU=Groups,DC=example,DC=org", "role": "dept_user"})
+    response = admin.post(
+        "/people/directory/", {"provider": "ldap", "group": "CN=Staff,OU=Groups,DC=example,DC=org", "role": "dept_user"}
+    )
     assert response.status_code == 400 and "needs a department" in response.content.decode()
     assert not DirectoryMapping.objects.exists()
-    ok = {"group": " CN=Staff,OU=Groups,DC=example,DC=org ", "role": "dept_user", "department": department.pk}
+    ok = {
+        "provider": "ldap",
+        "group": " CN=Staff,OU=Groups,DC=example,DC=org ",
+        "role": "dept_user",
+        "department": department.pk,
+    }
     assert admin.post("/people/directory/", ok).status_code == 302
     mapping = DirectoryMapping.objects.get()
     assert mapping.group == "cn=staff,ou=groups,dc=example,dc=org"  # as the directory compares them

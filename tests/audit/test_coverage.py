@@ -293,7 +293,7 @@ CASES = [
         "/people/directory/",
         "directory_mapping.create",
         json=False,
-        body={"group": "cn=IT-Admins,ou=groups,dc=example,dc=org", "role": "admin"},
+        body={"provider": "ldap", "group": "cn=IT-Admins,ou=groups,dc=example,dc=org", "role": "admin"},
     ),
     Case(
         "directory-mapping-delete",
