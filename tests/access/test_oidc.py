@@ -65,7 +65,7 @@ def _to_callback(client: Client, provider: server.Provider, username: str) -> st
             "username": username,
             "password": server.PASSWORD,
             "next": next_url,
-            "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+            "csrfmiddlewaretoken": browser.cookies["idp_csrftoken"],
         },
         allow_redirects=False,
         timeout=10,

@@ -45,3 +45,6 @@ OAUTH2_PROVIDER = {
     "SCOPES": {"openid": "OpenID Connect", "profile": "Profile", "email": "E-mail"},
 }
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+# Its own cookie names: browsers share cookies across ports of one host, and the console on
+# another port of 127.0.0.1 uses Django's default names (real deployments have two host names).
+SESSION_COOKIE_NAME, CSRF_COOKIE_NAME = "idp_sessionid", "idp_csrftoken"
