@@ -17,6 +17,7 @@ from pathlib import Path
 
 from console import tls
 from console.embedded import free_port
+from tests.helpers import stop_process
 
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 BASE = "dc=example,dc=org"
@@ -134,12 +135,7 @@ class Directory:
         )
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def start(root: Path) -> Directory:

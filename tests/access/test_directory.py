@@ -4,7 +4,6 @@ of someone the directory disabled."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections.abc import Iterator
 
@@ -25,6 +24,7 @@ from bench import mock_openai
 from console.embedded import free_port
 from tests import slapd
 from tests.conftest import make_user
+from tests.helpers import call_gateway
 
 
 @pytest.fixture
@@ -126,26 +126,8 @@ def test_a_changed_mapping_counts_at_the_next_sign_in(mapped):
 
 
 def _gateway_status(plaintext: str) -> int:
-    sent: list[dict] = []
-
-    async def call() -> None:
-        async def receive():
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "path": "/v1/models",
-            "method": "GET",
-            "client": ("127.0.0.1", 1),
-            "headers": [(b"authorization", f"Bearer {plaintext}".encode())],
-        }
-        await gateway(scope, receive, send)
-
     gateway = Gateway()
-    asyncio.run(call())
+    sent = call_gateway(gateway, "GET", "/v1/models", plaintext)
     gateway._db.shutdown(wait=True)  # its threads' database connections go with them (the test DB is dropped)
     gc.collect()
     return sent[0]["status"]

@@ -3,7 +3,6 @@ OpenAI-shaped 503 rather than serving calls it cannot meter."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -14,6 +13,7 @@ from access.grants import services as grants
 from bench import mock_openai
 from console.embedded import free_port
 from fleet.catalog.models import ModelArtifact
+from tests.helpers import call_gateway
 
 
 @pytest.mark.django_db(transaction=True)
@@ -22,28 +22,8 @@ def test_unreachable_redis_is_a_503_not_a_free_pass(people, settings):
     grant = grants.create_grant(people["admin"], user=people["dept_user"], models=[deployment.model], duration_days=1)
     _key, plaintext = grants.create_key(people["dept_user"], grant=grant, name="k")
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    sent: list[dict] = []
-
-    async def call() -> None:
-        body = json.dumps({"model": "chat-x", "messages": [{"role": "user", "content": "hi"}]}).encode()
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive():
-            return messages.pop(0) if messages else await asyncio.sleep(3600)
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "path": "/v1/chat/completions",
-            "method": "POST",
-            "client": ("127.0.0.1", 1),
-            "headers": [(b"authorization", f"Bearer {plaintext}".encode())],
-        }
-        await Gateway()(scope, receive, send)
-
-    asyncio.run(call())
+    body = json.dumps({"model": "chat-x", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    sent = call_gateway(Gateway(), "POST", "/v1/chat/completions", plaintext, body)
     assert sent[0]["status"] == 503
     error = json.loads(sent[1]["body"])["error"]
     assert error["code"] == "quota_unavailable" and error["type"] == "service_unavailable"

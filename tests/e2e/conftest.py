@@ -32,6 +32,7 @@ from fleet.deployments.models import Deployment, Instance
 from fleet.nodes.choices import NodeState
 from fleet.nodes.models import Node
 from tests.conftest import PASSWORD, make_user
+from tests.helpers import stop_process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -140,14 +141,7 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30, host: 
     raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+stop = stop_process  # the e2e tests' name for it
 
 
 @pytest.fixture(scope="session")

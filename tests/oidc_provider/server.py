@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from console.config import BASE_DIR
 from console.embedded import free_port
+from tests.helpers import stop_process
 
 SEED = Path(__file__).with_name("seed.py")
 CLIENT_ID, CLIENT_SECRET = "fleet-console", "console-client-secret"
@@ -39,12 +40,7 @@ class Provider:
         return f"{self.url}/.well-known/openid-configuration"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def _env(root: Path, key_pem: str, **more: str) -> dict[str, str]:
