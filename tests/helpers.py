@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
-from typing import Any
 
 from django.db import connection
 
@@ -28,9 +28,15 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def call_gateway(gateway: Any, method: str, path: str, key: str, body: bytes = b"") -> list[dict]:
-    """One request through the gateway's ASGI app in this process; the ASGI messages it sent back."""
-    sent: list[dict] = []
+def call_gateway(method: str, path: str, key: str, body: bytes = b"") -> list[dict]:
+    """One request through a fresh gateway ASGI app in this process; the ASGI messages it sent back.
+
+    Its event loop is closed with a bounded wait for the gateway's background tasks (its Redis
+    change feed can take long to wind down when cancelled mid-message), and its database threads
+    are ended, so the test database can be dropped."""
+    from access.gateway.app import Gateway  # the app's settings are the test's
+
+    gateway, sent = Gateway(), []
 
     async def call() -> None:
         messages = [{"type": "http.request", "body": body, "more_body": False}]
@@ -50,5 +56,16 @@ def call_gateway(gateway: Any, method: str, path: str, key: str, body: bytes = b
         }
         await gateway(scope, receive, send)
 
-    asyncio.run(call())
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(call())
+        background = asyncio.all_tasks(loop)
+        for task in background:
+            task.cancel()
+        if background:
+            loop.run_until_complete(asyncio.wait(background, timeout=5))
+    finally:
+        loop.close()
+        gateway._db.shutdown(wait=True)
+        gc.collect()  # the threads' connections go with them
     return sent

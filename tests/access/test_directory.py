@@ -4,7 +4,6 @@ of someone the directory disabled."""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 
 import ldap
@@ -13,7 +12,6 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django_auth_ldap.config import LDAPSearch
 
-from access.gateway.app import Gateway
 from access.grants import services as grants
 from access.people import directory
 from access.people import services as people_services
@@ -126,11 +124,7 @@ def test_a_changed_mapping_counts_at_the_next_sign_in(mapped):
 
 
 def _gateway_status(plaintext: str) -> int:
-    gateway = Gateway()
-    sent = call_gateway(gateway, "GET", "/v1/models", plaintext)
-    gateway._db.shutdown(wait=True)  # its threads' database connections go with them (the test DB is dropped)
-    gc.collect()
-    return sent[0]["status"]
+    return call_gateway("GET", "/v1/models", plaintext)[0]["status"]
 
 
 @pytest.mark.django_db(transaction=True)

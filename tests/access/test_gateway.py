@@ -8,7 +8,6 @@ import json
 import pytest
 
 from access.gateway import routes
-from access.gateway.app import Gateway
 from access.grants import services as grants
 from bench import mock_openai
 from console.embedded import free_port
@@ -23,7 +22,7 @@ def test_unreachable_redis_is_a_503_not_a_free_pass(people, settings):
     _key, plaintext = grants.create_key(people["dept_user"], grant=grant, name="k")
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     body = json.dumps({"model": "chat-x", "messages": [{"role": "user", "content": "hi"}]}).encode()
-    sent = call_gateway(Gateway(), "POST", "/v1/chat/completions", plaintext, body)
+    sent = call_gateway("POST", "/v1/chat/completions", plaintext, body)
     assert sent[0]["status"] == 503
     error = json.loads(sent[1]["body"])["error"]
     assert error["code"] == "quota_unavailable" and error["type"] == "service_unavailable"
