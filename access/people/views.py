@@ -72,7 +72,7 @@ def people(request: HttpRequest) -> HttpResponse:
 def _link_shown_once(request: HttpRequest, user: User, path: str) -> dict:
     """The one-time link: e-mailed where SMTP is configured, else shown to the admin this once."""
     url = request.build_absolute_uri(path)
-    return {"user": user, "url": None if services.send_link(user, url) else url, "emailed": bool(settings.EMAIL_HOST)}
+    return {"user": user, "url": None if services.send_link(user, url) else url}
 
 
 @role_required(Role.ADMIN)
@@ -84,7 +84,8 @@ def person_new(request: HttpRequest) -> HttpResponse:
         link = _link_shown_once(request, form.instance, path)
         return render(request, "access/people/person_link.html", {"link": link, "created": True}, status=201)
     status = 400 if request.method == "POST" else 200
-    return render(request, "access/people/person_new.html", {"form": form}, status=status)
+    context = {"form": form, "email_configured": bool(settings.EMAIL_HOST)}
+    return render(request, "access/people/person_new.html", context, status=status)
 
 
 @role_required(Role.ADMIN)
@@ -102,7 +103,7 @@ def person(request: HttpRequest, pk: int) -> HttpResponse:
             form.save()  # one user.update event with what changed (access.receivers)
             messages.success(request, f"{user.username} saved.")
             return redirect("person", pk=user.pk)
-    department_grants = user.department.grants.all() if user.department else []
+    department_grants = user.department.grants.prefetch_related("models") if user.department else []
     context = {
         "person": user,
         "form": form,
@@ -156,7 +157,7 @@ def two_factor(request: HttpRequest) -> HttpResponse:
     error, status = "", 200
     if request.method == "POST":
         if twofactor.verify(request, request.POST.get("code", "")):
-            return redirect(request.GET.get("next") or "home")
+            return redirect("home")  # never to a ?next= from the query: no open redirect
         error, status = "That code is not right, or was used already. Try the current one.", 401
     return render(request, "registration/two_factor.html", {"error": error}, status=status)
 

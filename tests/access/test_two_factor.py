@@ -78,7 +78,8 @@ def test_a_wrong_enrolment_code_turns_nothing_on(people):
 def test_a_recovery_code_signs_in_once(people):
     _device, codes = _enrol(_signed_in("dept_user"), "dept_user")
     first = _signed_in("dept_user")
-    assert first.post("/account/two-factor/", {"code": codes[0]}).status_code == 302
+    response = first.post("/account/two-factor/?next=https://evil.example/", {"code": codes[0]})
+    assert response.status_code == 302 and response["Location"] == "/"  # never off to a ?next=
     assert first.get("/").status_code == 200
     again = _signed_in("dept_user")
     assert again.post("/account/two-factor/", {"code": codes[0]}).status_code == 401  # used up
