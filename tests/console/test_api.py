@@ -130,6 +130,14 @@ def test_audit_api_filters_and_pages(client_for, people):
     assert {e["action"] for e in first["results"]} == {"user.create"} and first["next_before"] is None
     assert client.get("/api/audit/events/?since=yesterday").status_code == 400
     assert client.get("/api/audit/events/?before=abc").status_code == 400
+    assert client.get("/api/audit/events/?before=0").status_code == 400
+    assert client.get("/api/audit/events/?before=").status_code == 200  # blank, as documented: the first page
+    parameter = next(
+        p
+        for p in client.get("/api/schema/?format=json").json()["paths"]["/api/audit/events/"]["get"]["parameters"]
+        if p["name"] == "before"
+    )
+    assert {"type": "string", "maxLength": 0} in parameter["schema"]["anyOf"]
     assert client.get("/api/audit/verify/").json()["ok"] is True
 
 

@@ -398,7 +398,7 @@ def fleet_with_agent(
     env = agent_env | {"FLEET_CONSOLE_URL": f"https://127.0.0.1:{recorder.port}"}
     agent = {"proc": start_agent(env, "deploy-node", state, token)}
     node = wait_for(lambda: Node.objects.filter(name="deploy-node", state=NodeState.ONLINE).first(), 60, "the agent")
-    wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 15, "a first heartbeat")
+    wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 60, "a first heartbeat")  # room on a loaded machine
     client = client_for("admin")
     yield {
         "admin": admin,
