@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import string
 import zlib
 from dataclasses import dataclass
+
+from django.core.validators import RegexValidator
 
 TOKEN_KIND = "fct"  # personal API token (/api/)
 KEY_KIND = "flk"  # fleet gateway key (/v1/)
@@ -59,3 +62,8 @@ def parse_prefix(plaintext: str, kind: str = TOKEN_KIND) -> str | None:
 
 def matches(plaintext: str, stored_digest: str) -> bool:
     return hmac.compare_digest(digest(plaintext), stored_digest)
+
+
+# What a person calls a token or key: ASCII only, so the OpenAPI document's pattern (whose \w a
+# client reads as ASCII) and the check mean the same (Python's \w would also take "𝓣").
+LABEL_VALIDATOR = RegexValidator(r"^[\w .:-]+$", "Use letters, digits, spaces and . : - _ only.", flags=re.ASCII)

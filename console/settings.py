@@ -177,9 +177,11 @@ CELERY_BEAT_SCHEDULE = {
 AUTH_USER_MODEL = "access.User"
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # must come first: it refuses locked-out logins
+    # Local accounts before the directory: a break-glass admin signs in without waiting on a
+    # directory that is down (directory accounts have no usable local password).
+    "django.contrib.auth.backends.ModelBackend",
     "access.people.directory.DirectoryBackend",  # answers nothing while FLEET_LDAP_URI is unset
     "access.people.oidc.OIDCBackend",  # keeps OIDC sessions; the sign-in itself is the callback's
-    "django.contrib.auth.backends.ModelBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

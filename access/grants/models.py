@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.core.validators import RegexValidator
 from django.db import models as db  # `models` is a field name below
 from django.utils import timezone
 
 from access.grants.choices import ACCESS_REQUEST_TRANSITIONS, AccessRequestState
 from access.people.choices import readers_or_own
+from access.tokens import LABEL_VALIDATOR
 from console.actions import Actor
 from console.states import Revocable, check_transition
 
@@ -150,9 +150,7 @@ class ApiKey(Revocable, Limits):
 
     grant = db.ForeignKey(Grant, on_delete=db.CASCADE, related_name="keys")
     user = db.ForeignKey(settings.AUTH_USER_MODEL, on_delete=db.CASCADE, related_name="api_keys")
-    name = db.CharField(
-        max_length=64, validators=[RegexValidator(r"^[\w .:-]+$", "Use letters, digits, spaces and . : - _ only.")]
-    )
+    name = db.CharField(max_length=64, validators=[LABEL_VALIDATOR])
     models = db.ManyToManyField(
         "fleet.ModelArtifact", blank=True, related_name="+", help_text="Empty: every model of the grant."
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
 from django.db import models
 
 from access.people.choices import LDAP_PROVIDER, Role, Source
+from access.tokens import LABEL_VALIDATOR
 from console.states import Revocable
 
 
@@ -118,7 +118,7 @@ class PersonalToken(Revocable, models.Model):
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="tokens")
     name = models.CharField(
         max_length=64,
-        validators=[RegexValidator(r"^[\w .:-]+$", "Use letters, digits, spaces and . : - _ only.")],
+        validators=[LABEL_VALIDATOR],
     )
     prefix = models.CharField(max_length=16, unique=True)
     digest = models.CharField(max_length=64)

@@ -4,6 +4,8 @@ of someone the directory disabled."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 
 import ldap
@@ -244,3 +246,13 @@ def test_with_a_directory_the_local_admins_are_flagged_on_the_dashboard(mapped, 
     assert 'data-testid="break-glass"' in page and "break-glass): admin" in page
     _sign_in("alice")  # a directory admin is not one
     assert "alice" not in client_for("admin").get("/").content.decode().split('data-testid="break-glass"')[1][:300]
+
+
+def test_a_break_glass_admin_signs_in_while_the_directory_hangs(mapped, people, settings):
+    with socket.socket() as silent:  # takes connections and never answers: a directory that hangs
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        settings.AUTH_LDAP_SERVER_URI = f"ldap://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        _client, status = _sign_in("admin", "Fleet-test-passw0rd!")
+        assert status == 302 and time.monotonic() - started < 2  # local accounts come first

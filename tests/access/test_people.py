@@ -160,3 +160,11 @@ def test_a_directory_account_is_reset_in_the_directory(client_for, people):
     User.objects.filter(pk=person.pk).update(source=Source.LDAP)
     response = client_for("admin").post(f"/people/{person.pk}/reset-password/", follow=True)
     assert "their password is reset there" in response.content.decode()
+
+
+@pytest.mark.parametrize("name", ["𝓣𝓱𝓮 𝓺𝓾𝓲𝓬𝓴", "café"])
+def test_a_token_name_is_ascii_as_its_documented_pattern_says(client_for, name):
+    response = client_for("auditor").post("/api/tokens/", {"name": name}, content_type="application/json")
+    assert response.status_code == 400 and "name" in response.json()["errors"]
+    ok = client_for("auditor").post("/api/tokens/", {"name": "nightly-export 2"}, content_type="application/json")
+    assert ok.status_code == 201

@@ -397,8 +397,15 @@ def fleet_with_agent(
     recorder = Recorder(int(agent_env["FLEET_CONSOLE_URL"].rsplit(":", 1)[1]))
     env = agent_env | {"FLEET_CONSOLE_URL": f"https://127.0.0.1:{recorder.port}"}
     agent = {"proc": start_agent(env, "deploy-node", state, token)}
-    node = wait_for(lambda: Node.objects.filter(name="deploy-node", state=NodeState.ONLINE).first(), 60, "the agent")
-    wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 60, "a first heartbeat")  # room on a loaded machine
+    try:
+        node = wait_for(
+            lambda: Node.objects.filter(name="deploy-node", state=NodeState.ONLINE).first(), 60, "the agent"
+        )
+        wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 60, "a first heartbeat")  # room when loaded
+    except BaseException:  # a set-up that fails leaves no agent running into the next tests
+        stop_agent(agent["proc"])
+        recorder.close()
+        raise
     client = client_for("admin")
     yield {
         "admin": admin,
@@ -412,11 +419,13 @@ def fleet_with_agent(
         "token": token,
         "wire": recorder,
     }
-    for deployment in Deployment.objects.all():
-        client.post(f"/api/deployments/{deployment.pk}/stop/")
-    wait_for(lambda: not vllm_processes(models), 60, "every vLLM process to stop")  # variants' too
-    stop_agent(agent["proc"])
-    recorder.close()
+    try:
+        for deployment in Deployment.objects.all():
+            client.post(f"/api/deployments/{deployment.pk}/stop/")
+        wait_for(lambda: not vllm_processes(models), 60, "every vLLM process to stop")  # variants' too
+    finally:
+        stop_agent(agent["proc"])
+        recorder.close()
 
 
 @pytest.fixture

@@ -186,7 +186,7 @@ def test_quantize_deploy_benchmark_compare_and_cancel(browser, fleet_with_agent,
     # force: the confirm dialog and the redirect it leads to land while Playwright checks that the
     # pointer reached the button; it then retries a click on a page where the job is already
     # cancelled and the button gone (seen in CI). One real click on the visible button, no retry.
-    page.get_by_role("button", name="Cancel job").click(force=True)
+    page.get_by_role("button", name="Cancel job").click(force=True, timeout=90_000)  # a page busy with live lines
     job = wait_job(long_id, 30)
     assert job.state == JobState.CANCELLED, job.error
     deadline = time.monotonic() + 10
