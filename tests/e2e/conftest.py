@@ -218,9 +218,19 @@ class Recorder:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            # Dialled off the accepting thread: one slow or refused dial must not stop the relay
+            # accepting the agent's next connection (it dials again when a connection fails).
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=30)
+            upstream.settimeout(None)
+        except OSError:
+            client.close()
+            return
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -338,6 +348,27 @@ def settle_ledger(timeout: float = 60) -> None:
     wait_for(lambda: not queue.xlen(ledger.STREAM), timeout, "the ledger's stream to be written", every=0.05)
 
 
+def stall_report(worker: subprocess.Popen) -> str:
+    """What a set-up that waited in vain needs to say: the worker's queue and what each database
+    session is doing (a lock wait, a transaction left open)."""
+    import redis
+    from django.conf import settings
+
+    lines = [f"worker {'running' if worker.poll() is None else f'exited {worker.returncode}'}"]
+    try:
+        queue = redis.Redis.from_url(settings.REDIS_URL)
+        lines.append(f"console queue: {queue.llen('console')} waiting, {queue.hlen('unacked')} unacknowledged")
+    except redis.RedisError as exc:
+        lines.append(f"redis: {exc}")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, state, wait_event_type, wait_event, now() - xact_start, left(query, 160) "
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        lines += [" | ".join(map(str, row)) for row in cursor.fetchall()]
+    return "\n".join(lines)
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.2) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -402,10 +433,11 @@ def fleet_with_agent(
             lambda: Node.objects.filter(name="deploy-node", state=NodeState.ONLINE).first(), 60, "the agent"
         )
         wait_for(lambda: Node.objects.get(pk=node.pk).last_sample, 60, "a first heartbeat")  # room when loaded
-    except BaseException:  # a set-up that fails leaves no agent running into the next tests
-        stop_agent(agent["proc"])
+    except BaseException as exc:  # a set-up that fails leaves no agent running into the next tests
+        why = stall_report(celery_worker_process)
+        output = stop_agent(agent["proc"])
         recorder.close()
-        raise
+        raise AssertionError(f"{exc}\n{why}\nthe agent said:\n{output[-4000:]}") from exc
     client = client_for("admin")
     yield {
         "admin": admin,
