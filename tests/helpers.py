@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import subprocess
+from dataclasses import dataclass
 
 from django.db import connection
 
@@ -69,3 +71,34 @@ def call_gateway(method: str, path: str, key: str, body: bytes = b"") -> list[di
         gateway._db.shutdown(wait=True)
         gc.collect()  # the threads' connections go with them
     return sent
+
+
+@dataclass
+class ReadPdf:
+    pages: list[str]  # each page's text, as a PDF reader extracts it
+    bars: bool  # some page fills shapes in the chart's bar colour
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.pages)
+
+
+def read_pdf(data: bytes) -> ReadPdf:
+    """A PDF read back with a PDF library (pypdf): its pages' text, and whether the chart drew bars."""
+    import re
+
+    from pypdf import PdfReader
+
+    from audit.pdf import BARS
+
+    reader = PdfReader(io.BytesIO(data))
+    fill = re.compile(rb"([\d.]+) ([\d.]+) ([\d.]+) rg")
+    want = (BARS.red, BARS.green, BARS.blue)
+    contents = [page.get_contents() for page in reader.pages]
+    bars = any(
+        all(abs(float(got) - w) < 0.01 for got, w in zip(m.groups(), want, strict=True))
+        for content in contents
+        if content is not None  # (an empty-looking stream object is falsy: test for None)
+        for m in fill.finditer(content.get_data())
+    )
+    return ReadPdf([" ".join(page.extract_text().split()) for page in reader.pages], bars)

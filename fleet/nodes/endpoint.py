@@ -296,7 +296,10 @@ class NodeLink(AsyncWebsocketConsumer):
             if isinstance(sample, dict) and sample.get("node", self.node_id) != self.node_id:
                 await self._refuse(kind, "a heartbeat carrying another node's sample")
                 return
-            await _aredis().set(services.link_key(self.node_id), self.link_id, ex=LINK_TTL_S)
+            pipe = _aredis().pipeline(transaction=False)
+            pipe.set(services.link_key(self.node_id), self.link_id, ex=LINK_TTL_S)
+            pipe.set(services.heard_key(self.node_id), time.time(), ex=LINK_TTL_S)
+            await pipe.execute()
         send_task = sync_to_async(current_app.send_task, thread_sensitive=False)
         await send_task(kind, kwargs={"node_id": self.node_id, **fields}, queue=tasks.CONSOLE_QUEUE)
 

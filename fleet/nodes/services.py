@@ -15,6 +15,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -401,7 +402,11 @@ def mark_offline(*, now: datetime | None = None) -> list[Node]:
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.FLEET_NODE_OFFLINE_AFTER_S)
     gone = []
-    for node in Node.objects.filter(state=NodeState.ONLINE, last_heartbeat__lt=cutoff):
+    silent = list(Node.objects.filter(state=NodeState.ONLINE, last_heartbeat__lt=cutoff))
+    heard = _heard_at([node.pk for node in silent])
+    for node in silent:
+        if heard.get(node.pk, 0.0) >= cutoff.timestamp():
+            continue  # its heartbeat reached the console; a busy worker has not written it yet
         with transaction.atomic():
             if not move(
                 node, NODE_TRANSITIONS, NodeState.ONLINE, NodeState.OFFLINE, where={"last_heartbeat__lt": cutoff}
@@ -420,6 +425,22 @@ def mark_offline(*, now: datetime | None = None) -> list[Node]:
             work_lost.send(Node, node=node, reason=f"Node {node.name} went offline while the job ran.")
             gone.append(node)
     return gone
+
+
+def heard_key(node_id: int) -> str:
+    """When the agent endpoint last took a heartbeat from the node (epoch seconds): liveness is
+    judged by when a heartbeat arrived, not by when the worker's queue got round to writing it."""
+    return f"fleet:node:{node_id}:heard"
+
+
+def _heard_at(node_ids: list[int]) -> dict[int, float]:
+    if not node_ids:
+        return {}
+    try:
+        values = commands.client().mget([heard_key(pk) for pk in node_ids])
+    except redis.RedisError:
+        return {}  # Redis down: the database's last heartbeat decides alone
+    return {pk: float(v) for pk, v in zip(node_ids, values, strict=True) if v is not None}
 
 
 def prune_rollups(*, now: datetime | None = None) -> int:

@@ -22,7 +22,7 @@ import verify_export
 from audit import archive, exports, serializers, signing, verification
 from audit.models import ArchiveSegment, AuditEvent
 from console.config import BASE_DIR
-from tests.helpers import tamper
+from tests.helpers import read_pdf, tamper
 
 
 @pytest.fixture
@@ -181,12 +181,25 @@ def test_csv_and_pdf_exports(events, client_for):
     assert csv_body.splitlines()[0].startswith("seq,created_at,actor_id")
     assert len(csv_body.splitlines()) == AuditEvent.objects.count() + 1
     pdf = client.get("/audit/export/pdf/")
-    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-1.4") and pdf.content.rstrip().endswith(b"%%EOF")
+    assert pdf.status_code == 200 and pdf["Content-Type"] == "application/pdf"
+    report = read_pdf(pdf.content)
+    assert "Action Events" in report.text and "test.step 20" in report.text  # the counts as a table
+    assert "mallory" in report.text and "429" in report.text  # the failed sign-in and the refusal, one by one
+    assert report.bars and timezone.now().strftime("%m-%d") in report.text  # the chart of events per day
+    assert all(signing.fingerprint() in page for page in report.pages)  # the key on every page
     summary = exports.summary(exports.Period(None, None))
     assert summary["failed_logins"] == 1 and summary["failed_login_names"] == [("mallory", 1)]
     assert summary["refused_gateway_calls"] == [(429, 1)] and summary["by_model"] == [("demo", 1)]
     assert AuditEvent.objects.filter(action="audit.export").count() == 2  # who exported what is on the record
     assert client_for("dept_user").get("/audit/export/csv/").status_code == 403
+
+
+def test_a_long_period_spans_pages_with_the_key_on_each(people, client_for):
+    for i in range(700):
+        audit.record(None, "auth.login_failed", None, username=f"guess-{i}")
+    report = read_pdf(client_for("auditor").get("/audit/export/pdf/").content)
+    assert len(report.pages) > 3 and all(signing.fingerprint() in page for page in report.pages)
+    assert "guess-0" in report.text and f"first {exports.DETAIL_ROWS} are listed" in report.text
 
 
 def test_retention_archives_old_events_and_the_rest_still_verifies(events, settings, tmp_path, signing_key, people):

@@ -10,6 +10,7 @@ import pytest
 import verify_export
 from audit.models import AuditEvent
 from tests.e2e.conftest import sign_in
+from tests.helpers import read_pdf
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -45,7 +46,7 @@ def test_the_trail_shows_an_admins_action_live_and_exports(personas, browser, li
         auditor.get_by_role("button", name="PDF summary").click()
     pdf_path = tmp_path / "summary.pdf"
     pdf_download.value.save_as(pdf_path)
-    assert pdf_path.read_bytes().startswith(b"%PDF-1.4") and b"department.create" in pdf_path.read_bytes()
+    assert "department.create" in read_pdf(pdf_path.read_bytes()).text
     fingerprint = auditor.get_by_test_id("key-fingerprint").inner_text()
     with auditor.expect_download() as bundle_download:
         auditor.get_by_role("button", name="Signed bundle (zip)").click()

@@ -225,7 +225,8 @@ def test_heartbeats_keep_a_node_online_and_silence_takes_it_offline(people, sett
 
     services.heartbeat(node_id=node.pk, sample=sample)
     assert Node.objects.get(pk=node.pk).state == NodeState.ONLINE
-    actions = list(AuditEvent.objects.filter(target_id=str(node.pk)).order_by("seq").values_list("action", flat=True))
+    events = AuditEvent.objects.filter(target_type="fleet.node", target_id=str(node.pk))
+    actions = list(events.order_by("seq").values_list("action", flat=True))
     assert actions == ["node.join", "node.offline", "node.online"]
 
 
@@ -470,3 +471,22 @@ def test_when_redis_fails_under_the_hub_its_sockets_are_told_to_reconnect(db):
         assert sink.frames == ["lost"] and hub.subscribers == {}  # browsers reconnect, joining again
 
     async_to_sync(go)()
+
+
+def test_a_heartbeat_that_reached_the_console_keeps_a_node_online_while_the_worker_is_behind(people, settings):
+    """The agent endpoint notes each heartbeat's arrival in Redis; a sweep that finds the database's
+    last heartbeat old (the worker's queue backed up) but the arrival recent leaves the node Online."""
+    from fleet.nodes import commands
+
+    settings.FLEET_NODE_OFFLINE_AFTER_S = 15
+    node, _secret = _join(people["admin"])
+    services.heartbeat(node_id=node.pk, sample=_message(node.pk))
+    later = timezone.now() + timedelta(seconds=20)
+    commands.client().set(services.heard_key(node.pk), (later - timedelta(seconds=2)).timestamp(), ex=60)
+    try:
+        assert services.mark_offline(now=later) == []
+        assert Node.objects.get(pk=node.pk).state == NodeState.ONLINE
+        # Arrivals stopped too: offline.
+        assert [n.pk for n in services.mark_offline(now=later + timedelta(seconds=16))] == [node.pk]
+    finally:
+        commands.client().delete(services.heard_key(node.pk))
