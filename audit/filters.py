@@ -77,18 +77,19 @@ class TrailFilter:
                 | Q(target_repr__icontains=self.q)
                 | Q(request_id=self.q)
             )
+        # every value is checked before any shortcut: a bad cursor is refused even in an empty window
+        if self.before and not (self.before.isdigit() and int(self.before) >= 1):
+            raise FilterError(f"before: give an event number, not {self.before!r}.")
         since = parse_when("since", self.since) if self.since else None
         until = parse_when("until", self.until, end_of_day=True) if self.until else None
+        if self.before:
+            qs = qs.filter(seq__lt=int(self.before))
         if since and until and since > until:
             return qs.none()  # an empty window
         if since:
             qs = qs.filter(created_at__gte=since)
         if until:
             qs = qs.filter(created_at__lte=until)
-        if self.before:
-            if not (self.before.isdigit() and int(self.before) >= 1):
-                raise FilterError(f"before: give an event number, not {self.before!r}.")
-            qs = qs.filter(seq__lt=int(self.before))
         return qs.order_by("-seq")
 
     def page(self, user: Any, size: int = PAGE_SIZE) -> tuple[list[AuditEvent], int | None]:

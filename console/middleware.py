@@ -43,9 +43,11 @@ class RequestIdMiddleware:
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-class RefuseNulMiddleware:
+class RefuseMalformedInputMiddleware:
     """A query or form value holding a NUL character is a 400 naming it: PostgreSQL text cannot
-    hold one (a lookup with it raises), and no field here means one. JSON bodies: console.parsers."""
+    hold one (a lookup with it raises), and no field here means one. JSON bodies: console.parsers.
+    An API query parameter given twice is a 400 naming it too: every one the API documents holds a
+    single value, and reading only the last would answer a question nobody asked."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -58,6 +60,10 @@ class RefuseNulMiddleware:
             for key, values in source.lists():
                 if "\x00" in key or any("\x00" in v for v in values):
                     raise BadRequest(f"{key.replace(chr(0), '')}: NUL characters (\\u0000) are not allowed.")
+        if request.path.startswith("/api/"):
+            for key, values in request.GET.lists():
+                if len(values) > 1:
+                    raise BadRequest(f"{key}: give this query parameter once, not {len(values)} times.")
         return self.get_response(request)
 
 

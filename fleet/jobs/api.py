@@ -102,4 +102,4 @@ class JobViewSet(FilteredListMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     )
     @action(detail=False, methods=["get"])
     def compare(self, request: Request) -> Response:
-        return Response({"runs": compare_runs(parse_ids(",".join(request.query_params.getlist("ids"))))})
+        return Response({"runs": compare_runs(parse_ids(request.query_params.get("ids", "")))})

@@ -164,6 +164,21 @@ def test_a_nul_character_in_a_query_is_a_400_naming_it(client_for, world):
     assert client_for("admin").get("/nodes/", {"q": NUL}).status_code == 400  # a page too
 
 
+def test_a_query_parameter_given_twice_is_a_400_naming_it(client_for, world):
+    """Every documented query parameter holds one value; the API does not quietly read the last."""
+    document, checked = _document(), 0
+    for path, item in document["paths"].items():
+        url = _fill(path, world)
+        for parameter in item.get("get", {}).get("parameters", []):
+            if parameter["in"] != "query" or url is None:
+                continue
+            response = client_for("admin").get(url, {parameter["name"]: ["1", "2"]})
+            assert response.status_code == 400 and parameter["name"] in response.json()["detail"], (url, parameter)
+            checked += 1
+    assert checked > 30
+    assert client_for("admin").get("/api/audit/events/", {"before": "2"}).status_code == 200  # once is fine
+
+
 def test_an_id_in_a_query_must_be_a_whole_number(client_for, world):
     for value in ("0.5", "1e3", "two"):
         for url in ("/api/instances/", "/instances/"):
