@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint manage venv runtime
+.PHONY: run test lint manage venv runtime screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ runtime: $(STAMP)
 
 test: $(STAMP) runtime
 	$(PY) -m console.launch test $(ARGS)
+
+# Screenshots of each persona's pages and page 1 of the PDF report, into build/screenshots/.
+screenshots: $(STAMP)
+	$(PY) -m console.launch test tests/e2e/test_screenshots.py -q
 
 # ruff, mypy (Django and DRF plugins) and the import contracts; .ci/run runs it before the tests.
 # mypy reads the settings module, which wants these set; nothing connects to them.

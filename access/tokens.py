@@ -51,6 +51,19 @@ def generate(kind: str = TOKEN_KIND) -> NewToken:
     return NewToken(plaintext, prefix, digest(plaintext))
 
 
+def derive(kind: str, key: str, seed: str) -> NewToken:
+    """The same well-formed secret for the same ``key`` and ``seed`` (HMAC-SHA256): a secret the
+    console can make again when it needs the plaintext, while only its digest is stored."""
+    mac = hmac.new(key.encode(), f"{kind}:{seed}".encode(), hashlib.sha256).digest()
+    n, chars = int.from_bytes(mac[6:], "big"), []  # 208 bits for 32 base62 characters (190)
+    for _ in range(_SECRET_LEN):
+        n, r = divmod(n, 62)
+        chars.append(_BASE62[r])
+    body = f"{kind}_{mac[:6].hex()}_{''.join(chars)}"
+    plaintext = body + _checksum(body)
+    return NewToken(plaintext, mac[:6].hex(), digest(plaintext))
+
+
 def parse_prefix(plaintext: str, kind: str = TOKEN_KIND) -> str | None:
     """The prefix of a well-formed secret of this kind with a valid checksum, else None."""
     parts = plaintext.split("_", 2)

@@ -33,6 +33,7 @@ _WHEN = {
 _PARAMETER_TYPES: dict[str, Any] = {
     "since": _WHEN,
     "until": _WHEN,
+    "role": {"anyOf": [{"type": "string", "enum": Role.values}, {"type": "string", "maxLength": 0}]},
     "before": {  # blank, as the page's own links send it: the first page
         "anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "maxLength": 0}],
         "description": "the previous page's next_before",

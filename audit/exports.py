@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from audit import pdf, signing
 from audit.chain import canonical_json
-from audit.filters import FilterError, parse_when
+from audit.filters import FilterError, TrailFilter, parse_when
 from audit.models import COLUMNS, AuditEvent
 
 FORMAT = "fleet-console-audit-export/1"
@@ -35,15 +35,18 @@ DETAIL_ROWS = 500  # refusals and failed sign-ins listed one by one in the PDF
 class Period:
     since: datetime | None
     until: datetime | None
+    where: TrailFilter | None = None  # the trail's filter (who, what, on what), if the export narrows
 
     @classmethod
-    def parse(cls, since: str, until: str) -> Period:
+    def parse(cls, since: str, until: str, where: TrailFilter | None = None) -> Period:
         """Dates or date-times (``until`` includes its whole day); refuses bad input with FilterError."""
         start = parse_when("since", since.strip()) if since and since.strip() else None
         end = parse_when("until", until.strip(), end_of_day=True) if until and until.strip() else None
         if start and end and start > end:
             raise FilterError("since must not be after until.")
-        return cls(start, end)
+        if where is not None:
+            where.narrow(AuditEvent.objects.none())  # its values checked now, before anything is written
+        return cls(start, end, where if where is not None and where.narrows() else None)
 
     def events(self):
         qs = AuditEvent.objects.order_by("seq")
@@ -51,17 +54,20 @@ class Period:
             qs = qs.filter(created_at__gte=self.since)
         if self.until:
             qs = qs.filter(created_at__lte=self.until)
-        return qs
+        return self.where.narrow(qs) if self.where else qs
 
     def label(self) -> str:
         fmt = lambda d: d.isoformat(timespec="seconds") if d else None  # noqa: E731
-        return f"{fmt(self.since) or 'the beginning'} to {fmt(self.until) or 'now'}"
+        where = self.where.as_dict() if self.where else {}
+        narrowed = "; " + ", ".join(f"{k} {v}" for k, v in where.items() if k not in ("since", "until"))
+        return f"{fmt(self.since) or 'the beginning'} to {fmt(self.until) or 'now'}" + (narrowed if where else "")
 
     def as_dict(self) -> dict:
+        where = self.where.as_dict() if self.where else {}
         return {
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
-        }
+        } | {k: v for k, v in where.items() if k not in ("since", "until")}
 
 
 @dataclass(frozen=True)

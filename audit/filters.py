@@ -10,6 +10,7 @@ from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timezone import get_current_timezone, make_aware
 
+from access.people.choices import Role
 from audit.models import AuditEvent
 
 PAGE_SIZE = 50
@@ -43,6 +44,7 @@ def parse_when(name: str, value: str, end_of_day: bool = False) -> datetime:
 class TrailFilter:
     actor: str = ""
     department: str = ""
+    role: str = ""
     action: str = ""
     target: str = ""
     q: str = ""
@@ -57,7 +59,23 @@ class TrailFilter:
     def active(self) -> bool:
         return any(getattr(self, f) for f in self.__dataclass_fields__ if f != "before")
 
+    def narrows(self) -> bool:
+        """Whether anything but the period (and the page) is set."""
+        return any(getattr(self, f) for f in self.__dataclass_fields__ if f not in ("since", "until", "before"))
+
+    def as_dict(self) -> dict[str, str]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__ if getattr(self, f) and f != "before"}
+
     def apply(self, qs: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+        qs = self.narrow(qs)
+        return self.window(qs).order_by("-seq")
+
+    def narrow(self, qs: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+        """Everything but the period and the page: who, what, on what (the exports use it too)."""
+        if self.role:
+            if self.role not in Role.values:
+                raise FilterError(f"role: one of {', '.join(Role.values)}, not {self.role!r}.")
+            qs = qs.filter(actor_role=self.role)
         if self.actor:
             qs = qs.filter(actor_name=self.actor)  # exact: it uses the (actor_name, seq) index
         if self.department:
@@ -77,6 +95,9 @@ class TrailFilter:
                 | Q(target_repr__icontains=self.q)
                 | Q(request_id=self.q)
             )
+        return qs
+
+    def window(self, qs: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
         # every value is checked before any shortcut: a bad cursor is refused even in an empty window
         if self.before and not (self.before.isdigit() and int(self.before) >= 1):
             raise FilterError(f"before: give an event number, not {self.before!r}.")
@@ -90,7 +111,7 @@ class TrailFilter:
             qs = qs.filter(created_at__gte=since)
         if until:
             qs = qs.filter(created_at__lte=until)
-        return qs.order_by("-seq")
+        return qs
 
     def page(self, user: Any, size: int = PAGE_SIZE) -> tuple[list[AuditEvent], int | None]:
         """One page of what ``user`` may see, newest first, and the cursor for the next (older)

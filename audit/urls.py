@@ -6,6 +6,7 @@ from audit import api, views
 
 urlpatterns = [
     path("audit/", views.trail, name="audit-trail"),
+    path("audit/events/<int:seq>/", views.event_detail, name="audit-event"),
     path("audit/verify/", views.verify_now, name="audit-verify"),
     path("audit/export/<str:kind>/", views.export, name="audit-export"),
 ]

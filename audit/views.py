@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import tempfile
+from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 import audit
-from access.people.choices import READERS
+from access.people.choices import READERS, Role
 from access.people.permissions import role_required
 from audit import exports, signing, verification
 from audit.filters import FilterError, TrailFilter
@@ -25,13 +27,26 @@ EXPORTS = {
 }
 
 
-def _actions() -> list[str]:
-    """The actions seen, for the filter's suggestions (a DISTINCT over the whole table: cached)."""
-    found = cache.get("audit:actions")
+def _seen(column: str) -> list[str]:
+    """The values of ``column`` in the trail, for a filter's picker (a DISTINCT over the whole
+    table: cached for five minutes)."""
+    found = cache.get(f"audit:seen:{column}")
     if found is None:
-        found = list(AuditEvent.objects.values_list("action", flat=True).distinct().order_by("action")[:200])
-        cache.set("audit:actions", found, 300)
+        values = AuditEvent.objects.exclude(**{column: ""}).values_list(column, flat=True).distinct()
+        found = list(values.order_by(column)[:300])
+        cache.set(f"audit:seen:{column}", found, 300)
     return found
+
+
+def _diff(before: Any, after: Any) -> list[dict[str, Any]]:
+    """Field by field, what an event changed: every key of either side, changed ones marked."""
+    if not isinstance(before, dict) and not isinstance(after, dict):
+        return []
+    old, new = before if isinstance(before, dict) else {}, after if isinstance(after, dict) else {}
+    return [
+        {"key": key, "before": old.get(key, ""), "after": new.get(key, ""), "changed": old.get(key) != new.get(key)}
+        for key in sorted(set(old) | set(new))
+    ]
 
 
 @role_required(*READERS)
@@ -41,7 +56,12 @@ def trail(request: HttpRequest) -> HttpResponse:
     context = {
         "filter": flt,
         "events": [],
-        "actions": _actions(),
+        "actions": _seen("action"),
+        "action_groups": sorted({a.split(".")[0] + "." for a in _seen("action") if "." in a}),
+        "departments": _seen("actor_department"),
+        "targets": _seen("target_type"),
+        "roles": Role.choices,
+        "narrowed": urlencode(flt.as_dict()),
         "last_run": verification.latest(),
         "public_key": signing.public_key_b64(),
         "fingerprint": signing.fingerprint(),
@@ -64,6 +84,35 @@ def trail(request: HttpRequest) -> HttpResponse:
 
 
 @role_required(*READERS)
+@require_GET
+def event_detail(request: HttpRequest, seq: int) -> HttpResponse:
+    """Every field of one event, what it changed, and the events of the same request; a panel
+    when the trail opens it in place, a page of its own when linked to."""
+    event = get_object_or_404(AuditEvent.objects.visible_to(request.user), seq=seq)
+    related = (
+        list(
+            AuditEvent.objects.visible_to(request.user)
+            .filter(request_id=event.request_id)
+            .exclude(seq=event.seq)
+            .order_by("seq")[:20]
+        )
+        if event.request_id
+        else []
+    )
+    template = "audit/_event_detail.html" if request.headers.get("HX-Request") else "audit/event.html"
+    return render(
+        request,
+        template,
+        {
+            "event": event,
+            "diff": _diff(event.before, event.after),
+            "related": related,
+            "context_items": sorted((event.context or {}).items()),
+        },
+    )
+
+
+@role_required(*READERS)
 @require_POST
 def verify_now(request: HttpRequest) -> HttpResponse:
     full = request.POST.get("full") == "1"
@@ -77,14 +126,23 @@ def verify_now(request: HttpRequest) -> HttpResponse:
 @role_required(*READERS)
 @require_GET
 def export(request: HttpRequest, kind: str) -> HttpResponse | StreamingHttpResponse:
-    """?since=&until= (dates or date-times). CSV and JSON Lines stream; the bundle is built in a
+    """?since=&until= (dates or date-times), and the trail's own filters for CSV, JSON Lines and
+    the PDF (a saved filter becomes an export link). CSV and JSON Lines stream; the bundle is built in a
     temporary file (constant memory) and then sent."""
     if kind not in EXPORTS:
         return HttpResponse(f"Unknown export {kind!r}; use one of {', '.join(EXPORTS)}.", status=404)
+    where = TrailFilter.from_params(request.GET)
     try:
-        period = exports.Period.parse(request.GET.get("since", ""), request.GET.get("until", ""))
+        period = exports.Period.parse(request.GET.get("since", ""), request.GET.get("until", ""), where)
     except FilterError as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain")
+    if kind == "bundle" and period.where is not None:  # its chain is checked offline: every event of the period
+        return HttpResponse(
+            "A signed bundle holds every event of its period, so that its chain can be checked; "
+            "clear the filters (keep From and Until), or export these events as CSV, JSON Lines or PDF.",
+            status=400,
+            content_type="text/plain",
+        )
     content_type, suffix = EXPORTS[kind]
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     filename = f"audit-{stamp}.{suffix}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -10,21 +9,16 @@ from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import BadRequest
 from django.db import connection
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from access.gateway import ledger
-from access.grants import services as grants
-from access.grants.models import AccessRequest, ApiKey
-from access.people.choices import Role, Source
-from access.people.models import Department, PersonalToken, User
+from access.people.choices import Role
 from access.people.permissions import signed_in_user
 from audit.models import AuditEvent
+from console import dashboards
 from console.supervisor import SUPERVISOR_STATE, read_state
-from fleet.nodes.models import GPU, Node
 
 RECENT_EVENTS = 25
 
@@ -33,38 +27,16 @@ RECENT_EVENTS = 25
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     user = signed_in_user(request)
+    context: dict[str, Any]
     if user.role == Role.ADMIN:
-        by_role = dict(User.objects.values_list("role").annotate(n=Count("id")).order_by())
-        context: dict[str, Any] = {
-            "users_by_role": [(Role(r).label, by_role.get(r, 0)) for r in Role.values],
-            "user_count": sum(by_role.values()),
-            "department_count": Department.objects.count(),
-            "events_24h": AuditEvent.objects.filter(created_at__gte=timezone.now() - timedelta(hours=24)).count(),
-            "active_tokens": PersonalToken.objects.filter(revoked_at__isnull=True).count(),
-            "nodes_by_state": dict(Node.objects.values_list("state").annotate(n=Count("id")).order_by()),
-            "gpu_count": GPU.objects.count(),
-        }
+        context = dashboards.admin()
         context["node_count"] = sum(context["nodes_by_state"].values())
-        if settings.AUTH_LDAP_SERVER_URI:  # with a directory, local admins are the break-glass accounts
-            context["break_glass"] = list(
-                User.objects.filter(role=Role.ADMIN, source=Source.LOCAL, is_active=True).values_list(
-                    "username", flat=True
-                )
-            )
         return render(request, "home/admin.html", context)
     if user.role == Role.DEPT_USER:
-        context = {
-            "department": user.department,
-            "colleagues": user.department.members.count() if user.department else 0,
-            "tokens": PersonalToken.objects.filter(user=user, revoked_at__isnull=True).count(),
-            "models": sorted({m.name for g in grants.active_grants(user) for m in g.models.all()}),
-            "keys": ApiKey.objects.filter(user=user, revoked_at__isnull=True).count(),
-            "pending": AccessRequest.objects.filter(requester=user, state=AccessRequest.State.PENDING).count(),
-        }
-        return render(request, "home/dept_user.html", context)
+        return render(request, "home/dept_user.html", dashboards.dept_user(user))
     if user.role == Role.AUDITOR:
-        events = AuditEvent.objects.all()[:RECENT_EVENTS]
-        return render(request, "home/auditor.html", {"events": events})
+        context = dashboards.auditor() | {"events": AuditEvent.objects.all()[:RECENT_EVENTS]}
+        return render(request, "home/auditor.html", context)
     return render(request, "home/no_role.html", status=200)
 
 

@@ -19,3 +19,11 @@ ACCESS_REQUEST_TRANSITIONS: dict[str, set[str]] = {
     AccessRequestState.DENIED: set(),
     AccessRequestState.WITHDRAWN: set(),
 }
+
+
+class KeyPurpose(models.TextChoices):
+    """An application's key, made and shown once by its holder, or the one the playground holds
+    for its holder under a grant (the console re-creates its plaintext; see access.playground)."""
+
+    APP = "app", "Application"
+    PLAYGROUND = "playground", "Playground"

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models as db  # `models` is a field name below
 from django.utils import timezone
 
-from access.grants.choices import ACCESS_REQUEST_TRANSITIONS, AccessRequestState
+from access.grants.choices import ACCESS_REQUEST_TRANSITIONS, AccessRequestState, KeyPurpose
 from access.people.choices import readers_or_own
 from access.tokens import LABEL_VALIDATOR
 from console.actions import Actor
@@ -161,6 +161,7 @@ class ApiKey(Revocable, Limits):
     last_used_at = db.DateTimeField(null=True, blank=True)
     revoked_at = db.DateTimeField(null=True, blank=True)
     revoked_by = db.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=db.SET_NULL, related_name="+")
+    purpose = db.CharField(max_length=16, choices=KeyPurpose.choices, default=KeyPurpose.APP)
 
     class Meta:
         ordering = ["-created_at"]

@@ -152,9 +152,10 @@ class ApiKeySerializer(ModelSerializer):
             "expires_in_days",
             "last_used_at",
             "revoked_at",
+            "purpose",
             *LIMIT_FIELDS,
         ]
-        read_only_fields = ["id", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
+        read_only_fields = ["id", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at", "purpose"]
 
     def get_model_names(self, obj: ApiKey) -> list[str]:
         return sorted(m.name for m in obj.models.all())

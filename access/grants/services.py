@@ -16,6 +16,7 @@ from django.utils import timezone
 
 import audit
 from access import bus, tokens
+from access.grants.choices import KeyPurpose
 from access.grants.models import LIMIT_FIELDS, LIMIT_MAX, AccessRequest, ApiKey, DepartmentQuota, Grant
 from access.people.choices import Role
 from access.people.models import Department, User
@@ -352,7 +353,7 @@ def create_key(
         outside = [m.name for m in models or [] if m.pk not in granted]
         if outside:
             raise ServiceError(f"The grant does not cover {', '.join(sorted(outside))}.", "models")
-        active = ApiKey.objects.filter(user=user, revoked_at__isnull=True).count()
+        active = ApiKey.objects.filter(user=user, revoked_at__isnull=True, purpose=KeyPurpose.APP).count()
         if active >= MAX_KEYS_PER_USER:
             raise ServiceError(f"You already have {active} active keys; revoke one first.")
         new = tokens.generate(tokens.KEY_KIND)

@@ -68,7 +68,14 @@
     const who = e.actor_name + (e.actor_role ? " (" + (e.actor_role_label || e.actor_role) + ")" : "");
     const action = document.createElement("td");
     const code = document.createElement("code"); code.textContent = e.action; action.appendChild(code);
-    tr.append(cell(e.seq), cell(when.toISOString().replace("T", " ").slice(0, 19)), cell(who), action,
+    const seq = document.createElement("td");
+    const link = document.createElement("a");
+    link.href = "/audit/events/" + e.seq + "/";
+    link.dataset.eventLink = "";
+    link.textContent = e.seq;
+    link.setAttribute("aria-label", "Event " + e.seq + ": details");
+    seq.appendChild(link);
+    tr.append(seq, cell(when.toISOString().replace("T", " ").slice(0, 19)), cell(who), action,
               cell(e.target_repr), cell(e.source_ip || e.channel));
     return tr;
   }
@@ -79,6 +86,7 @@
   function matches(f, e) {
     if (f.actor && e.actor_name !== f.actor) return false;
     if (f.department && e.actor_department !== f.department) return false;
+    if (f.role && e.actor_role !== f.role) return false;
     if (f.target && e.target_type !== f.target) return false;
     if (f.action && (f.action.endsWith(".") ? !e.action.startsWith(f.action) : e.action !== f.action)) return false;
     if (f.since && e.created_at < f.since) return false;

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -14,12 +15,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 import audit
 import verify_export
 from audit import archive, exports, serializers, signing, verification
+from audit import context as audit_context
 from audit.models import ArchiveSegment, AuditEvent
 from console.config import BASE_DIR
 from tests.helpers import read_pdf, tamper
@@ -232,3 +235,45 @@ def test_until_a_date_includes_that_whole_day(events, client_for):
     assert len(body.decode().splitlines()) == AuditEvent.objects.count() + 1
     trail = client_for("auditor").get(f"/api/audit/events/?until={today}").json()["results"]
     assert len(trail) == min(50, AuditEvent.objects.count())
+
+
+def test_a_filtered_trail_exports_just_its_events(events, client_for, signing_key):
+    client = client_for("auditor")
+    page = client.get("/audit/?action=test.step&role=admin").content.decode()
+    link = re.search(r'href="(/audit/export/csv/\?[^"]+)" data-testid="export-filtered-csv"', page).group(1)
+    body = b"".join(client.get(link.replace("&amp;", "&")).streaming_content).decode()
+    assert len(body.splitlines()) == 1 + 20 and all(",test.step," in line for line in body.splitlines()[1:])
+    report = read_pdf(client.get("/audit/export/pdf/?actor=admin&action=test.step").content)
+    assert "test.step 20" in report.text and "actor admin" in report.text  # the filter is on the report
+    bundle = client.get("/audit/export/bundle/?action=test.step")  # a bundle's chain needs every event
+    assert bundle.status_code == 400 and b"every event of its period" in bundle.content
+    assert client.get("/audit/export/csv/?role=wizard").status_code == 400
+    assert client.get("/api/audit/events/?role=wizard").status_code == 400
+    assert {e["actor_role"] for e in client.get("/api/audit/events/?role=admin").json()["results"]} == {"admin"}
+
+
+def test_an_event_opens_with_every_field_its_diff_and_its_request(people, client_for):
+    with audit_context.bound(user=people["admin"], source_ip="10.0.0.9", request_id="req-abcdef12", channel="web"):
+        first = audit.record(
+            people["admin"], "user.update", people["dept_user"], before={"role": "none"}, after={"role": "auditor"}
+        )
+        second = audit.record(people["admin"], "grant.create", people["dept_user"], after={"models": ["demo"]})
+    client = client_for("auditor")
+    panel = client.get(f"/audit/events/{first.seq}/", headers={"HX-Request": "true"}).content.decode()
+    assert "<html" not in panel and "10.0.0.9" in panel and "req-abcdef12" in panel and first.hash in panel
+    diff = panel.split('data-testid="event-diff"')[1].split("</table>")[0]
+    assert "<del>none</del>" in diff and "<ins>auditor</ins>" in diff
+    assert f"/audit/events/{second.seq}/" in panel.split('data-testid="event-related"')[1]
+    assert b"event-page" in client.get(f"/audit/events/{first.seq}/").content  # linked to: a page of its own
+    assert client_for("dept_user").get(f"/audit/events/{first.seq}/").status_code == 403
+    assert client.get("/audit/events/999999/").status_code == 404
+    # The trail's pickers offer the values the trail holds (the department by its name as recorded).
+    audit.record(people["dept_user"], "access.request", None)
+    cache.delete_many(["audit:seen:actor_department", "audit:seen:action"])
+    page = client.get("/audit/").content.decode()
+    picker = page.split('data-testid="department-picker"')[1].split("</select>")[0]
+    name = people["dept_user"].department.name
+    assert f'<option value="{name}">{name}</option>' in picker
+    assert '<option value="user.">user.* (every user action)</option>' in page
+    rows = client.get("/api/audit/events/", {"department": name}).json()["results"]
+    assert "access.request" in [e["action"] for e in rows] and {e["actor_department"] for e in rows} == {name}

@@ -35,7 +35,17 @@ def test_the_trail_shows_an_admins_action_live_and_exports(personas, browser, li
     # the admin's sign-in (another action) did not slip into the filtered view
     assert auditor.locator('[data-testid="events"] tr', has_text="auth.login").count() == 0
 
+    # The event opens in a panel in place: every field, what it changed, the events of its request.
+    auditor.locator(f'tr[data-seq="{created.seq}"] a[data-event-link]').click()
+    panel = auditor.get_by_test_id("event-panel")
+    panel.get_by_test_id("event-fields").wait_for()
+    assert "Cardiology" in panel.get_by_test_id("event-diff").inner_text()
+    assert panel.get_by_test_id("event-request-id").inner_text() == created.request_id
+    auditor.keyboard.press("Escape")
+    assert not panel.is_visible()
+
     auditor.goto(live_server_url + "/audit/")
+    auditor.get_by_text("Export…").click()  # above the table: no scrolling past 50 rows
     with auditor.expect_download() as csv_download:
         auditor.get_by_role("button", name="CSV", exact=True).click()
     csv_path = tmp_path / "trail.csv"
@@ -48,6 +58,7 @@ def test_the_trail_shows_an_admins_action_live_and_exports(personas, browser, li
     pdf_download.value.save_as(pdf_path)
     assert "department.create" in read_pdf(pdf_path.read_bytes()).text
     fingerprint = auditor.get_by_test_id("key-fingerprint").inner_text()
+    assert auditor.get_by_role("button", name="Signed bundle (zip)").bounding_box()["y"] < 600
     with auditor.expect_download() as bundle_download:
         auditor.get_by_role("button", name="Signed bundle (zip)").click()
     bundle = tmp_path / "bundle.zip"

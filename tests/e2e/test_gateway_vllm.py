@@ -15,6 +15,7 @@ import pytest
 from django.utils import timezone
 
 from access import bus
+from access.grants.choices import KeyPurpose
 from access.grants.models import AccessRequest, ApiKey, Grant
 from access.usage.models import UsageRecord
 from audit.models import AuditEvent
@@ -112,6 +113,43 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     events = AuditEvent.objects.filter(action="gateway.request", target_id=str(key.pk), context__status=200)
     assert sorted(e.request_id for e in events) == sorted(r.request_id for r in rows)
 
+    # 4b. The playground, without pasting a key: the answer streams in token by token, through the
+    # gateway under her grant (a ledger row and an audit event follow); then two names side by side.
+    user_page.get_by_role("link", name="Playground", exact=True).click()
+    user_page.wait_for_selector('[data-testid="playground"]')
+    user_page.evaluate(_WATCH_ANSWER)
+    user_page.locator('input[name="max_tokens"]').fill("12")
+    user_page.get_by_test_id("prompt").fill("Write one word.")
+    user_page.get_by_test_id("send").click()
+    user_page.wait_for_selector('[data-pane="a"][data-done="1"]', timeout=60_000)
+    states = [t for t in dict.fromkeys(user_page.evaluate("window.__answerStates")) if t.strip()]
+    assert len(states) >= 2, states  # it grew while streaming, not in one piece at the end
+    stats = user_page.get_by_test_id("stats-a").inner_text()
+    assert "TTFT" in stats and "tokens" in stats and "latency" in stats, stats
+    played = wait_for(
+        lambda: UsageRecord.objects.filter(key__purpose=KeyPurpose.PLAYGROUND, status=200).first(), 10, "a ledger row"
+    )
+    assert played.stream and played.completion_tokens > 0 and played.model == "demo"
+    wait_for(
+        lambda: AuditEvent.objects.filter(action="gateway.request", request_id=played.request_id).exists(),
+        10,
+        "the playground call's audit event",
+    )
+    user_page.get_by_test_id("compare-toggle").check()
+    user_page.get_by_test_id("model-b").select_option("demo-chat")
+    user_page.get_by_test_id("prompt").fill("And another.")
+    user_page.get_by_test_id("send").click()
+    user_page.wait_for_selector('[data-pane="a"][data-done="2"]', timeout=60_000)
+    user_page.wait_for_selector('[data-pane="b"][data-done="1"]', timeout=60_000)
+    assert "TTFT" in user_page.get_by_test_id("stats-b").inner_text()
+    code = user_page.get_by_test_id("code-python-b").text_content()
+    assert 'model="demo-chat"' in code and f"{live_server_url}/v1" in code
+    wait_for(
+        lambda: UsageRecord.objects.filter(key__purpose=KeyPurpose.PLAYGROUND, status=200).count() == 3,
+        10,
+        "a ledger row for each of the three playground answers",
+    )
+
     # 5. The user sees the calls on the usage page.
     user_page.get_by_role("link", name="Usage", exact=True).click()
     user_page.wait_for_selector('[data-testid="usage-requests"]')
@@ -161,8 +199,8 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     # 8. The user revokes the key in the UI → 401 on the next call.
     user_page.get_by_role("link", name="My access", exact=True).click()
     user_page.once("dialog", lambda d: d.accept())
-    user_page.locator('[data-testid="my-keys"]').get_by_role("button", name="Revoke").click()
-    user_page.wait_for_selector('[data-testid="my-keys"] .badge.offline')
+    user_page.locator('[data-testid="my-keys"] tr[data-key="letters-app"]').get_by_role("button", name="Revoke").click()
+    user_page.wait_for_selector('[data-testid="my-keys"] tr[data-key="letters-app"] .badge.offline')
     revoked = time.monotonic()
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=2)
@@ -170,6 +208,17 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     user_page.context.close()
     admin_page.context.close()
     settle_ledger()
+
+
+# Every state the first pane's answer passes through, as the page renders it.
+_WATCH_ANSWER = """() => {
+  window.__answerStates = [];
+  const transcript = document.querySelector('[data-testid="transcript-a"]');
+  new MutationObserver(() => {
+    const answer = transcript.querySelector('[data-testid="answer"]');
+    if (answer) window.__answerStates.push(answer.textContent);
+  }).observe(transcript, {subtree: true, childList: true, characterData: true});
+}"""
 
 
 def _try(call, waiting_for: tuple[int, ...] = (503,)):

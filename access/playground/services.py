@@ -1,0 +1,111 @@
+"""The playground's keys: one per person and grant, held by the console for its holder.
+
+The page calls the gateway like any client (same quotas, ledger row and audit event), so it needs
+a real key; the person should not have to paste one. The console derives the key's plaintext
+from its secret and the key's own row (``tokens.derive``), so it can hand it to its holder's page
+again while only the digest is stored, as for every key. It has no expiry of its own: the grant's
+applies, and revoking the grant (or the key, on My access) stops it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+import audit
+from access import bus, tokens
+from access.grants.choices import KeyPurpose
+from access.grants.models import ApiKey, Grant
+from access.grants.services import active_grants, callable_models
+from access.people.models import User
+
+KEY_NAME = "Playground"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A name the gateway answers to (a model's, or one of its deployments'), the key the page
+    calls it with, and how many Ready instances serve it."""
+
+    name: str
+    model: str
+    key: str
+    ready: int
+
+
+def _secret(user_id: int, grant_id: int, created_at: datetime) -> tokens.NewToken:
+    made = created_at.astimezone(UTC).strftime("%Y%m%d%H%M%S%f")  # to the microsecond, as stored
+    return tokens.derive(tokens.KEY_KIND, settings.SECRET_KEY, f"playground:{user_id}:{grant_id}:{made}")
+
+
+def _make(user: User, grant: Grant) -> str:
+    """A new playground key for ``user`` under ``grant`` (audited); its plaintext."""
+    created_at = timezone.now()
+    secret = _secret(user.pk, grant.pk, created_at)
+    key = ApiKey.objects.create(
+        grant=grant,
+        user=user,
+        name=KEY_NAME,
+        purpose=KeyPurpose.PLAYGROUND,
+        prefix=secret.prefix,
+        digest=secret.digest,
+        created_at=created_at,
+    )
+    audit.record(
+        user,
+        "apikey.create",
+        key,
+        after={"name": KEY_NAME, "prefix": secret.prefix, "grant": grant.pk, "purpose": KeyPurpose.PLAYGROUND},
+    )
+    bus.publish_on_commit("keys")
+    return secret.plaintext
+
+
+def keys_for(user: User, grants: list[Grant]) -> dict[int, str]:
+    """Plaintext of ``user``'s playground key under each grant, by grant id: one query once they
+    exist; the first visit makes them. A key whose digest no longer matches (the console's secret
+    was rotated) is revoked and replaced."""
+    held = ApiKey.objects.filter(user=user, grant__in=grants, purpose=KeyPurpose.PLAYGROUND, revoked_at__isnull=True)
+    out: dict[int, str] = {}
+    for key in held:
+        secret = _secret(user.pk, key.grant_id, key.created_at)
+        if tokens.matches(secret.plaintext, key.digest):
+            out[key.grant_id] = secret.plaintext
+        else:
+            with transaction.atomic():
+                key.revoked_at = timezone.now()
+                key.save(update_fields=["revoked_at"])
+                audit.record(user, "apikey.revoke", key, reason="the console's secret changed; a new key replaces it")
+                bus.publish_on_commit("keys")
+    for grant in grants:
+        if grant.pk not in out:
+            with transaction.atomic():
+                Grant.objects.select_for_update().get(pk=grant.pk)  # two tabs at once make one key, not two
+                again = held.filter(grant=grant).first()
+                out[grant.pk] = _secret(user.pk, grant.pk, again.created_at).plaintext if again else _make(user, grant)
+    return out
+
+
+def choices(user: User) -> list[Choice]:
+    """Every name the person may call (each granted model's, then its deployments', as /v1/models
+    lists them), with the key of the grant that lasts longest."""
+    grants = sorted(active_grants(user), key=lambda g: g.expires_at, reverse=True)
+    covering = {}
+    for grant in reversed(grants):  # the longest-lasting grant last, so it wins
+        covering.update({m.pk: grant for m in grant.models.all()})
+    models = list(callable_models(user))
+    keys = keys_for(user, list({covering[m.pk].pk: covering[m.pk] for m in models}.values()))
+    out = []
+    for model in models:
+        key, deployments = keys[covering[model.pk].pk], list(model.deployments.all())
+        ready = [d.ready for d in deployments]  # type: ignore[attr-defined]
+        out.append(Choice(name=model.name, model=model.name, key=key, ready=sum(ready)))
+        out += [
+            Choice(name=d.name, model=model.name, key=key, ready=n) for d, n in zip(deployments, ready, strict=True)
+        ]
+    unique = {c.name: c for c in reversed(out)}  # a deployment named as a model: the model's entry
+    return [c for c in out if unique[c.name] is c]

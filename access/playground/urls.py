@@ -1,0 +1,7 @@
+"""The playground's page."""
+
+from django.urls import path
+
+from access.playground import views
+
+urlpatterns = [path("playground/", views.playground, name="playground")]

