@@ -19,7 +19,7 @@ from fleet.catalog.queries import fit_spec
 from fleet.jobs.forms import QuantizeForm
 from fleet.nodes import queries
 from fleet.planning import placement
-from fleet.planning.estimator import GIB, EstimateError
+from fleet.planning.estimator import EstimateError, size
 
 PAGE_SIZE = 50
 
@@ -172,7 +172,7 @@ def fit(request: HttpRequest) -> HttpResponse:
                     "label": label,
                     "estimate": e,
                     "segments": [
-                        {"label": line.label, "gib": line.bytes / GIB, "pct": 100 * line.bytes / total, "line": line}
+                        {"label": line.label, "size": size(line.bytes), "pct": 100 * line.bytes / total, "line": line}
                         for line in e.lines
                         if line.label != "Usable memory"
                     ],

@@ -7,6 +7,8 @@ from typing import cast
 from django import forms
 
 from fleet.catalog.models import ModelArtifact
+from fleet.nodes.choices import NodeKind
+from fleet.nodes.models import Node
 
 
 class DeploymentForm(forms.Form):
@@ -15,7 +17,9 @@ class DeploymentForm(forms.Form):
     replicas = forms.IntegerField(min_value=0, max_value=64, initial=1)
     max_model_len = forms.IntegerField(min_value=16, max_value=10_000_000, initial=2048, label="Context length")
     dtype = forms.ChoiceField(choices=[(c, c) for c in ("auto", "bfloat16", "float16", "float32")], initial="bfloat16")
-    gpu_memory_utilization = forms.FloatField(min_value=0.05, max_value=1.0, initial=0.9)
+    gpu_memory_utilization = forms.FloatField(
+        min_value=0.05, max_value=1.0, initial=0.9, label="GPU memory utilization"
+    )
     max_num_seqs = forms.IntegerField(min_value=1, max_value=4096, initial=256, label="Max concurrent sequences")
     tensor_parallel_size = forms.IntegerField(min_value=1, max_value=64, initial=1, label="Tensor parallel")
     pipeline_parallel_size = forms.IntegerField(min_value=1, max_value=64, initial=1, label="Pipeline parallel")
@@ -43,6 +47,11 @@ class DeploymentForm(forms.Form):
         super().__init__(*args, **kwargs)
         model_field = cast("forms.ModelChoiceField[ModelArtifact]", self.fields["model"])
         model_field.queryset = ModelArtifact.objects.order_by("name")
+        # A field for hardware the fleet lacks is kept (its default still goes in) but not shown.
+        kinds = set(Node.objects.values_list("kind", flat=True).distinct())
+        for field, kind in (("gpu_memory_utilization", NodeKind.GPU), ("cpu_kv_space_gib", NodeKind.CPU)):
+            if kinds and kind not in kinds:
+                self.fields[field].widget = forms.HiddenInput()
 
     def service_kwargs(self) -> dict:
         d = self.cleaned_data

@@ -24,6 +24,8 @@ from fleet.jobs.forms import BenchmarkForm
 from fleet.nodes.models import Node
 
 PAGE_SIZE = 50
+# A flash announcing a start is gone once the page shows the deployment past starting (see flash.js).
+UNTIL_STARTED = '[data-testid="deployment-state"]:not([data-state="starting"])'
 ACTIONS = {"start", "stop", "restart", "scale", "delete"}
 
 
@@ -40,7 +42,7 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
             except ServiceError as exc:
                 form_error(form, exc)
             else:
-                messages.success(request, f"{deployment.name} is being deployed.")
+                messages.success(request, f"{deployment.name} is being deployed.", extra_tags=UNTIL_STARTED)
                 return redirect("deployment-detail", pk=deployment.pk)
     filterset, page, list_status = list_page(request, DeploymentFilterSet, PAGE_SIZE)
     status = max(status, list_status)
@@ -106,6 +108,7 @@ def deployment_page(
             "history": history,
             "benchmark_form": benchmark_form or BenchmarkForm(),
             "benchmarks": benchmarks,
+            "partial": bool(partial),
         },
         status=status,
     )

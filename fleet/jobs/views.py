@@ -25,6 +25,8 @@ from fleet.jobs.models import Job
 from fleet.jobs.queries import compare_runs, parse_ids
 
 PAGE_SIZE = 50
+# A flash announcing a queued job is gone once the page shows it no longer queued (see flash.js).
+UNTIL_RUNNING = '[data-field="state"]:not([data-state="queued"])'
 
 
 @role_required(Role.ADMIN)
@@ -83,7 +85,7 @@ def quantize(request: HttpRequest, pk: int) -> HttpResponse:
             form_error(form, exc)
         else:
             assert job.node is not None  # quantize chose one
-            messages.success(request, f"Quantization queued on {job.node.name}.")
+            messages.success(request, f"Quantization queued on {job.node.name}.", extra_tags=UNTIL_RUNNING)
             return redirect("job-detail", pk=job.pk)
     return model_page(request, model, quantize_form=form, status=400)
 
@@ -99,6 +101,6 @@ def benchmark(request: HttpRequest, pk: int) -> HttpResponse:
         except ServiceError as exc:
             form_error(form, exc)
         else:
-            messages.success(request, f"Benchmark queued against {deployment.name}.")
+            messages.success(request, f"Benchmark queued against {deployment.name}.", extra_tags=UNTIL_RUNNING)
             return redirect("job-detail", pk=job.pk)
     return deployment_page(request, deployment, benchmark_form=form, status=400)

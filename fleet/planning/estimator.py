@@ -176,8 +176,14 @@ class Estimate:
         return asdict(self)
 
 
-def _gib(n: float) -> str:
-    return f"{n / GIB:.2f} GiB"
+def size(n: float) -> str:
+    """Bytes as people read them: GiB down to 0.01, then MiB, then KiB (a tiny test model's
+    0.003 GiB of weights reads "3.1 MiB", not "0.00 GiB")."""
+    if abs(n) >= GIB / 100:
+        return f"{n / GIB:.2f} GiB"
+    if abs(n) >= 1024**2:
+        return f"{n / 1024**2:.1f} MiB"
+    return f"{n / 1024:.1f} KiB"
 
 
 def check_spec(
@@ -212,14 +218,14 @@ def _finish(e: Estimate, per_token: int, budget: int, max_model_len: int, concur
     if e.fits:
         e.verdict = (
             f"Fits: {e.token_capacity:,} tokens of KV cache hold {concurrency} × {max_model_len:,}; "
-            f"up to {e.max_concurrency} sequences of that length at once; {_gib(e.margin_bytes)} spare."
+            f"up to {e.max_concurrency} sequences of that length at once; {size(e.margin_bytes)} spare."
         )
     elif budget <= 0:
-        e.verdict = f"Does not fit: {what} leave no room for a KV cache (short by {_gib(-budget + e.needed_kv_bytes)})."
+        e.verdict = f"Does not fit: {what} leave no room for a KV cache (short by {size(-budget + e.needed_kv_bytes)})."
     else:
         e.verdict = (
-            f"Does not fit: {concurrency} × {max_model_len:,} tokens need {_gib(e.needed_kv_bytes)} of KV "
-            f"cache, {_gib(budget)} is left; short by {_gib(-e.margin_bytes)}."
+            f"Does not fit: {concurrency} × {max_model_len:,} tokens need {size(e.needed_kv_bytes)} of KV "
+            f"cache, {size(budget)} is left; short by {size(-e.margin_bytes)}."
         )
     return e
 
@@ -260,11 +266,11 @@ def estimate_gpu(
     budget = usable - weights_gpu - activation - NON_TORCH_BYTES
     e = Estimate(device="gpu", fits=False, verdict="")
     e.lines = [
-        Line("Usable memory", usable, f"gpu_memory_utilization {gpu_memory_utilization} × {_gib(gpu_memory_bytes)}"),
+        Line("Usable memory", usable, f"gpu_memory_utilization {gpu_memory_utilization} × {size(gpu_memory_bytes)}"),
         Line(
             "Weights",
             weights_gpu,
-            f"{_gib(weights)} of weights{'' if quantization == 'none' else f' after {quantization}'}"
+            f"{size(weights)} of weights{'' if quantization == 'none' else f' after {quantization}'}"
             f" ÷ ({tp} TP × {pp} PP)",
         ),
         Line(
@@ -317,7 +323,7 @@ def estimate_cpu(
         if needed > ram_free_bytes:
             e.fits = False
             e.verdict = (
-                f"Does not fit: needs {_gib(needed)} of RAM, {_gib(ram_free_bytes)} is free; "
-                f"short by {_gib(needed - ram_free_bytes)}."
+                f"Does not fit: needs {size(needed)} of RAM, {size(ram_free_bytes)} is free; "
+                f"short by {size(needed - ram_free_bytes)}."
             )
     return e

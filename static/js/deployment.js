@@ -72,7 +72,10 @@
     }
 
     function refresh() {
-      if (window.htmx) htmx.ajax("GET", location.pathname, { target: "#instances", select: "#instances", swap: "outerHTML" });
+      if (!window.htmx) return;
+      // the instances, and the deployment's own state beside its name (one page fetch for both)
+      htmx.ajax("GET", location.pathname, { target: "#instances", select: "#instances", swap: "outerHTML",
+                                            selectOOB: "#deployment-state-live" });
     }
     // Fetched again on every change, and each time the topic is (re)joined: what changed before
     // the page was listening, or while its socket was down, shows too.

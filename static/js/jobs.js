@@ -80,7 +80,10 @@
         });
       });
       new uPlot({ width: Math.max(280, el.clientWidth || 400), height: 200, series: series,
-                  scales: { x: { time: false } }, axes: [{ label: key === "rate" ? "requests/s" : "in flight" }, {}] }, data, el);
+                  scales: { x: { time: false } }, axes: [{ label: key === "rate" ? "requests/s" : "in flight",
+                                  // ticks at the levels that were run, nothing between them
+                                  splits: function () { return xs; }, values: function (u, splits) { return splits.map(String); } }, {}] },
+                  data, el);
     }
     const plan = { output_throughput: ["output_throughput"], request_throughput: ["request_throughput"],
                    ttft: ["ttft_p50_ms", "ttft_p99_ms"], tpot: ["tpot_p50_ms", "tpot_p99_ms"], e2el: ["e2el_p50_ms", "e2el_p99_ms"] };

@@ -113,3 +113,20 @@ def test_the_node_page_chart_gains_points_without_a_reload(
         page.context.close()
     finally:
         stop_agent(agent)
+
+
+def test_the_sidebar_folds_behind_a_menu_on_a_phone_and_opens_from_the_keyboard(personas, browser, live_server_url):
+    page = sign_in(browser, live_server_url, "admin")
+    page.wait_for_selector('[data-testid="admin-home"]')
+    sidebar = page.get_by_test_id("sidebar")
+    assert sidebar.is_visible() and page.get_by_role("link", name="Home").get_attribute("aria-current") == "page"
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert not sidebar.is_visible()
+    menu = page.get_by_role("button", name="Menu")
+    menu.focus()
+    page.keyboard.press("Enter")
+    assert sidebar.is_visible() and menu.get_attribute("aria-expanded") == "true"
+    page.keyboard.press("Tab")  # from the Menu button into the page: the links are reachable
+    page.keyboard.press("Escape")
+    assert not sidebar.is_visible() and menu.get_attribute("aria-expanded") == "false"
+    page.context.close()

@@ -25,7 +25,10 @@ def test_an_admin_deploys_the_demo_model_and_watches_it_become_ready(browser, fl
     )  # the planner, before submit
     page.get_by_role("button", name="Deploy", exact=True).click()
     page.wait_for_selector('[data-testid="instances"]')
+    assert page.get_by_text("ui-demo is being deployed.").is_visible()  # one flash for the outcome...
     page.wait_for_selector('[data-testid="instances"] [data-state="ready"]', timeout=VLLM_START_S * 1000)
+    page.wait_for_selector('[data-testid="deployment-state"][data-state="ready"]', timeout=10_000)
+    page.get_by_text("ui-demo is being deployed.").wait_for(state="detached", timeout=2_000)  # ...gone once Ready
     page.wait_for_function(
         "document.querySelector('[data-testid=instance-log]').textContent.includes('INFO')", timeout=10_000
     )

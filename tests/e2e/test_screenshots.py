@@ -12,8 +12,8 @@ import pypdfium2
 import pytest
 
 from console.config import BASE_DIR
+from tests import pages as site
 from tests.e2e.conftest import sign_in
-from tests.e2e.test_accessibility import _objects
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 WIDE = {"width": 1400, "height": 900}
@@ -26,7 +26,7 @@ def _folder() -> Path:
 
 
 def test_screenshots_of_each_persona_and_the_main_pages(personas, browser, live_server_url):
-    objects = _objects(personas)
+    objects = site.objects(personas)
     folder, saved = _folder(), []
 
     def shot(page, name: str) -> None:

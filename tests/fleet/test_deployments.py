@@ -366,3 +366,21 @@ def test_pipeline_stages_stay_on_one_node_or_are_refused(people, tmp_path, setti
             model=model,
             options={"tensor_parallel_size": 2, "pipeline_parallel_size": 2, "max_model_len": 1024},
         )
+
+
+def test_the_deploy_form_shows_only_the_memory_fields_the_fleet_has_hardware_for(client_for, setup):
+    page = client_for("admin").get("/deployments/").content.decode()  # a CPU node only
+    assert 'type="hidden" name="gpu_memory_utilization"' in page and "GPU memory utilization" not in page
+    assert "CPU KV space (GiB)" in page
+    Node.objects.create(name="gpu-a", kind="gpu", agent_digest="y", state=NodeState.ONLINE)
+    page = client_for("admin").get("/deployments/").content.decode()
+    assert "GPU memory utilization" in page and "CPU KV space (GiB)" in page
+    # Hidden, its default still goes in: the form posts as before.
+    Node.objects.filter(kind="gpu").delete()
+    response = client_for("admin").post(
+        "/deployments/",
+        {"name": "hidden-ok", "model": setup["model"].pk, "replicas": 0, "max_model_len": 1024, "dtype": "bfloat16",
+         "gpu_memory_utilization": 0.9, "max_num_seqs": 8, "tensor_parallel_size": 1, "pipeline_parallel_size": 1,
+         "kv_cache_dtype": "auto", "cpu_kv_space_gib": 1, "strategy": "binpack"},
+    )  # fmt: skip
+    assert response.status_code == 302 and Deployment.objects.filter(name="hidden-ok").exists()

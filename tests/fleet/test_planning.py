@@ -178,3 +178,14 @@ def test_a_cpu_node_takes_a_small_model_when_its_ram_allows():
     placed = plan(Spec(demo, max_model_len=1024, cpu_kv_space_bytes=GIB), fleet)
     assert placed.ok and placed.replicas[0][0].node == "big" and placed.replicas[0][0].gpus == []
     assert "free RAM" in placed.rejected["small"]
+
+
+def test_sizes_read_in_the_unit_that_fits():
+    from fleet.planning.estimator import GIB, size
+
+    assert [size(3 * GIB), size(GIB / 100), size(0.003 * GIB), size(2048)] == [
+        "3.00 GiB",
+        "0.01 GiB",
+        "3.1 MiB",
+        "2.0 KiB",
+    ]
