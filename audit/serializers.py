@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from audit.models import COLUMNS, AuditEvent
-from console.serializers import BooleanField, IntegerField, ModelSerializer
+from console.serializers import BooleanField, IntegerField, ModelSerializer, Serializer
 
 _FIELDS = [*COLUMNS, "hash", "actor_role_label"]
 
@@ -26,7 +26,7 @@ class AuditEventPageSerializer(serializers.Serializer):
     next_before = IntegerField(allow_null=True, help_text="pass as before= for the next (older) page")
 
 
-class VerifyRequestSerializer(serializers.Serializer):
+class VerifyRequestSerializer(Serializer):
     full = BooleanField(default=False, help_text="from the chain's start, not the last checkpoint")
 
 

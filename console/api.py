@@ -100,6 +100,39 @@ def declare_errors(result: dict[str, Any], generator: Any, request: Any, public:
     return result
 
 
+def close_requests(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular hook: a request body names every field it may hold (``additionalProperties:
+    false``), as the serializers enforce (console.serializers); responses stay open to additions.
+    Closed: every component a request body refers to, and those they refer to."""
+    components = result.get("components", {}).get("schemas", {})
+    pending = [
+        media.get("schema", {})
+        for path in result.get("paths", {}).values()
+        for method, operation in path.items()
+        if method in HTTP_METHODS
+        for media in operation.get("requestBody", {}).get("content", {}).values()
+    ]
+    seen: set[str] = set()
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+                name = ref.rsplit("/", 1)[1]
+                if name not in seen and name in components:
+                    seen.add(name)
+                    pending.append(components[name])
+            else:
+                pending.extend(node.values())
+    for name in seen:
+        schema = components[name]
+        if schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+    return result
+
+
 @extend_schema(responses=UserSerializer)
 @api_view(["GET"])
 def me(request: Request) -> Response:

@@ -1,8 +1,10 @@
 """API shapes every app's serializers share: a field takes the JSON type its document names and
-nothing else (DRF takes 0 as "0", "5" as 5 and 0 as false), and one paginator."""
+nothing else (DRF takes 0 as "0", "5" as 5 and 0 as false), a request names only fields the
+document names, and one paginator."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.db import models
@@ -50,7 +52,28 @@ class EmailField(_OnlyStrings, serializers.EmailField):
     pass
 
 
-class ModelSerializer(serializers.ModelSerializer):
+class _RefuseUnknownFields:
+    """A field the request's document does not name is a 400 naming it, not silently dropped (a
+    misspelt ``expires_in_day`` would make a token that never expires). Read-only fields are not
+    part of a request either: the document's request shapes leave them out (and say so with
+    ``additionalProperties: false``, console.api.close_requests)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            fields = self.fields  # type: ignore[attr-defined]
+            writable = sorted(name for name, field in fields.items() if not field.read_only)
+            unknown = sorted(str(k) for k in data if k not in writable and k != "csrfmiddlewaretoken")
+            if unknown:
+                takes = ", ".join(writable) or "no fields"
+                raise ValidationError({k: [f"Unknown field; this request takes {takes}."] for k in unknown})
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class Serializer(_RefuseUnknownFields, serializers.Serializer):
+    pass
+
+
+class ModelSerializer(_RefuseUnknownFields, serializers.ModelSerializer):
     serializer_field_mapping = serializers.ModelSerializer.serializer_field_mapping | {
         models.CharField: CharField,
         models.TextField: CharField,

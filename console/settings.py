@@ -316,7 +316,11 @@ SPECTACULAR_SETTINGS = {
         "JobStateEnum": "fleet.jobs.choices.JobState",
     },
     # every operation declares the error statuses the exception handler can answer, with its body
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "console.api.declare_errors"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "console.api.declare_errors",
+        "console.api.close_requests",
+    ],
 }
 
 # --- i18n, static -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from rest_framework import serializers
 from access.grants import services
 from access.grants.models import LIMIT_FIELDS, LIMIT_MAX, AccessRequest, ApiKey, Grant
 from access.people.models import Department, User
-from console.serializers import BooleanField, CharField, IntegerField, ModelSerializer
+from console.serializers import BooleanField, CharField, IntegerField, ModelSerializer, Serializer
 from fleet.catalog.models import ModelArtifact
 
 
@@ -23,7 +23,7 @@ def _limit_fields() -> dict:
     }
 
 
-class LimitsSerializer(serializers.Serializer):
+class LimitsSerializer(Serializer):
     locals().update(_limit_fields())
 
 

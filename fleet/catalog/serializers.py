@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from console.serializers import CharField, IntegerField, ModelSerializer
+from console.serializers import CharField, IntegerField, ModelSerializer, Serializer
 from fleet.catalog.models import ModelArtifact, ModelFile, slug_validator
 from fleet.planning.estimator import QUANTIZATIONS
 
@@ -76,7 +76,7 @@ class ModelDetailSerializer(ModelArtifactSerializer):
         read_only_fields = ModelArtifactSerializer.Meta.read_only_fields + ["files", "variants", "config"]
 
 
-class FitRequestSerializer(serializers.Serializer):
+class FitRequestSerializer(Serializer):
     model = serializers.PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all())
     max_model_len = IntegerField(min_value=1, max_value=10_000_000, default=4096)
     concurrency = IntegerField(min_value=1, max_value=100_000, default=1)

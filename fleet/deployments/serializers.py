@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from console.serializers import CharField, IntegerField, ModelSerializer
+from console.serializers import CharField, IntegerField, ModelSerializer, Serializer
 from fleet.catalog.models import ModelArtifact, slug_validator
 from fleet.deployments.models import Deployment, Instance
 
@@ -73,5 +73,5 @@ class DeploymentSerializer(ModelSerializer):
         return sum(1 for i in deployment.instances.all() if i.state == "ready")
 
 
-class ScaleSerializer(serializers.Serializer):
+class ScaleSerializer(Serializer):
     replicas = IntegerField(min_value=0, max_value=64)

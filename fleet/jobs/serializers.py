@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from rest_framework import serializers
 
-from console.serializers import IntegerField, ModelSerializer
+from console.serializers import IntegerField, ModelSerializer, Serializer
 from fleet.jobs.choices import JobKind
 from fleet.jobs.models import Job
 
@@ -57,7 +57,7 @@ class JobDetailSerializer(JobSerializer):
         read_only_fields = fields
 
 
-class JobCreateSerializer(serializers.Serializer):
+class JobCreateSerializer(Serializer):
     """What POST /api/jobs/ takes: the shape only; the services judge the rest (fleet.jobs.params)."""
 
     kind = serializers.ChoiceField(choices=JobKind.choices)

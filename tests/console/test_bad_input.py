@@ -164,6 +164,21 @@ def test_a_nul_character_in_a_query_is_a_400_naming_it(client_for, world):
     assert client_for("admin").get("/nodes/", {"q": NUL}).status_code == 400  # a page too
 
 
+@pytest.mark.parametrize(("method", "path"), _bodies())
+def test_a_field_the_document_does_not_name_is_a_400_naming_it(signed_in, world, method, path):
+    """A misspelt field is refused, not dropped; the document says so (additionalProperties: false)."""
+    url = _fill(path, world)
+    assert url is not None, f"no object for {path}: add one to the world fixture"
+    schema = _resolve(
+        _document(), _document()["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    )
+    before = _snapshot()
+    response = _call(signed_in, method, url, {"expires_in_day": 1})
+    assert response.status_code == 400 and _names(response, "expires_in_day"), response.content
+    assert "Unknown field" in json.dumps(response.json()) and _snapshot() == before
+    assert schema.get("additionalProperties") is False or "properties" not in schema, schema
+
+
 def test_a_query_parameter_given_twice_is_a_400_naming_it(client_for, world):
     """Every documented query parameter holds one value; the API does not quietly read the last."""
     document, checked = _document(), 0
