@@ -4,6 +4,7 @@ the test database, and Chromium for browser tests. Tests using them commit their
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -458,6 +459,12 @@ def fleet_with_agent(
     finally:
         stop_agent(agent["proc"])
         recorder.close()
+        # An agent leaves its instances running when it exits (a new one adopts them), so a server
+        # that did not stop in time is killed here: left, it would answer on the next test's port.
+        for proc in vllm_processes(models):
+            for child in proc.children(recursive=True) + [proc]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
 
 
 @pytest.fixture
