@@ -53,11 +53,12 @@ def _diff(before: Any, after: Any) -> list[dict[str, Any]]:
 @require_GET
 def trail(request: HttpRequest) -> HttpResponse:
     flt = TrailFilter.from_params(request.GET)
+    actions = _seen("action")
     context = {
         "filter": flt,
         "events": [],
-        "actions": _seen("action"),
-        "action_groups": sorted({a.split(".")[0] + "." for a in _seen("action") if "." in a}),
+        "actions": actions,
+        "action_groups": sorted({a.split(".")[0] + "." for a in actions if "." in a}),
         "departments": _seen("actor_department"),
         "targets": _seen("target_type"),
         "roles": Role.choices,

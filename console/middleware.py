@@ -56,13 +56,12 @@ class RefuseMalformedInputMiddleware:
         sources = [request.GET]
         if request.method == "POST" and request.content_type in FORM_TYPES:
             sources.append(request.POST)  # parsed once here; DRF reuses it (Request._parse)
+        api = request.path.startswith("/api/")
         for source in sources:
             for key, values in source.lists():
                 if "\x00" in key or any("\x00" in v for v in values):
                     raise BadRequest(f"{key.replace(chr(0), '')}: NUL characters (\\u0000) are not allowed.")
-        if request.path.startswith("/api/"):
-            for key, values in request.GET.lists():
-                if len(values) > 1:
+                if api and source is request.GET and len(values) > 1:
                     raise BadRequest(f"{key}: give this query parameter once, not {len(values)} times.")
         return self.get_response(request)
 
