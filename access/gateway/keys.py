@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from django.db import close_old_connections
 
 from access import tokens
+from access.grants.choices import GrantPurpose
 from access.grants.models import LIMIT_FIELDS, ApiKey, DepartmentQuota
+from access.people.choices import Role
 
 TTL_S = 60.0
 MISSING_TTL_S = 5.0
@@ -78,7 +80,9 @@ def load(prefix: str) -> KeyEntry | None:
         key_expires_at=key.expires_at.timestamp() if key.expires_at else None,
         grant_expires_at=grant.expires_at.timestamp(),
         revoked=key.revoked_at is not None,
-        grant_revoked=grant.revoked_at is not None,
+        # an administrator's playground grant lapses the moment its holder is no longer one
+        grant_revoked=grant.revoked_at is not None
+        or (grant.purpose == GrantPurpose.PLAYGROUND and user.role != Role.ADMIN),
         user_active=user.is_active,
         key_limits=_tighter(key.limits(), grant.limits()),
         department_limits=_tighter(quota.limits()) if quota else {},

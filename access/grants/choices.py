@@ -27,3 +27,12 @@ class KeyPurpose(models.TextChoices):
 
     APP = "app", "Application"
     PLAYGROUND = "playground", "Playground"
+
+
+class GrantPurpose(models.TextChoices):
+    """Access granted to a department user (directly or by approving a request), or the grant the
+    console makes for an administrator's playground: every model, valid only while its holder is
+    an administrator (see access.playground)."""
+
+    ACCESS = "access", "Access"
+    PLAYGROUND = "playground", "Administrator's playground"

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models as db  # `models` is a field name below
 from django.utils import timezone
 
-from access.grants.choices import ACCESS_REQUEST_TRANSITIONS, AccessRequestState, KeyPurpose
+from access.grants.choices import ACCESS_REQUEST_TRANSITIONS, AccessRequestState, GrantPurpose, KeyPurpose
 from access.people.choices import readers_or_own
 from access.tokens import LABEL_VALIDATOR
 from console.actions import Actor
@@ -90,6 +90,7 @@ class Grant(Revocable, Limits):
     created_at = db.DateTimeField(default=timezone.now)
     revoked_at = db.DateTimeField(null=True, blank=True)
     expiry_recorded = db.BooleanField(default=False)  # its expiry is in the audit trail (once)
+    purpose = db.CharField(max_length=16, choices=GrantPurpose.choices, default=GrantPurpose.ACCESS)
 
     class Meta:
         ordering = ["expires_at"]

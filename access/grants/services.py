@@ -16,7 +16,7 @@ from django.utils import timezone
 
 import audit
 from access import bus, tokens
-from access.grants.choices import KeyPurpose
+from access.grants.choices import GrantPurpose, KeyPurpose
 from access.grants.models import LIMIT_FIELDS, LIMIT_MAX, AccessRequest, ApiKey, DepartmentQuota, Grant
 from access.people.choices import Role
 from access.people.models import Department, User
@@ -307,8 +307,11 @@ def effective_limits(*levels: Any) -> dict[str, int | None]:
 
 
 def expiring(within: timedelta = EXPIRING_WITHIN) -> QuerySet[Grant]:
+    """Grants someone should renew or let lapse (the console renews an administrator's playground)."""
     now = timezone.now()
-    return Grant.objects.filter(revoked_at__isnull=True, expires_at__gt=now, expires_at__lte=now + within)
+    return Grant.objects.filter(
+        revoked_at__isnull=True, expires_at__gt=now, expires_at__lte=now + within, purpose=GrantPurpose.ACCESS
+    )
 
 
 def set_department_quota(actor: User, department: Department, limits: dict) -> DepartmentQuota:

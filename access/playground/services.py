@@ -5,12 +5,16 @@ a real key; the person should not have to paste one. The console derives the key
 from its secret and the key's own row (``tokens.derive``), so it can hand it to its holder's page
 again while only the digest is stored, as for every key. It has no expiry of its own: the grant's
 applies, and revoking the grant (or the key, on My access) stops it.
+
+Administrators hold no grants of their own, yet they try every deployment: for them the console
+keeps one grant of purpose "playground" naming every registered model (audited when it is made or
+changed). The gateway honours it only while its holder is an administrator.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -18,12 +22,15 @@ from django.utils import timezone
 
 import audit
 from access import bus, tokens
-from access.grants.choices import KeyPurpose
+from access.grants.choices import GrantPurpose, KeyPurpose
 from access.grants.models import ApiKey, Grant
-from access.grants.services import active_grants, callable_models
+from access.grants.services import EXPIRING_WITHIN, active_grants, callable_models
+from access.people.choices import Role
 from access.people.models import User
+from fleet.catalog.models import ModelArtifact
 
 KEY_NAME = "Playground"
+ADMIN_GRANT_DAYS = 30  # renewed on a visit within EXPIRING_WITHIN of its end
 
 
 @dataclass(frozen=True)
@@ -90,9 +97,51 @@ def keys_for(user: User, grants: list[Grant]) -> dict[int, str]:
     return out
 
 
+def _state(grant: Grant) -> dict:
+    return {"models": sorted(m.name for m in grant.models.all()), "expires_at": grant.expires_at}
+
+
+def keep_admin_grant(user: User) -> None:
+    """Make, or bring up to date, the grant an administrator's playground calls under: every
+    registered model, at least EXPIRING_WITHIN from its end. Unchanged, it costs two queries."""
+    models = list(ModelArtifact.objects.order_by("pk"))
+    current = Grant.objects.filter(
+        user=user, purpose=GrantPurpose.PLAYGROUND, revoked_at__isnull=True, expires_at__gt=timezone.now()
+    ).prefetch_related("models")
+    grant = current.first()
+    if grant is not None and grant.expires_at - timezone.now() > EXPIRING_WITHIN:
+        if {m.pk for m in grant.models.all()} == {m.pk for m in models}:
+            return
+    with transaction.atomic():
+        User.objects.select_for_update().get(pk=user.pk)  # two tabs at once make one grant, not two
+        grant = current.first()
+        expires_at = timezone.now() + timedelta(days=ADMIN_GRANT_DAYS)
+        if grant is None:
+            grant = Grant.objects.create(
+                user=user,
+                purpose=GrantPurpose.PLAYGROUND,
+                expires_at=expires_at,
+                note="An administrator trying deployments in the playground",
+                created_by=user,
+            )
+            grant.models.set(models)
+            audit.record(user, "grant.create", grant, after={"holder": user.username, **_state(grant)})
+        else:
+            before = _state(grant)
+            grant.models.set(models)
+            if grant.expires_at - timezone.now() <= EXPIRING_WITHIN:
+                grant.expires_at = expires_at
+                grant.save(update_fields=["expires_at"])
+            # set() dropped the prefetched models: _state reads the new ones
+            audit.record(user, "grant.update", grant, before=before, after=_state(grant))
+        bus.publish_on_commit("keys")
+
+
 def choices(user: User) -> list[Choice]:
     """Every name the person may call (each granted model's, then its deployments', as /v1/models
-    lists them), with the key of the grant that lasts longest."""
+    lists them), with the key of the grant that lasts longest; an administrator, every model."""
+    if user.role == Role.ADMIN:
+        keep_admin_grant(user)
     grants = sorted(active_grants(user), key=lambda g: g.expires_at, reverse=True)
     covering = {}
     for grant in reversed(grants):  # the longest-lasting grant last, so it wins

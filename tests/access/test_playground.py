@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
+from django.utils import timezone
 
 from access import tokens
 from access.gateway import keys as gateway_keys
 from access.grants import services as grants
-from access.grants.choices import KeyPurpose
-from access.grants.models import ApiKey
+from access.grants.choices import GrantPurpose, KeyPurpose
+from access.grants.models import ApiKey, Grant
 from access.people.choices import Role
 from access.playground import services as playground
 from audit.models import AuditEvent
@@ -78,7 +80,6 @@ def test_a_revoked_or_stale_playground_key_is_replaced(client_for, people, grant
 
 def test_no_grant_shows_how_to_get_one_and_every_role_may_open_it(client_for, people, granted):
     assert b"playground-empty" in client_for("auditor").get("/playground/").content
-    assert client_for("admin").get("/playground/").status_code == 200
     other = make_user("other_user", Role.DEPT_USER)
     client = client_for("dept_user")
     client.force_login(other)
@@ -103,3 +104,51 @@ def test_the_page_runs_a_constant_number_of_queries(client_for, people, db):
         return len(ctx)
 
     assert add(2) == add(8)
+
+
+def _load(prefix: str) -> gateway_keys.KeyEntry | None:
+    with mock.patch.object(gateway_keys, "close_old_connections"):  # it would close the test's transaction
+        return gateway_keys.load(prefix)
+
+
+def test_an_admin_tries_every_deployment_under_a_playground_grant_kept_for_them(client_for, people, granted):
+    admin = people["admin"]
+    client = client_for("admin")
+    offered = _choices(client.get("/playground/"))
+    assert [c["name"] for c in offered] == ["llama-a", "llama-chat", "qwen-b"]  # no grant asked for
+    grant = Grant.objects.get(user=admin)
+    assert grant.purpose == GrantPurpose.PLAYGROUND and grant.models.count() == 2
+    key = ApiKey.objects.get(user=admin, purpose=KeyPurpose.PLAYGROUND)
+    entry = _load(key.prefix)
+    assert entry is not None and entry.role == Role.ADMIN and not entry.grant_revoked and len(entry.model_ids) == 2
+    # Seen again, nothing changes: no event, no new grant or key.
+    events = AuditEvent.objects.count()
+    assert _choices(client.get("/playground/"))[0]["key"] == offered[0]["key"]
+    assert AuditEvent.objects.count() == events and Grant.objects.filter(user=admin).count() == 1
+    # A model registered since is offered on the next visit; the grant is extended, audited once.
+    ModelArtifact.objects.create(name="mistral-c", path="/models/mistral-c")
+    assert "mistral-c" in [c["name"] for c in _choices(client.get("/playground/"))]
+    update = AuditEvent.objects.get(action="grant.update", target_id=str(grant.pk))
+    assert update.before["models"] == ["llama-a", "qwen-b"] and "mistral-c" in update.after["models"]
+    assert grant.pk not in set(grants.expiring().values_list("pk", flat=True))  # the console renews it
+    # No longer an admin: the gateway refuses the key from its next load.
+    admin.role = Role.AUDITOR
+    admin.save(update_fields=["role"])
+    entry = _load(key.prefix)
+    assert entry is not None and entry.grant_revoked
+    # A department user is never made one.
+    client_for("dept_user").get("/playground/")
+    assert not Grant.objects.filter(purpose=GrantPurpose.PLAYGROUND).exclude(user=admin).exists()
+
+
+def test_an_admins_playground_grant_near_its_end_is_extended(client_for, people, granted):
+    client = client_for("admin")
+    client.get("/playground/")
+    grant = Grant.objects.get(user=people["admin"])
+    Grant.objects.filter(pk=grant.pk).update(
+        expires_at=grant.expires_at - timedelta(days=playground.ADMIN_GRANT_DAYS - 2)
+    )
+    client.get("/playground/")
+    grant.refresh_from_db()
+    assert grant.expires_at - timezone.now() > timedelta(days=playground.ADMIN_GRANT_DAYS - 1)
+    assert Grant.objects.filter(user=people["admin"]).count() == 1

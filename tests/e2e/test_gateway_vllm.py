@@ -149,6 +149,22 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
         30,
         "a ledger row for each of the three playground answers",
     )
+    # The admin holds no grant, yet tries the deployment from its page, under the playground grant
+    # the console keeps for administrators: the ledger row is hers.
+    admin_page.goto(f"{live_server_url}/deployments/{created.json()['id']}/")
+    admin_page.get_by_test_id("try-deployment").click()
+    admin_page.wait_for_selector('[data-testid="playground"]')
+    assert admin_page.get_by_test_id("model-a").input_value() == "demo-chat"
+    admin_page.locator('input[name="max_tokens"]').fill("4")
+    admin_page.get_by_test_id("prompt").fill("Write one word.")
+    admin_page.get_by_test_id("send").click()
+    admin_page.wait_for_selector('[data-pane="a"][data-done="1"]', timeout=60_000)
+    assert "TTFT" in admin_page.get_by_test_id("stats-a").inner_text()
+    wait_for(
+        lambda: UsageRecord.objects.filter(user=people["admin"], status=200).exists(),
+        30,
+        "the admin's playground call in the ledger",
+    )
 
     # 5. The user sees the calls on the usage page.
     user_page.get_by_role("link", name="Usage", exact=True).click()
