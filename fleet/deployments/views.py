@@ -120,12 +120,14 @@ def deployment_action(request: HttpRequest, pk: int, action: str) -> HttpRespons
     deployment = get_object_or_404(Deployment, pk=pk)
     if action not in ACTIONS:
         raise Http404(f"No action {action!r}.")
+    until = ""  # what the page shows once the state this flash announces is over (flash.js)
     try:
         if action == "scale":
             try:
                 replicas = int(request.POST.get("replicas", ""))
             except ValueError:
                 raise ServiceError("Replicas must be a whole number.") from None
+            until = UNTIL_STARTED if replicas > deployment.replicas else ""  # fewer: over at once
             services.scale(request.user, deployment, replicas)
         elif action == "delete":
             if request.POST.get("confirm_name") != deployment.name:
@@ -137,10 +139,11 @@ def deployment_action(request: HttpRequest, pk: int, action: str) -> HttpRespons
             {"start": services.start, "stop": services.stop, "restart": services.restart}[action](
                 request.user, deployment
             )
+            until = UNTIL_STARTED if action == "start" else ""
     except ServiceError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"{deployment.name}: {action} requested.")
+        messages.success(request, f"{deployment.name}: {action} requested.", extra_tags=until)
     return redirect("deployment-detail", pk=pk)
 
 

@@ -59,3 +59,34 @@ def test_markup_in_a_models_answer_is_rendered_but_never_runs(personas, browser,
     assert body["model"] == "demo" and body["stream"] is True and body["messages"][-1]["role"] == "user"
     assert "5 tokens" in page.get_by_test_id("stats-a").inner_text()
     page.context.close()
+
+
+def test_two_models_side_by_side_each_pane_asks_its_own(personas, browser, live_server_url):
+    llama = ModelArtifact.objects.create(name="llama-a", path="/models/llama-a")
+    qwen = ModelArtifact.objects.create(name="qwen-b", path="/models/qwen-b")
+    grants.create_grant(personas["admin"], user=personas["dept_user"], models=[llama, qwen], duration_days=3)
+    page = sign_in(browser, live_server_url, "dept_user")
+    page.goto(live_server_url + "/playground/")
+    asked = []
+
+    def answer(route):
+        model = json.loads(route.request.post_data)["model"]
+        asked.append(model)
+        words = ["I", " am", f" {model}."] if model == "llama-a" else ["Hello", " from", f" {model}", "!"]
+        route.fulfill(status=200, headers={"content-type": "text/event-stream"}, body=_sse(words))
+
+    page.route("**/v1/chat/completions", answer)
+    page.get_by_test_id("compare-toggle").check()
+    page.get_by_test_id("model-a").select_option("llama-a")
+    page.get_by_test_id("model-b").select_option("qwen-b")
+    page.get_by_test_id("prompt").fill("Who are you?")
+    page.get_by_test_id("send").click()
+    page.wait_for_selector('[data-pane="a"][data-done="1"]', timeout=10_000)
+    page.wait_for_selector('[data-pane="b"][data-done="1"]', timeout=10_000)
+    assert sorted(asked) == ["llama-a", "qwen-b"]  # one call per pane, on the same message
+    assert "I am llama-a." in page.get_by_test_id("transcript-a").inner_text()
+    assert "Hello from qwen-b!" in page.get_by_test_id("transcript-b").inner_text()
+    assert "3 tokens" in page.get_by_test_id("stats-a").inner_text()
+    assert "4 tokens" in page.get_by_test_id("stats-b").inner_text()
+    assert 'model="qwen-b"' in page.get_by_test_id("code-python-b").text_content()
+    page.context.close()

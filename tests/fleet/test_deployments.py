@@ -3,6 +3,7 @@ decisions and the pages. Real vLLM runs in tests/e2e/test_deployments.py."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django.utils.html import escape
 
 from audit.models import AuditEvent
 from console.actions import ServiceError
@@ -21,6 +23,7 @@ from fleet.deployments import reconciler
 from fleet.deployments import services as deploy
 from fleet.deployments.choices import DesiredState, InstanceState
 from fleet.deployments.models import Deployment, Instance
+from fleet.deployments.views import UNTIL_STARTED
 from fleet.nodes import commands, services
 from fleet.nodes.choices import NodeState
 from fleet.nodes.models import GPU, Node
@@ -310,6 +313,22 @@ def test_the_deployments_pages(client_for, setup):
     assert Deployment.objects.filter(pk=d.pk).exists()
     assert client.post(f"/deployments/{d.pk}/delete/", {"confirm_name": "demo-chat"}).status_code == 302
     assert not Deployment.objects.filter(pk=d.pk).exists()
+
+
+def test_a_flash_announcing_a_start_stays_until_the_page_shows_it_over(client_for, setup):
+    client = client_for("admin")
+    d = _deploy(setup)
+
+    def flash(action: str, **data) -> str:
+        page = client.post(f"/deployments/{d.pk}/{action}/", data, follow=True).content.decode()
+        found = re.search(r'<article class="flash success" role="status"([^>]*)>', page)
+        assert found, page[:3000]
+        return found.group(1)
+
+    assert f'data-clear-when="{escape(UNTIL_STARTED)}"' in flash("scale", replicas=3)  # more: until started
+    assert "data-clear-when" not in flash("scale", replicas=1)  # fewer: over the moment it is asked
+    assert "data-clear-when" not in flash("stop")  # the badge says Stopped at once
+    assert f'data-clear-when="{escape(UNTIL_STARTED)}"' in flash("start")
 
 
 def test_runtimes_install_on_a_node_with_a_clear_refusal_for_bad_input(client_for, setup, monkeypatch):
