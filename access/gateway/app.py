@@ -21,6 +21,7 @@ from access import bus
 from access.gateway import keys, ledger, routes
 from access.gateway.errors import GatewayError, error_body
 from access.gateway.quota import Quotas
+from fleet.deployments.choices import Routing
 
 log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024 * 1024
@@ -340,11 +341,14 @@ class Gateway:
             raise GatewayError(
                 429, verdict.message, "rate_limit_exceeded", retry_after=verdict.retry_after, kind="rate_limit_error"
             )
-        await self._forward(call, path, raw, wants_usage, receive, send)
+        key = routes.prefix_key(body) if route.routing == Routing.PREFIX else None
+        await self._forward(call, path, raw, wants_usage, key, receive, send)
 
-    async def _forward(self, call: Call, path: str, raw: bytes, wants_usage: bool, receive, send) -> None:
+    async def _forward(
+        self, call: Call, path: str, raw: bytes, wants_usage: bool, key: int | None, receive, send
+    ) -> None:
         """Proxy to an instance; a client that disconnects cancels the upstream request."""
-        proxy = asyncio.ensure_future(self._proxy(call, path, raw, wants_usage, send))
+        proxy = asyncio.ensure_future(self._proxy(call, path, raw, wants_usage, key, send))
         watch = asyncio.ensure_future(_disconnected(receive))
         try:
             await asyncio.wait((proxy, watch), return_when=asyncio.FIRST_COMPLETED)
@@ -360,13 +364,13 @@ class Gateway:
         if not proxy.cancelled():
             proxy.result()  # re-raise a GatewayError (no instance) to be answered
 
-    async def _proxy(self, call: Call, path: str, raw: bytes, wants_usage: bool, send) -> None:
+    async def _proxy(self, call: Call, path: str, raw: bytes, wants_usage: bool, key: int | None, send) -> None:
         route = call.route
         assert route is not None
         tried: set[int] = set()
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity", "X-Request-Id": call.rid}
         while True:
-            upstream = route.pick(tried)
+            upstream = route.pick(tried, key)
             if upstream is None:
                 raise GatewayError(
                     503,

@@ -1,6 +1,13 @@
-"""A called name → the deployment and its Ready instances; picks the least busy one. A name is a
-deployment's (admins' scripts) or a model's (what a grant names): a model's goes to a deployment
-serving it that has Ready instances.
+"""A called name → the deployment and its Ready instances, and which instance takes a call. A
+name is a deployment's (admins' scripts) or a model's (what a grant names): a model's goes to a
+deployment serving it that has Ready instances.
+
+Each deployment picks by its routing setting: the least busy instance, or by prompt prefix:
+consistent hashing with bounded load (as KubeAI's CHWBL), so calls sharing a prefix reach the
+instance whose prefix cache likely holds it, unless that one already has more than
+``LOAD_FACTOR`` × the mean load, when the next instance on the ring takes it. The ring hashes with
+BLAKE2b, not Python's per-process ``hash``, so every gateway process sends a prefix to the same
+instance.
 
 The table is reloaded (in a thread) when the console publishes "routes" (an instance or deployment
 changed) and at least every ``REFRESH_S`` in case a message was lost.
@@ -8,16 +15,47 @@ changed) and at least every ``REFRESH_S`` in case a message was lost.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 
 from django.db import close_old_connections
 
-from fleet.deployments.choices import InstanceState
+from fleet.deployments.choices import InstanceState, Routing
 from fleet.deployments.models import Deployment, Instance
 
 REFRESH_S = 5.0
 DOWN_FOR_S = 2.0  # after a connect failure, try other instances first for this long
+RING_POINTS = 256  # virtual points per instance on the ring (KubeAI's default replication)
+LOAD_FACTOR = 1.25  # an instance takes a prefix's call while under this × the mean load
+PREFIX_CHARS = 256  # how much of the conversation's start names its prefix
+
+
+def ring_hash(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def prefix_key(body: dict) -> int | None:
+    """The hash of the first ``PREFIX_CHARS`` of a call's input: the messages' text in order (the
+    system prompt first, where prefix caches share most), or the prompt; None without text."""
+    value = body.get("messages", body.get("prompt"))
+    parts: list[str] = []
+    size = 0
+    for item in value if isinstance(value, list) else [value]:
+        content = item.get("content") if isinstance(item, dict) else item
+        if isinstance(content, list):  # content parts: their text, in order
+            content = "".join(
+                p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
+        if isinstance(content, str):
+            parts.append(content)
+            size += len(content)
+            if size >= PREFIX_CHARS:
+                break
+    text = "\x1e".join(parts)[:PREFIX_CHARS]
+    return ring_hash(text.encode("utf-8", "surrogatepass")) if text else None
 
 
 @dataclass
@@ -36,8 +74,53 @@ class Route:
     created: int
     model_name: str = ""
     upstreams: list[Upstream] = field(default_factory=list)
+    routing: str = Routing.LEAST_BUSY
+    _ring: tuple[list[int], list[Upstream]] | None = field(default=None, init=False, repr=False)
+    _ring_of: tuple[int, ...] = field(default=(), init=False, repr=False)
 
-    def pick(self, exclude: set[int]) -> Upstream | None:
+    def pick(self, exclude: set[int], key: int | None = None) -> Upstream | None:
+        """The instance for a call not yet tried on ``exclude``: by ``key`` on the ring when the
+        deployment routes by prefix, else (or when all are busy) the least busy; healthy first."""
+        if key is not None and self.routing == Routing.PREFIX and len(self.upstreams) > 1:
+            chosen = self._by_prefix(key, exclude)
+            if chosen is not None:
+                return chosen
+        return self.least_busy(exclude)
+
+    def ring(self) -> tuple[list[int], list[Upstream]]:
+        """Points and their instances, sorted; rebuilt when the instances change."""
+        ids = tuple(id(u) for u in self.upstreams)
+        if self._ring is None or ids != self._ring_of:
+            points = sorted(
+                (ring_hash(f"{u.instance_id}:{i}".encode()), n)
+                for n, u in enumerate(self.upstreams)
+                for i in range(RING_POINTS)
+            )
+            self._ring = ([p for p, _ in points], [self.upstreams[n] for _, n in points])
+            self._ring_of = ids
+        return self._ring
+
+    def _by_prefix(self, key: int, exclude: set[int]) -> Upstream | None:
+        now = time.monotonic()
+        usable = [u for u in self.upstreams if u.instance_id not in exclude and u.down_until <= now]
+        if not usable:
+            return None
+        bound = math.ceil(LOAD_FACTOR * (sum(u.outstanding for u in usable) + 1) / len(usable))
+        points, owners = self.ring()
+        start = bisect.bisect_left(points, key)
+        seen: set[int] = set()
+        for i in range(len(points)):
+            up = owners[(start + i) % len(points)]
+            if up.instance_id in seen:
+                continue
+            seen.add(up.instance_id)
+            if up.instance_id not in exclude and up.down_until <= now and up.outstanding + 1 <= bound:
+                return up
+            if len(seen) == len(self.upstreams):
+                break
+        return None
+
+    def least_busy(self, exclude: set[int]) -> Upstream | None:
         """Least outstanding requests among the instances not tried yet; healthy ones first."""
         now = time.monotonic()
         best: Upstream | None = None
@@ -52,10 +135,10 @@ class Route:
 def load() -> dict[str, Route]:
     """Every deployment by served name, with its Ready instances (runs in a worker thread)."""
     close_old_connections()
-    rows = Deployment.objects.values_list("pk", "name", "model_id", "created_at", "model__name")
+    rows = Deployment.objects.values_list("pk", "name", "model_id", "created_at", "model__name", "routing")
     routes = {
-        name: Route(pk, name, model_id, int(created.timestamp()), model_name)
-        for pk, name, model_id, created, model_name in rows.order_by("pk")
+        name: Route(pk, name, model_id, int(created.timestamp()), model_name, routing=routing)
+        for pk, name, model_id, created, model_name, routing in rows.order_by("pk")
     }
     by_id = {r.deployment_id: r for r in routes.values()}
     ready = Instance.objects.filter(state=InstanceState.READY).values_list("pk", "deployment_id", "address", "port")

@@ -13,11 +13,13 @@ from rest_framework.response import Response
 from access.people.permissions import ADMIN_ONLY
 from console.filtering import FilteredListMixin
 from fleet.deployments import services
+from fleet.deployments.choices import Routing
 from fleet.deployments.filtersets import DeploymentFilterSet, InstanceFilterSet
 from fleet.deployments.serializers import (
     DeploymentSerializer,
     InstanceLogSerializer,
     InstanceSerializer,
+    RoutingSerializer,
     ScaleSerializer,
 )
 from fleet.nodes import commands
@@ -48,6 +50,7 @@ class DeploymentViewSet(
             options=d.get("options", {}),
             selector=d.get("selector", {}),
             strategy=d.get("strategy", "binpack"),
+            routing=d.get("routing", Routing.LEAST_BUSY),
             force=d.get("force", False),
         )
 
@@ -64,6 +67,14 @@ class DeploymentViewSet(
         body = ScaleSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         return self._act(services.scale, body.validated_data["replicas"])
+
+    @extend_schema(request=RoutingSerializer, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def routing(self, request: Request, pk: str | None = None) -> Response:
+        """How the gateway picks an instance for each call: least busy, or by prompt prefix."""
+        body = RoutingSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._act(services.set_routing, body.validated_data["routing"])
 
     @extend_schema(request=None, responses=DeploymentSerializer)
     @action(detail=True, methods=["post"])

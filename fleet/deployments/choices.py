@@ -19,6 +19,13 @@ DESIRED_TRANSITIONS: dict[str, set[str]] = {
 }
 
 
+class Routing(models.TextChoices):
+    """How the gateway picks one of a deployment's Ready instances for a call (access.gateway.routes)."""
+
+    LEAST_BUSY = "least-busy", "Least busy"
+    PREFIX = "prefix", "By prompt prefix (prefix cache affinity)"
+
+
 class InstanceState(models.TextChoices):
     PENDING = "pending", "Pending"  # placed; the agent has been told to start it
     STARTING = "starting", "Starting"  # the process runs; not answering yet

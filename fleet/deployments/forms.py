@@ -7,6 +7,7 @@ from typing import cast
 from django import forms
 
 from fleet.catalog.models import ModelArtifact
+from fleet.deployments.choices import Routing
 from fleet.nodes.choices import NodeKind
 from fleet.nodes.models import Node
 
@@ -29,6 +30,7 @@ class DeploymentForm(forms.Form):
     cpu_kv_space_gib = forms.IntegerField(min_value=1, max_value=4096, initial=1, label="CPU KV space (GiB)")
     enable_prefix_caching = forms.BooleanField(required=False, label="Prefix caching")
     strategy = forms.ChoiceField(choices=[("binpack", "binpack"), ("spread", "spread")], initial="binpack")
+    routing = forms.ChoiceField(choices=Routing.choices, initial=Routing.LEAST_BUSY, required=False, label="Routing")
     force = forms.BooleanField(required=False, label="Start even if the estimate says it will not fit")
 
     OPTION_FIELDS = (
@@ -60,6 +62,7 @@ class DeploymentForm(forms.Form):
             "model": d["model"],
             "replicas": d["replicas"],
             "strategy": d["strategy"],
+            "routing": d["routing"] or Routing.LEAST_BUSY,
             "force": d["force"],
             "selector": {},
             "options": {k: d[k] for k in self.OPTION_FIELDS},

@@ -14,6 +14,7 @@ from fleet.deployments.choices import (
     INSTANCE_TRANSITIONS,
     DesiredState,
     InstanceState,
+    Routing,
 )
 
 
@@ -32,6 +33,7 @@ class Deployment(models.Model):
     options = models.JSONField(default=dict)  # the typed vLLM options (fleet.protocol.vllm), validated
     selector = models.JSONField(default=dict, blank=True)  # node labels that must match
     strategy = models.CharField(max_length=16, default="binpack")
+    routing = models.CharField(max_length=16, choices=Routing.choices, default=Routing.LEAST_BUSY)
     force = models.BooleanField(default=False, help_text="Start even where the estimator says it will not fit.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

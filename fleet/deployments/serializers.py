@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from console.serializers import CharField, IntegerField, ModelSerializer, Serializer
 from fleet.catalog.models import ModelArtifact, slug_validator
+from fleet.deployments.choices import Routing
 from fleet.deployments.models import Deployment, Instance
 
 
@@ -59,6 +60,7 @@ class DeploymentSerializer(ModelSerializer):
             "options",
             "selector",
             "strategy",
+            "routing",
             "force",
             "ready",
             "placement_note",
@@ -75,3 +77,7 @@ class DeploymentSerializer(ModelSerializer):
 
 class ScaleSerializer(Serializer):
     replicas = IntegerField(min_value=0, max_value=64)
+
+
+class RoutingSerializer(Serializer):
+    routing = serializers.ChoiceField(choices=Routing.choices)

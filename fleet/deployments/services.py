@@ -18,7 +18,7 @@ from console.live import publish_on_commit
 from console.states import TransitionError
 from fleet.catalog.models import ModelArtifact, slug_validator
 from fleet.deployments import reconciler
-from fleet.deployments.choices import DesiredState, InstanceState
+from fleet.deployments.choices import DesiredState, InstanceState, Routing
 from fleet.deployments.models import Deployment, Instance
 from fleet.nodes import queries
 from fleet.nodes.models import Node
@@ -50,6 +50,7 @@ def _snapshot(d: Deployment) -> dict:
         "options": d.options,
         "selector": d.selector,
         "strategy": d.strategy,
+        "routing": d.routing,
         "force": d.force,
     }
 
@@ -103,9 +104,11 @@ def create(
     options: Any = None,
     selector: Any = None,
     strategy: str = "binpack",
+    routing: Any = Routing.LEAST_BUSY,
     force: bool = False,
 ) -> Deployment:
     options, selector = options if options is not None else {}, selector if selector is not None else {}
+    _check_routing(routing)
     clean, planned = check(
         name=name, model=model, replicas=replicas, options=options, selector=selector, strategy=strategy, force=force
     )
@@ -129,6 +132,7 @@ def create(
                 options=clean,
                 selector=selector,
                 strategy=strategy,
+                routing=routing,
                 force=force,
                 created_by=cast("User | None", actor if getattr(actor, "pk", None) else None),
             )
@@ -159,6 +163,17 @@ def scale(actor: Actor, deployment: Deployment, replicas: Any) -> Deployment:
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= MAX_REPLICAS:
         raise ServiceError(f"Replicas must be 0–{MAX_REPLICAS}.", "replicas")
     return _change(actor, deployment, "deployment.scale", replicas=replicas)
+
+
+def _check_routing(routing: Any) -> None:
+    if routing not in Routing.values:
+        raise ServiceError(f"Routing must be one of: {', '.join(Routing.values)}.", "routing")
+
+
+def set_routing(actor: Actor, deployment: Deployment, routing: Any) -> Deployment:
+    """How the gateway picks an instance for each call; every gateway reloads it at once."""
+    _check_routing(routing)
+    return _change(actor, deployment, "deployment.routing", routing=routing)
 
 
 def start(actor: Actor, deployment: Deployment) -> Deployment:

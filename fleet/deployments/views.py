@@ -15,7 +15,7 @@ from audit.models import AuditEvent
 from console.actions import ServiceError, form_error
 from console.filtering import list_page
 from fleet.deployments import services
-from fleet.deployments.choices import InstanceState
+from fleet.deployments.choices import InstanceState, Routing
 from fleet.deployments.filtersets import DeploymentFilterSet, InstanceFilterSet
 from fleet.deployments.forms import DeploymentForm
 from fleet.deployments.models import Deployment, Instance
@@ -26,7 +26,7 @@ from fleet.nodes.models import Node
 PAGE_SIZE = 50
 # A flash announcing a start is gone once the page shows the deployment past starting (see flash.js).
 UNTIL_STARTED = '[data-testid="deployment-state"]:not([data-state="starting"])'
-ACTIONS = {"start", "stop", "restart", "scale", "delete"}
+ACTIONS = {"start", "stop", "restart", "scale", "routing", "delete"}
 
 
 @role_required(Role.ADMIN)
@@ -109,6 +109,7 @@ def deployment_page(
             "benchmark_form": benchmark_form or BenchmarkForm(),
             "benchmarks": benchmarks,
             "partial": bool(partial),
+            "routing_choices": Routing.choices,
         },
         status=status,
     )
@@ -129,6 +130,8 @@ def deployment_action(request: HttpRequest, pk: int, action: str) -> HttpRespons
                 raise ServiceError("Replicas must be a whole number.") from None
             until = UNTIL_STARTED if replicas > deployment.replicas else ""  # fewer: over at once
             services.scale(request.user, deployment, replicas)
+        elif action == "routing":
+            services.set_routing(request.user, deployment, request.POST.get("routing", ""))
         elif action == "delete":
             if request.POST.get("confirm_name") != deployment.name:
                 raise ServiceError(f"Type the deployment's name “{deployment.name}” to delete it.")
