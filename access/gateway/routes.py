@@ -174,4 +174,6 @@ def merge(old: dict[str, Route], new: dict[str, Route]) -> dict[str, Route]:
         route.upstreams = [
             k if k is not None and k.base_url == u.base_url else u for k, u in zip(kept, route.upstreams, strict=True)
         ]
+        if name in old and old[name]._ring_of == tuple(id(u) for u in route.upstreams):
+            route._ring, route._ring_of = old[name]._ring, old[name]._ring_of  # same instances: same ring
     return new

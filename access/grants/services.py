@@ -269,6 +269,21 @@ def create_grant(
     return grant
 
 
+def end_admin_grants(user: User) -> int:
+    """Revoke the playground grants of someone who is no longer an administrator (audited, and
+    every gateway drops its cached keys at once); how many there were."""
+    if user.role == Role.ADMIN:
+        return 0
+    held = Grant.objects.filter(user=user, purpose=GrantPurpose.PLAYGROUND, revoked_at__isnull=True)
+    ended = 0
+    for grant in held:
+        revoke(None, grant, "grant.revoke", "grant")
+        ended += 1
+    if ended:
+        bus.publish_on_commit("keys")
+    return ended
+
+
 def revoke_grant(actor: User, grant: Grant) -> Grant:
     grant = revoke(actor, grant, "grant.revoke", "grant")
     bus.publish("keys")
@@ -278,6 +293,8 @@ def revoke_grant(actor: User, grant: Grant) -> Grant:
 def active_grants(user: User) -> QuerySet[Grant]:
     """The usable grants a person holds, their own or their department's (what keys go under)."""
     held = Q(user=user) | Q(department_id=user.department_id, department__isnull=False)
+    if user.role != Role.ADMIN:  # an administrator's playground grant is theirs only while they are one
+        held &= ~Q(purpose=GrantPurpose.PLAYGROUND)
     return (
         Grant.objects.filter(held, revoked_at__isnull=True, expires_at__gt=timezone.now())
         .select_related("user", "department")
@@ -352,6 +369,8 @@ def create_key(
             raise ServiceError("This grant is not yours.", "grant")
         if not grant.active:
             raise ServiceError("This grant has expired or was revoked; request access again.", "grant")
+        if grant.purpose == GrantPurpose.PLAYGROUND:  # an administrator's, for the playground alone
+            raise ServiceError("Keys go under access grants; this one serves the playground only.", "grant")
         granted = set(grant.models.values_list("pk", flat=True))
         outside = [m.name for m in models or [] if m.pk not in granted]
         if outside:

@@ -198,7 +198,7 @@ def create_token(user: User, *, name: str, expires_in_days: int | None) -> tuple
     return token, new.plaintext
 
 
-def revoke(actor: User, obj: M, action: str, what: str, **also: Any) -> M:
+def revoke(actor: User | None, obj: M, action: str, what: str, **also: Any) -> M:
     """Mark a token, key or grant revoked — the row stays, for the record — with one audit event.
     ``also``: more fields to set with it (e.g. who revoked)."""
     with transaction.atomic():

@@ -111,7 +111,9 @@ def _load(prefix: str) -> gateway_keys.KeyEntry | None:
         return gateway_keys.load(prefix)
 
 
-def test_an_admin_tries_every_deployment_under_a_playground_grant_kept_for_them(client_for, people, granted):
+def test_an_admin_tries_every_deployment_under_a_playground_grant_kept_for_them(
+    client_for, people, granted, django_capture_on_commit_callbacks
+):
     admin = people["admin"]
     client = client_for("admin")
     offered = _choices(client.get("/playground/"))
@@ -131,9 +133,20 @@ def test_an_admin_tries_every_deployment_under_a_playground_grant_kept_for_them(
     update = AuditEvent.objects.get(action="grant.update", target_id=str(grant.pk))
     assert update.before["models"] == ["llama-a", "qwen-b"] and "mistral-c" in update.after["models"]
     assert grant.pk not in set(grants.expiring().values_list("pk", flat=True))  # the console renews it
-    # No longer an admin: the gateway refuses the key from its next load.
+    # The grant serves the playground only: no application key goes under it.
+    with pytest.raises(grants.ServiceError) as refused:
+        grants.create_key(admin, grant=grant, name="script")
+    assert refused.value.field == "grant" and not ApiKey.objects.filter(user=admin, purpose=KeyPurpose.APP).exists()
+    # No longer an admin: the grant is revoked at once (audited, gateways told) and never offered.
     admin.role = Role.AUDITOR
-    admin.save(update_fields=["role"])
+    with mock.patch.object(grants.bus, "publish") as told:
+        with django_capture_on_commit_callbacks(execute=True):
+            admin.save(update_fields=["role"])
+    told.assert_any_call("keys")
+    grant.refresh_from_db()
+    assert grant.revoked_at is not None
+    assert AuditEvent.objects.filter(action="grant.revoke", target_id=str(grant.pk)).count() == 1
+    assert not grants.active_grants(admin).exists() and playground.choices(admin) == []
     entry = _load(key.prefix)
     assert entry is not None and entry.grant_revoked
     # A department user is never made one.

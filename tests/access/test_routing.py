@@ -43,7 +43,9 @@ def test_a_busy_owner_passes_calls_on_and_a_lost_instance_moves_only_its_own_pre
     assert other is not owner and other is not None
     owner.outstanding = 0
     # Least busy takes over where the deployment does not route by prefix, or without text.
-    assert route.pick({owner.instance_id}, key) is not owner
+    owner.outstanding = 1
+    assert route.pick(set(), None) is not owner
+    owner.outstanding = 0
     assert _route(3, Routing.LEAST_BUSY).pick(set(), key).instance_id == 100
     assert routes.prefix_key({"messages": []}) is None
     # Removing one instance moves only the prefixes it owned (consistent hashing).
@@ -63,3 +65,21 @@ def test_the_prefix_is_the_conversations_start_in_text_parts_or_a_prompt():
     assert routes.prefix_key(_chat(long, "one")) == routes.prefix_key(_chat(long, "two"))  # only the start counts
     assert isinstance(routes.prefix_key({"messages": "not a list"}), int)  # odd input: still a key, no error
     assert routes.prefix_key({"messages": [None, 3, {"content": None}]}) is None
+
+
+def test_the_owner_keeps_a_prefix_up_to_the_bound_of_its_share():
+    route = _route(2)
+    key = routes.prefix_key(_chat(SYSTEMS[1], "hi"))
+    owner = route.pick(set(), key)
+    other = next(u for u in route.upstreams if u is not owner)
+    other.outstanding = 1
+    for load, expected in ((2, owner), (3, owner), (4, other)):  # bound: ceil(1.25 × (load + 1 + 1) / 2)
+        owner.outstanding = load
+        assert route.pick(set(), key) is expected, load
+    # A reload that keeps the same instances keeps their ring (it is not rebuilt on the event loop).
+    ring = route.ring()
+    fresh = routes.Route(
+        1, "chat", 1, 0, "llama", [routes.Upstream(u.instance_id, u.base_url) for u in route.upstreams]
+    )
+    merged = routes.merge({"chat": route}, {"chat": fresh})["chat"]
+    assert merged.ring() is ring
