@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 
 from access.people.choices import LDAP_PROVIDER, Role, Source
 from access.tokens import LABEL_VALIDATOR
 from console.states import Revocable
 
+# A department's display name may be any language, but not control characters (C0, C1, DEL).
+NAME_VALIDATOR = RegexValidator(r"^[^\x00-\x1f\x7f-\x9f]+$", "Use printable characters only.")
+
 
 class Department(models.Model):
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[NAME_VALIDATOR])
     slug = models.SlugField(max_length=50, unique=True, help_text="Short name used in URLs and reports.")
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -371,3 +371,16 @@ def test_a_limit_too_large_for_its_column_is_a_form_error_not_a_500(client_for, 
     assert response.status_code == 400
     assert "Ensure this value is less than or equal to" in response.content.decode()
     assert not Grant.objects.exists()
+
+
+def test_a_department_name_with_control_characters_is_refused_by_form_and_api(client_for, db):
+    from access.people.models import Department
+
+    client = client_for("admin")
+    bad = "\x85\x17Radiology"  # schemathesis seed 1711042102 sent such a name, and it was stored
+    api = client.post("/api/departments/", {"name": bad, "slug": "rad"}, content_type="application/json")
+    assert api.status_code == 400 and "name" in api.json()["errors"]
+    form = client.post("/people/", {"name": bad, "slug": "rad"})
+    assert form.status_code in (200, 400) and not Department.objects.filter(slug="rad").exists()
+    ok = client.post("/api/departments/", {"name": "Urología", "slug": "uro"}, content_type="application/json")
+    assert ok.status_code == 201, ok.json()
