@@ -30,16 +30,6 @@ sys.path.insert(0, str(ROOT))
 from bench import servers  # noqa: E402
 
 
-def _wait(condition, timeout: float, every: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError("timed out")
-
-
 def _answers(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=0.2) as r:
@@ -163,7 +153,9 @@ def main(quick: bool) -> dict:
                 stderr=subprocess.DEVNULL,
             )
         )
-        _wait(lambda: Node.objects.filter(name="bench-node", last_sample__has_key="host").exists(), 60, 0.1)
+        servers.wait_until(
+            lambda: Node.objects.filter(name="bench-node", last_sample__has_key="host").exists(), 60, 0.1
+        )
 
         client = Client()
         client.force_login(admin)
@@ -174,24 +166,28 @@ def main(quick: bool) -> dict:
             content_type="application/json",
         )
         assert created.status_code == 201, created.content
-        instance = _wait(
+        instance = servers.wait_until(
             lambda: Instance.objects.filter(deployment_id=created.json()["id"]).exclude(pid=None).first(), 60, 0.005
         )
         # When the console learnt the process runs (its "starting" report): psutil's create_time is
         # only good to a second here (boot time is whole seconds), so this script's clock is used.
         process_started = time.time()
-        vllm_ready = _wait(lambda: _answers(instance.port) and time.time(), 300, 0.02)
-        ready = _wait(lambda: Instance.objects.filter(pk=instance.pk, state=InstanceState.READY).first(), 60, 0.02)
+        vllm_ready = servers.wait_until(lambda: _answers(instance.port) and time.time(), 300, 0.02)
+        ready = servers.wait_until(
+            lambda: Instance.objects.filter(pk=instance.pk, state=InstanceState.READY).first(), 60, 0.02
+        )
         overhead = (ready.ready_at.timestamp() - asked) - (vllm_ready - process_started)
 
         killed = time.monotonic()
         os.kill(ready.pid, signal.SIGKILL)
-        _wait(lambda: not Instance.objects.filter(pk=instance.pk, state=InstanceState.READY).exists(), 30, 0.01)
+        servers.wait_until(
+            lambda: not Instance.objects.filter(pk=instance.pk, state=InstanceState.READY).exists(), 30, 0.01
+        )
         crash_detect = time.monotonic() - killed
         client.post(f"/api/deployments/{created.json()['id']}/stop/")
 
         reconcile = reconcile_1000()
-        _wait(
+        servers.wait_until(
             lambda: not Instance.objects.filter(pk=instance.pk, state__in=InstanceState.LIVE | {"stopping"}).exists(),
             60,
             0.2,

