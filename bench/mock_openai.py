@@ -52,6 +52,8 @@ async def app(scope, receive, send, *, chunks: int = 8, chunk_delay_s: float = 0
     n = int(body.get("max_tokens") or chunks)
     delay = float(body.get("mock_chunk_delay_s", chunk_delay_s))
     created = int(time.time())
+    if "mock_fail_for" in body and body["mock_fail_for"] == body.get("model"):  # a 500 before any byte
+        return await reply(500, {"detail": "mock failure"})
     if body.get("mock_not_served"):  # as vLLM answers an endpoint its model does not serve
         return await reply(404, {"detail": "Not Found"})
     if path == "/v1/embeddings":

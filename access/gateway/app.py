@@ -1,4 +1,5 @@
-"""The /v1 ASGI app: key → model → quota → least busy Ready instance, streamed through unbuffered."""
+"""The /v1 ASGI app: key → model → quota → a Ready instance (least busy or by prompt prefix; the
+fallback deployment's when none can answer), streamed through unbuffered."""
 
 from __future__ import annotations
 
@@ -369,19 +370,31 @@ class Gateway:
         assert route is not None
         tried: set[int] = set()
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity", "X-Request-Id": call.rid}
+        fallback = self._fallback(route)
         while True:
             upstream = route.pick(tried, key)
             if upstream is None:
-                raise GatewayError(
-                    503,
-                    f"No ready instance of '{route.name}' right now; try again shortly.",
-                    "no_ready_instance",
-                    kind="service_unavailable",
-                )
+                if fallback is None:
+                    raise GatewayError(
+                        503,
+                        f"No ready instance of '{route.name}' right now; try again shortly.",
+                        "no_ready_instance",
+                        kind="service_unavailable",
+                    )
+                route, raw, tried, fallback = fallback, _renamed(raw, fallback.name), set(), None
+                call.route = route  # the ledger names the deployment that answered
+                continue
             tried.add(upstream.instance_id)
             upstream.outstanding += 1
             try:
                 async with self.session.post(upstream.base_url + path, data=raw, headers=headers) as resp:
+                    if resp.status >= 500 and fallback is not None:  # failed before its first byte
+                        log.warning(
+                            "%s answered %s; its fallback %s takes the call", route.name, resp.status, fallback.name
+                        )
+                        route, raw, tried, fallback = fallback, _renamed(raw, fallback.name), set(), None
+                        call.route = route
+                        continue
                     call.upstream = upstream
                     await self._relay(call, resp, wants_usage, send)
                     return
@@ -394,6 +407,11 @@ class Gateway:
                 log.warning("upstream %s refused (%s); trying another instance", upstream.base_url, exc)
             finally:
                 upstream.outstanding -= 1
+
+    def _fallback(self, route: routes.Route) -> routes.Route | None:
+        """The deployment that answers for ``route`` when it cannot, if that one has Ready instances."""
+        fallback = self.routes.get(route.fallback) if route.fallback else None
+        return fallback if fallback is not None and fallback.upstreams and fallback is not route else None
 
     async def _relay(self, call: Call, resp: aiohttp.ClientResponse, wants_usage: bool, send) -> None:
         call.status = resp.status
@@ -442,6 +460,13 @@ class Gateway:
             error = GatewayError(503, "The call could not be recorded.", "ledger_unavailable")
             done = b"data: " + error_body(error) + b"\n\n"
         await send({"type": "http.response.body", "body": pending + done})
+
+
+def _renamed(raw: bytes, name: str) -> bytes:
+    """The request as the fallback's vLLM expects it: called by that deployment's served name."""
+    body = json.loads(raw)
+    body["model"] = name
+    return json.dumps(body).encode()
 
 
 def _openai_shaped(call: Call, status: int, data: bytes) -> bytes:

@@ -75,6 +75,7 @@ class Route:
     model_name: str = ""
     upstreams: list[Upstream] = field(default_factory=list)
     routing: str = Routing.LEAST_BUSY
+    fallback: str | None = None  # the deployment that answers when this one cannot (one hop)
     _ring: tuple[list[int], list[Upstream]] | None = field(default=None, init=False, repr=False)
     _ring_of: tuple[int, ...] = field(default=(), init=False, repr=False)
 
@@ -133,10 +134,12 @@ class Route:
 def load() -> dict[str, Route]:
     """Every deployment by served name, with its Ready instances (runs in a worker thread)."""
     close_old_connections()
-    rows = Deployment.objects.values_list("pk", "name", "model_id", "created_at", "model__name", "routing")
+    rows = Deployment.objects.values_list(
+        "pk", "name", "model_id", "created_at", "model__name", "routing", "fallback__name"
+    )
     routes = {
-        name: Route(pk, name, model_id, int(created.timestamp()), model_name, routing=routing)
-        for pk, name, model_id, created, model_name, routing in rows.order_by("pk")
+        name: Route(pk, name, model_id, int(created.timestamp()), model_name, routing=routing, fallback=fallback)
+        for pk, name, model_id, created, model_name, routing, fallback in rows.order_by("pk")
     }
     by_id = {r.deployment_id: r for r in routes.values()}
     ready = Instance.objects.filter(state=InstanceState.READY).values_list("pk", "deployment_id", "address", "port")

@@ -17,6 +17,7 @@ from fleet.deployments.choices import Routing
 from fleet.deployments.filtersets import DeploymentFilterSet, InstanceFilterSet
 from fleet.deployments.serializers import (
     DeploymentSerializer,
+    FallbackSerializer,
     InstanceLogSerializer,
     InstanceSerializer,
     RoutingSerializer,
@@ -75,6 +76,14 @@ class DeploymentViewSet(
         body = RoutingSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         return self._act(services.set_routing, body.validated_data["routing"])
+
+    @extend_schema(request=FallbackSerializer, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def fallback(self, request: Request, pk: str | None = None) -> Response:
+        """The deployment that answers while this one has no Ready instance or fails before the first byte."""
+        body = FallbackSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._act(services.set_fallback, body.validated_data["fallback"])
 
     @extend_schema(request=None, responses=DeploymentSerializer)
     @action(detail=True, methods=["post"])

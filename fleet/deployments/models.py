@@ -34,6 +34,8 @@ class Deployment(models.Model):
     selector = models.JSONField(default=dict, blank=True)  # node labels that must match
     strategy = models.CharField(max_length=16, default="binpack")
     routing = models.CharField(max_length=16, choices=Routing.choices, default=Routing.LEAST_BUSY)
+    # Answers this deployment's calls while it has no Ready instance or fails before the first byte.
+    fallback = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="fallback_for")
     force = models.BooleanField(default=False, help_text="Start even where the estimator says it will not fit.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -61,6 +61,7 @@ class DeploymentSerializer(ModelSerializer):
             "selector",
             "strategy",
             "routing",
+            "fallback",
             "force",
             "ready",
             "placement_note",
@@ -68,7 +69,16 @@ class DeploymentSerializer(ModelSerializer):
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["id", "desired_state", "ready", "placement_note", "instances", "created_at", "updated_at"]
+        read_only_fields = [
+            "id",
+            "desired_state",
+            "fallback",
+            "ready",
+            "placement_note",
+            "instances",
+            "created_at",
+            "updated_at",
+        ]
         extra_kwargs = {"name": {"validators": [slug_validator]}, "replicas": {"min_value": 0, "max_value": 64}}
 
     def get_ready(self, deployment: Deployment) -> int:
@@ -81,3 +91,12 @@ class ScaleSerializer(Serializer):
 
 class RoutingSerializer(Serializer):
     routing = serializers.ChoiceField(choices=Routing.choices)
+
+
+class FallbackSerializer(Serializer):
+    fallback = serializers.PrimaryKeyRelatedField(
+        queryset=Deployment.objects.all(),
+        allow_null=True,
+        help_text="The deployment that answers while this one has no Ready instance or fails before "
+        "the first byte; null for none.",
+    )

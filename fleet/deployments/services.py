@@ -51,6 +51,7 @@ def _snapshot(d: Deployment) -> dict:
         "selector": d.selector,
         "strategy": d.strategy,
         "routing": d.routing,
+        "fallback": d.fallback.name if d.fallback else None,
         "force": d.force,
     }
 
@@ -189,6 +190,16 @@ def set_routing(actor: Actor, deployment: Deployment, routing: Any) -> Deploymen
     """How the gateway picks an instance for each call; every gateway reloads it at once."""
     _check_routing(routing)
     return _change(actor, deployment, "deployment.routing", routing=routing)
+
+
+def set_fallback(actor: Actor, deployment: Deployment, fallback: Any) -> Deployment:
+    """The deployment that answers this one's calls while it has no Ready instance or fails
+    before the first byte (None: none). One hop: a fallback's own fallback is not followed."""
+    if fallback is not None and not isinstance(fallback, Deployment):
+        raise ServiceError("Choose a deployment as the fallback, or none.", "fallback")
+    if fallback is not None and fallback.pk == deployment.pk:
+        raise ServiceError("A deployment cannot be its own fallback; choose another one.", "fallback")
+    return _change(actor, deployment, "deployment.fallback", fallback_id=fallback.pk if fallback else None)
 
 
 def start(actor: Actor, deployment: Deployment) -> Deployment:

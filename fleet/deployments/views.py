@@ -26,7 +26,7 @@ from fleet.nodes.models import Node
 PAGE_SIZE = 50
 # A flash announcing a start is gone once the page shows the deployment past starting (see flash.js).
 UNTIL_STARTED = '[data-testid="deployment-state"]:not([data-state="starting"])'
-ACTIONS = {"start", "stop", "restart", "scale", "routing", "delete"}
+ACTIONS = {"start", "stop", "restart", "scale", "routing", "fallback", "delete"}
 
 
 @role_required(Role.ADMIN)
@@ -110,9 +110,24 @@ def deployment_page(
             "benchmarks": benchmarks,
             "partial": bool(partial),
             "routing_choices": Routing.choices,
+            "fallback_choices": Deployment.objects.exclude(pk=deployment.pk).values_list("pk", "name"),
         },
         status=status,
     )
+
+
+def _fallback(value: str) -> Deployment | None:
+    """The form's choice: blank for none, else an existing deployment's id."""
+    if not value:
+        return None
+    found = (
+        Deployment.objects.filter(pk=int(value)).first()
+        if value.isascii() and value.isdigit() and len(value) < 19
+        else None
+    )
+    if found is None:
+        raise ServiceError("Choose a deployment as the fallback, or none.", "fallback")
+    return found
 
 
 @role_required(Role.ADMIN)
@@ -132,6 +147,8 @@ def deployment_action(request: HttpRequest, pk: int, action: str) -> HttpRespons
             services.scale(request.user, deployment, replicas)
         elif action == "routing":
             services.set_routing(request.user, deployment, request.POST.get("routing", ""))
+        elif action == "fallback":
+            services.set_fallback(request.user, deployment, _fallback(request.POST.get("fallback", "")))
         elif action == "delete":
             if request.POST.get("confirm_name") != deployment.name:
                 raise ServiceError(f"Type the deployment's name “{deployment.name}” to delete it.")

@@ -198,6 +198,13 @@ CASES = [
         "deployment.routing",
         body={"routing": "prefix"},
     ),
+    Case(
+        "api-deployment-fallback",
+        "post",
+        "/api/deployments/{deployment.pk}/fallback/",
+        "deployment.fallback",
+        body=lambda o: {"fallback": o["stopped"].pk},
+    ),
     Case("api-deployment-stop", "post", "/api/deployments/{deployment.pk}/stop/", "deployment.stop"),
     Case("api-deployment-start", "post", "/api/deployments/{stopped.pk}/start/", "deployment.start"),
     Case("api-deployment-restart", "post", "/api/deployments/{deployment.pk}/restart/", "deployment.restart"),

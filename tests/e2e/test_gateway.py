@@ -308,3 +308,36 @@ def test_streams_are_passed_through_chunk_by_chunk(gw):
     assert len(arrivals) == 10
     assert arrivals[0] < 0.5 and arrivals[-1] > 0.9
     assert all(b - a > 0.05 for a, b in itertools.pairwise(arrivals))  # one at a time, as produced
+
+
+def test_a_fallback_answers_when_the_primary_fails_before_its_first_byte_or_has_no_ready_instance(gw):
+    from fleet.deployments import services as deployments
+
+    deployments.set_fallback(gw["admin"], gw["chat"], gw["other"])
+    failing = {"model": "chat-a", "messages": HELLO, "max_tokens": 1, "mock_fail_for": "chat-a"}
+    _status, _, answer = wait_for(  # until the route table has the fallback (until then the 500 is relayed)
+        lambda: (lambda r: r if r[0] == 200 else None)(_post(gw["url"], gw["plaintext"], failing)), 3, "a fallback"
+    )
+    assert answer["model"] == "chat-b"  # asked of the fallback by its own served name
+    settle_ledger()
+    mark = UsageRecord.objects.filter(key=gw["key"]).latest("pk").pk
+    streamed = list(
+        gw["client"].chat.completions.create(
+            model="mock-chat-a", messages=HELLO, max_tokens=2, stream=True, extra_body={"mock_fail_for": "chat-a"}
+        )
+    )
+    assert {c.model for c in streamed} == {"chat-b"} and len(streamed) == 2  # nothing of the 500 reached the client
+    plain = {"model": "chat-a", "messages": HELLO, "max_tokens": 1}
+    assert _post(gw["url"], gw["plaintext"], plain)[2]["model"] == "chat-a"  # a healthy primary answers itself
+    gw["chat"].instances.all().delete()  # the primary stopped: nothing Ready
+    wait_for(lambda: _post(gw["url"], gw["plaintext"], plain)[2].get("model") == "chat-b" or None, 3, "the fallback")
+    settle_ledger()
+    rows = list(UsageRecord.objects.filter(key=gw["key"], pk__gt=mark).order_by("pk"))
+    assert {r.status for r in rows} == {200}  # one row per call, each answered
+    answered_by = [r.deployment_id for r in rows]  # the ledger names the deployment that answered
+    assert answered_by[:2] == [gw["other"].pk, gw["chat"].pk] and answered_by[-1] == gw["other"].pk
+    deployments.set_fallback(gw["admin"], gw["chat"], None)
+    _status, _, payload = wait_for(
+        lambda: (lambda r: r if r[0] == 503 else None)(_post(gw["url"], gw["plaintext"], plain)), 3, "503"
+    )
+    assert payload["error"]["code"] == "no_ready_instance"

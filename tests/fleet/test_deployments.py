@@ -351,6 +351,41 @@ def test_routing_is_chosen_per_deployment_in_the_form_the_page_and_the_api(clien
     assert refused_create.value.field == "routing"
 
 
+def test_a_fallback_is_chosen_on_the_page_and_in_the_api_never_itself_and_cleared_with_its_deployment(
+    client_for, setup
+):
+    client = client_for("admin")
+    d, spare = _deploy(setup), _deploy(setup, name="spare-chat", replicas=0)
+    page = client.get(f"/deployments/{d.pk}/").content.decode()
+    assert (
+        'data-testid="fallback"' in page and "Fall back to spare-chat" in page and "Fall back to demo-chat" not in page
+    )
+    for body, code, text in [
+        ({"fallback": d.pk}, 409, "own fallback"),  # well formed, refused by the rule
+        ({"fallback": 2**70}, 409, "does not exist"),
+        ({"fallback": "x"}, 400, "Incorrect type"),
+        ({}, 400, "required"),
+    ]:
+        refused = client.post(f"/api/deployments/{d.pk}/fallback/", body, content_type="application/json")
+        assert refused.status_code == code and text in str(refused.json()["errors"]["fallback"]), refused.json()
+    for value, text in [("x", "Choose a deployment"), ("999999", "Choose a deployment"), (str(d.pk), "own fallback")]:
+        shown = client.post(f"/deployments/{d.pk}/fallback/", {"fallback": value}, follow=True).content.decode()
+        assert text in shown
+    assert (
+        Deployment.objects.get(pk=d.pk).fallback is None
+        and not AuditEvent.objects.filter(action="deployment.fallback").exists()
+    )
+    done = client.post(f"/api/deployments/{d.pk}/fallback/", {"fallback": spare.pk}, content_type="application/json")
+    assert done.status_code == 200 and done.json()["fallback"] == spare.pk
+    event = AuditEvent.objects.get(action="deployment.fallback")
+    assert event.before == {"fallback_id": None} and event.after == {"fallback_id": spare.pk}
+    client.post(f"/deployments/{d.pk}/fallback/", {"fallback": ""})
+    assert Deployment.objects.get(pk=d.pk).fallback is None
+    client.post(f"/deployments/{d.pk}/fallback/", {"fallback": str(spare.pk)})
+    deploy.delete(setup["admin"], Deployment.objects.get(pk=spare.pk))
+    assert Deployment.objects.get(pk=d.pk).fallback is None  # deleting the fallback leaves none, not a 500
+
+
 def test_runtimes_install_on_a_node_with_a_clear_refusal_for_bad_input(client_for, setup, monkeypatch):
     client, node = client_for("admin"), setup["node"]
     for body, text in [
