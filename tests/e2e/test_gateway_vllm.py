@@ -218,8 +218,15 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
     user_page.locator('[data-testid="my-keys"] tr[data-key="letters-app"]').get_by_role("button", name="Revoke").click()
     user_page.wait_for_selector('[data-testid="my-keys"] tr[data-key="letters-app"] .badge.offline')
     revoked = time.monotonic()
+    # The page shows the revoke once it has committed and been published; the web process drops
+    # its cached key when the message arrives, a few milliseconds later: a call meanwhile answers.
     with pytest.raises(openai.AuthenticationError):
-        client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=2)
+        wait_for(
+            lambda: client.chat.completions.create(model="demo-chat", messages=HELLO, max_tokens=1) and None,
+            1.0,
+            "401 after the revoke",
+            every=0.02,
+        )
     assert time.monotonic() - revoked < 1
     user_page.context.close()
     admin_page.context.close()
