@@ -22,6 +22,6 @@ def playground(request: HttpRequest) -> HttpResponse:
         {
             "choices": [asdict(c) for c in choices],
             "base_url": request.build_absolute_uri("/v1"),
-            "preset": request.GET.get("model", ""),
+            "preset": request.GET.get("model", ""),  # selected in the first pane as the page is drawn
         },
     )

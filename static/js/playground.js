@@ -20,7 +20,6 @@
   const panes = Array.from(form.querySelectorAll("[data-pane]")).map(function (section) {
     return { section: section, select: section.querySelector("select"), history: [], controller: null };
   });
-  if (form.dataset.preset && keyOf[form.dataset.preset]) panes[0].select.value = form.dataset.preset;
 
   function active() { return form.elements.compare.checked ? panes : panes.slice(0, 1); }
 

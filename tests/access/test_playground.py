@@ -165,3 +165,20 @@ def test_an_admins_playground_grant_near_its_end_is_extended(client_for, people,
     grant.refresh_from_db()
     assert grant.expires_at - timezone.now() > timedelta(days=playground.ADMIN_GRANT_DAYS - 1)
     assert Grant.objects.filter(user=people["admin"]).count() == 1
+
+
+def test_a_model_named_in_the_address_is_selected_in_the_first_pane_as_the_page_is_drawn(client_for, granted):
+    """Drawn by the server, not set by the script after load: a page read at once shows it."""
+    client = client_for("dept_user")
+
+    def selected(query: str) -> dict[str, list[str]]:
+        page = client.get(f"/playground/{query}").content.decode()
+        return {
+            pane: re.findall(r'<option value="([^"]+)" selected>', block)
+            for pane, block in re.findall(r'<select name="model_(a|b)".*?>(.*?)</select>', page, re.S)
+        }
+
+    assert selected("?model=llama-chat") == {"a": ["llama-chat"], "b": ["llama-chat"]}
+    assert selected("?model=qwen-b") == {"a": ["qwen-b"], "b": ["llama-chat"]}
+    assert selected("?model=nothing-like-it") == {"a": [], "b": ["llama-chat"]}  # the first is shown
+    assert selected("") == {"a": [], "b": ["llama-chat"]}
