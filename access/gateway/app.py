@@ -368,50 +368,44 @@ class Gateway:
     async def _proxy(self, call: Call, path: str, raw: bytes, wants_usage: bool, key: int | None, send) -> None:
         route = call.route
         assert route is not None
-        tried: set[int] = set()
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity", "X-Request-Id": call.rid}
         fallback = self._fallback(route)
-        while True:
-            upstream = route.pick(tried, key)
-            if upstream is None:
-                if fallback is None:
-                    raise GatewayError(
-                        503,
-                        f"No ready instance of '{route.name}' right now; try again shortly.",
-                        "no_ready_instance",
-                        kind="service_unavailable",
-                    )
-                route, raw, tried, fallback = fallback, _renamed(raw, fallback.name), set(), None
-                call.route = route  # the ledger names the deployment that answered
-                continue
-            tried.add(upstream.instance_id)
-            upstream.outstanding += 1
-            try:
-                async with self.session.post(upstream.base_url + path, data=raw, headers=headers) as resp:
-                    if resp.status >= 500 and fallback is not None:  # failed before its first byte
-                        log.warning(
-                            "%s answered %s; its fallback %s takes the call", route.name, resp.status, fallback.name
-                        )
-                        route, raw, tried, fallback = fallback, _renamed(raw, fallback.name), set(), None
-                        call.route = route
-                        continue
-                    call.upstream = upstream
-                    await self._relay(call, resp, wants_usage, send)
-                    return
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
-                if call.upstream is upstream:  # failed after the response began: nothing left to retry
-                    log.warning("upstream %s broke mid-response: %s", upstream.base_url, exc)
-                    call.status = 502
-                    return
-                upstream.down_until = time.monotonic() + routes.DOWN_FOR_S
-                log.warning("upstream %s refused (%s); trying another instance", upstream.base_url, exc)
-            finally:
-                upstream.outstanding -= 1
+        chain = [route] if fallback is None else [route, fallback]
+        for route in chain:
+            if route is not call.route:  # the fallback: asked by its own served name
+                raw, call.route = _renamed(raw, route.name), route  # the ledger names who answered
+            tried: set[int] = set()
+            while (upstream := route.pick(tried, key)) is not None:
+                tried.add(upstream.instance_id)
+                upstream.outstanding += 1
+                try:
+                    async with self.session.post(upstream.base_url + path, data=raw, headers=headers) as resp:
+                        if resp.status >= 500 and route is not chain[-1]:  # failed before its first byte
+                            log.warning("%s answered %s; its fallback takes the call", route.name, resp.status)
+                            break
+                        call.upstream = upstream
+                        await self._relay(call, resp, wants_usage, send)
+                        return
+                except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+                    if call.upstream is upstream:  # failed after the response began: nothing left to retry
+                        log.warning("upstream %s broke mid-response: %s", upstream.base_url, exc)
+                        call.status = 502
+                        return
+                    upstream.down_until = time.monotonic() + routes.DOWN_FOR_S
+                    log.warning("upstream %s refused (%s); trying another instance", upstream.base_url, exc)
+                finally:
+                    upstream.outstanding -= 1
+        raise GatewayError(
+            503,
+            f"No ready instance of '{route.name}' right now; try again shortly.",
+            "no_ready_instance",
+            kind="service_unavailable",
+        )
 
     def _fallback(self, route: routes.Route) -> routes.Route | None:
         """The deployment that answers for ``route`` when it cannot, if that one has Ready instances."""
         fallback = self.routes.get(route.fallback) if route.fallback else None
-        return fallback if fallback is not None and fallback.upstreams and fallback is not route else None
+        return fallback if fallback is not None and fallback.upstreams else None
 
     async def _relay(self, call: Call, resp: aiohttp.ClientResponse, wants_usage: bool, send) -> None:
         call.status = resp.status

@@ -9,6 +9,7 @@ from rest_framework import mixins, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import Serializer
 
 from access.people.permissions import ADMIN_ONLY
 from console.filtering import FilteredListMixin
@@ -62,28 +63,29 @@ class DeploymentViewSet(
         deployment = fn(self.request.user, self.get_object(), *args)
         return Response(DeploymentSerializer(self.get_queryset().get(pk=deployment.pk)).data)
 
+    def _act_with(self, body: type[Serializer], fn) -> Response:
+        """An action whose body is one field: validated by ``body``, its value passed to ``fn``."""
+        valid = body(data=self.request.data)
+        valid.is_valid(raise_exception=True)
+        (value,) = valid.validated_data.values()
+        return self._act(fn, value)
+
     @extend_schema(request=ScaleSerializer, responses=DeploymentSerializer)
     @action(detail=True, methods=["post"])
     def scale(self, request: Request, pk: str | None = None) -> Response:
-        body = ScaleSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        return self._act(services.scale, body.validated_data["replicas"])
+        return self._act_with(ScaleSerializer, services.scale)
 
     @extend_schema(request=RoutingSerializer, responses=DeploymentSerializer)
     @action(detail=True, methods=["post"])
     def routing(self, request: Request, pk: str | None = None) -> Response:
         """How the gateway picks an instance for each call: least busy, or by prompt prefix."""
-        body = RoutingSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        return self._act(services.set_routing, body.validated_data["routing"])
+        return self._act_with(RoutingSerializer, services.set_routing)
 
     @extend_schema(request=FallbackSerializer, responses=DeploymentSerializer)
     @action(detail=True, methods=["post"])
     def fallback(self, request: Request, pk: str | None = None) -> Response:
         """The deployment that answers while this one has no Ready instance or fails before the first byte."""
-        body = FallbackSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        return self._act(services.set_fallback, body.validated_data["fallback"])
+        return self._act_with(FallbackSerializer, services.set_fallback)
 
     @extend_schema(request=None, responses=DeploymentSerializer)
     @action(detail=True, methods=["post"])

@@ -19,6 +19,7 @@ from fleet.deployments.choices import InstanceState, Routing
 from fleet.deployments.filtersets import DeploymentFilterSet, InstanceFilterSet
 from fleet.deployments.forms import DeploymentForm
 from fleet.deployments.models import Deployment, Instance
+from fleet.deployments.serializers import FallbackSerializer
 from fleet.jobs.choices import JobKind
 from fleet.jobs.forms import BenchmarkForm
 from fleet.nodes.models import Node
@@ -117,17 +118,11 @@ def deployment_page(
 
 
 def _fallback(value: str) -> Deployment | None:
-    """The form's choice: blank for none, else an existing deployment's id."""
-    if not value:
-        return None
-    found = (
-        Deployment.objects.filter(pk=int(value)).first()
-        if value.isascii() and value.isdigit() and len(value) < 19
-        else None
-    )
-    if found is None:
+    """The form's choice, by the API's own validator: blank for none, else an existing deployment."""
+    body = FallbackSerializer(data={"fallback": value or None})
+    if not body.is_valid():
         raise ServiceError("Choose a deployment as the fallback, or none.", "fallback")
-    return found
+    return body.validated_data["fallback"]
 
 
 @role_required(Role.ADMIN)
