@@ -398,7 +398,8 @@ def ingest_rollups(*, node_id: Any, minute: Any, rows: Any) -> int:
 
 
 def mark_offline(*, now: datetime | None = None) -> list[Node]:
-    """Nodes silent for longer than FLEET_NODE_OFFLINE_AFTER_S go Offline (audited, pushed)."""
+    """Nodes silent for longer than FLEET_NODE_OFFLINE_AFTER_S go Offline (audited, pushed); those
+    silent FLEET_REPLACE_AFTER_S fail their running jobs."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.FLEET_NODE_OFFLINE_AFTER_S)
     gone = []
@@ -422,8 +423,13 @@ def mark_offline(*, now: datetime | None = None) -> list[Node]:
                 silent_s=round((now - node.last_heartbeat).total_seconds(), 1),
             )
             fleet_event("state", node)
-            work_lost.send(Node, node=node, reason=f"Node {node.name} went offline while the job ran.")
             gone.append(node)
+    # Its running jobs go only once it has stayed away FLEET_REPLACE_AFTER_S, as its instances do:
+    # a heartbeat late under load is not a lost job (the agent keeps running it meanwhile).
+    lost_after = now - timedelta(seconds=settings.FLEET_REPLACE_AFTER_S)
+    for node in Node.objects.filter(state=NodeState.OFFLINE, last_heartbeat__lte=lost_after):
+        with transaction.atomic():
+            work_lost.send(Node, node=node, reason=f"Node {node.name} went offline while the job ran.")
     return gone
 
 

@@ -212,8 +212,11 @@ def test_request_approve_key_call_meter_and_refuse(browser, fleet_with_agent, li
         "the grant to work again",
     )
 
-    # 8. The user revokes the key in the UI → 401 on the next call.
-    user_page.get_by_role("link", name="My access", exact=True).click()
+    # 8. The user revokes the key in the UI → 401 on the next call. She is on "My access" already:
+    # the click must land on the page the link loads, not on the one it replaces (a Revoke
+    # submitted there is cancelled by the link's navigation).
+    with user_page.expect_navigation():
+        user_page.get_by_role("link", name="My access", exact=True).click()
     user_page.once("dialog", lambda d: d.accept())
     user_page.locator('[data-testid="my-keys"] tr[data-key="letters-app"]').get_by_role("button", name="Revoke").click()
     user_page.wait_for_selector('[data-testid="my-keys"] tr[data-key="letters-app"] .badge.offline')

@@ -364,9 +364,15 @@ def test_a_job_asked_to_cancel_ends_cancelled_however_its_process_ends(fleet, cl
     assert AuditEvent.objects.filter(action="job.cancelled", target_id=str(job.pk)).count() == 1
 
 
-def test_a_node_going_offline_fails_its_running_jobs(fleet, settings):
+def test_a_node_gone_for_good_fails_its_running_jobs_and_a_late_heartbeat_does_not(fleet, settings):
+    settings.FLEET_NODE_OFFLINE_AFTER_S, settings.FLEET_REPLACE_AFTER_S = 15, 60
     job = _job(fleet, state=JobState.RUNNING)
-    Node.objects.filter(pk=fleet["node"].pk).update(last_heartbeat=timezone.now() - timezone.timedelta(hours=1))
+    node = Node.objects.filter(pk=fleet["node"].pk)
+    node.update(last_heartbeat=timezone.now() - timezone.timedelta(seconds=20))
+    assert [n.pk for n in services.mark_offline()] == [fleet["node"].pk]
+    job.refresh_from_db()
+    assert job.state == JobState.RUNNING  # Offline, but it may come back: the agent still runs it
+    node.update(last_heartbeat=timezone.now() - timezone.timedelta(seconds=61))
     services.mark_offline()
     job.refresh_from_db()
     assert job.state == JobState.FAILED and "went offline" in job.error
