@@ -9,11 +9,14 @@ virtual environment under ~/.cache/fleet-console/bench/litellm, created on first
 one worker). A Celery worker writes the ledger, as in `make run`. Uses a throwaway database (bench_gateway).
 
 - overhead_p50_ms / overhead_p99_ms: at concurrency 1, latency through the gateway minus latency
-  straight to the backend (requests interleaved across the three targets); litellm_overhead_* alike.
+  straight to the backend (requests interleaved across the four targets); litellm_overhead_* alike.
 - rps / rps_litellm / rps_direct: completed requests per second at concurrency 32.
 - ttft_overhead_p99_ms: streams at concurrency 8, p99 time to the first chunk through the gateway
   minus straight to the backend; ttft_overhead_p99_ms_litellm alike.
 - gateway_cpu_ms_per_request: the console process's CPU time during the rps run / requests.
+- overhead_over_floor_p50_ms / _p99_ms, ttft_overhead_over_floor_p99_ms, rps_floor: against the floor,
+  a bare pass-through proxy on the same stack (bench.floor_proxy: uvicorn, aiohttp with the
+  gateway's session settings; no key, quota, routes or ledger), interleaved in the same run.
 Ends with one JSON line of these figures.
 """
 
@@ -162,7 +165,7 @@ def main(quick: bool, streams_only: bool = False) -> dict:
     procs: list[subprocess.Popen] = []
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     try:
-        mock_port, gw_port, ll_port = _free_port(), _free_port(), _free_port()
+        mock_port, gw_port, ll_port, floor_port = _free_port(), _free_port(), _free_port(), _free_port()
         db_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
         env = os.environ | {"DATABASE_URL": db_url}
         procs.append(
@@ -188,6 +191,15 @@ def main(quick: bool, streams_only: bool = False) -> dict:
                     "--no-access-log",
                 ],
                 env=env,
+                cwd=ROOT,
+            )
+        )
+        # the floor: the same server and HTTP client with nothing of the gateway's own work
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "bench.floor_proxy:app", "--port", str(floor_port)]
+                + ["--lifespan", "off", "--log-level", "warning", "--no-access-log"],
+                env=env | {"BENCH_UPSTREAM": f"http://127.0.0.1:{mock_port}"},
                 cwd=ROOT,
             )
         )
@@ -262,11 +274,12 @@ def main(quick: bool, streams_only: bool = False) -> dict:
 
         _wait_http(f"http://127.0.0.1:{mock_port}/health", procs[0], 30)
         _wait_http(f"http://127.0.0.1:{gw_port}/healthz", procs[1], 60)
-        _wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", procs[3], 180)
+        _wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", procs[4], 180)
 
         json_headers = {"Content-Type": "application/json"}
         targets = {
             "direct": (f"http://127.0.0.1:{mock_port}/v1/chat/completions", json_headers),
+            "floor": (f"http://127.0.0.1:{floor_port}/v1/chat/completions", json_headers),
             "gateway": (
                 f"http://127.0.0.1:{gw_port}/v1/chat/completions",
                 json_headers | {"Authorization": f"Bearer {plaintext}"},
@@ -277,7 +290,7 @@ def main(quick: bool, streams_only: bool = False) -> dict:
             ),
         }
         if streams_only:  # for profiling the stream path (py-spy on the console's uvicorn)
-            gw_proc, worker = psutil.Process(procs[1].pid), psutil.Process(procs[2].pid)
+            gw_proc, worker = psutil.Process(procs[1].pid), psutil.Process(procs[3].pid)
             cpu0, n = sum(gw_proc.cpu_times()[:2]), 4000 if quick else 40000
             wcpu0 = sum(worker.cpu_times()[:2])
             ttft = {"gateway": asyncio.run(ttfts(targets["gateway"][0], targets["gateway"][1], 8, n))}
@@ -299,9 +312,15 @@ def main(quick: bool, streams_only: bool = False) -> dict:
         ledger_rows = UsageRecord.objects.count() - rows0
         rps_litellm = asyncio.run(throughput(targets["litellm"][0], targets["litellm"][1], 32, seconds))
         rps_direct = asyncio.run(throughput(targets["direct"][0], targets["direct"][1], 32, seconds))
+        rps_floor = asyncio.run(throughput(targets["floor"][0], targets["floor"][1], 32, seconds))
         n_streams = 400 if quick else 2400
         ttft = {name: asyncio.run(ttfts(url, headers, 8, n_streams)) for name, (url, headers) in targets.items()}
         return {
+            "overhead_over_floor_p50_ms": round(pct(lat["gateway"], 50) - pct(lat["floor"], 50), 3),
+            "overhead_over_floor_p99_ms": round(pct(lat["gateway"], 99) - pct(lat["floor"], 99), 3),
+            "floor_overhead_p50_ms": round(pct(lat["floor"], 50) - pct(lat["direct"], 50), 3),
+            "rps_floor": round(rps_floor, 1),
+            "ttft_overhead_over_floor_p99_ms": round(pct(ttft["gateway"], 99) - pct(ttft["floor"], 99), 3),
             "overhead_p50_ms": round(pct(lat["gateway"], 50) - pct(lat["direct"], 50), 3),
             "overhead_p99_ms": round(pct(lat["gateway"], 99) - pct(lat["direct"], 99), 3),
             "rps": round(rps, 1),
