@@ -16,8 +16,10 @@ in flight: enough for its share, not for all of them.
   ``vllm:prefix_cache_queries_total`` on /metrics), during each strategy's run.
 - prefix_ttft_p50_ms / leastbusy_ttft_p50_ms: median time to the first streamed byte.
 - prompt_tokens: the shortest system prompt's length in tokens.
-Ends with one JSON line of these figures. Autoscaling, wake from zero and rolling updates, the
-other figures of this bench, are not built yet.
+Then bench/lifecycle.py's figures on the full stack (worker, agent, gateway): wake_overhead_s and
+wake_failed, scale_up_s and replicas_after_cooldown, rolling_s and rolling_failed (to the demo
+model's W4A16 variant; with --quick an option change), rollback_s and rollback_failed (see there).
+Ends with one JSON line of all these figures.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import servers  # noqa: E402
+from bench import lifecycle, servers  # noqa: E402
 
 NAME = "bench-serving"
 PROMPTS = 8
@@ -231,4 +233,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer turns per prompt (under 5 minutes)")
     args = parser.parse_args()
-    servers.run(lambda: main(args.quick))
+    servers.run(lambda: main(args.quick) | lifecycle.figures(args.quick))

@@ -156,6 +156,10 @@ def dept_user(user: User) -> dict[str, Any]:
     models = list(grants.callable_models(user))
     for model in models:
         model.ready_total = sum(d.ready for d in model.deployments.all())  # type: ignore[attr-defined]
+        waking = [d for d in model.deployments.all() if d.wakes_on_call]  # scaled to zero when idle
+        model.wakes = (  # type: ignore[attr-defined]
+            "" if not waking else "waking" if any(d.replicas for d in waking) else "asleep"
+        )
     return {
         "department": user.department,
         "models": models,

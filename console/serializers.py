@@ -31,6 +31,15 @@ class IntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class FloatField(serializers.FloatField):
+    """A JSON number: not "5" or true (2 is 2.0)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class BooleanField(serializers.BooleanField):
     """true or false: not 0, 1 or "yes"."""
 
@@ -84,6 +93,7 @@ class ModelSerializer(_RefuseUnknownFields, serializers.ModelSerializer):
         models.PositiveSmallIntegerField: IntegerField,
         models.SmallIntegerField: IntegerField,
         models.BigIntegerField: IntegerField,
+        models.FloatField: FloatField,
         models.BooleanField: BooleanField,
     }
 

@@ -140,6 +140,12 @@ FLEET_METRICS_PUBLIC = env_bool("FLEET_METRICS_PUBLIC", False)  # no auth (a tru
 FLEET_VLLM_EXTRA_OPTIONS = env_list("FLEET_VLLM_EXTRA_OPTIONS", [])
 FLEET_REPLACE_AFTER_S = env_int("FLEET_REPLACE_AFTER_S", 60)  # an offline node's instances move after this
 FLEET_RECONCILE_S = env_int("FLEET_RECONCILE_S", 10)
+FLEET_DRAIN_S = env_int("FLEET_DRAIN_S", 30)  # an instance being stopped finishes its calls in flight, up to this
+FLEET_AUTOSCALE_S = env_int("FLEET_AUTOSCALE_S", 5)  # how often the autoscaler reads the load (agents report every 5 s)
+# A call for a deployment scaled to zero is held while it wakes: at most this many at once per
+# gateway process and deployment, for at most this long (then a 503 with Retry-After).
+FLEET_WAKE_HOLD_MAX = env_int("FLEET_WAKE_HOLD_MAX", 256)
+FLEET_WAKE_TIMEOUT_S = env_int("FLEET_WAKE_TIMEOUT_S", 600)
 FLEET_DEPLOY_PORTS = (env_int("FLEET_DEPLOY_PORT_MIN", 20000), env_int("FLEET_DEPLOY_PORT_MAX", 29999))
 FLEET_MODEL_ROOTS = env_list("FLEET_MODEL_ROOTS", [str(DATA_DIR / "models")])
 # --- the audit trail ---------------------------------------------------------------------------
@@ -162,6 +168,11 @@ CELERY_BEAT_SCHEDULE = {
     "fleet-liveness": {"task": tasks.CHECK_LIVENESS, "schedule": timedelta(seconds=FLEET_LIVENESS_CHECK_S)},
     "fleet-prune-rollups": {"task": tasks.PRUNE_ROLLUPS, "schedule": timedelta(hours=1)},
     "fleet-reconcile": {"task": tasks.RECONCILE, "schedule": timedelta(seconds=FLEET_RECONCILE_S)},
+    "fleet-autoscale": {
+        "task": tasks.AUTOSCALE,
+        "schedule": timedelta(seconds=FLEET_AUTOSCALE_S),
+        "options": {"expires": FLEET_AUTOSCALE_S},
+    },
     "access-expire-grants": {"task": "access.expire_grants", "schedule": timedelta(minutes=1)},
     # The gateway asks for a drain when rows arrive; this catches what a failed drain left.
     "access-prune-usage": {"task": "access.prune_usage", "schedule": timedelta(hours=6)},

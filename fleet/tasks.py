@@ -13,7 +13,7 @@ from celery import shared_task
 
 from console.celery import SURVIVES_A_CRASH
 from fleet.catalog import services as registry
-from fleet.deployments import reconciler
+from fleet.deployments import autoscaler, reconciler
 from fleet.deployments import services as deploy
 from fleet.jobs import services as jobs
 from fleet.nodes import services
@@ -49,6 +49,11 @@ def checksum_model_task(self: Any, artifact_id: int) -> None:
 def reconcile_task(deployment_ids: list[int] | None = None) -> dict:
     result = reconciler.reconcile(deployment_ids)
     return {"started": result.started, "stopped": result.stopped, "lost": result.lost}
+
+
+@shared_task(name=names.AUTOSCALE)
+def autoscale_task() -> list:
+    return autoscaler.autoscale_pass()
 
 
 @shared_task(name=names.INSTANCE_REPORT, **SURVIVES_A_CRASH)

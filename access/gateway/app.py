@@ -15,13 +15,14 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, close_old_connections
 from redis.exceptions import RedisError
 
 from access import bus
 from access.gateway import keys, ledger, routes
 from access.gateway.errors import GatewayError, error_body
 from access.gateway.quota import Quotas
+from fleet.deployments import autoscaler
 from fleet.deployments.choices import Routing
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ STREAMABLE = {"chat", "completions"}
 INPUT_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 _JSON = [(b"content-type", b"application/json")]
 _DONE = b"data: [DONE]\n\n"
+WAKE_ASK_S = 5.0  # while calls are held, the wake is asked again this often (an ask may be lost)
+WAKE_RETRY_AFTER_S = 30  # what a refused held call is told to wait
 _SSE = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -125,6 +128,7 @@ class Gateway:
         self._routes_task: asyncio.Task | None = None
         self._routes_again = False
         self._tasks: set[asyncio.Task] = set()
+        self._waking: dict[int, Waking] = {}  # deployment id → the calls held while it wakes from zero
 
     # --- per-process setup (lazily, on the server's event loop) --------------------------------
 
@@ -146,6 +150,7 @@ class Gateway:
             self.redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
             self.quotas = Quotas(self.redis)
             self.keys.clear()
+            self._waking.clear()  # their events belong to the loop before
             self.routes = await loop.run_in_executor(self._db, routes.load)
             self._routes_at = time.monotonic()
             self._spawn(self._listen())
@@ -191,10 +196,62 @@ class Gateway:
                 fresh = await asyncio.get_running_loop().run_in_executor(self._db, routes.load)
                 self.routes = routes.merge(self.routes, fresh)
                 self._routes_at = time.monotonic()
+                self._release_held()
             except Exception:
                 log.exception("could not reload the gateway's routes")
             if not self._routes_again:
                 return
+
+    # --- waking a deployment scaled to zero ----------------------------------------------------
+
+    async def _woken(self, route: routes.Route) -> routes.Route:
+        """Hold a call for a deployment scaled to zero until the reloaded routes show it a Ready
+        instance; the autoscaler is asked to start one. Beyond FLEET_WAKE_HOLD_MAX held calls, or
+        after FLEET_WAKE_TIMEOUT_S, a 503 with Retry-After. A reload, not a poll, releases them."""
+        waking = self._waking.setdefault(route.deployment_id, Waking())
+        if waking.held >= settings.FLEET_WAKE_HOLD_MAX:
+            raise _still_waking(route, f"{waking.held} calls already wait for it")
+        deadline = time.monotonic() + settings.FLEET_WAKE_TIMEOUT_S
+        waking.held += 1
+        try:
+            while not waking.ready.is_set():
+                now = time.monotonic()
+                if now >= deadline:
+                    raise _still_waking(route, f"it did not start within {settings.FLEET_WAKE_TIMEOUT_S} s")
+                self._ask_wake(waking, route.deployment_id)
+                try:
+                    await asyncio.wait_for(waking.ready.wait(), min(WAKE_ASK_S, deadline - now))
+                except TimeoutError:
+                    pass
+        finally:
+            waking.held -= 1
+        return self.routes.get(route.name, route)
+
+    def _ask_wake(self, waking: Waking, deployment_id: int) -> None:
+        """Ask the autoscaler to start the deployment, at most every WAKE_ASK_S (an ask may be lost)."""
+        now = time.monotonic()
+        if now - waking.asked < WAKE_ASK_S:
+            return
+        waking.asked = now
+        self._refresh_routes()  # in case the message that it is Ready was lost
+
+        async def ask() -> None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._db, _wake, deployment_id)
+            except Exception:
+                log.exception("could not ask for deployment %s to wake", deployment_id)
+
+        self._spawn(ask())
+
+    def _release_held(self) -> None:
+        """After a reload: calls held for a deployment that now has Ready instances, or is no longer
+        on its way up (stopped, deleted, its instance failed), go on: to an answer or a clear error."""
+        by_id = {r.deployment_id: r for r in self.routes.values()}
+        for deployment_id, waking in list(self._waking.items()):
+            route = by_id.get(deployment_id)
+            if route is None or route.upstreams or not route.asleep:
+                waking.ready.set()
+                del self._waking[deployment_id]
 
     # --- the request --------------------------------------------------------------------------
 
@@ -370,6 +427,11 @@ class Gateway:
         assert route is not None
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity", "X-Request-Id": call.rid}
         fallback = self._fallback(route)
+        if not route.upstreams and route.asleep:  # scaled to zero: its fallback answers meanwhile, if any
+            if fallback is None:
+                route = call.route = await self._woken(route)
+            else:
+                self._ask_wake(self._waking.setdefault(route.deployment_id, Waking()), route.deployment_id)
         chain = [route] if fallback is None else [route, fallback]
         for route in chain:
             if route is not call.route:  # the fallback: asked by its own served name
@@ -454,6 +516,32 @@ class Gateway:
             error = GatewayError(503, "The call could not be recorded.", "ledger_unavailable")
             done = b"data: " + error_body(error) + b"\n\n"
         await send({"type": "http.response.body", "body": pending + done})
+
+
+class Waking:
+    """The calls one gateway process holds for a deployment waking from zero."""
+
+    __slots__ = ("ready", "held", "asked")
+
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()
+        self.held = 0
+        self.asked = float("-inf")
+
+
+def _wake(deployment_id: int) -> None:
+    close_old_connections()
+    autoscaler.wake(deployment_id)
+
+
+def _still_waking(route: routes.Route, why: str) -> GatewayError:
+    return GatewayError(
+        503,
+        f"The model '{route.name}' is waking up and cannot take this call yet ({why}); try again shortly.",
+        "model_waking",
+        retry_after=WAKE_RETRY_AFTER_S,
+        kind="service_unavailable",
+    )
 
 
 def _renamed(raw: bytes, name: str) -> bytes:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from django.db import close_old_connections
 
-from fleet.deployments.choices import InstanceState, Routing
+from fleet.deployments.choices import DesiredState, InstanceState, Routing
 from fleet.deployments.models import Deployment, Instance
 
 REFRESH_S = 5.0
@@ -76,6 +76,8 @@ class Route:
     upstreams: list[Upstream] = field(default_factory=list)
     routing: str = Routing.LEAST_BUSY
     fallback: str | None = None  # the deployment that answers when this one cannot (one hop)
+    wakes: bool = False  # autoscaled down to zero when idle: a call wakes it (and waits) instead of failing
+    asleep: bool = False  # it wakes and is at zero or starting: a call now is held, not failed
     _ring: tuple[list[int], list[Upstream]] | None = field(default=None, init=False, repr=False)
     _ring_of: tuple[int, ...] = field(default=(), init=False, repr=False)
 
@@ -134,13 +136,36 @@ class Route:
 def load() -> dict[str, Route]:
     """Every deployment by served name, with its Ready instances (runs in a worker thread)."""
     close_old_connections()
-    rows = Deployment.objects.values_list(
-        "pk", "name", "model_id", "created_at", "model__name", "routing", "fallback__name"
+    fields = ("pk", "name", "model_id", "created_at", "model__name", "routing", "fallback__name")
+    rows = Deployment.objects.values_list(*fields, "autoscale", "min_replicas", "desired_state", "replicas").order_by(
+        "pk"
     )
-    routes = {
-        name: Route(pk, name, model_id, int(created.timestamp()), model_name, routing=routing, fallback=fallback)
-        for pk, name, model_id, created, model_name, routing, fallback in rows.order_by("pk")
-    }
+    # A call is held only while the deployment is at zero or on its way up (instances starting, or
+    # not yet placed): one whose instance failed answers at once, not after the wake timeout.
+    live: dict[int, int] = {}
+    starting, failed = set(), set()
+    current = Instance.objects.filter(state__in=InstanceState.LIVE | {InstanceState.FAILED})
+    for deployment_id, state in current.values_list("deployment_id", "state"):
+        if state == InstanceState.FAILED:
+            failed.add(deployment_id)
+            continue
+        live[deployment_id] = live.get(deployment_id, 0) + 1
+        if state != InstanceState.READY:  # pending, starting, or restarting after a crash
+            starting.add(deployment_id)
+    routes = {}
+    for pk, name, model_id, created, model_name, routing, fallback, autoscale, low, desired, replicas in rows:
+        wakes = autoscale and low == 0 and desired == DesiredState.RUNNING
+        routes[name] = Route(
+            pk,
+            name,
+            model_id,
+            int(created.timestamp()),
+            model_name,
+            routing=routing,
+            fallback=fallback,
+            wakes=wakes,
+            asleep=wakes and (not replicas or pk in starting or (live.get(pk, 0) < replicas and pk not in failed)),
+        )
     by_id = {r.deployment_id: r for r in routes.values()}
     ready = Instance.objects.filter(state=InstanceState.READY).values_list("pk", "deployment_id", "address", "port")
     for pk, deployment_id, address, port in ready.order_by("pk"):
@@ -151,12 +176,13 @@ def load() -> dict[str, Route]:
 
 def resolve(table: dict[str, Route], name: str) -> Route | None:
     """The deployment called ``name``, else the deployment serving the model called ``name`` with
-    the most Ready instances (the oldest on a tie); None if neither exists."""
+    the most Ready instances (with none, one that wakes on a call; the oldest on a tie); None if
+    neither exists."""
     route = table.get(name)
     if route is not None:
         return route
     serving = [r for r in table.values() if r.model_name == name]
-    return max(serving, key=lambda r: len(r.upstreams), default=None)
+    return max(serving, key=lambda r: (len(r.upstreams), r.asleep), default=None)
 
 
 def callable_names(table: dict[str, Route], model_ids: frozenset[int]) -> list[tuple[str, Route]]:

@@ -36,12 +36,13 @@ ADMIN_GRANT_DAYS = 30  # renewed on a visit within EXPIRING_WITHIN of its end
 @dataclass(frozen=True)
 class Choice:
     """A name the gateway answers to (a model's, or one of its deployments'), the key the page
-    calls it with, and how many Ready instances serve it."""
+    calls it with, how many Ready instances serve it, and whether a call wakes it from zero."""
 
     name: str
     model: str
     key: str
     ready: int
+    wakes: bool = False
 
 
 def _secret(user_id: int, grant_id: int, created_at: datetime) -> tokens.NewToken:
@@ -160,9 +161,11 @@ def choices(user: User) -> list[Choice]:
     for model in models:
         key, deployments = keys[covering[model.pk].pk], list(model.deployments.all())
         ready = [d.ready for d in deployments]  # type: ignore[attr-defined]
-        out.append(Choice(name=model.name, model=model.name, key=key, ready=sum(ready)))
+        wakes = any(d.wakes_on_call for d in deployments)
+        out.append(Choice(name=model.name, model=model.name, key=key, ready=sum(ready), wakes=wakes))
         out += [
-            Choice(name=d.name, model=model.name, key=key, ready=n) for d, n in zip(deployments, ready, strict=True)
+            Choice(name=d.name, model=model.name, key=key, ready=n, wakes=d.wakes_on_call)
+            for d, n in zip(deployments, ready, strict=True)
         ]
     unique = {c.name: c for c in reversed(out)}  # a deployment named as a model: the model's entry
     return [c for c in out if unique[c.name] is c]

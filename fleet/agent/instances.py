@@ -8,6 +8,7 @@ the window make the instance Failed. Every change is reported to the console."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,8 @@ from fleet.protocol.diagnosis import diagnose
 log = logging.getLogger("fleet.agent")
 CRASH_LIMIT, CRASH_WINDOW_S = 5, 300.0
 STOP_GRACE_S = float(os.environ.get("FLEET_STOP_GRACE_S", "10"))
+DRAIN_SETTLE_S = 1.0
+CPU_BIND = "VLLM_CPU_OMP_THREADS_BIND"
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
 METRICS = {
     "vllm:num_requests_running": "running",
@@ -56,9 +59,12 @@ class Managed:
     stop_requested: bool = False
     next_start: float | None = None
     stop_deadline: float | None = None
+    drain_until: float | None = None  # stopping: SIGTERM once no call runs or waits, or at this time
+    drain_from: float = 0.0
     log_offset: int = 0
     attempt_offset: int = 0  # where this start's output begins in the log: diagnosis reads all of it
     last_probe: float = 0.0
+    pinned: bool = False  # the process (not only vLLM's worker) is kept on its VLLM_CPU_OMP_THREADS_BIND core
 
 
 def _get(url: str, timeout: float = 0.5) -> tuple[int, bytes]:
@@ -151,11 +157,27 @@ class InstanceSupervisor:
                 argv=vllm_options.argv(
                     python, spec["model_path"], spec["served"], spec["host"], spec["port"], spec["options"]
                 ),
-                env=vllm_options.environment(spec["options"], spec.get("gpus", [])),
+                env=vllm_options.environment(spec["options"], spec.get("gpus", [])) | self._cpu_binding(spec),
                 log_path=str(self.log_dir / f"instance-{spec['id']}.log"),
             )
+            # Beside a sibling, the whole process stays on its core: a vLLM worker spins on its own,
+            # and a process moved onto that core (torch probes every allowed core as it is imported)
+            # was seen to wait there for minutes.
+            m.pinned = bool(self._siblings(m.id)) and CPU_BIND in m.env
             self.managed[m.id] = m
             self._spawn(m)
+
+    def _cpu_binding(self, spec: dict) -> dict[str, str]:
+        """vllm-cpu binds its worker to core 0 unless told: a second instance there starves. Each
+        instance on a CPU node gets the core its siblings use least."""
+        if spec.get("gpus"):
+            return {}
+        cores = sorted(os.sched_getaffinity(0))
+        used = [m.env.get(CPU_BIND) for m in self._siblings(spec["id"])]
+        return {CPU_BIND: str(min(cores, key=lambda core: used.count(str(core))))}
+
+    def _siblings(self, instance_id: int) -> list[Managed]:
+        return [m for m in self.managed.values() if not m.stop_requested and m.id != instance_id]
 
     def _install_then_start(self, engine: str, version: str, spec: dict) -> None:
         try:
@@ -172,7 +194,9 @@ class InstanceSupervisor:
             return
         self.start(spec)
 
-    def stop(self, instance_id: int) -> None:
+    def stop(self, instance_id: int, drain_s: float = 0.0) -> None:
+        """Stop the instance; with ``drain_s``, a Ready one first finishes the calls it has (the
+        console stopped sending it more), up to ``drain_s`` seconds."""
         with self.lock:
             m = self.managed.get(instance_id)
             if m is None:
@@ -181,10 +205,28 @@ class InstanceSupervisor:
             if m.stop_requested:
                 return
             m.stop_requested, m.next_start = True, None
-            m.stop_deadline = time.monotonic() + STOP_GRACE_S
-            if m.pid and self._alive(m):
-                self._signal(m, signal.SIGTERM)
+            now = time.monotonic()
+            if m.state == "ready" and drain_s > 0 and m.pid and self._alive(m):
+                m.drain_from, m.drain_until = now, now + min(float(drain_s), 3600.0)
+            else:
+                self._terminate(m, now)
             self._save()
+
+    def _terminate(self, m: Managed, now: float) -> None:
+        m.drain_until, m.stop_deadline = None, now + STOP_GRACE_S
+        if m.pid and self._alive(m):
+            self._signal(m, signal.SIGTERM)
+
+    def _drained(self, m: Managed, now: float) -> bool:
+        """No call runs or waits in it (vLLM's own gauges), or its drain time is up. The first
+        second is always waited: a gateway may have picked it just before it left the routes."""
+        if m.drain_until is None or now >= m.drain_until:
+            return True
+        if now - m.drain_from < DRAIN_SETTLE_S or now - m.last_probe < 0.5:
+            return False
+        m.last_probe = now
+        figures = self._figures(m)
+        return figures is not None and figures.get("running", 0.0) + figures.get("waiting", 0.0) == 0
 
     def _spawn(self, m: Managed) -> None:
         fd = os.open(m.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
@@ -200,6 +242,9 @@ class InstanceSupervisor:
             )
         finally:
             os.close(fd)
+        if m.pinned:  # before the child imports anything (exec has happened; torch takes seconds)
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(proc.pid, {int(m.env[CPU_BIND])})
         self.children[m.id] = proc
         m.pid, m.created, m.state, m.next_start = proc.pid, psutil.Process(proc.pid).create_time(), "starting", None
         self._save()
@@ -226,6 +271,9 @@ class InstanceSupervisor:
                 if m.stop_requested:
                     if not alive:
                         self._forget(m, "stopped")
+                    elif m.drain_until is not None:
+                        if self._drained(m, now):
+                            self._terminate(m, now)
                     elif m.stop_deadline and now > m.stop_deadline:
                         self._signal(m, signal.SIGKILL)
                     continue
@@ -337,18 +385,23 @@ class InstanceSupervisor:
         with self.lock:
             ready = [m for m in self.managed.values() if m.state == "ready"]
         for m in ready:
-            status, body = _get(f"http://{m.host}:{m.port}/metrics", timeout=0.3)
-            figures: dict[str, float] = {"instance": m.id}
-            if status == 200:
-                for line in body.decode(errors="replace").splitlines():
-                    name = line.split("{", 1)[0].split(" ", 1)[0]
-                    if name in METRICS:
-                        try:
-                            figures[METRICS[name]] = figures.get(METRICS[name], 0.0) + float(line.rsplit(" ", 1)[1])
-                        except ValueError:
-                            pass
-            out.append(figures)
+            out.append({"instance": m.id} | (self._figures(m) or {}))
         return out
+
+    def _figures(self, m: Managed) -> dict[str, float] | None:
+        """The instance's METRICS from its Prometheus endpoint; None if it did not answer."""
+        status, body = _get(f"http://{m.host}:{m.port}/metrics", timeout=0.3)
+        if status != 200:
+            return None
+        figures: dict[str, float] = {}
+        for line in body.decode(errors="replace").splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in METRICS:
+                try:
+                    figures[METRICS[name]] = figures.get(METRICS[name], 0.0) + float(line.rsplit(" ", 1)[1])
+                except ValueError:
+                    pass
+        return figures
 
     def describe(self) -> list[dict]:
         with self.lock:

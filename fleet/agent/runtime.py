@@ -255,7 +255,7 @@ class Agent:
         return {
             tasks.PING: self.ping,
             tasks.START_INSTANCE: self.start_instance,
-            tasks.STOP_INSTANCE: lambda instance_id: self.instances.stop(instance_id),
+            tasks.STOP_INSTANCE: lambda instance_id, drain_s=0.0: self.instances.stop(instance_id, drain_s),
             tasks.ENSURE_RUNTIME: lambda engine, version: threading.Thread(
                 target=self.install_runtime, args=(engine, version), daemon=True
             ).start(),

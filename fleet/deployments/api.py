@@ -17,10 +17,15 @@ from fleet.deployments import services
 from fleet.deployments.choices import Routing
 from fleet.deployments.filtersets import DeploymentFilterSet, InstanceFilterSet
 from fleet.deployments.serializers import (
+    AutoscaleSerializer,
     DeploymentSerializer,
+    DeploymentUpdateSerializer,
     FallbackSerializer,
     InstanceLogSerializer,
     InstanceSerializer,
+    RevisionSerializer,
+    RollbackSerializer,
+    RolloutSerializer,
     RoutingSerializer,
     ScaleSerializer,
 )
@@ -70,6 +75,33 @@ class DeploymentViewSet(
         (value,) = valid.validated_data.values()
         return self._act(fn, value)
 
+    @extend_schema(request=DeploymentUpdateSerializer, responses=DeploymentSerializer)
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        """A new revision (model, variant, vLLM options, runtime): rolled out one replica at a time,
+        each new instance Ready before an old one drains and stops; a failing one rolls back."""
+        valid = DeploymentUpdateSerializer(data=request.data)
+        valid.is_valid(raise_exception=True)
+        return self._act(services.update, valid.validated_data)
+
+    @extend_schema(request=RolloutSerializer, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def rollout(self, request: Request, pk: str | None = None) -> Response:
+        """Pause or resume the rolling update under way, or abort it (back to the revision it started from)."""
+        return self._act_with(RolloutSerializer, services.rollout)
+
+    @extend_schema(request=RollbackSerializer, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def rollback(self, request: Request, pk: str | None = None) -> Response:
+        """Make an earlier revision current again, rolled out like an update."""
+        return self._act_with(RollbackSerializer, services.rollback)
+
+    @extend_schema(request=None, responses=RevisionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def revisions(self, request: Request, pk: str | None = None) -> Response:
+        """The deployment's newest 100 revisions, newest first: who changed what, when, and how each rollout ended."""
+        revisions = self.get_object().revisions.select_related("created_by").order_by("-number")[:100]
+        return Response(RevisionSerializer(revisions, many=True).data)
+
     @extend_schema(request=ScaleSerializer, responses=DeploymentSerializer)
     @action(detail=True, methods=["post"])
     def scale(self, request: Request, pk: str | None = None) -> Response:
@@ -86,6 +118,14 @@ class DeploymentViewSet(
     def fallback(self, request: Request, pk: str | None = None) -> Response:
         """The deployment that answers while this one has no Ready instance or fails before the first byte."""
         return self._act_with(FallbackSerializer, services.set_fallback)
+
+    @extend_schema(request=AutoscaleSerializer, responses=DeploymentSerializer)
+    @action(detail=True, methods=["post"])
+    def autoscale(self, request: Request, pk: str | None = None) -> Response:
+        """Replicas that follow the load between min and max (min 0: stop when idle, wake on a call)."""
+        valid = AutoscaleSerializer(data=request.data)
+        valid.is_valid(raise_exception=True)
+        return self._act(services.set_autoscale, valid.validated_data)
 
     @extend_schema(request=None, responses=DeploymentSerializer)
     @action(detail=True, methods=["post"])

@@ -26,6 +26,29 @@ class Routing(models.TextChoices):
     PREFIX = "prefix", "By prompt prefix (prefix cache affinity)"
 
 
+class ScaleMetric(models.TextChoices):
+    """What the autoscaler holds at its target per instance, from vLLM's own gauges as the agent
+    scrapes them (fleet.deployments.autoscaler)."""
+
+    IN_FLIGHT = "in-flight", "Calls in flight (running + waiting)"
+    WAITING = "waiting", "vLLM's waiting queue"
+
+
+class Rollout(models.TextChoices):
+    """Where a rolling update stands (fleet.deployments.reconciler): none, or one replica at a time."""
+
+    NONE = "", "None"
+    ROLLING = "rolling", "Rolling"
+    PAUSED = "paused", "Paused"
+
+
+class RevisionOutcome(models.TextChoices):
+    ROLLING = "rolling", "Rolling out"
+    DONE = "done", "Rolled out"
+    ROLLED_BACK = "rolled-back", "Rolled back"  # its instance failed, or an admin aborted it
+    SUPERSEDED = "superseded", "Superseded"  # another update came before it was out
+
+
 class InstanceState(models.TextChoices):
     PENDING = "pending", "Pending"  # placed; the agent has been told to start it
     STARTING = "starting", "Starting"  # the process runs; not answering yet

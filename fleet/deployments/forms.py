@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import cast
+import copy
+from typing import Any, cast
 
 from django import forms
 
@@ -67,3 +68,26 @@ class DeploymentForm(forms.Form):
             "selector": {},
             "options": {k: d[k] for k in self.OPTION_FIELDS},
         }
+
+
+class DeploymentEditForm(forms.Form):
+    """A new revision: the model (or a variant), the vLLM options and the runtime, as the create
+    form has them; rolled out one replica at a time."""
+
+    runtime = forms.CharField(max_length=100, help_text="The vLLM engine and version, as engine==version.")
+    FIELDS = ("model", *DeploymentForm.OPTION_FIELDS)
+
+    def __init__(self, *args: Any, deployment: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        base = DeploymentForm().fields
+        for name in self.FIELDS:
+            field = self.fields[name] = copy.deepcopy(base[name])
+            field.initial = deployment.model_id if name == "model" else deployment.options.get(name)
+            if isinstance(base[name].widget, forms.HiddenInput):
+                field.widget = forms.HiddenInput()
+        self.fields["runtime"].initial = deployment.options.get("runtime")
+        self.order_fields([*self.FIELDS, "runtime"])
+
+    def service_values(self) -> dict:
+        d = self.cleaned_data
+        return {"model": d["model"], "options": {k: d[k] for k in (*DeploymentForm.OPTION_FIELDS, "runtime")}}

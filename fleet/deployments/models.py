@@ -14,7 +14,10 @@ from fleet.deployments.choices import (
     INSTANCE_TRANSITIONS,
     DesiredState,
     InstanceState,
+    RevisionOutcome,
+    Rollout,
     Routing,
+    ScaleMetric,
 )
 
 
@@ -37,6 +40,22 @@ class Deployment(models.Model):
     # Answers this deployment's calls while it has no Ready instance or fails before the first byte.
     fallback = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="fallback_for")
     force = models.BooleanField(default=False, help_text="Start even where the estimator says it will not fit.")
+    # Autoscaling (fleet.deployments.autoscaler): replicas follow the load between min and max;
+    # with min 0 an idle deployment stops and the gateway wakes it on the next call.
+    autoscale = models.BooleanField(default=False)
+    min_replicas = models.PositiveSmallIntegerField(default=1)
+    max_replicas = models.PositiveSmallIntegerField(default=1)
+    scale_metric = models.CharField(max_length=16, choices=ScaleMetric.choices, default=ScaleMetric.IN_FLIGHT)
+    scale_target = models.FloatField(default=4.0, help_text="The metric's value per instance to hold.")
+    scale_up_after_s = models.PositiveIntegerField(default=30, help_text="Load above target this long adds replicas.")
+    scale_down_after_s = models.PositiveIntegerField(
+        default=300, help_text="Load below target (idle, to reach zero) this long removes replicas."
+    )
+    scale_state = models.JSONField(default=dict, blank=True)  # the autoscaler's clocks; written without signals
+    # Rolling updates: the revision (model and options) new instances start with; instances of an
+    # older one are replaced one replica at a time (fleet.deployments.reconciler).
+    revision = models.PositiveIntegerField(default=1)
+    rollout = models.CharField(max_length=16, choices=Rollout.choices, default=Rollout.NONE, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -47,6 +66,11 @@ class Deployment(models.Model):
     class Meta:
         ordering = ["name"]
 
+    @property
+    def wakes_on_call(self) -> bool:
+        """Autoscaled down to zero when idle: a call starts it again, held by the gateway meanwhile."""
+        return self.autoscale and self.min_replicas == 0 and self.desired_state == DesiredState.RUNNING
+
     def set_desired_state(self, new: str) -> None:
         check_transition(DESIRED_TRANSITIONS, self.desired_state, new)
         self.desired_state = new
@@ -55,11 +79,38 @@ class Deployment(models.Model):
         return self.name
 
 
+class Revision(models.Model):
+    """One version of a deployment's model and vLLM options: who made it, what changed, how its
+    rollout ended. Rolling back makes an earlier revision current again (no new number)."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    # the model by name too: a revision outlives the variant it named (rollback then says so)
+    model = models.ForeignKey(ModelArtifact, null=True, on_delete=models.SET_NULL, related_name="+")
+    model_name = models.CharField(max_length=200)
+    options = models.JSONField(default=dict)
+    changes = models.JSONField(default=dict)  # {field: [before, after]} against the revision before
+    outcome = models.CharField(max_length=16, choices=RevisionOutcome.choices, default=RevisionOutcome.DONE)
+    note = models.CharField(max_length=300, blank=True)  # why it was rolled back, when it was
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["deployment", "-number"]
+        constraints = [models.UniqueConstraint(fields=["deployment", "number"], name="revision_number")]
+
+    def __str__(self) -> str:
+        return f"{self.deployment.name} r{self.number}"
+
+
 class Instance(models.Model):
     objects = VisibleQuerySet.as_manager()  # visible_to(user): admins only
 
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="instances")
     replica = models.PositiveSmallIntegerField()
+    revision = models.PositiveIntegerField(default=1)  # the deployment's revision it was started with
     node = models.ForeignKey("fleet.Node", null=True, on_delete=models.SET_NULL, related_name="instances")
     gpus = models.JSONField(default=list)
     port = models.PositiveIntegerField()

@@ -8,13 +8,15 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 import audit
 from console.live import publish_on_commit
-from fleet.deployments.choices import DesiredState, InstanceState
+from fleet.deployments import rollouts
+from fleet.deployments.choices import DesiredState, InstanceState, Rollout
 from fleet.deployments.models import Deployment, Instance
 from fleet.nodes import commands, queries
 from fleet.nodes.choices import NodeState
@@ -24,6 +26,7 @@ from fleet.planning.estimator import GIB, ModelShape
 from fleet.protocol import tasks
 
 log = logging.getLogger(__name__)
+ACTOR = "reconciler"
 COVERING = InstanceState.LIVE | {InstanceState.FAILED}  # a Failed replica waits for the admin, not re-placed
 
 
@@ -54,6 +57,13 @@ def spec_for(deployment: Deployment, replicas: int) -> placement.Spec:
 
 
 send = commands.send  # to a node's command stream, once the transaction commits
+
+
+def reconcile_after_commit(deployment_id: int) -> None:
+    """Reconcile this deployment on the worker once the change that calls for it is committed."""
+    transaction.on_commit(
+        lambda: current_app.send_task(tasks.RECONCILE, args=[[deployment_id]], queue=tasks.CONSOLE_QUEUE)
+    )
 
 
 def start_command(instance: Instance, deployment: Deployment, node: Node) -> None:
@@ -115,19 +125,21 @@ def reconcile(deployment_ids: list[int] | None = None) -> Pass:
                     result.lost.append(inst.pk)
             wanted = deployment.replicas if deployment.desired_state == DesiredState.RUNNING else 0
             covered: dict[int, Instance] = {}
+            outdated: list[Instance] = []  # of an earlier revision: replaced one at a time
             for inst in sorted(instances, key=lambda i: i.created_at):
                 if inst.state not in COVERING:
                     continue
-                if inst.replica >= wanted or inst.replica in covered:
+                if inst.revision != deployment.revision:
+                    outdated.append(inst)
+                elif inst.replica >= wanted or inst.replica in covered:
                     if inst.state in InstanceState.LIVE:  # nobody wants it
-                        inst.set_state(InstanceState.STOPPING)
-                        inst.save(update_fields=["state", "updated_at"])
-                        if inst.node_id in nodes:
-                            send(nodes[inst.node_id], tasks.STOP_INSTANCE, instance_id=inst.pk)
-                        result.stopped.append(inst.pk)
-                    continue
-                covered[inst.replica] = inst
-            missing = [r for r in range(wanted) if r not in covered]
+                        _stop(inst, nodes, result)
+                else:
+                    covered[inst.replica] = inst
+            if outdated or deployment.rollout:
+                missing = _rolling_step(deployment, instances, covered, outdated, wanted, nodes, result)
+            else:
+                missing = [r for r in range(wanted) if r not in covered]
             if not missing:
                 if deployment.placement_note:
                     Deployment.objects.filter(pk=deployment.pk).update(placement_note="")
@@ -150,6 +162,7 @@ def reconcile(deployment_ids: list[int] | None = None) -> Pass:
                 inst = Instance.objects.create(
                     deployment=deployment,
                     replica=replica,
+                    revision=deployment.revision,
                     node=node,
                     gpus=gpus,
                     port=_free_port(node.pk, taken),
@@ -164,6 +177,65 @@ def reconcile(deployment_ids: list[int] | None = None) -> Pass:
                 result.started.append(inst.pk)
             Deployment.objects.filter(pk=deployment.pk).update(placement_note="")
     return result
+
+
+def _stop(inst: Instance, nodes: dict[int, Node], result: Pass) -> None:
+    """Stop an instance nobody wants: the gateway stops sending it calls (it is no longer Ready),
+    and its agent lets the calls in flight finish (up to ``FLEET_DRAIN_S``) before it stops it."""
+    inst.set_state(InstanceState.STOPPING)
+    inst.save(update_fields=["state", "updated_at"])
+    if inst.node_id in nodes:
+        send(nodes[inst.node_id], tasks.STOP_INSTANCE, instance_id=inst.pk, drain_s=settings.FLEET_DRAIN_S)
+    result.stopped.append(inst.pk)
+
+
+def _rolling_step(
+    d: Deployment,
+    instances: list[Instance],
+    covered: dict[int, Instance],
+    outdated: list[Instance],
+    wanted: int,
+    nodes: dict[int, Node],
+    result: Pass,
+) -> list[int]:
+    """One step of a rolling update; the replica slots to place now. Surge one instance of the
+    current revision, wait until it is Ready, then stop (drain) one of the old revision, and
+    again, until every replica runs the current one. A new instance that fails rolls back."""
+    failed = [i for i in covered.values() if i.state == InstanceState.FAILED]
+    if failed and d.rollout:
+        back = rollouts.previous(d)
+        if back is not None and back.model is not None:
+            rollouts.roll_back(
+                ACTOR, d, back, f"instance {failed[0].pk} of revision {d.revision} failed: {failed[0].cause}"
+            )
+            reconcile_after_commit(d.pk)  # the next pass replaces the failed ones with the old revision
+            return []
+    for inst in outdated:
+        if inst.state == InstanceState.FAILED:  # serves nothing: retired at once
+            inst.set_state(InstanceState.STOPPED)
+            inst.save(update_fields=["state", "updated_at"])
+    old = [i for i in outdated if i.state in InstanceState.LIVE]
+    if wanted == 0:  # stopped or scaled to zero: nothing to keep serving, all go at once
+        for inst in old:
+            _stop(inst, nodes, result)
+        old = []
+    if d.rollout == Rollout.PAUSED:
+        return []
+    if any(i.state != InstanceState.READY for i in covered.values()):
+        return []  # the surged instance still starts (or restarts after a crash)
+    recent = timezone.now() - timedelta(seconds=settings.FLEET_DRAIN_S + 60)
+    if any(i.state == InstanceState.STOPPING and i.updated_at > recent for i in instances):
+        return []  # an old instance still drains: its GPUs are not free yet
+    if old and len(covered) + len(old) > wanted:
+        _stop(old[0], nodes, result)  # the oldest: a new one serves in its place
+        return []
+    if len(covered) < wanted:
+        free = [r for r in range(wanted) if r not in covered]
+        slot = old[0].replica if old and old[0].replica in free else free[0]
+        return [slot]
+    if d.rollout:
+        rollouts.finish(d)
+    return []
 
 
 def _minus(node: placement.NodeView, gpus: set[int], ram: int) -> placement.NodeView:

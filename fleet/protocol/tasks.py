@@ -18,6 +18,7 @@ CHECK_LIVENESS = "fleet.check_liveness"
 PRUNE_ROLLUPS = "fleet.prune_rollups"
 CHECKSUM_MODEL = "fleet.checksum_model"
 RECONCILE = "fleet.reconcile"
+AUTOSCALE = "fleet.autoscale"
 
 # console → agent (fleet/agent/runtime.py serves them from the node's command stream)
 PING = "agent.ping"

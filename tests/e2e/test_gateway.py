@@ -341,3 +341,61 @@ def test_a_fallback_answers_when_the_primary_fails_before_its_first_byte_or_has_
         lambda: (lambda r: r if r[0] == 503 else None)(_post(gw["url"], gw["plaintext"], plain)), 3, "503"
     )
     assert payload["error"]["code"] == "no_ready_instance"
+
+
+def test_a_call_for_a_deployment_scaled_to_zero_is_held_while_it_wakes_then_answered(gw, process_env):
+    """Held, not failed: the first call asks the autoscaler for a replica and is answered once the
+    instance is Ready (here the test plays the node, turning it Ready); a gateway holding more
+    than its bound, or for longer than its timeout, answers 503 with Retry-After."""
+    from fleet.deployments import services as deployments
+    from fleet.protocol import vllm as vllm_options
+
+    chat, admin = gw["chat"], gw["admin"]
+    deployments.set_autoscale(
+        admin,
+        chat,
+        {"autoscale": True, "min_replicas": 0, "max_replicas": 2, "scale_down_after_s": 300},
+    )
+    # scaled to zero as the autoscaler leaves it (options a reconciler can plan with: it finds no room)
+    options = vllm_options.validate({"max_model_len": 512}, [])
+    Deployment.objects.filter(pk=chat.pk).update(replicas=0, options=options)
+    instance = chat.instances.get()
+    instance.state = InstanceState.STOPPED
+    instance.save()  # asleep: no Ready instance, nothing wanted
+    body = {"model": "chat-a", "messages": HELLO, "max_tokens": 1}
+
+    port = free_port()  # a second gateway that holds one call for at most a second
+    strict = start_uvicorn(
+        "console.asgi:application", port, process_env | {"FLEET_WAKE_HOLD_MAX": "1", "FLEET_WAKE_TIMEOUT_S": "1"}
+    )
+    try:
+        wait_for_port(port, strict)
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(_post, f"http://127.0.0.1:{port}", gw["plaintext"], body)
+            time.sleep(0.3)
+            over_bound = _post(f"http://127.0.0.1:{port}", gw["plaintext"], body)
+            timed_out = first.result()
+    finally:
+        stop(strict)
+    for status, headers, payload in (over_bound, timed_out):
+        assert status == 503 and headers["Retry-After"] == "30", payload
+        assert payload["error"]["code"] == "model_waking" and "waking up" in payload["error"]["message"]
+    assert "1 calls already wait" in over_bound[2]["error"]["message"]
+    # The held call asked for the wake: one replica wanted, audited with why.
+    wait_for(lambda: Deployment.objects.get(pk=chat.pk).replicas == 1 or None, 5, "the wake")
+    woke = AuditEvent.objects.filter(action="deployment.autoscale", target_id=str(chat.pk)).latest("seq")
+    assert woke.actor_name == "autoscaler" and woke.before == {"replicas": 0} and woke.after == {"replicas": 1}
+    assert woke.context["reason"] == "a call arrived while it was scaled to zero"
+
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(gw["client"].chat.completions.create, model="mock-chat-a", messages=HELLO, max_tokens=2)
+        time.sleep(1.5)
+        assert not held.done()  # held by the gateway while nothing is Ready
+        instance.state = InstanceState.READY
+        instance.save()  # as the node reports it: every gateway reloads its routes
+        ready_at = time.monotonic()
+        answer = held.result(timeout=5)
+        released_in = time.monotonic() - ready_at
+    assert answer.model == "chat-a" and answer.usage.completion_tokens == 2
+    assert released_in < 1.0, released_in  # the reload releases it, not a poll
+    assert AuditEvent.objects.filter(action="deployment.autoscale", target_id=str(chat.pk)).count() == 1

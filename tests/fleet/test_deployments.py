@@ -100,6 +100,11 @@ def test_bad_options_are_refused_with_the_field(settings, given, field):
             True,
         ),
         (
+            "ValueError: Model architectures ['BrokenForCausalLM'] are not supported for now. Supported architectures",
+            "Model architecture unsupported",
+            True,
+        ),
+        (
             "ValueError: The quantization method awq is not supported for the current device",
             "Quantization unsupported on this device",
             True,
