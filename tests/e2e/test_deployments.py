@@ -29,6 +29,9 @@ from tests.e2e.conftest import (
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
 
+HELLO = [{"role": "user", "content": "Say hi"}]
+
+
 def _ready(deployment_id: int, n: int = 1) -> list[Instance]:
     return wait_for(
         lambda: (lambda ready: ready if len(ready) >= n else None)(
@@ -259,9 +262,7 @@ def test_a_rolling_update_and_an_automatic_rollback_fail_no_call_under_load(flee
     def call() -> None:
         while not done.is_set():
             try:
-                answer = caller.chat.completions.create(
-                    model="roller", messages=[{"role": "user", "content": "Say hi"}], max_tokens=4
-                )
+                answer = caller.chat.completions.create(model="roller", messages=HELLO, max_tokens=4)
                 answered.append(answer.usage.completion_tokens)
                 time.sleep(0.2)  # steady, not saturating: the new instance starts beside these calls
             except Exception as exc:  # every kind counts: a refused connection, a 5xx, a timeout
@@ -301,3 +302,37 @@ def test_a_rolling_update_and_an_automatic_rollback_fail_no_call_under_load(flee
     rolled = AuditEvent.objects.get(action="deployment.rollback", target_id=str(pk))
     assert rolled.actor_name == "reconciler" and "failed" in rolled.context["cause"]
     assert AuditEvent.objects.filter(action="deployment.rollout_done", target_id=str(pk)).exists()
+
+    # A fallback on real vLLM: a stopped deployment names "roller" as its fallback; the official
+    # client calls it by its own name, "roller" answers, and the ledger says who answered.
+    from access.usage.models import UsageRecord
+
+    standby = client.post(
+        "/api/deployments/",
+        {"name": "standby", "model": model.pk, "replicas": 0, "options": {"max_model_len": 1024, "dtype": "bfloat16"}},
+        content_type="application/json",
+    ).json()["id"]
+    assert client.post(f"/api/deployments/{standby}/stop/").status_code == 200
+    fallback = client.post(f"/api/deployments/{standby}/fallback/", {"fallback": pk}, content_type="application/json")
+    assert fallback.status_code == 200 and fallback.json()["fallback"] == pk
+    answer = wait_for(
+        lambda: _answered(lambda: caller.chat.completions.create(model="standby", messages=HELLO, max_tokens=2)),
+        5,
+        "the fallback to answer (once the route table has it)",
+    )
+    assert answer.model == "roller" and answer.usage.completion_tokens > 0
+    row = wait_for(lambda: UsageRecord.objects.filter(request_id=answer._request_id).first(), 10, "its ledger row")
+    assert row.deployment_id == pk and row.status == 200
+
+
+def _answered(call):
+    """The answer, or None while the gateway's route table has not the change yet (404: no such
+    deployment yet; 503: no fallback yet)."""
+    import openai
+
+    try:
+        return call()
+    except openai.APIStatusError as exc:
+        if exc.status_code in (404, 503):
+            return None
+        raise
