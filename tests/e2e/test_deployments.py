@@ -95,7 +95,10 @@ def test_deploy_serve_crash_adopt_scale_and_stop(fleet_with_agent):
     stop_agent(f["agent"]["proc"])
     assert [p.pid for p in vllm_processes(model.path)] == [again.pid]  # vLLM outlives the agent
     f["agent"]["proc"] = start_agent(f["env"], "deploy-node", f["state"])
-    described = wait_for(lambda: _describe(f["node"]), 60, "the new agent to answer")
+    try:
+        described = wait_for(lambda: _describe(f["node"]), 120, "the new agent to answer")
+    except AssertionError as exc:  # once seen under load in a whole run: say what the agent said
+        raise AssertionError(f"{exc}; the agent printed: {stop_agent(f['agent']['proc'])[-4000:]}") from None
     assert [(d["id"], d["pid"], d["state"]) for d in described] == [(instance.pk, again.pid, "ready")]
     time.sleep(3)  # a reconcile pass or two: still no second process
     assert [p.pid for p in vllm_processes(model.path)] == [again.pid]
