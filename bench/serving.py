@@ -141,7 +141,7 @@ def main(quick: bool) -> dict:
 
     django.setup()
     from django.db import connection
-    from django.test.utils import setup_test_environment
+    from django.test.utils import setup_test_environment, teardown_test_environment
     from tokenizers import Tokenizer
 
     from access import bus
@@ -227,6 +227,7 @@ def main(quick: bool) -> dict:
         for proc in procs:
             proc.wait(30)
         connection.creation.destroy_test_db(old_name, verbosity=0)
+        teardown_test_environment()  # bench/lifecycle.py sets up its own next
 
 
 if __name__ == "__main__":
