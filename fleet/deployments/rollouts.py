@@ -81,9 +81,7 @@ def new(actor: Actor, d: Deployment, model: Any, options: dict) -> Revision | No
         created_by=_user(actor),
     )
     before = {"revision": d.revision, "model": d.model.name, "options": d.options}
-    d.model, d.options, d.revision = model, options, number
-    d.rollout = Rollout.ROLLING if rolls else Rollout.NONE
-    d.save(update_fields=["model", "options", "revision", "rollout", "updated_at"])
+    _make_current(d, model, options, number, rolls)
     audit.record(
         actor,
         "deployment.update",
@@ -94,6 +92,13 @@ def new(actor: Actor, d: Deployment, model: Any, options: dict) -> Revision | No
     )
     _changed(d)
     return revision
+
+
+def _make_current(d: Deployment, model: Any, options: dict, number: int, rolls: bool) -> None:
+    """The deployment serves revision ``number`` from now on; rolling while older instances run."""
+    d.model, d.options, d.revision = model, options, number
+    d.rollout = Rollout.ROLLING if rolls else Rollout.NONE
+    d.save(update_fields=["model", "options", "revision", "rollout", "updated_at"])
 
 
 def roll_back(actor: Actor, d: Deployment, to: Revision, note: str) -> Revision:
@@ -116,9 +121,7 @@ def roll_back(actor: Actor, d: Deployment, to: Revision, note: str) -> Revision:
     to.outcome = RevisionOutcome.ROLLING if rolls else RevisionOutcome.DONE
     to.save(update_fields=["outcome"])
     before = {"revision": d.revision, "model": d.model.name}
-    d.model, d.options, d.revision = to.model, to.options, to.number
-    d.rollout = Rollout.ROLLING if rolls else Rollout.NONE
-    d.save(update_fields=["model", "options", "revision", "rollout", "updated_at"])
+    _make_current(d, to.model, to.options, to.number, rolls)
     audit.record(
         actor,
         "deployment.rollback",
