@@ -61,6 +61,24 @@ class EmailField(_OnlyStrings, serializers.EmailField):
     pass
 
 
+class SlugRelatedField(serializers.SlugRelatedField):
+    """An object named by a non-empty string (DRF takes "" as null and 5 as "5" for a relation)."""
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        if data == "" or (data not in (None, serializers.empty) and not isinstance(data, str)):
+            self.fail("invalid")
+        return super().run_validation(data)
+
+
+class PrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """An object named by its JSON integer id: not "5", "" (DRF's null) or true."""
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        if data not in (None, serializers.empty) and (isinstance(data, bool) or not isinstance(data, int)):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        return super().run_validation(data)
+
+
 class _RefuseUnknownFields:
     """A field the request's document does not name is a 400 naming it, not silently dropped (a
     misspelt ``expires_in_day`` would make a token that never expires). Read-only fields are not
@@ -83,6 +101,7 @@ class Serializer(_RefuseUnknownFields, serializers.Serializer):
 
 
 class ModelSerializer(_RefuseUnknownFields, serializers.ModelSerializer):
+    serializer_related_field = PrimaryKeyRelatedField
     serializer_field_mapping = serializers.ModelSerializer.serializer_field_mapping | {
         models.CharField: CharField,
         models.TextField: CharField,

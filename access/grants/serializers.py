@@ -7,11 +7,19 @@ from rest_framework import serializers
 from access.grants import services
 from access.grants.models import LIMIT_FIELDS, LIMIT_MAX, AccessRequest, ApiKey, Grant
 from access.people.models import Department, User
-from console.serializers import BooleanField, CharField, IntegerField, ModelSerializer, Serializer
+from console.serializers import (
+    BooleanField,
+    CharField,
+    IntegerField,
+    ModelSerializer,
+    PrimaryKeyRelatedField,
+    Serializer,
+    SlugRelatedField,
+)
 from fleet.catalog.models import ModelArtifact
 
 
-class _Models(serializers.SlugRelatedField):
+class _Models(SlugRelatedField):
     def __init__(self, **kwargs) -> None:
         super().__init__(slug_field="name", queryset=ModelArtifact.objects.all(), many=False, **kwargs)
 
@@ -94,12 +102,8 @@ class DecisionSerializer(LimitsSerializer):
 
 class GrantSerializer(ModelSerializer):
     locals().update(_limit_fields())  # the same bounds as every quota field
-    user = serializers.SlugRelatedField(
-        slug_field="username", queryset=User.objects.all(), required=False, allow_null=True
-    )
-    department = serializers.SlugRelatedField(
-        slug_field="slug", queryset=Department.objects.all(), required=False, allow_null=True
-    )
+    user = SlugRelatedField(slug_field="username", queryset=User.objects.all(), required=False, allow_null=True)
+    department = SlugRelatedField(slug_field="slug", queryset=Department.objects.all(), required=False, allow_null=True)
     models = serializers.ListField(child=_Models(), min_length=1, write_only=True)
     model_names = serializers.SerializerMethodField()
     duration_days = IntegerField(write_only=True, min_value=1, max_value=services.MAX_DURATION_DAYS)
@@ -130,7 +134,7 @@ class GrantSerializer(ModelSerializer):
 class ApiKeySerializer(ModelSerializer):
     locals().update(_limit_fields())  # the same bounds as every quota field
     user: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    grant = serializers.PrimaryKeyRelatedField(queryset=Grant.objects.all())
+    grant = PrimaryKeyRelatedField(queryset=Grant.objects.all())
     models = serializers.ListField(child=_Models(), required=False, write_only=True)
     model_names = serializers.SerializerMethodField()
     expires_in_days = IntegerField(

@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from access.people.choices import Role
 from access.people.models import Department, PersonalToken, User
-from console.serializers import CharField, IntegerField, ModelSerializer
+from console.serializers import CharField, IntegerField, ModelSerializer, SlugRelatedField
 
 
 class DepartmentSerializer(ModelSerializer):
@@ -20,9 +20,7 @@ class DepartmentSerializer(ModelSerializer):
 
 
 class UserSerializer(ModelSerializer):
-    department = serializers.SlugRelatedField(
-        slug_field="slug", queryset=Department.objects.all(), allow_null=True, required=False
-    )
+    department = SlugRelatedField(slug_field="slug", queryset=Department.objects.all(), allow_null=True, required=False)
     password = CharField(write_only=True, required=False, style={"input_type": "password"})
 
     class Meta:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from console.serializers import CharField, IntegerField, ModelSerializer, Serializer
+from console.serializers import CharField, IntegerField, ModelSerializer, PrimaryKeyRelatedField, Serializer
 from fleet.catalog.models import ModelArtifact, ModelFile, slug_validator
 from fleet.planning.estimator import QUANTIZATIONS
 
@@ -17,7 +17,7 @@ class ModelFileSerializer(ModelSerializer):
 
 class ModelArtifactSerializer(ModelSerializer):
     # a declared field (the metaclass takes it off the class), not Field.parent
-    parent = serializers.PrimaryKeyRelatedField(  # type: ignore[assignment]
+    parent = PrimaryKeyRelatedField(  # type: ignore[assignment]
         queryset=ModelArtifact.objects.all(), required=False, allow_null=True
     )
     tags = serializers.ListField(child=CharField(max_length=40), required=False, max_length=20)
@@ -77,7 +77,7 @@ class ModelDetailSerializer(ModelArtifactSerializer):
 
 
 class FitRequestSerializer(Serializer):
-    model = serializers.PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all())
+    model = PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all())
     max_model_len = IntegerField(min_value=1, max_value=10_000_000, default=4096)
     concurrency = IntegerField(min_value=1, max_value=100_000, default=1)
     quantization = serializers.ChoiceField(choices=list(QUANTIZATIONS), default="none")

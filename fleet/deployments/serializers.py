@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from console.serializers import CharField, IntegerField, ModelSerializer, Serializer
+from console.serializers import CharField, IntegerField, ModelSerializer, PrimaryKeyRelatedField, Serializer
 from fleet.catalog.models import ModelArtifact, slug_validator
 from fleet.deployments.choices import Routing
 from fleet.deployments.models import Deployment, Instance, Revision
@@ -61,7 +61,7 @@ class AutoscaleSerializer(ModelSerializer):
 
 
 class DeploymentSerializer(ModelSerializer):
-    model = serializers.PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all())
+    model = PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all())
     options = serializers.DictField(required=False, default=dict)
     selector = serializers.DictField(required=False, default=dict)
     instances = InstanceSerializer(many=True, read_only=True)
@@ -119,7 +119,7 @@ class RoutingSerializer(Serializer):
 
 
 class FallbackSerializer(Serializer):
-    fallback = serializers.PrimaryKeyRelatedField(
+    fallback = PrimaryKeyRelatedField(
         queryset=Deployment.objects.all(),
         allow_null=True,
         help_text="The deployment that answers while this one has no Ready instance or fails before "
@@ -130,7 +130,7 @@ class FallbackSerializer(Serializer):
 class DeploymentUpdateSerializer(Serializer):
     """PATCH: a new revision, rolled out one replica at a time without a failed call."""
 
-    model = serializers.PrimaryKeyRelatedField(
+    model = PrimaryKeyRelatedField(
         queryset=ModelArtifact.objects.all(), required=False, help_text="Another model, or a variant of this one."
     )
     options = serializers.DictField(

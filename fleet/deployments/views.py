@@ -137,7 +137,7 @@ def deployment_page(
 
 def _fallback(value: str) -> Deployment | None:
     """The form's choice, by the API's own validator: blank for none, else an existing deployment."""
-    body = FallbackSerializer(data={"fallback": value or None})
+    body = FallbackSerializer(data={"fallback": _typed(value, int) if value else None})
     if not body.is_valid():
         raise ServiceError("Choose a deployment as the fallback, or none.", "fallback")
     return body.validated_data["fallback"]

@@ -85,8 +85,13 @@ def _fill(path: str, world: dict[str, Any]) -> str | None:
     return None
 
 
-def _fields(kinds: set[str]) -> list[tuple[str, str, str]]:
-    """(method, path, field) for every writable body field of one of ``kinds`` in the document."""
+def _min_length(schema: dict) -> int:
+    return max([schema.get("minLength", 0)] + [s.get("minLength", 0) for s in schema.get("anyOf", [])])
+
+
+def _fields(kinds: set[str], nonempty: bool = False) -> list[tuple[str, str, str]]:
+    """(method, path, field) for every writable body field of one of ``kinds`` in the document;
+    with ``nonempty``, only the strings it says hold at least one character."""
     document, found = _document(), []
     for path, item in document["paths"].items():
         for method in WRITE_METHODS:
@@ -95,7 +100,7 @@ def _fields(kinds: set[str]) -> list[tuple[str, str, str]]:
                 continue
             for name, prop in _resolve(document, body["schema"]).get("properties", {}).items():
                 prop = _resolve(document, prop)
-                if not prop.get("readOnly") and _types(prop) & kinds:
+                if not prop.get("readOnly") and _types(prop) & kinds and (not nonempty or _min_length(prop)):
                     found.append((method, path, name))
     return found
 
@@ -146,6 +151,30 @@ def test_a_nul_character_in_a_string_is_a_400_naming_the_field(signed_in, world,
     assert url is not None, f"no object for {path}: add one to the world fixture"
     before = _snapshot()
     response = _call(signed_in, method, url, {field: NUL})
+    assert response.status_code == 400 and _names(response, field), response.content
+    assert _snapshot() == before
+
+
+@pytest.mark.parametrize(("method", "path", "field"), _fields({"string"}, nonempty=True))
+def test_an_empty_string_where_the_document_wants_a_character_is_a_400_naming_the_field(
+    signed_in, world, method, path, field
+):
+    """Not taken as null: DRF reads "" as no object for a relation (a user's department was cleared)."""
+    url = _fill(path, world)
+    assert url is not None, f"no object for {path}: add one to the world fixture"
+    before = _snapshot()
+    response = _call(signed_in, method, url, {field: ""})
+    assert response.status_code == 400 and _names(response, field), response.content
+    assert _snapshot() == before
+
+
+@pytest.mark.parametrize(("method", "path", "field"), _fields({"integer"}))
+def test_an_integer_given_as_text_is_a_400_naming_the_field(signed_in, world, method, path, field):
+    """ "1" is not 1: DRF takes a relation's id as text too."""
+    url = _fill(path, world)
+    assert url is not None, f"no object for {path}: add one to the world fixture"
+    before = _snapshot()
+    response = _call(signed_in, method, url, {field: "1"})
     assert response.status_code == 400 and _names(response, field), response.content
     assert _snapshot() == before
 
