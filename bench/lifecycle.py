@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -208,14 +209,15 @@ def figures(quick: bool) -> dict:
         )
         time.sleep(3)
         _t, token = services.create_join_token(admin, expires_in_hours=1)
+        agent_log = (work / "agent.log").open("ab")
         node_env = {k: v for k, v in env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "fleet.agent", "--name", "bench-node", "--state-dir", str(work / "agent")],
                 env=node_env | {"FLEET_JOIN_TOKEN": token, "FLEET_CONSOLE_URL": f"https://127.0.0.1:{agents_port}"},
                 cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=agent_log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         )
@@ -292,87 +294,116 @@ def figures(quick: bool) -> dict:
             servers.wait_until(lambda: load.snapshot()[0] >= 4, 120, 0.2, "warm-up calls")
         stopped(warm)
 
-        # 1. Wake from zero.
-        pk = create("bench-wake", 0, model.pk)
-        settings_body = {"autoscale": True, "min_replicas": 0, "max_replicas": 1, "scale_down_after_s": 3600}
-        assert api("post", f"/api/deployments/{pk}/autoscale/", settings_body).status_code == 200
-        watch: dict[str, float] = {}
+        def part(name: str, measure) -> None:
+            """One part's figures. A part that fails is named in the figures with its error, what
+            its instances and the agent said go to stderr, its deployments stop, the next part runs."""
+            try:
+                measure()
+            except Exception as exc:
+                out[f"{name}_error"] = repr(exc)[:300]
+                print(f"{name} failed: {exc!r}", file=sys.stderr)
+                for inst in Instance.objects.order_by("pk"):
+                    what = f"{inst.state} {inst.cause!r} on cores {_cores(inst.pid)}"
+                    print(f"  instance {inst.pk} of {inst.deployment_id}: {what}", file=sys.stderr)
+                for log in sorted((work / "agent").glob("logs/*.log")) + [work / "agent.log"]:
+                    tail = log.read_text(errors="replace").splitlines()[-12:]
+                    print(f"  {log.name}:", *tail, sep="\n    ", file=sys.stderr)
+                for pk in Deployment.objects.exclude(replicas=0).values_list("pk", flat=True):
+                    with contextlib.suppress(Exception):
+                        stopped(pk)
 
-        def watch_vllm() -> None:
-            inst = servers.wait_until(
-                lambda: Instance.objects.filter(deployment_id=pk).exclude(pid=None).first(), 600, 0.005, "a pid"
+        def wake() -> None:
+            pk = create("bench-wake", 0, model.pk)
+            settings_body = {"autoscale": True, "min_replicas": 0, "max_replicas": 1, "scale_down_after_s": 3600}
+            assert api("post", f"/api/deployments/{pk}/autoscale/", settings_body).status_code == 200
+            watch: dict[str, float] = {}
+
+            def watch_vllm() -> None:
+                inst = servers.wait_until(
+                    lambda: Instance.objects.filter(deployment_id=pk).exclude(pid=None).first(), 600, 0.005, "a pid"
+                )
+                watch["process"] = time.monotonic()  # the console learnt the process runs (as deploy.py)
+                servers.wait_until(lambda: _answers(inst.port), 600, 0.02, "vLLM to answer")
+                watch["answers"] = time.monotonic()
+
+            watcher = threading.Thread(target=watch_vllm, daemon=True)
+            watcher.start()
+            results = asyncio.run(_wake_calls(url, key, "bench-wake"))
+            watcher.join(timeout=10)
+            first = min(t for status, t in results if status == 200) if any(s == 200 for s, _ in results) else 0.0
+            out["vllm_startup_s"] = round(watch["answers"] - watch["process"], 2)
+            out["wake_first_byte_s"] = round(first, 2)
+            out["wake_overhead_s"] = round(first - (watch["answers"] - watch["process"]), 2)
+            out["wake_failed"] = sum(status != 200 for status, _ in results)
+            stopped(pk)
+
+        def autoscale() -> None:
+            """Up under a burst, and back to min after the cooldown."""
+            cooldown = 15 if quick else 30
+            pk = create("bench-scale", 1, model.pk)
+            ready(pk, 1)
+            body = {"autoscale": True, "min_replicas": 1, "max_replicas": 2, "scale_target": 1, "scale_up_after_s": 2}
+            assert (
+                api("post", f"/api/deployments/{pk}/autoscale/", body | {"scale_down_after_s": cooldown}).status_code
+                == 200
             )
-            watch["process"] = time.monotonic()  # the console learnt the process runs (as deploy.py)
-            servers.wait_until(lambda: _answers(inst.port), 600, 0.02, "vLLM to answer")
-            watch["answers"] = time.monotonic()
-
-        watcher = threading.Thread(target=watch_vllm, daemon=True)
-        watcher.start()
-        results = asyncio.run(_wake_calls(url, key, "bench-wake"))
-        watcher.join(timeout=10)
-        first = min(t for status, t in results if status == 200) if any(s == 200 for s, _ in results) else 0.0
-        out["vllm_startup_s"] = round(watch["answers"] - watch["process"], 2)
-        out["wake_first_byte_s"] = round(first, 2)
-        out["wake_overhead_s"] = round(first - (watch["answers"] - watch["process"]), 2)
-        out["wake_failed"] = sum(status != 200 for status, _ in results)
-        stopped(pk)
-
-        # 2. Autoscale up under a burst, and back to min after the cooldown.
-        cooldown = 15 if quick else 30
-        pk = create("bench-scale", 1, model.pk)
-        ready(pk, 1)
-        body = {"autoscale": True, "min_replicas": 1, "max_replicas": 2, "scale_target": 1, "scale_up_after_s": 2}
-        assert (
-            api("post", f"/api/deployments/{pk}/autoscale/", body | {"scale_down_after_s": cooldown}).status_code == 200
-        )
-        burst = time.monotonic()
-        with Load(url, key, "bench-scale", max_tokens=64):
-            ready(pk, 2)
-            out["scale_up_s"] = round(time.monotonic() - burst, 1)
-        ended = time.monotonic()
-        servers.wait_until(lambda: Deployment.objects.get(pk=pk).replicas == 1, cooldown + 120, 0.5, "the scale down")
-        out["scale_down_s"] = round(time.monotonic() - ended, 1)
-        out["replicas_after_cooldown"] = Deployment.objects.get(pk=pk).replicas
-        stopped(pk)
-
-        # 3. A rolling update of 2 replicas under steady load, then 4. an update that cannot start.
-        pk = create("bench-roll", 2, model.pk)
-        ready(pk, 2)
-        change = {"model": variant.pk} if variant is not None else {"options": {"max_model_len": 2048}}
-        with Load(url, key, "bench-roll") as load:
-            servers.wait_until(lambda: load.snapshot()[0] >= 8, 120, 0.2, "calls before the update")
-            before = load.snapshot()
-            started = time.monotonic()
-            patched = api("patch", f"/api/deployments/{pk}/", change)
-            assert patched.status_code == 200, patched.content
-            servers.wait_until(lambda: Deployment.objects.get(pk=pk).rollout == Rollout.NONE, 1200, 0.2, "the rollout")
+            burst = time.monotonic()
+            with Load(url, key, "bench-scale", max_tokens=64):
+                ready(pk, 2)
+                out["scale_up_s"] = round(time.monotonic() - burst, 1)
+            ended = time.monotonic()
             servers.wait_until(
-                lambda: (
-                    not Instance.objects.filter(
-                        deployment_id=pk, revision=1, state__in=InstanceState.LIVE | {"stopping"}
-                    ).exists()
-                ),
-                120,
-                0.2,
-                "the old instances to stop",
+                lambda: Deployment.objects.get(pk=pk).replicas == 1, cooldown + 120, 0.5, "the scale down"
             )
-            out["rolling_s"] = round(time.monotonic() - started, 1)
-            after = load.snapshot()
-            out["rolling_failed"], out["rolling_calls"] = after[1] - before[1], after[0] - before[0]
-            out["rolled_to"] = "W4A16 variant" if variant is not None else "max_model_len 2048"
+            out["scale_down_s"] = round(time.monotonic() - ended, 1)
+            out["replicas_after_cooldown"] = Deployment.objects.get(pk=pk).replicas
+            stopped(pk)
 
-            started = time.monotonic()
-            patched = api("patch", f"/api/deployments/{pk}/", {"model": broken.pk})
-            assert patched.status_code == 200, patched.content
-            servers.wait_until(lambda: Deployment.objects.get(pk=pk).revision == 2, 600, 0.2, "the rollback")
-            servers.wait_until(lambda: Deployment.objects.get(pk=pk).rollout == Rollout.NONE, 120, 0.2, "its end")
-            out["rollback_s"] = round(time.monotonic() - started, 1)
-            time.sleep(2)
-            final = load.snapshot()
-            out["rollback_failed"], out["rollback_calls"] = final[1] - after[1], final[0] - after[0]
-        if load.failed:
-            print("failed calls:", load.failed[:5], file=sys.stderr)
-        stopped(pk)
+        def rolling() -> None:
+            """A rolling update of 2 replicas under steady load, then an update that cannot start."""
+            pk = create("bench-roll", 2, model.pk)
+            ready(pk, 2)
+            change = {"model": variant.pk} if variant is not None else {"options": {"max_model_len": 2048}}
+            with Load(url, key, "bench-roll") as load:
+                servers.wait_until(lambda: load.snapshot()[0] >= 8, 120, 0.2, "calls before the update")
+                before = load.snapshot()
+                started = time.monotonic()
+                patched = api("patch", f"/api/deployments/{pk}/", change)
+                assert patched.status_code == 200, patched.content
+                servers.wait_until(
+                    lambda: Deployment.objects.get(pk=pk).rollout == Rollout.NONE, 1200, 0.2, "the rollout"
+                )
+                servers.wait_until(
+                    lambda: (
+                        not Instance.objects.filter(
+                            deployment_id=pk, revision=1, state__in=InstanceState.LIVE | {"stopping"}
+                        ).exists()
+                    ),
+                    120,
+                    0.2,
+                    "the old instances to stop",
+                )
+                out["rolling_s"] = round(time.monotonic() - started, 1)
+                after = load.snapshot()
+                out["rolling_failed"], out["rolling_calls"] = after[1] - before[1], after[0] - before[0]
+                out["rolled_to"] = "W4A16 variant" if variant is not None else "max_model_len 2048"
+
+                started = time.monotonic()
+                patched = api("patch", f"/api/deployments/{pk}/", {"model": broken.pk})
+                assert patched.status_code == 200, patched.content
+                servers.wait_until(lambda: Deployment.objects.get(pk=pk).revision == 2, 600, 0.2, "the rollback")
+                servers.wait_until(lambda: Deployment.objects.get(pk=pk).rollout == Rollout.NONE, 120, 0.2, "its end")
+                out["rollback_s"] = round(time.monotonic() - started, 1)
+                time.sleep(2)
+                final = load.snapshot()
+                out["rollback_failed"], out["rollback_calls"] = final[1] - after[1], final[0] - after[0]
+            if load.failed:
+                print("failed calls:", load.failed[:5], file=sys.stderr)
+            stopped(pk)
+
+        part("wake", wake)
+        part("scale", autoscale)
+        part("rolling", rolling)
         return out
     finally:
         for proc in reversed(procs):
@@ -388,6 +419,13 @@ def figures(quick: bool) -> dict:
             if str(work) in " ".join(proc.info["cmdline"] or []):
                 proc.kill()
         connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def _cores(pid: int | None) -> list[int] | None:
+    try:
+        return sorted(os.sched_getaffinity(pid)) if pid else None
+    except OSError:
+        return None
 
 
 def _answers_healthz(port: int) -> bool:

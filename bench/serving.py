@@ -230,8 +230,17 @@ def main(quick: bool) -> dict:
         teardown_test_environment()  # bench/lifecycle.py sets up its own next
 
 
+def _routing(quick: bool) -> dict:
+    """The routing figures, or why there are none: the lifecycle's run either way."""
+    try:
+        return main(quick)
+    except Exception as exc:
+        print(f"routing failed: {exc!r}", file=sys.stderr)
+        return {"routing_error": repr(exc)[:300]}
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer turns per prompt (under 5 minutes)")
     args = parser.parse_args()
-    servers.run(lambda: main(args.quick) | lifecycle.figures(args.quick))
+    servers.run(lambda: _routing(args.quick) | lifecycle.figures(args.quick))
