@@ -125,7 +125,7 @@ def request_access(
 
 
 def _pending(request: AccessRequest) -> AccessRequest:
-    request = AccessRequest.objects.select_for_update().get(pk=request.pk)
+    request = AccessRequest.objects.select_for_update(no_key=True).get(pk=request.pk)
     if request.state != State.PENDING:
         raise ServiceError(f"This request is already {request.get_state_display().lower()}.")
     return request
@@ -334,7 +334,7 @@ def expiring(within: timedelta = EXPIRING_WITHIN) -> QuerySet[Grant]:
 def set_department_quota(actor: User, department: Department, limits: dict) -> DepartmentQuota:
     limits = clean_limits(limits)
     with transaction.atomic():
-        quota, _ = DepartmentQuota.objects.select_for_update().get_or_create(department=department)
+        quota, _ = DepartmentQuota.objects.select_for_update(no_key=True).get_or_create(department=department)
         before = quota.limits()
         for name, value in limits.items():
             setattr(quota, name, value)
@@ -364,7 +364,7 @@ def create_key(
     if expires_in_days is not None:
         _check_duration(expires_in_days)
     with transaction.atomic():
-        grant = Grant.objects.select_for_update().get(pk=grant.pk)
+        grant = Grant.objects.select_for_update(no_key=True).get(pk=grant.pk)
         if not grant.covers(user):
             raise ServiceError("This grant is not yours.", "grant")
         if not grant.active:

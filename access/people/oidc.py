@@ -141,7 +141,7 @@ def _person(name: str, claims: dict) -> User:
         raise Refused(found.refusal, username)
     external_id = f"{name}:{sub}"
     with transaction.atomic():
-        user = User.objects.select_for_update().filter(external_id=external_id).first()
+        user = User.objects.select_for_update(no_key=True).filter(external_id=external_id).first()
         if user is None:
             if User.objects.filter(username__iexact=username).exists():
                 raise Refused("an account with this username exists already", username)

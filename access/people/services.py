@@ -54,7 +54,7 @@ def save_department(department: Department, *, name: str, slug: str = "", descri
 def delete_department(department: Department) -> None:
     """Delete a department nobody and nothing refers to any more."""
     with transaction.atomic():
-        department = Department.objects.select_for_update().get(pk=department.pk)
+        department = Department.objects.select_for_update(no_key=True).get(pk=department.pk)
         refuse_in_use(
             f"Department {department.name}",
             {
@@ -149,7 +149,7 @@ def deactivate(user: User, reason: str) -> bool:
     answer 401 (gateways drop their cached keys). One audit event (user.update) carries the reason.
     False when the account was inactive already."""
     with transaction.atomic():
-        user = User.objects.select_for_update().get(pk=user.pk)
+        user = User.objects.select_for_update(no_key=True).get(pk=user.pk)
         if not user.is_active:
             return False
         user.is_active, user.deactivated_reason = False, reason[:200]
@@ -161,7 +161,7 @@ def deactivate(user: User, reason: str) -> bool:
 
 def reactivate(user: User) -> bool:
     with transaction.atomic():
-        user = User.objects.select_for_update().get(pk=user.pk)
+        user = User.objects.select_for_update(no_key=True).get(pk=user.pk)
         if user.is_active:
             return False
         user.is_active, user.deactivated_reason = True, ""
@@ -202,7 +202,7 @@ def revoke(actor: User | None, obj: M, action: str, what: str, **also: Any) -> M
     """Mark a token, key or grant revoked — the row stays, for the record — with one audit event.
     ``also``: more fields to set with it (e.g. who revoked)."""
     with transaction.atomic():
-        obj = type(obj).objects.select_for_update().get(pk=obj.pk)
+        obj = type(obj).objects.select_for_update(no_key=True).get(pk=obj.pk)
         if obj.revoked_at is not None:
             raise ServiceError(f"This {what} is already revoked.")
         obj.mark_revoked(timezone.now())

@@ -92,7 +92,7 @@ def keys_for(user: User, grants: list[Grant]) -> dict[int, str]:
     for grant in grants:
         if grant.pk not in out:
             with transaction.atomic():
-                Grant.objects.select_for_update().get(pk=grant.pk)  # two tabs at once make one key, not two
+                Grant.objects.select_for_update(no_key=True).get(pk=grant.pk)  # two tabs at once make one key, not two
                 again = held.filter(grant=grant).first()
                 out[grant.pk] = _secret(user.pk, grant.pk, again.created_at).plaintext if again else _make(user, grant)
     return out
@@ -120,7 +120,7 @@ def keep_admin_grant(user: User) -> None:
     if up_to_date(current.first()):
         return
     with transaction.atomic():
-        User.objects.select_for_update().get(pk=user.pk)  # two tabs at once make one grant, not two
+        User.objects.select_for_update(no_key=True).get(pk=user.pk)  # two tabs at once make one grant, not two
         grant = current.first()
         if up_to_date(grant):  # the other tab did it
             return

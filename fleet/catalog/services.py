@@ -135,7 +135,7 @@ def update(actor: Actor, artifact: ModelArtifact, **changes: Any) -> ModelArtifa
     if "sensitivity" in changes and changes["sensitivity"] not in Sensitivity.values:
         raise ServiceError(f"Unknown sensitivity {changes['sensitivity']!r}.", "sensitivity")
     with transaction.atomic():
-        artifact = ModelArtifact.objects.select_for_update().get(pk=artifact.pk)
+        artifact = ModelArtifact.objects.select_for_update(no_key=True).get(pk=artifact.pk)
         before = {k: getattr(artifact, k) for k in changes}
         if before == changes:
             return artifact
@@ -149,7 +149,7 @@ def update(actor: Actor, artifact: ModelArtifact, **changes: Any) -> ModelArtifa
 def forget(actor: Actor, artifact: ModelArtifact) -> None:
     """Unregister (the files stay on disk). Refused while variants point at it."""
     with transaction.atomic():
-        artifact = ModelArtifact.objects.select_for_update().get(pk=artifact.pk)
+        artifact = ModelArtifact.objects.select_for_update(no_key=True).get(pk=artifact.pk)
         if artifact.variants.exists():
             names = ", ".join(artifact.variants.values_list("name", flat=True)[:5])
             raise ServiceError(f"{artifact.name} has variants ({names}); unregister them first.")

@@ -4,8 +4,9 @@ autoscaled deployment, vLLM's own gauges of its Ready instances as the agents la
 replica count toward ``ceil(load / target)`` within [min, max]:
 
 - up once the load has stayed above what the replicas hold for ``scale_up_after_s``;
-- down once it has stayed below for ``scale_down_after_s`` (the cooldown), and never sooner than
-  that after the last change; to zero only when no call at all was seen for the cooldown;
+- down once it has stayed below for ``scale_down_after_s`` (the cooldown), never sooner than
+  that after the last change nor while an instance still starts; to zero only when no call at all
+  was seen for the cooldown;
 - back from zero when the gateway holds a call for it (``wake``).
 
 Each decision is one ``deployment.autoscale`` audit event with its reason and load; the page's
@@ -40,6 +41,7 @@ class Reading:
     running: float
     waiting: float
     tokens: float  # prompt + generated tokens so far: any change means a call was served
+    starting: int = 0  # instances placed or starting: the replicas a scale-up added, on their way
 
     def load(self, metric: str) -> float:
         return self.waiting if metric == ScaleMetric.WAITING else self.running + self.waiting
@@ -58,15 +60,19 @@ def readings(deployment_ids: list[int]) -> dict[int, Reading]:
         for f in (sample or {}).get("instances", []):
             if isinstance(f, dict) and isinstance(f.get("instance"), int):
                 figures[f["instance"]] = f
-    sums: dict[int, list[float]] = {pk: [0, 0.0, 0.0, 0.0] for pk in deployment_ids}
-    ready = Instance.objects.filter(deployment_id__in=deployment_ids, state=InstanceState.READY)
-    for pk, deployment_id in ready.values_list("pk", "deployment_id"):
+    sums: dict[int, list[float]] = {pk: [0, 0.0, 0.0, 0.0, 0] for pk in deployment_ids}
+    states = (InstanceState.READY, InstanceState.PENDING, InstanceState.STARTING)
+    live = Instance.objects.filter(deployment_id__in=deployment_ids, state__in=states)
+    for pk, deployment_id, state in live.values_list("pk", "deployment_id", "state"):
         row, f = sums[deployment_id], figures.get(pk, {})
+        if state != InstanceState.READY:
+            row[4] += 1
+            continue
         row[0] += 1
         for i, key in ((1, "running"), (2, "waiting")):
             row[i] += _number(f.get(key))
         row[3] += _number(f.get("prompt_tokens")) + _number(f.get("generation_tokens"))
-    return {pk: Reading(int(r[0]), r[1], r[2], r[3]) for pk, r in sums.items()}
+    return {pk: Reading(int(r[0]), r[1], r[2], r[3], int(r[4])) for pk, r in sums.items()}
 
 
 def _number(value: Any) -> float:
@@ -101,6 +107,9 @@ def decide(d: Deployment, reading: Reading, state: dict, now: float) -> Decision
     if wanted == 0 and current > 0:  # idle for the whole cooldown already (a wake counts as a call)
         return Decision(0, f"no call for {now - state['active_at']:.0f} s: scaled to zero")
     if wanted < current:
+        if reading.starting:  # judged once they serve: a burst on one instance read under target
+            state.pop("down_since", None)  # while its new sibling started, and stopped it (2-core bench)
+            return None
         since = state.setdefault("down_since", now)
         quiet = now - max(since, state.get("changed_at", 0.0))
         if quiet >= d.scale_down_after_s:
@@ -133,7 +142,7 @@ def apply(pk: int, decision: Decision, state: dict, now: float, *, load: float, 
     """Set the replicas (if they are still ``expect``: an admin's scale in between wins), audit the
     decision, reconcile after commit."""
     with transaction.atomic():
-        d = Deployment.objects.select_for_update().filter(pk=pk, autoscale=True).first()
+        d = Deployment.objects.select_for_update(no_key=True).filter(pk=pk, autoscale=True).first()
         if d is None or (expect is not None and d.replicas != expect) or d.replicas == decision.replicas:
             return False
         before = d.replicas

@@ -52,6 +52,7 @@ def spec_for(deployment: Deployment, replicas: int) -> placement.Spec:
         strategy=deployment.strategy,
         selector=tuple(sorted(deployment.selector.items())),
         cpu_kv_space_bytes=o["cpu_kv_space_gib"] * GIB,
+        block_size=o.get("block_size") or None,  # options saved before it existed lack it
         check_fit=not deployment.force,
     )
 
@@ -92,7 +93,7 @@ def _free_port(node_id: int, taken: dict[int, set[int]]) -> int:
 
 def reconcile(deployment_ids: list[int] | None = None) -> Pass:
     result = Pass()
-    deployments = Deployment.objects.select_related("model").prefetch_related("instances")
+    deployments = Deployment.objects.only("pk").order_by("pk")
     if deployment_ids is not None:
         deployments = deployments.filter(pk__in=deployment_ids)
     nodes = {n.pk: n for n in Node.objects.all()}
@@ -110,9 +111,21 @@ def reconcile(deployment_ids: list[int] | None = None) -> Pass:
         ram_used[node_id] = ram_used.get(node_id, 0) + options.get("cpu_kv_space_gib", 1) * GIB
     lost_after = timezone.now() - timedelta(seconds=settings.FLEET_REPLACE_AFTER_S)
     fleet = None
-    for deployment in deployments:
-        instances = list(deployment.instances.all())
+    for listed in deployments:
         with transaction.atomic():
+            # The deployment's row first, as every service that changes it, and FOR NO KEY UPDATE
+            # throughout: an audit event holds the chain's lock to the commit, where the deferred
+            # foreign-key check of a new instance wants the deployment's row (KEY SHARE). A stop that
+            # held the row FOR UPDATE and waited for the chain deadlocked with such a commit.
+            deployment = (
+                Deployment.objects.select_for_update(no_key=True, of=("self",))
+                .select_related("model")
+                .filter(pk=listed.pk)
+                .first()
+            )
+            if deployment is None:
+                continue  # deleted since it was listed
+            instances = list(deployment.instances.all())
             for inst in instances:
                 node = nodes.get(inst.node_id) if inst.node_id is not None else None
                 gone = node is None or (

@@ -156,7 +156,7 @@ def create(
 
 def _change(actor: Actor, deployment: Deployment, action: str, **changes: Any) -> Deployment:
     with transaction.atomic():
-        d = Deployment.objects.select_for_update().select_related("model").get(pk=deployment.pk)
+        d = Deployment.objects.select_for_update(no_key=True).select_related("model").get(pk=deployment.pk)
         before = {k: getattr(d, k) for k in changes}
         for key, value in changes.items():
             if key == "desired_state":
@@ -240,7 +240,7 @@ def update(actor: Actor, deployment: Deployment, values: dict[str, Any]) -> Depl
     if not isinstance(given, dict):
         raise ServiceError("The options are an object of vLLM option names and values.", "options")
     with transaction.atomic():
-        d = Deployment.objects.select_for_update().select_related("model").get(pk=deployment.pk)
+        d = Deployment.objects.select_for_update(no_key=True).select_related("model").get(pk=deployment.pk)
         clean, _planned = check(
             name=d.name,
             model=model,
@@ -261,7 +261,7 @@ def rollout(actor: Actor, deployment: Deployment, action: Any) -> Deployment:
     if action not in ROLLOUT_ACTIONS:
         raise ServiceError(f"The action must be one of: {', '.join(ROLLOUT_ACTIONS)}.", "action")
     with transaction.atomic():
-        d = Deployment.objects.select_for_update().select_related("model").get(pk=deployment.pk)
+        d = Deployment.objects.select_for_update(no_key=True).select_related("model").get(pk=deployment.pk)
         if action == "abort":
             if d.rollout == Rollout.NONE:
                 raise ServiceError("No rollout is under way: there is nothing to abort.", "action")
@@ -278,7 +278,7 @@ def rollout(actor: Actor, deployment: Deployment, action: Any) -> Deployment:
 def rollback(actor: Actor, deployment: Deployment, number: Any) -> Deployment:
     """Make an earlier revision current again; rolled out like an update."""
     with transaction.atomic():
-        d = Deployment.objects.select_for_update().select_related("model").get(pk=deployment.pk)
+        d = Deployment.objects.select_for_update(no_key=True).select_related("model").get(pk=deployment.pk)
         to = d.revisions.select_related("model").filter(number=number).first()
         if to is None:
             raise ServiceError(f"This deployment has no revision {number}.", "revision")
@@ -298,7 +298,7 @@ def stop(actor: Actor, deployment: Deployment) -> Deployment:
 def restart(actor: Actor, deployment: Deployment) -> Deployment:
     """Stop every instance (Failed ones included); the reconciler starts fresh ones."""
     with transaction.atomic():
-        d = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        d = Deployment.objects.select_for_update(no_key=True).get(pk=deployment.pk)
         for inst in d.instances.filter(state__in=InstanceState.LIVE | {InstanceState.FAILED}).select_related("node"):
             was = inst.state
             inst.set_state(InstanceState.STOPPING if was in InstanceState.LIVE else InstanceState.STOPPED)
@@ -313,7 +313,7 @@ def restart(actor: Actor, deployment: Deployment) -> Deployment:
 
 def delete(actor: Actor, deployment: Deployment) -> None:
     with transaction.atomic():
-        d = Deployment.objects.select_for_update().select_related("model").get(pk=deployment.pk)
+        d = Deployment.objects.select_for_update(no_key=True).select_related("model").get(pk=deployment.pk)
         for inst in d.instances.filter(state__in=InstanceState.LIVE).select_related("node"):
             if inst.node is not None:
                 reconciler.send(inst.node, tasks.STOP_INSTANCE, instance_id=inst.pk)
@@ -331,7 +331,7 @@ def drain_node(actor: Actor, node: Any) -> int:
         if newly_cordoned:
             node.cordoned = True
             fleet_event("cordon", node)
-        for inst in Instance.objects.select_for_update().filter(node=node, state__in=InstanceState.LIVE):
+        for inst in Instance.objects.select_for_update(no_key=True).filter(node=node, state__in=InstanceState.LIVE):
             inst.set_state(InstanceState.STOPPING)
             inst.save(update_fields=["state", "updated_at"])
             reconciler.send(node, tasks.STOP_INSTANCE, instance_id=inst.pk)
@@ -367,7 +367,7 @@ def instance_report(*, node_id: Any, report: Any) -> Instance | None:
         return None
     with transaction.atomic():
         inst = (
-            Instance.objects.select_for_update()
+            Instance.objects.select_for_update(no_key=True)
             .select_related("deployment")
             .filter(pk=report["instance"], node=node)
             .first()

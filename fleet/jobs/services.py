@@ -169,7 +169,7 @@ def benchmark(actor: Actor, deployment: Deployment, params: Any) -> Job:
 
 def cancel(actor: Actor, job: Job) -> Job:
     with transaction.atomic():
-        job = Job.objects.select_for_update(of=("self",)).select_related("node").get(pk=job.pk)
+        job = Job.objects.select_for_update(no_key=True, of=("self",)).select_related("node").get(pk=job.pk)
         if job.done:
             raise ServiceError(f"This job has {job.state} already; there is nothing to cancel.")
         if job.cancel_requested:
@@ -253,7 +253,7 @@ def report(*, node_id: Any, report: Any) -> Job | None:
         return None
     with transaction.atomic():
         job = (
-            Job.objects.select_for_update(of=("self",))
+            Job.objects.select_for_update(no_key=True, of=("self",))
             .select_related("model", "created_by")
             .filter(pk=report["job"], node=node)
             .first()
@@ -317,7 +317,7 @@ def fail_jobs_on(node: Node, why: str) -> int:
     """A node that went away, or whose agent restarted, takes its running jobs with it. Queued ones
     wait in the node's queue for its return (or a cancel)."""
     failed = 0
-    for job in Job.objects.select_for_update().filter(node=node, state=JobState.RUNNING):
+    for job in Job.objects.select_for_update(no_key=True).filter(node=node, state=JobState.RUNNING):
         _finish(job, JobState.FAILED, actor=None, error=why)
         _push(job, "finished", error=job.error)
         failed += 1

@@ -101,7 +101,7 @@ def create_join_token(actor: Actor, *, label: str = "", expires_in_hours: int = 
 
 def revoke_join_token(actor: Actor, token: JoinToken) -> JoinToken:
     with transaction.atomic():
-        token = JoinToken.objects.select_for_update().get(pk=token.pk)
+        token = JoinToken.objects.select_for_update(no_key=True).get(pk=token.pk)
         if token.revoked_at or token.used_at:
             raise ServiceError("This join token is already used or revoked.")
         token.mark_revoked(timezone.now())
@@ -115,7 +115,7 @@ def _token_row(plaintext: str) -> JoinToken | None:
     parts = plaintext.split("_", 2) if isinstance(plaintext, str) else []
     if len(parts) != 3 or parts[0] != JOIN_TOKEN_KIND:
         return None
-    row = JoinToken.objects.select_for_update().filter(prefix=parts[1]).first()
+    row = JoinToken.objects.select_for_update(no_key=True).filter(prefix=parts[1]).first()
     return row if row is not None and hmac.compare_digest(row.digest, digest(plaintext)) else None
 
 
@@ -253,7 +253,7 @@ def _admit(
         if join_token is not None:
             token = _token_row(join_token)
             refusal = "unknown join token" if token is None else token.unusable_reason()
-            existing = Node.objects.select_for_update().filter(name=name).first()
+            existing = Node.objects.select_for_update(no_key=True).filter(name=name).first()
             if refusal is None and existing is not None and existing.state == NodeState.ONLINE:
                 refusal = f"a node named {name!r} is online; remove it first or choose another name"
             if refusal is not None:
@@ -277,7 +277,7 @@ def _admit(
             )
         else:
             assert node_id is not None  # register_node requires it without a join token
-            node = Node.objects.select_for_update().filter(pk=node_id, name=name).first()
+            node = Node.objects.select_for_update(no_key=True).filter(pk=node_id, name=name).first()
             if node is None or not hmac.compare_digest(node.agent_digest, digest(secret)):
                 return None, "unknown node or wrong agent secret; join again with a new join token"
             was = node.state
@@ -474,7 +474,7 @@ def runtime_report(*, node_id: Any, runtime: Any, state: Any, detail: Any = "") 
     if node is None or not isinstance(runtime, str) or state not in ("installing", "ready", "failed"):
         return
     with transaction.atomic():
-        node = Node.objects.select_for_update().get(pk=node.pk)
+        node = Node.objects.select_for_update(no_key=True).get(pk=node.pk)
         node.runtimes = {
             **node.runtimes,
             runtime[:80]: {"state": state, "detail": str(detail)[:300], "at": timezone.now().isoformat()},
@@ -488,7 +488,7 @@ def runtime_report(*, node_id: Any, runtime: Any, state: Any, detail: Any = "") 
 # --- admin actions -----------------------------------------------------------------------------
 def set_cordon(actor: Actor, node: Node, cordoned: bool) -> Node:
     with transaction.atomic():
-        node = Node.objects.select_for_update().get(pk=node.pk)
+        node = Node.objects.select_for_update(no_key=True).get(pk=node.pk)
         if node.cordoned == cordoned:
             raise ServiceError(f"{node.name} is already {'cordoned' if cordoned else 'uncordoned'}.")
         node.cordoned = cordoned
@@ -507,7 +507,7 @@ def set_cordon(actor: Actor, node: Node, cordoned: bool) -> Node:
 def remove_node(actor: Actor, node: Node) -> None:
     """Forget a node: its GPUs and rollups go with it; its agent is refused from now on."""
     with transaction.atomic():
-        node = Node.objects.select_for_update().get(pk=node.pk)
+        node = Node.objects.select_for_update(no_key=True).get(pk=node.pk)
         before = {"name": node.name, "state": node.state, "kind": node.kind, "gpus": node.gpus.count()}
         audit.record(actor, "node.remove", node, before=before)
         fleet_event("removed", node)

@@ -4,16 +4,19 @@ decisions and the pages. Real vLLM runs in tests/e2e/test_deployments.py."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.utils.html import escape
 
+import audit
 from audit.models import AuditEvent
 from console.actions import ServiceError
 from console.consumers import LiveConsumer
@@ -183,6 +186,48 @@ def test_placing_an_instance_tells_the_deployments_page_at_once(setup):
     # (in the whole suite an e2e test's worker may be reconciling too: whichever placed it said so)
     assert pushed["data"]["kind"] == "placed"
     assert pushed["data"]["instance"] in Instance.objects.filter(deployment=d).values_list("pk", flat=True)
+
+
+@pytest.mark.django_db(transaction=True)  # two real transactions on two connections
+def test_a_stop_waits_for_a_placement_that_audits_and_neither_deadlocks(setup):
+    """A placement's transaction holds the audit chain's lock to its commit, where the deferred check
+    of its instance's foreign key wants the deployment's row; a stop holds that row and waits for
+    the chain. The row is locked FOR NO KEY UPDATE, which that check does not wait for (FOR UPDATE
+    deadlocked: seen on a stop during a wake)."""
+    d = _deploy(setup, replicas=1)
+    audited, release, errors = threading.Event(), threading.Event(), []
+
+    def place() -> None:
+        try:
+            with transaction.atomic():
+                inst = Instance.objects.create(deployment=d, replica=0, node=setup["node"], port=20001)
+                audit.record(None, "instance.place", inst)
+                audited.set()
+                release.wait(10)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def stop() -> None:
+        try:
+            deploy.stop(setup["admin"], d)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    placer, stopper = threading.Thread(target=place), threading.Thread(target=stop)
+    placer.start()
+    assert audited.wait(10)
+    stopper.start()
+    time.sleep(0.5)  # the stop holds the row and waits for the chain
+    release.set()
+    placer.join(15)
+    stopper.join(15)
+    assert errors == [] and not placer.is_alive() and not stopper.is_alive()
+    assert Deployment.objects.get(pk=d.pk).desired_state == DesiredState.STOPPED
+    assert Instance.objects.filter(deployment=d, port=20001).exists()
 
 
 def test_an_instances_log_tail_is_for_admins(setup, client_for):
