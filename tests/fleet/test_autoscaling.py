@@ -84,6 +84,16 @@ def test_it_adds_no_more_while_the_last_steps_instances_still_start():
     assert decide(d, _reading(running=30, ready=3), state, 101).replicas == 4
 
 
+def test_it_stops_nothing_while_an_instance_still_starts():
+    d, state = _policy(replicas=2, scale_down_after_s=15), {"changed_at": 0.0}
+    light = Reading(ready=1, running=1, waiting=0, tokens=10, starting=1)  # the new one is on its way
+    assert decide(d, light, state, 100) is None and "down_since" not in state
+    assert decide(d, light, state, 200) is None
+    served = Reading(ready=2, running=1, waiting=0, tokens=20)
+    assert decide(d, served, state, 300) is None and state["down_since"] == 300  # the cooldown starts now
+    assert decide(d, served, state, 315).replicas == 1
+
+
 def test_out_of_bounds_replicas_move_to_the_bounds_at_once():
     assert decide(_policy(replicas=0, min_replicas=2), _reading(), {}, 0) == Decision(2, "below its minimum of 2")
     assert decide(_policy(replicas=9), _reading(), {}, 0) == Decision(4, "above its maximum of 4")
