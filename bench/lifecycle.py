@@ -14,8 +14,8 @@ after its routing figures; alone:
   once the cooldown after the burst has passed, and how long after the burst's end that was.
 - rolling_s / rolling_failed / rolling_calls: a PATCH of a 2-replica deployment from the demo
   model to its W4A16 variant (a real quantize job makes it first; with --quick: a change of the
-  context length, one vLLM start fewer) under steady load at concurrency 4, until the rollout is
-  over; calls that failed, and calls answered meanwhile.
+  context length of a 1-replica deployment, for a 2-core machine) under steady load at
+  concurrency 4, until the rollout is over; calls that failed, and calls answered meanwhile.
 - rollback_s / rollback_failed: a PATCH to a model whose architecture vLLM refuses: its instance
   fails and the deployment rolls back by itself, under the same load.
 Ends with one JSON line of these figures.
@@ -122,7 +122,10 @@ async def _wake_calls(url: str, key: str, model: str) -> list[tuple[int, float]]
         return await asyncio.gather(*(one(session) for _ in range(WAKE_CALLS)))
 
 
-def figures(quick: bool) -> dict:
+PARTS = ("wake", "scale", "rolling")
+
+
+def figures(quick: bool, parts: tuple[str, ...] = PARTS) -> dict:
     import django
 
     django.setup()
@@ -299,6 +302,7 @@ def figures(quick: bool) -> dict:
             its instances and the agent said go to stderr, its deployments stop, the next part runs."""
             try:
                 measure()
+                print(f"{name}:", json.dumps(out), file=sys.stderr, flush=True)  # so far, should a later part hang
             except Exception as exc:
                 out[f"{name}_error"] = repr(exc)[:300]
                 print(f"{name} failed: {exc!r}", file=sys.stderr)
@@ -361,8 +365,12 @@ def figures(quick: bool) -> dict:
 
         def rolling() -> None:
             """A rolling update of 2 replicas under steady load, then an update that cannot start."""
-            pk = create("bench-roll", 2, model.pk)
-            ready(pk, 2)
+            # 2 replicas surge to 3 vLLM processes: on 2 cores the third was seen starved for 20 min
+            # beside two busy workers, so --quick rolls one (2 processes at the surge, as the e2e test)
+            replicas = 1 if quick else 2
+            out["rolling_replicas"] = replicas
+            pk = create("bench-roll", replicas, model.pk)
+            ready(pk, replicas)
             change = {"model": variant.pk} if variant is not None else {"options": {"max_model_len": 2048}}
             with Load(url, key, "bench-roll") as load:
                 servers.wait_until(lambda: load.snapshot()[0] >= 8, 120, 0.2, "calls before the update")
@@ -401,9 +409,9 @@ def figures(quick: bool) -> dict:
                 print("failed calls:", load.failed[:5], file=sys.stderr)
             stopped(pk)
 
-        part("wake", wake)
-        part("scale", autoscale)
-        part("rolling", rolling)
+        for name, measure in (("wake", wake), ("scale", autoscale), ("rolling", rolling)):
+            if name in parts:
+                part(name, measure)
         return out
     finally:
         for proc in reversed(procs):
@@ -439,5 +447,6 @@ def _answers_healthz(port: int) -> bool:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="no quantize job: the update changes an option")
+    parser.add_argument("--part", action="append", choices=PARTS, help="only this part (again for more)")
     args = parser.parse_args()
-    servers.run(lambda: figures(args.quick), redis_db=3)
+    servers.run(lambda: figures(args.quick, tuple(args.part or PARTS)), redis_db=3)
