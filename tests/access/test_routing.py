@@ -76,6 +76,13 @@ def test_the_owner_keeps_a_prefix_up_to_the_bound_of_its_share():
     for load, expected in ((2, owner), (3, owner), (4, other)):  # bound: ceil(1.25 × (load + 1 + 1) / 2)
         owner.outstanding = load
         assert route.pick(set(), key) is expected, load
+    # Under MIN_BOUND calls the owner keeps its prefix however idle the others are (the mean bound
+    # alone would pass the 4th of 4 calls on 2 instances to a cold cache).
+    other.outstanding = 0
+    owner.outstanding = routes.MIN_BOUND - 1
+    assert route.pick(set(), key) is owner
+    owner.outstanding = routes.MIN_BOUND
+    assert route.pick(set(), key) is other
     # A reload that keeps the same instances keeps their ring (it is not rebuilt on the event loop).
     ring = route.ring()
     fresh = routes.Route(
