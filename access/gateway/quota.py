@@ -20,39 +20,35 @@ log = logging.getLogger(__name__)
 PREFIX = "fleet:quota"
 TOKENS_EVERY_S = 0.05  # used tokens reach Redis within this; a quota can overshoot by one such window
 
-# KEYS: counters; ARGV: now, then per counter: limit (0 = none), kind (r = requests, t = tokens),
-# ttl, retry-after. Returns 0 when allowed (and the request counters are incremented), else the
-# largest retry-after among the limits that refused, and the index of the first one.
+# KEYS: each scope's four counters in LIMITS' order (requests this minute, then tokens this minute,
+# day, month); ARGV: now, seconds to the month's end, then each counter's limit (0 = none). Returns
+# {0, 0} when allowed (and each scope's request counter is incremented), else the largest
+# retry-after among the limits that refused, and the index of the first one. Ten arguments for
+# two scopes, not forty: packing them is most of what a check costs the gateway's CPU.
 _SCRIPT = """
+local now = tonumber(ARGV[1])
+local retry_of = {60 - now % 60, 60 - now % 60, 86400 - now % 86400, tonumber(ARGV[2])}
 local worst, which = 0, 0
 for i = 1, #KEYS do
-  local limit = tonumber(ARGV[4 * i - 2])
+  local limit = tonumber(ARGV[i + 2])
   if limit > 0 then
     local used = tonumber(redis.call('GET', KEYS[i]) or '0')
-    local kind = ARGV[4 * i - 1]
-    if (kind == 'r' and used + 1 > limit) or (kind == 't' and used >= limit) then
-      local retry = tonumber(ARGV[4 * i + 1])
-      if retry > worst then worst = retry end
+    local slot = (i - 1) % 4 + 1
+    if (slot == 1 and used + 1 > limit) or (slot > 1 and used >= limit) then
+      if retry_of[slot] > worst then worst = retry_of[slot] end
       if which == 0 then which = i end
     end
   end
 end
 if worst > 0 then return {worst, which} end
-for i = 1, #KEYS do
-  if ARGV[4 * i - 1] == 'r' then
-    redis.call('INCR', KEYS[i])
-    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4 * i]))
-  end
+for i = 1, #KEYS, 4 do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], 120)
 end
 return {0, 0}
 """
 
-_LIMIT_OF = {
-    ("r", "m"): "requests_per_minute",
-    ("t", "m"): "tokens_per_minute",
-    ("t", "d"): "tokens_per_day",
-    ("t", "mo"): "tokens_per_month",
-}
+LIMITS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "tokens_per_month")
 _DESCRIBE = {
     "requests_per_minute": "requests per minute",
     "tokens_per_minute": "tokens per minute",
@@ -86,14 +82,19 @@ class Windows:
             to_month_end=(days_in_month - t.tm_mday) * 86400 + to_day_end,
         )
 
-    def counters(self, scope: str) -> list[tuple[str, str, str, int, int]]:
-        """(redis key, kind, window, ttl, retry-after) for one scope such as ``k:12``."""
+    def counters(self, scope: str) -> list[str]:
+        """One scope's (such as ``k:12``) four counters, in ``LIMITS``' order."""
         return [
-            (f"{PREFIX}:{scope}:r:m:{self.minute}", "r", "m", 120, self.to_minute_end),
-            (f"{PREFIX}:{scope}:t:m:{self.minute}", "t", "m", 120, self.to_minute_end),
-            (f"{PREFIX}:{scope}:t:d:{self.day}", "t", "d", 2 * 86400, self.to_day_end),
-            (f"{PREFIX}:{scope}:t:mo:{self.month}", "t", "mo", 32 * 86400, self.to_month_end),
+            f"{PREFIX}:{scope}:r:m:{self.minute}",
+            f"{PREFIX}:{scope}:t:m:{self.minute}",
+            f"{PREFIX}:{scope}:t:d:{self.day}",
+            f"{PREFIX}:{scope}:t:mo:{self.month}",
         ]
+
+    def token_counters(self, scope: str) -> list[tuple[str, int]]:
+        """(counter, ttl) of the three token windows."""
+        _requests, minute, day, month = self.counters(scope)
+        return [(minute, 120), (day, 2 * 86400), (month, 32 * 86400)]
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ class Quotas:
         self.redis = client
         self._check = client.register_script(_SCRIPT)
         self._owed: dict[str, int] = {}
+        self._windows = Windows.at(0)
+        self._windows_at = 0  # the second ``_windows`` was taken at: they change at most once a second
 
     def owe(self, scopes: list[str], tokens: int) -> None:
         """Count tokens a response used; ``flush_loop`` adds them to Redis every ``TOKENS_EVERY_S``."""
@@ -126,29 +129,33 @@ class Quotas:
                     for scope, n in owed.items():
                         self._owed[scope] = self._owed.get(scope, 0) + n
 
+    def windows(self, now: float) -> Windows:
+        if int(now) != self._windows_at:
+            self._windows, self._windows_at = Windows.at(now), int(now)
+        return self._windows
+
     async def check(self, scopes: list[tuple[str, str, dict[str, int]]], now: float | None = None) -> Verdict:
         """``scopes``: (scope id, what to call it in a refusal, limits). Counts the request if allowed."""
-        windows = Windows.at(time.time() if now is None else now)
+        now = time.time() if now is None else now
+        windows = self.windows(now)
         keys: list[str] = []
-        args: list[int | str] = [int(time.time())]
-        labels: list[str] = []
-        for scope, label, limits in scopes:
-            for name, kind, window, ttl, retry in windows.counters(scope):
-                limit_name = _LIMIT_OF[(kind, window)]
-                keys.append(name)
-                args += [limits.get(limit_name, 0), kind, ttl, retry]
-                labels.append(f"{label}'s limit of {limits.get(limit_name, 0)} {_DESCRIBE[limit_name]}")
+        args: list[int] = [int(now), windows.to_month_end]
+        for scope, _label, limits in scopes:
+            keys += windows.counters(scope)
+            args += [limits.get(name, 0) for name in LIMITS]
         retry, which = await self._check(keys=keys, args=args)
         if retry:
-            return Verdict(False, int(retry), f"Over quota: {labels[which - 1]}. Retry after {retry} s.")
+            _scope, label, limits = scopes[(which - 1) // 4]
+            name = LIMITS[(which - 1) % 4]
+            what = f"{label}'s limit of {limits.get(name, 0)} {_DESCRIBE[name]}"
+            return Verdict(False, int(retry), f"Over quota: {what}. Retry after {retry} s.")
         return Verdict(True)
 
     async def add_tokens(self, owed: dict[str, int], now: float | None = None) -> None:
-        windows = Windows.at(time.time() if now is None else now)
+        windows = self.windows(time.time() if now is None else now)
         pipe = self.redis.pipeline(transaction=False)
         for scope, tokens in owed.items():
-            for name, kind, _window, ttl, _retry in windows.counters(scope):
-                if kind == "t":
-                    pipe.incrby(name, tokens)
-                    pipe.expire(name, ttl)
+            for name, ttl in windows.token_counters(scope):
+                pipe.incrby(name, tokens)
+                pipe.expire(name, ttl)
         await pipe.execute()
