@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from access.people.choices import readers_or_own
@@ -109,4 +110,38 @@ class UsageRollup(models.Model):
         indexes = [
             models.Index(fields=["user_id", "period", "start"], name="rollup_user"),
             models.Index(fields=["department_id", "period", "start"], name="rollup_dept"),
+        ]
+
+
+# Upper bounds (ms) of the latency and time-to-first-token histograms /metrics serves.
+LATENCY_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
+
+
+class CallCounter(models.Model):
+    """The ledger's running totals since the start, for /metrics: kept by the database itself (a
+    statement trigger on every insert into the ledger, as the rollups), so a scrape reads a few
+    hundred rows, every web process serves the same counts, and they never go back. Labels are
+    bounded: a model name only where a deployment answered to it (a refused call's asked-for name
+    is anyone's text), departments and deployments as plain ids. Histograms are cumulative counts
+    per bound of ``LATENCY_BUCKETS_MS``."""
+
+    deployment_id = models.BigIntegerField(default=0)
+    department_id = models.BigIntegerField(default=0)
+    model = models.CharField(max_length=100, blank=True)
+    endpoint = models.CharField(max_length=32)
+    status = models.PositiveSmallIntegerField()
+    calls = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    latency_ms_sum = models.FloatField(default=0)
+    latency_le = ArrayField(models.BigIntegerField(), default=list)
+    ttft_ms_sum = models.FloatField(default=0)
+    ttft_count = models.BigIntegerField(default=0)
+    ttft_le = ArrayField(models.BigIntegerField(), default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment_id", "department_id", "model", "endpoint", "status"], name="call_counter_labels"
+            )
         ]
