@@ -40,6 +40,7 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.db.models import Q
 
 from access.grants.models import ApiKey
 from access.people.models import Department, User
@@ -323,8 +324,12 @@ def write(batch: list[Usage]) -> int:
                 last_used[u.key_id] = max(at, last_used.get(u.key_id, at))
         UsageRecord.objects.bulk_create(rows)
         chain.record_many(events)
-        for key_id, at in last_used.items():
-            ApiKey.objects.filter(pk=key_id).update(last_used_at=at)
+    # After the chain's lock is let go: a revocation holds the key's row, then takes that lock for
+    # its audit event; updating the row under the lock deadlocked the two (bench/gateway.py --web 2).
+    # Two writers may finish out of order: the latest time wins.
+    for key_id, at in last_used.items():
+        later = Q(last_used_at__lt=at) | Q(last_used_at__isnull=True)
+        ApiKey.objects.filter(later, pk=key_id).update(last_used_at=at)
     return len(rows)
 
 

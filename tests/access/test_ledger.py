@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from access.gateway import ledger
+from access.grants import services as grants
 from access.usage.models import UsageRecord
 from audit.models import AuditEvent
 from console.embedded import free_port
@@ -175,3 +176,47 @@ def test_a_backlog_past_the_line_is_an_alarm_not_a_drop(transactional_db, stream
     assert client_for("admin").get("/healthz").json()["ledger"] == {"backlog": 5, "state": "alarm"}
     assert ledger.drain("w") == 5  # nothing was dropped
     assert 'data-testid="ledger-alarm"' not in client_for("auditor").get("/").content.decode()
+
+
+def test_a_key_revoked_while_its_calls_are_written_deadlocks_neither(transactional_db, stream, people):
+    """A revocation holds the key's row and then takes the audit chain's lock; the ledger holds
+    the chain's lock while it writes. The ledger must not touch the key's row under that lock."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from access.grants.models import ApiKey
+    from access.people import services as people_services
+    from bench import mock_openai
+
+    deployment, _ = mock_openai.register("chat-r", free_port())
+    grant = grants.create_grant(people["admin"], user=people["dept_user"], models=[deployment.model], duration_days=1)
+    key, _ = grants.create_key(people["dept_user"], grant=grant, name="k")
+    row = usage()._replace(key_id=key.pk)
+    locked, errors = threading.Event(), []
+
+    def revoke() -> None:  # people.services.revoke, paused between its row lock and its audit event
+        try:
+            with transaction.atomic():
+                ApiKey.objects.select_for_update(no_key=True).get(pk=key.pk)
+                locked.set()
+                time.sleep(1.5)  # the ledger's write is under way meanwhile
+                people_services.revoke(people["admin"], key, "apikey.revoke", "key")
+        except Exception as exc:  # a deadlock is raised in one of the two
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=revoke)
+    thread.start()
+    assert locked.wait(10)
+    try:
+        written = ledger.write([row])
+    except Exception as exc:
+        errors.append(exc)
+        written = 0
+    thread.join(20)
+    assert not errors, errors
+    assert written == 1 and recorded(row.request_id) == (1, 1)
+    key.refresh_from_db()
+    assert key.revoked_at is not None and key.last_used_at is not None
