@@ -15,7 +15,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libldap2-de
 COPY manage.py ./
 COPY templates templates
 COPY static static
-RUN useradd --system --home /var/lib/fleet fleet && mkdir -p /var/lib/fleet && chown fleet /var/lib/fleet
-USER fleet
+# a fixed, numeric id: Kubernetes' runAsNonRoot can only check a number (deploy/kubernetes)
+RUN useradd --system --uid 10001 --home /var/lib/fleet fleet && mkdir -p /var/lib/fleet && chown fleet /var/lib/fleet
+USER 10001
 EXPOSE 8000
 CMD ["uvicorn", "console.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--lifespan", "off", "--proxy-headers", "--ws-per-message-deflate", "false"]
