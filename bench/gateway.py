@@ -17,6 +17,17 @@ one worker). A Celery worker writes the ledger, as in `make run`. Uses a throwaw
 - overhead_over_floor_p50_ms / _p99_ms, ttft_overhead_over_floor_p99_ms, rps_floor: against the floor,
   a bare pass-through proxy on the same stack (bench.floor_proxy: uvicorn, aiohttp with the
   gateway's session settings; no key, quota, routes or ledger), interleaved in the same run.
+
+    .venv/bin/python bench/gateway.py --web 2 --workers 2 [--quick]
+
+The scale-out run instead (README "Scaling out"): the mock backend, N web processes and M Celery
+workers on one database and Redis, calls at concurrency 32 dealt round-robin over the web processes.
+- rps_one_web / rps_<N>_web: calls per second through the first web process alone, then through all
+  N, in the same run (on two cores the gain is bounded: the load generator and the workers share them).
+- answered / ledger_rows / ledger_request_ids: calls answered 200 (warm-up included) against the
+  ledger's rows for the key once the workers drained it, and their distinct request ids: all three
+  equal means none lost and none written twice.
+- revoked_refused_s / revoked_refused_max_s: from the revocation to each web process's first 401.
 Ends with one JSON line of these figures.
 """
 
@@ -32,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -141,6 +153,26 @@ async def ttfts(url: str, headers: dict, concurrency: int, n: int) -> list[float
     return results
 
 
+def bench_key(mock_port: int) -> tuple[Any, Any, str]:
+    """The bench's admin, and a department user's key for the mock model: every quota set, none
+    binding (the gateway checks them all the same)."""
+    from access.grants import services as grants
+    from access.people.choices import Role
+    from access.people.models import Department, User
+    from bench import mock_openai
+
+    department = Department.objects.create(name="Bench", slug="bench")
+    admin = User.objects.create(username="bench-admin", role=Role.ADMIN)
+    user = User.objects.create(username="bench-user", role=Role.DEPT_USER, department=department)
+    deployment, _ = mock_openai.register(MODEL, mock_port)
+    big = {"requests_per_minute": 10**9, "tokens_per_minute": 10**9}
+    big |= {"tokens_per_day": 10**12, "tokens_per_month": 10**12}
+    grants.set_department_quota(admin, department, big)
+    grant = grants.create_grant(admin, user=user, models=[deployment.model], duration_days=1, limits=big)
+    key, plaintext = grants.create_key(user, grant=grant, name="bench", limits=big)
+    return admin, key, plaintext
+
+
 def main(quick: bool, streams_only: bool = False) -> dict:
     import django
     import uvloop
@@ -152,11 +184,7 @@ def main(quick: bool, streams_only: bool = False) -> dict:
     from django.db import connection
     from django.test.utils import setup_test_environment
 
-    from access.grants import services as grants
-    from access.people.choices import Role
-    from access.people.models import Department, User
     from access.usage.models import UsageRecord
-    from bench import mock_openai
 
     litellm = ensure_litellm()
     setup_test_environment()
@@ -258,19 +286,7 @@ def main(quick: bool, streams_only: bool = False) -> dict:
             )
         )
 
-        department = Department.objects.create(name="Bench", slug="bench")
-        admin = User.objects.create(username="bench-admin", role=Role.ADMIN)
-        user = User.objects.create(username="bench-user", role=Role.DEPT_USER, department=department)
-        deployment, _ = mock_openai.register(MODEL, mock_port)
-        big = {
-            "requests_per_minute": 10**9,
-            "tokens_per_minute": 10**9,
-            "tokens_per_day": 10**12,
-            "tokens_per_month": 10**12,
-        }
-        grants.set_department_quota(admin, department, big)
-        grant = grants.create_grant(admin, user=user, models=[deployment.model], duration_days=1, limits=big)
-        _key, plaintext = grants.create_key(user, grant=grant, name="bench", limits=big)
+        _admin, _key, plaintext = bench_key(mock_port)
 
         _wait_http(f"http://127.0.0.1:{mock_port}/health", procs[0], 30)
         _wait_http(f"http://127.0.0.1:{gw_port}/healthz", procs[1], 60)
@@ -347,9 +363,148 @@ def main(quick: bool, streams_only: bool = False) -> dict:
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
 
+async def spread(urls: list[str], headers: dict, concurrency: int, seconds: float) -> tuple[int, float]:
+    """Calls at ``concurrency`` for ``seconds``, the clients dealt round-robin over ``urls``:
+    (every call answered 200, warm-up included; calls per second after the warm-up)."""
+    import aiohttp
+
+    body = json.dumps(BODY).encode()
+    answered = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        for i in range(concurrency):
+            await _one(session, urls[i % len(urls)], headers, body)
+            answered += 1
+        measured = 0
+        deadline = time.perf_counter() + seconds
+
+        async def client(url: str) -> None:
+            nonlocal answered, measured
+            while time.perf_counter() < deadline:
+                await _one(session, url, headers, body)
+                answered += 1
+                measured += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(urls[i % len(urls)]) for i in range(concurrency)))
+        return answered, measured / (time.perf_counter() - started)
+
+
+async def refused_after(urls: list[str], headers: dict, since: float, timeout: float) -> list[float]:
+    """Seconds from ``since`` (perf_counter) until each of ``urls`` refuses the key (401)."""
+    import aiohttp
+
+    body = json.dumps(BODY).encode()
+    out = []
+    async with aiohttp.ClientSession() as session:
+        for url in urls:
+            while True:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status == 401:
+                        out.append(time.perf_counter() - since)
+                        break
+                if time.perf_counter() - since > timeout:
+                    out.append(float("inf"))
+                    break
+                await asyncio.sleep(0.005)
+    return out
+
+
+def scale_out(quick: bool, web: int, workers: int) -> dict:
+    """Several web processes and workers on one database and Redis (README "Scaling out"): rps
+    through one web process and through all of them, in the same run; ledger rows against calls
+    answered across all of them (exactly equal: none lost, none written twice); a revoked key
+    refused by every web process, and how soon."""
+    import django
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    django.setup()
+    from django.db import connection
+    from django.test.utils import setup_test_environment
+
+    from access.grants import services as grants
+    from access.usage.models import UsageRecord
+
+    setup_test_environment()
+    connection.settings_dict["TEST"]["NAME"] = "bench_gateway_scale"
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    procs: list[subprocess.Popen] = []
+    try:
+        mock_port, ports = _free_port(), [_free_port() for _ in range(web)]
+        db_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
+        env = os.environ | {"DATABASE_URL": db_url}
+        procs.append(
+            subprocess.Popen([sys.executable, "-m", "bench.mock_openai", "--port", str(mock_port)], env=env, cwd=ROOT)
+        )
+        for port in ports:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "uvicorn", "console.asgi:application", "--port", str(port)]
+                    + ["--lifespan", "off", "--log-level", "warning", "--no-access-log"],
+                    env=env,
+                    cwd=ROOT,
+                )
+            )
+        for n in range(workers):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "celery", "-A", "console", "worker", "-Q", "console", "--pool", "solo"]
+                    + ["-n", f"bench-gw{n}@%h", "-l", "WARNING"],
+                    env=env,
+                    cwd=ROOT,
+                )
+            )
+        admin, key, plaintext = bench_key(mock_port)
+        _wait_http(f"http://127.0.0.1:{mock_port}/health", procs[0], 30)
+        for port, proc in zip(ports, procs[1:], strict=False):
+            _wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {plaintext}"}
+        urls = [f"http://127.0.0.1:{port}/v1/chat/completions" for port in ports]
+        seconds = 4 if quick else 15
+        warm, _ = asyncio.run(spread(urls, headers, 32, 1 if quick else 3))  # every process, its caches
+        answered_one, rps_one = asyncio.run(spread(urls[:1], headers, 32, seconds))
+        answered_all, rps_all = asyncio.run(spread(urls, headers, 32, seconds))
+        answered = warm + answered_one + answered_all
+        revoked_at = time.perf_counter()
+        grants.revoke_key(admin, key)
+        refused = asyncio.run(refused_after(urls, headers, revoked_at, 10))
+        # the ledger drains through the workers; it must come to the calls answered, exactly
+        rows = UsageRecord.objects.filter(key=key, status=200)
+        deadline = time.monotonic() + 60
+        while rows.count() < answered and time.monotonic() < deadline:
+            time.sleep(0.25)
+        time.sleep(1)  # a late double write would show here
+        return {
+            "web": web,
+            "workers": workers,
+            "rps_one_web": round(rps_one, 1),
+            f"rps_{web}_web": round(rps_all, 1),
+            "answered": answered,
+            "ledger_rows": rows.count(),
+            "ledger_request_ids": rows.values("request_id").distinct().count(),
+            "revoked_refused_s": [round(s, 3) for s in refused],
+            "revoked_refused_max_s": round(max(refused), 3),
+        }
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a run under 60 s (fewer requests)")
     parser.add_argument("--streams-only", action="store_true", help="only streams through the gateway, for a profiler")
+    parser.add_argument("--web", type=int, default=0, help="N web processes (and --workers): the scale-out run")
+    parser.add_argument("--workers", type=int, default=1, help="Celery workers for the scale-out run")
     args = parser.parse_args()
-    servers.run(lambda: main(args.quick, args.streams_only), redis_db=3)
+    if args.web:
+        servers.run(lambda: scale_out(args.quick, args.web, args.workers), redis_db=3)
+    else:
+        servers.run(lambda: main(args.quick, args.streams_only), redis_db=3)
