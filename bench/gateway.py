@@ -153,6 +153,17 @@ async def ttfts(url: str, headers: dict, concurrency: int, n: int) -> list[float
     return results
 
 
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """Terminate every process, then wait for each (killed after 10 s)."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def bench_key(mock_port: int) -> tuple[Any, Any, str]:
     """The bench's admin, and a department user's key for the mock model: every quota set, none
     binding (the gateway checks them all the same)."""
@@ -353,13 +364,7 @@ def main(quick: bool, streams_only: bool = False) -> dict:
             "requests_during_rps": round(served),
         }
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
 
@@ -487,13 +492,7 @@ def scale_out(quick: bool, web: int, workers: int) -> dict:
             "revoked_refused_max_s": round(max(refused), 3),
         }
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
 
